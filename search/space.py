@@ -1,0 +1,231 @@
+"""The core-unit search space: token strings a controller emits, and their conversion to expressions.
+
+A core unit is ``b(u1(x1), u2(x2))``. Per unit the token string holds five positions, in this order:
+input 1, input 2, unary 1, unary 2, binary. Unit ``i``'s inputs are ``x`` or ``u0`` .. ``u{i-1}`` (the outputs of earlier
+units), so the first unit's inputs are always ``x``. The activation's output is the last unit's output.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Iterator, Sequence
+
+from search.expression import X, Expression, ExpressionError, Node, apply
+from search.ops import BINARY, BINARY_BY_NAME, UNARY, UNARY_BY_NAME
+
+POSITION_KINDS = ("input", "input", "unary", "unary", "binary")
+
+# Beyond this many token strings a space is not enumerated (distinct-function counts become estimates).
+ENUMERATION_LIMIT = 200_000
+
+
+@dataclass(frozen=True)
+class Space:
+    """A search space: number of core units and the unary / binary subsets (token names from ``search.ops``)."""
+
+    core_units: int = 1
+    unary: tuple[str, ...] = field(default_factory=lambda: tuple(op.name for op in UNARY))
+    binary: tuple[str, ...] = field(default_factory=lambda: tuple(op.name for op in BINARY))
+
+    def __post_init__(self):
+        object.__setattr__(self, "unary", tuple(self.unary))
+        object.__setattr__(self, "binary", tuple(self.binary))
+        if not isinstance(self.core_units, int) or self.core_units < 1:
+            raise ExpressionError(f"core_units must be a positive integer, got {self.core_units!r}")
+        for kind, names, table in (("unary", self.unary, UNARY_BY_NAME), ("binary", self.binary, BINARY_BY_NAME)):
+            if not names:
+                raise ExpressionError(f"the {kind} subset is empty")
+            for name in names:
+                if name not in table:
+                    raise ExpressionError(f"unknown {kind} operator {name!r} (known: {', '.join(table)})")
+            if len(set(names)) != len(names):
+                raise ExpressionError(f"the {kind} subset lists an operator twice")
+
+    # -- positions
+
+    @cached_property
+    def choices(self) -> tuple[tuple[str, ...], ...]:
+        """The legal tokens at each position of a token string (``5 * core_units`` positions)."""
+        out = []
+        for unit in range(self.core_units):
+            inputs = ("x",) + tuple(f"u{j}" for j in range(unit))
+            out += [inputs, inputs, self.unary, self.unary, self.binary]
+        return tuple(out)
+
+    @property
+    def length(self) -> int:
+        return 5 * self.core_units
+
+    @cached_property
+    def size(self) -> int:
+        """Number of token strings."""
+        return math.prod(len(c) for c in self.choices)
+
+    def tokens_from_indices(self, indices: Sequence[int]) -> tuple[str, ...]:
+        return tuple(self.choices[p][i] for p, i in enumerate(indices))
+
+    def indices_from_tokens(self, tokens: Sequence[str]) -> tuple[int, ...]:
+        self.validate(tokens)
+        return tuple(self.choices[p].index(t) for p, t in enumerate(tokens))
+
+    def validate(self, tokens: Sequence[str]) -> None:
+        if len(tokens) != self.length:
+            raise ExpressionError(f"a token string of this space has {self.length} tokens, got {len(tokens)}")
+        for p, t in enumerate(tokens):
+            if t not in self.choices[p]:
+                unit, slot = divmod(p, 5)
+                raise ExpressionError(
+                    f"token {p + 1} ({POSITION_KINDS[slot]} of unit {unit}) is {t!r}; allowed: {', '.join(self.choices[p])}")
+
+    def enumerate(self) -> Iterator[tuple[str, ...]]:
+        """Every token string, in a fixed (lexicographic by position) order."""
+        return itertools.product(*self.choices)
+
+    # -- to and from expressions
+
+    def decode(self, tokens: Sequence[str]) -> Expression:
+        """The expression a token string computes."""
+        self.validate(tokens)
+        return Expression(tokens_to_node(tokens))
+
+    def encode(self, expr: Expression) -> tuple[str, ...] | None:
+        """A token string of this space computing ``expr``, or ``None`` (structural match, then a one-unit lookup)."""
+        units = _units_of(expr.root)
+        if units is not None and len(units) <= self.core_units:
+            tokens = _pad(units, self.core_units)
+            if self._allowed(tokens):
+                return tokens
+        if self.core_units >= 1:
+            found = one_unit_index().get(expr.fingerprint())
+            if found is not None:
+                tokens = _pad([found], self.core_units)
+                if self._allowed(tokens):
+                    return tokens
+        return None
+
+    def _allowed(self, tokens: Sequence[str]) -> bool:
+        try:
+            self.validate(tokens)
+        except ExpressionError:
+            return False
+        return True
+
+
+def tokens_to_node(tokens: Sequence[str]) -> Node:
+    if len(tokens) % 5:
+        raise ExpressionError(f"a token string has 5 tokens per core unit, got {len(tokens)}")
+    units: list[Node] = []
+    for unit in range(len(tokens) // 5):
+        in1, in2, u1, u2, b = tokens[5 * unit: 5 * unit + 5]
+        args = []
+        for inp, u in ((in1, u1), (in2, u2)):
+            if inp == "x":
+                source = X
+            elif inp.startswith("u") and inp[1:].isdigit() and int(inp[1:]) < unit:
+                source = units[int(inp[1:])]
+            else:
+                raise ExpressionError(f"unit {unit} cannot take input {inp!r}")
+            if u not in UNARY_BY_NAME:
+                raise ExpressionError(f"unknown unary operator {u!r}")
+            args.append(apply(u, source))
+        if b not in BINARY_BY_NAME:
+            raise ExpressionError(f"unknown binary operator {b!r}")
+        units.append(apply(b, *args))
+    return units[-1]
+
+
+def format_tokens(tokens: Sequence[str]) -> str:
+    """Readable token string: units separated by ``|``, e.g. ``x x scale x sigmul``."""
+    return " | ".join(" ".join(tokens[i:i + 5]) for i in range(0, len(tokens), 5))
+
+
+def parse_tokens(text: str) -> tuple[str, ...]:
+    return tuple(text.replace("|", " ").split())
+
+
+# ---------------------------------------------------------------- structural matching
+
+def _operand(node: Node):
+    """(unary name, source node) pairs that produce ``node`` as one operand of a binary."""
+    if node.is_x or node.op.arity == 2:
+        return "x", node
+    if node.op.name == "beta":
+        return "beta", X
+    child = node.children[0]
+    if child.is_x or child.op.arity == 2:
+        return node.op.name, child
+    return None
+
+
+def _rewrite(node: Node) -> Node:
+    # a**2 is mul(a, a), so atan(x)**2 is one unit.
+    if node.op is not None and node.op.name == "square" and not node.children[0].is_x:
+        return Node(BINARY_BY_NAME["mul"], (node.children[0], node.children[0]))
+    # mul(a, sigmoid(b)) and mul(sigmoid(b), a) are the binary sigmul(b, a).
+    if node.op is not None and node.op.name == "mul":
+        a, b = node.children
+        for s, other in ((b, a), (a, b)):
+            if s.op is not None and s.op.name == "sigmoid":
+                return Node(BINARY_BY_NAME["sigmul"], (s.children[0], other))
+    return node
+
+
+def _units_of(root: Node) -> list[tuple[str, ...]] | None:
+    units: list[tuple[str, ...]] = []
+    index: dict[Node, int] = {}
+
+    def visit(node: Node) -> int | None:
+        node = _rewrite(node)
+        if node in index:
+            return index[node]
+        if node.op is None or node.op.arity != 2:
+            return None
+        parts = []
+        for child in node.children:
+            operand = _operand(_rewrite(child) if child.op is not None and child.op.arity == 2 else child)
+            if operand is None:
+                return None
+            unary, source = operand
+            if source.is_x:
+                parts.append(("x", unary))
+            else:
+                j = visit(source)
+                if j is None:
+                    return None
+                parts.append((f"u{j}", unary))
+        units.append((parts[0][0], parts[1][0], parts[0][1], parts[1][1], node.op.name))
+        index[node] = len(units) - 1
+        return len(units) - 1
+
+    return units if visit(root) is not None else None
+
+
+def _pad(units: list[tuple[str, ...]], core_units: int) -> tuple[str, ...]:
+    """Shift unit references so ``units`` fill the last slots; the leading unused units compute ``x + x``."""
+    shift = core_units - len(units)
+    out: list[str] = []
+    for _ in range(shift):
+        out += ["x", "x", "x", "x", "add"]
+    for in1, in2, u1, u2, b in units:
+        out += [_shift_ref(in1, shift), _shift_ref(in2, shift), u1, u2, b]
+    return tuple(out)
+
+
+def _shift_ref(ref: str, shift: int) -> str:
+    return ref if ref == "x" else f"u{int(ref[1:]) + shift}"
+
+
+_ONE_UNIT_INDEX: dict[str, tuple[str, ...]] | None = None
+
+
+def one_unit_index() -> dict[str, tuple[str, ...]]:
+    """Fingerprint -> first token string (in enumeration order) of the full one-unit space; built once per process."""
+    global _ONE_UNIT_INDEX
+    if _ONE_UNIT_INDEX is None:
+        index: dict[str, tuple[str, ...]] = {}
+        for tokens in Space(1).enumerate():
+            index.setdefault(Expression(tokens_to_node(tokens)).fingerprint(), tokens)
+        _ONE_UNIT_INDEX = index
+    return _ONE_UNIT_INDEX
