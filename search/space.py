@@ -184,7 +184,7 @@ def _units_of(root: Node) -> list[tuple[str, ...]] | None:
             return None
         parts = []
         for child in node.children:
-            operand = _operand(_rewrite(child) if child.op is not None and child.op.arity == 2 else child)
+            operand = _operand(_rewrite(child))
             if operand is None:
                 return None
             unary, source = operand
