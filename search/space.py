@@ -148,21 +148,27 @@ def parse_tokens(text: str) -> tuple[str, ...]:
 # ---------------------------------------------------------------- structural matching
 
 def _operand(node: Node):
-    """(unary name, source node) pairs that produce ``node`` as one operand of a binary."""
+    """The (unary name, source node) that produces ``node`` as one operand of a binary, or None."""
     if node.is_x or node.op.arity == 2:
         return "x", node
     if node.op.name == "beta":
         return "beta", X
-    child = node.children[0]
-    if child.is_x or child.op.arity == 2:
-        return node.op.name, child
+    for child in dict.fromkeys((node.children[0], _rewrite(node.children[0]))):
+        if child.is_x or child.op.arity == 2:
+            return node.op.name, child
     return None
 
 
 def _rewrite(node: Node) -> Node:
     # a**2 is mul(a, a), so atan(x)**2 is one unit.
-    if node.op is not None and node.op.name == "square" and not node.children[0].is_x:
+    if node.op is not None and node.op.name == "square":
         return Node(BINARY_BY_NAME["mul"], (node.children[0], node.children[0]))
+    # The parser reads `beta * a` as scale(a) and `a + beta` as shift(a); as operands they are mul / add with beta.
+    if node.op is not None and node.op.name in ("scale", "shift"):
+        beta = Node(UNARY_BY_NAME["beta"], (X,))
+        if node.op.name == "scale":
+            return Node(BINARY_BY_NAME["mul"], (beta, node.children[0]))
+        return Node(BINARY_BY_NAME["add"], (node.children[0], beta))
     # mul(a, sigmoid(b)) and mul(sigmoid(b), a) are the binary sigmul(b, a).
     if node.op is not None and node.op.name == "mul":
         a, b = node.children
@@ -173,31 +179,41 @@ def _rewrite(node: Node) -> Node:
 
 
 def _units_of(root: Node) -> list[tuple[str, ...]] | None:
+    """Core units computing ``root`` (the last one is the output), or None. Tries each node as written first, then
+    its rewritten form, undoing partial work between attempts."""
     units: list[tuple[str, ...]] = []
     index: dict[Node, int] = {}
 
-    def visit(node: Node) -> int | None:
-        node = _rewrite(node)
-        if node in index:
-            return index[node]
-        if node.op is None or node.op.arity != 2:
-            return None
-        parts = []
-        for child in node.children:
-            operand = _operand(_rewrite(child))
-            if operand is None:
-                return None
-            unary, source = operand
+    def operand(child: Node) -> tuple[str, str] | None:
+        for form in dict.fromkeys((child, _rewrite(child))):
+            found = _operand(form)
+            if found is None:
+                continue
+            unary, source = found
             if source.is_x:
-                parts.append(("x", unary))
-            else:
-                j = visit(source)
-                if j is None:
-                    return None
-                parts.append((f"u{j}", unary))
-        units.append((parts[0][0], parts[1][0], parts[0][1], parts[1][1], node.op.name))
-        index[node] = len(units) - 1
-        return len(units) - 1
+                return "x", unary
+            j = visit(source)
+            if j is not None:
+                return f"u{j}", unary
+        return None
+
+    def visit(node: Node) -> int | None:
+        for form in dict.fromkeys((node, _rewrite(node))):
+            if form in index:
+                return index[form]
+            if form.op is None or form.op.arity != 2:
+                continue
+            mark = len(units)
+            parts = [operand(child) for child in form.children]
+            if None in parts:
+                for key in [k for k, v in index.items() if v >= mark]:
+                    del index[key]
+                del units[mark:]
+                continue
+            units.append((parts[0][0], parts[1][0], parts[0][1], parts[1][1], form.op.name))
+            index[form] = len(units) - 1
+            return len(units) - 1
+        return None
 
     return units if visit(root) is not None else None
 

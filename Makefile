@@ -1,0 +1,33 @@
+# `make run`: set up .venv and run the quickstart search on the CPU proxy (resumes if interrupted).
+# `make test`: set up .venv and run the test suite.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-stamp
+export RAY_AUTH_MODE := disabled
+
+.PHONY: setup run test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	@if [ -d results/quickstart ]; then \
+		$(VENV)/bin/actsearch resume results/quickstart; \
+	else \
+		$(VENV)/bin/actsearch run configs/quickstart.yaml --name quickstart; \
+	fi
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q
+
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/activation_speed.py
+	$(VENV)/bin/python benchmarks/child_speed.py
+	$(VENV)/bin/python benchmarks/controller_speed.py
+
+clean:
+	rm -rf $(VENV) *.egg-info

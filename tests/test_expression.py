@@ -1,0 +1,225 @@
+"""Expressions: text syntax, token strings, fingerprints, screen, modules."""
+import pickle
+import warnings
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from search import Expression, ExpressionError, Space
+from search.space import format_tokens, parse_tokens
+
+PAPER_FUNCTIONS = [
+    "x * sigmoid(beta * x)", "max(x, sigmoid(x))", "cos(x) - x", "min(x, sin(x))", "atan(x)**2 - x",
+    "max(x, tanh(x))", "sinc(x) + x", "x * asinh(x)**2",
+]
+
+
+@pytest.mark.parametrize("text", PAPER_FUNCTIONS + ["relu(x)", "-x**2", "(-x)**2", "beta * (x + beta)",
+                                                    "x / (x + beta)", "-(x - x)", "x - (x - x)", "gauss_diff(x, x**3)"])
+def test_text_prints_back_as_typed(text):
+    assert str(Expression.parse(text)) == text
+
+
+@pytest.mark.parametrize("typed, canonical", [
+    ("max(x, 0)", "relu(x)"), ("min(x,0)", "min0(x)"), ("x*sigmoid(beta*x)", "x * sigmoid(beta * x)"),
+    ("((x))", "x"), ("  x  +  beta ", "x + beta"),
+])
+def test_canonical_spelling(typed, canonical):
+    assert str(Expression.parse(typed)) == canonical
+
+
+def test_paper_functions_compute_their_formulas():
+    x = torch.linspace(-4, 4, 81, dtype=torch.float64)
+    expected = {
+        "x * sigmoid(beta * x)": x * torch.sigmoid(x),
+        "max(x, sigmoid(x))": torch.maximum(x, torch.sigmoid(x)),
+        "cos(x) - x": torch.cos(x) - x,
+        "min(x, sin(x))": torch.minimum(x, torch.sin(x)),
+        "atan(x)**2 - x": torch.atan(x) ** 2 - x,
+        "max(x, tanh(x))": torch.maximum(x, torch.tanh(x)),
+        "sinc(x) + x": torch.where(x == 0, torch.ones_like(x), torch.sin(x) / x) + x,
+        "x * asinh(x)**2": x * torch.asinh(x) ** 2,
+    }
+    for text, want in expected.items():
+        torch.testing.assert_close(Expression.parse(text)(x), want)
+
+
+def test_beta_changes_swish():
+    e = Expression.parse("x * sigmoid(beta * x)")
+    x = torch.linspace(-3, 3, 13, dtype=torch.float64)
+    torch.testing.assert_close(e(x, beta=2.0), x * torch.sigmoid(2 * x))
+
+
+@pytest.mark.parametrize("bad, fragment", [
+    ("", "empty expression"),
+    ("   ", "empty expression"),
+    ("foo(x)", "unknown operator 'foo'"),
+    ("sigmoid(x", "expected ')'"),
+    ("x +", "end of text"),
+    ("max(x)", "max takes 2 argument(s), got 1"),
+    ("sin(x, x)", "sin takes 1 argument(s), got 2"),
+    ("x ** 4", "only **2 and **3"),
+    ("2 * x", "constant 2 is not in the space"),
+    ("x # y", "unexpected character '#'"),
+    ("x x", "unexpected 'x'"),
+    ("y", "unknown operator 'y'"),
+])
+def test_bad_text_names_the_problem_and_column(bad, fragment):
+    with pytest.raises(ExpressionError) as info:
+        Expression.parse(bad)
+    message = str(info.value)
+    assert fragment in message
+    assert "\n" not in message
+    if bad.strip():
+        assert "column" in message
+
+
+def test_fingerprint_equivalences():
+    fp = lambda t: Expression.parse(t).fingerprint()  # noqa: E731
+    assert fp("sigmoid(beta*x)*x") == fp("x*sigmoid(beta*x)")
+    assert fp("x*sigmoid(x)") != fp("x*sigmoid(beta*x)")
+    assert fp("max(x, 0)") == fp("relu(x)") == fp("max(x, relu(x))")
+    assert fp("x + x") != fp("x / x")
+    assert fp("-(-x)") == fp("x + x - x")
+    assert fp("sigmul(x, x)") == fp("x * sigmoid(x)")
+    assert fp("x - beta * x") != fp("x - x")  # differ once beta != 1
+
+
+def test_screen_rejects_known_bad_functions():
+    cases = {
+        "x - x": "constant",
+        "beta": "constant",
+        "exp(-beta * (x - x)**2)": "constant",
+        "beta * x": "linear",
+        "x + beta": "linear",
+        "x": "linear",
+        "exp(exp(x))**3": "non-finite output",
+        "x / (x - x)": "linear",  # x / (0 + eps)
+        "exp(-exp(exp(x)))": "non-finite gradient",
+        "log_abs(x - x)": "constant",
+    }
+    for text, reason in cases.items():
+        verdict = Expression.parse(text).screen()
+        assert not verdict.ok, text
+        assert reason in verdict.reason, (text, verdict.reason)
+    assert Expression.parse("beta * x").screen(reject_linear=False).ok
+    for text in PAPER_FUNCTIONS + ["relu(x)", "tanh(x)"]:
+        assert Expression.parse(text).screen().ok, text
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (4, 3, 7), (4, 3, 5, 5)])
+def test_module_has_per_channel_betas(shape):
+    m = Expression.parse("max(x, beta * x) + x * sigmoid(beta * x)").module(compile=False)
+    x = torch.randn(*shape)
+    y = m(x)
+    assert y.shape == x.shape
+    assert m.beta.shape == (2, 3) and torch.all(m.beta == 1)
+    # each channel's beta acts on that channel only
+    with torch.no_grad():
+        m.beta[1, 2] = 3.0
+    y2 = m(x)
+    assert torch.equal(y2[:, :2], y[:, :2]) and not torch.equal(y2[:, 2], y[:, 2])
+    y2.sum().backward()
+    assert m.beta.grad.shape == (2, 3)
+
+
+def test_module_with_explicit_channels_and_pickle():
+    m = Expression.parse("x * sigmoid(beta * x)").module(channels=8, compile=False)
+    assert m.beta.shape == (1, 8)
+    with torch.no_grad():
+        m.beta.uniform_(0.5, 2.0)
+    x = torch.randn(2, 8, 3, 3)
+    clone = pickle.loads(pickle.dumps(m))
+    torch.testing.assert_close(clone(x), m(x))
+    lazy = pickle.loads(pickle.dumps(Expression.parse("x + beta").module(compile=False)))
+    assert lazy(torch.randn(2, 5)).shape == (2, 5) and lazy.beta.shape == (1, 5)
+    assert Expression.parse("relu(x)").module().beta is None
+
+
+def test_compiled_module_matches_eager():
+    e = Expression.parse("cos(x) - x * sigmoid(beta * x)")
+    x = torch.randn(8, 4, 6, requires_grad=True)
+    eager, fused = e.module(channels=4, compile=False), e.module(channels=4, compile=True)
+    y1, y2 = eager(x), fused(x)
+    torch.testing.assert_close(y1, y2)
+    g1 = torch.autograd.grad(y1.sum(), (x, eager.beta))
+    g2 = torch.autograd.grad(y2.sum(), (x, fused.beta))
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b)
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch):
+    from search import kernel as kernel_module
+
+    def broken(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("no C++ compiler")
+        return call
+
+    monkeypatch.setattr(kernel_module.torch, "compile", broken)
+    m = Expression.parse("sin(x) + x * x").module(compile=True)
+    x = torch.randn(3, 2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        y = m(x)
+    torch.testing.assert_close(y, torch.sin(x) + x * x)
+    assert any("running eager" in str(w.message) for w in caught)
+    assert kernel_module.kernel("sin(x) + x * x", True).failed.startswith("RuntimeError")
+
+
+def test_all_one_unit_strings_round_trip():
+    space = Space(1)
+    assert space.size == 6250
+    count = 0
+    for tokens in space.enumerate():
+        expr = space.decode(tokens)
+        text = str(expr)
+        again = Expression.parse(text)
+        assert str(again) == text, tokens
+        assert again.fingerprint() == expr.fingerprint(), tokens
+        count += 1
+    assert count == 6250
+
+
+@st.composite
+def token_strings(draw):
+    space = Space(draw(st.integers(1, 3)))
+    return space, tuple(draw(st.sampled_from(choices)) for choices in space.choices)
+
+
+@settings(max_examples=300, deadline=None)
+@given(token_strings())
+def test_random_token_strings_round_trip(case):
+    space, tokens = case
+    expr = space.decode(tokens)
+    text = str(expr)
+    again = Expression.parse(text)
+    assert str(again) == text
+    assert again.fingerprint() == expr.fingerprint()
+    # a token string the space proposes re-encodes to a token string computing the same function
+    encoded = space.encode(again)
+    assert encoded is not None
+    assert space.decode(encoded).fingerprint() == expr.fingerprint()
+    assert parse_tokens(format_tokens(tokens)) == tokens
+
+
+def test_bad_token_strings():
+    space = Space(2)
+    with pytest.raises(ExpressionError, match="has 10 tokens"):
+        space.decode(("x",) * 5)
+    with pytest.raises(ExpressionError, match="input of unit 0"):
+        space.decode(("u0", "x", "x", "x", "add") + ("x", "x", "x", "x", "add"))
+    with pytest.raises(ExpressionError, match="unknown unary operator 'foo'"):
+        Space(1, unary=("x", "foo"))
+    with pytest.raises(ExpressionError, match="binary subset is empty"):
+        Space(1, binary=())
+
+
+def test_subsets_and_unit_inputs():
+    space = Space(3, unary=("x", "sin"), binary=("add", "mul"))
+    assert space.choices[0] == ("x",) and space.choices[5] == ("x", "u0") and space.choices[10] == ("x", "u0", "u1")
+    assert space.size == (2 * 2 * 2) * (2 * 2 * 2 * 2 * 2) * (3 * 3 * 2 * 2 * 2)
+    expr = space.decode(("x", "x", "sin", "x", "add", "u0", "x", "x", "sin", "mul", "u1", "u0", "x", "x", "add"))
+    assert str(expr) == "(sin(x) + x) * sin(x) + (sin(x) + x)"
