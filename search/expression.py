@@ -42,7 +42,7 @@ class Node:
     children: tuple["Node", ...] = ()
 
     def walk(self) -> Iterator["Node"]:
-        """Pre-order traversal; the order in which betas are numbered."""
+        """Pre-order traversal. (Betas are numbered in evaluation order, children first: see search.kernel.)"""
         yield self
         for child in self.children:
             yield from child.walk()

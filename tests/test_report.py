@@ -1,0 +1,173 @@
+"""The HTML report (one self-contained file) and the plots it embeds."""
+from __future__ import annotations
+
+import base64
+import io
+import struct
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from evaluator.stats import compare_all, wins_table
+from search.cli import UserError
+from search.plots import function_curves, moving_average, plot_functions, plot_progress
+from search.report import build_report
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])  # IHDR: width, height
+
+
+def png(fn, *args) -> bytes:
+    buf = io.BytesIO()
+    fn(*args, buf)
+    return buf.getvalue()
+
+
+class Page(HTMLParser):
+    """Collects every attribute, the tables (rows of cell texts) and whether scripts or links occur."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.attrs: list[tuple[str, str, str]] = []
+        self.tables: list[list[list[str]]] = []
+        self.tags: set[str] = set()
+        self._cell: list[str] | None = None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.add(tag)
+        self.attrs += [(tag, k, v or "") for k, v in attrs]
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+@pytest.fixture(scope="module")
+def images():
+    functions = png(plot_functions, ["x * sigmoid(beta * x)", "max(x, tanh(x))"])
+    progress = png(plot_progress, [0.5, None, 0.7, 0.65, 0.8], [{"version": 1, "consumed": [0, 2, 3],
+                                                                 "stats": {"entropy": 3.2}}])
+    return functions, progress
+
+
+TOP = [
+    {"rank": 1, "expression": "x * sigmoid(beta * x)", "reward": 0.93124, "evaluations": 3, "status": "ok"},
+    {"rank": 2, "expression": "max(x, tanh(x))", "reward": 0.92, "evaluations": 1, "status": "ok"},
+]
+
+
+def _significance():
+    rng = np.random.default_rng(0)
+    relu = {s: 0.9 + rng.normal(0, 0.01) for s in range(10)}
+    scores = {"relu": relu,
+              "x * sigmoid(beta * x)": {s: relu[s] + 0.01 + rng.normal(0, 0.002) for s in range(10)},
+              "x": {s: relu[s] - 0.2 + rng.normal(0, 0.01) for s in range(10)}}
+    comps = compare_all(scores, ["x * sigmoid(beta * x)", "x"], ["relu"])
+    return comps, wins_table(scores, ["x * sigmoid(beta * x)", "x"], ["relu"])
+
+
+def _build(tmp_path, images, **overrides):
+    comps, wins = _significance()
+    kwargs = dict(title="run <runs/demo>", config={"seed": 3, "child": {"task": "mnist1d", "steps": 200}},
+                  summary={"candidates": 40, "best reward": 0.93124}, top_rows=TOP, function_png=images[0],
+                  progress_png=images[1], significance=[c.to_dict() for c in comps], wins_table=wins)
+    kwargs.update(overrides)
+    path = tmp_path / "report.html"
+    build_report(path, **kwargs)
+    return path
+
+
+def test_report_is_one_file_with_embedded_images_and_nothing_external(tmp_path, images):
+    path = _build(tmp_path, images)
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+    text = path.read_text(encoding="utf-8")
+    page = Page(text)
+    assert not page.tags & {"script", "link", "iframe", "object", "embed"}
+    sources = [v for tag, k, v in page.attrs if k in ("src", "href", "srcset", "poster", "data")]
+    assert len(sources) == 2 and all(v.startswith("data:image/png;base64,") for v in sources)
+    assert {base64.b64decode(v.split(",", 1)[1]) for v in sources} == set(images)
+    assert "url(" not in text and "@import" not in text and "http" not in text
+    assert "<runs/demo>" not in text and "run &lt;runs/demo&gt;" in text  # user text is escaped
+
+
+def test_report_shows_the_top_table_and_the_verdicts(tmp_path, images):
+    page = Page(_build(tmp_path, images).read_text(encoding="utf-8"))
+    top = next(t for t in page.tables if t[0][:2] == ["rank", "expression"])
+    assert top[1] == ["1", "x * sigmoid(beta * x)", "0.9312", "3", "ok"]
+    assert top[2][1] == "max(x, tanh(x))"
+    sig = next(t for t in page.tables if t[0][0] == "candidate" and "verdict" in t[0])
+    rows = {row[0]: row for row in sig[1:]}  # one baseline each here, so every row names its candidate
+    assert rows["x * sigmoid(beta * x)"][1] == "relu" and rows["x * sigmoid(beta * x)"][-1] == "better"
+    assert rows["x"][-1] == "worse" and rows["x"][-2] == "0/0/10"
+    wins = next(t for t in page.tables if t[0] == ["candidate", "relu"])
+    assert wins[1:] == [["x * sigmoid(beta * x)", "10/0/0"], ["x", "0/0/10"]]
+    text = "".join(cell for t in page.tables for row in t for cell in row)
+    assert "mnist1d" not in text  # the config is in its own block, as YAML
+    assert "task: mnist1d" in _build(tmp_path, images).read_text(encoding="utf-8")
+
+
+def test_report_without_significance_says_how_to_get_it(tmp_path, images):
+    text = _build(tmp_path, images, significance=None, wins_table=None).read_text(encoding="utf-8")
+    assert "actsearch significance" in text
+    assert "verdict" not in text and "Wins / ties / losses" not in text
+
+
+def test_report_rejects_bad_input(tmp_path, images):
+    with pytest.raises(ValueError, match="PNG"):
+        _build(tmp_path, images, function_png=b"GIF89a...")
+    with pytest.raises(UserError, match="no such directory"):
+        build_report(tmp_path / "missing" / "r.html", title="t", config={}, summary={}, top_rows=[],
+                     function_png=images[0], progress_png=images[1], significance=None, wins_table=None)
+
+
+# ---------------------------------------------------------------- plots
+
+def test_function_curves_derivative_is_the_analytic_one():
+    x = np.linspace(-5, 5, 201)
+    y, dy = function_curves("x * sigmoid(beta * x)", x)
+    s = 1 / (1 + np.exp(-x))
+    np.testing.assert_allclose(y, x * s, rtol=1e-12)
+    np.testing.assert_allclose(dy, s + x * s * (1 - s), rtol=1e-10, atol=1e-12)
+    y, dy = function_curves("beta", x)  # a constant: slope 0, not an autograd error
+    assert np.all(y == 1) and np.all(dy == 0)
+
+
+def test_plot_functions_lays_out_one_panel_per_function():
+    one = png_size(png(plot_functions, ["relu(x)"]))
+    four = png_size(png(plot_functions, ["relu(x)", "sin(x)", "cos(x) - x", "exp(sinh(x)**2)"]))  # inf at the edges
+    six = png_size(png(plot_functions, ["relu(x)"] * 6))
+    assert four[0] > 3 * one[0] and four[1] == one[1]  # a row of four
+    assert six[0] == four[0] and six[1] > 1.8 * four[1]  # wraps to a second row
+    with pytest.raises(ValueError, match="2 titles for 1"):
+        plot_functions(["relu(x)"], io.BytesIO(), ["a", "b"])
+
+
+def test_plot_progress_draws_the_entropy_panel_only_when_there_is_entropy():
+    rewards = [0.1, None, 0.5, 0.55, 0.62, None, 0.6, 0.7]
+    updates = [{"version": 1, "consumed": [0, 2], "stats": {"entropy": 5.0}},
+               {"version": 2, "consumed": [3, 4], "stats": {"entropy": 4.1}}]
+    with_entropy = png_size(png(plot_progress, rewards, updates))
+    without = png_size(png(plot_progress, rewards, [{"version": 1, "consumed": [0], "stats": {"mean_reward": 0.3}}]))
+    assert with_entropy[1] > 1.3 * without[1]
+    assert png_size(png(plot_progress, [None, None], [])) == without  # nothing rewarded yet still draws
+
+
+def test_moving_average_is_the_trailing_mean():
+    v = [1.0, 3.0, 2.0, 6.0, 4.0]
+    want = [np.mean(v[max(0, i - 2):i + 1]) for i in range(len(v))]
+    np.testing.assert_allclose(moving_average(v, 3), want)
