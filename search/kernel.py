@@ -92,6 +92,9 @@ class Kernel:
 def kernel(text: str, compiled: bool) -> Kernel:
     """The process-wide cached kernel for a canonical expression text."""
     key = (text, compiled)
+    k = _KERNELS.get(key)
+    if k is not None:  # lock-free hit: a lock here would break the graph of a torch.compile'd child at every site
+        return k
     with _LOCK:
         k = _KERNELS.get(key)
         if k is None:

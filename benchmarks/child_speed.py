@@ -1,0 +1,147 @@
+"""Training speed of children with a native activation and with a searched candidate, side by side, as ratios.
+
+For ResNet-20 (CIFAR-sized input, batch 128) and the proxy's 1-D CNN (mnist1d-sized input, batch 128) it times
+training steps (forward, backward, SGD) with:
+
+- ``relu`` and ``silu``: torch's native modules;
+- the candidate ``x * sigmoid(beta * x)`` (Swish with trainable per-channel beta) as ``Expression.module``, eager
+  (``compile=False``) and fused (``compile=True``: one ``torch.compile``d kernel per expression);
+- on CUDA also the way ``train_child`` runs a child there: the whole child under ``torch.compile``, channels_last,
+  bf16 autocast (rows marked "child compiled").
+
+Variants are measured in interleaved rounds (each round times every variant once) and the median round is kept, so a
+shared, noisy machine slows them alike. Inputs are random tensors already on the device: this measures the child, not
+data loading. Usage::
+
+    .venv/bin/python benchmarks/child_speed.py                 # CUDA when present, else CPU (one thread)
+    .venv/bin/python benchmarks/child_speed.py --models cnn1d --rounds 7 --json speed.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from evaluator.activations import activation_factory  # noqa: E402
+from evaluator.models import build_model  # noqa: E402
+from evaluator.settings import ChildSettings  # noqa: E402
+from evaluator.train import compile_child, make_optimizer, train_step  # noqa: E402
+
+CANDIDATE = "x * sigmoid(beta * x)"
+INPUT_SHAPE = {"resnet20": (3, 32, 32), "cnn1d": (1, 40)}
+
+
+def variants(device: torch.device, whole: bool) -> list[tuple[str, str, bool | None, bool]]:
+    """(label, activation, activation compile flag, compile the whole child)."""
+    out = [("relu", "relu", None, False), ("silu (native)", "silu", None, False),
+           ("candidate eager", CANDIDATE, False, False), ("candidate compiled", CANDIDATE, True, False)]
+    if whole:
+        out += [("relu, child compiled", "relu", None, True), ("candidate, child compiled", CANDIDATE, None, True)]
+    return out
+
+
+def make_runner(model_name: str, activation: str, act_compile: bool | None, whole: bool, device: torch.device,
+                batch: int):
+    """A function running one training step, after building (and warming up) the child."""
+    torch.manual_seed(0)
+    model = build_model(model_name, activation_factory(activation, compile=act_compile)).to(device)
+    x = torch.randn(batch, *INPUT_SHAPE[model_name], device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    if device.type == "cuda" and x.dim() == 4:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    settings = ChildSettings(compile="on" if whole else "off")
+    net = compile_child(model, settings, x[:2])
+    optimizer = make_optimizer(model, settings)
+
+    def step():
+        train_step(net, optimizer, x, y, lr=0.01)
+
+    return step
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(model_name: str, device: torch.device, batch: int, steps: int, rounds: int, whole: bool) -> list[dict]:
+    rows = []
+    runners = []
+    for label, activation, act_compile, whole_child in variants(device, whole):
+        start = time.perf_counter()
+        run = make_runner(model_name, activation, act_compile, whole_child, device, batch)
+        for _ in range(3):  # warm-up: compilation, allocator, first-call overheads
+            run()
+        sync(device)
+        runners.append((label, run, time.perf_counter() - start))
+    times: dict[str, list[float]] = {label: [] for label, _, _ in runners}
+    for _ in range(rounds):
+        for label, run, _ in runners:
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                run()
+            sync(device)
+            times[label].append((time.perf_counter() - start) / steps)
+    silu = statistics.median(times["silu (native)"])
+    relu = statistics.median(times["relu"])
+    for label, _, setup_s in runners:
+        t = statistics.median(times[label])
+        rows.append({"model": model_name, "variant": label, "batch": batch, "step_ms": 1e3 * t,
+                     "images_per_s": batch / t, "time_vs_silu": t / silu, "time_vs_relu": t / relu,
+                     "setup_s": setup_s})
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--models", nargs="+", default=["resnet20", "cnn1d"], choices=sorted(INPUT_SHAPE))
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is kept")
+    parser.add_argument("--steps", type=int, default=0, help="steps per round (0: 3 for ResNet-20 on CPU, else 20)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (one, like a search worker)")
+    parser.add_argument("--whole-child", action="store_true", help="also time the whole child compiled (CUDA: always)")
+    parser.add_argument("--json", metavar="FILE", help="also write the rows and the machine to this JSON file")
+    args = parser.parse_args()
+
+    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda") if use_cuda else torch.device("cpu")
+    torch.set_num_threads(args.threads)
+    if use_cuda:
+        torch.backends.cudnn.benchmark = True
+    machine = torch.cuda.get_device_name(device) if use_cuda else f"{platform.processor() or platform.machine()}, " \
+                                                                  f"{args.threads} thread(s)"
+    print(f"device: {device} ({machine}); torch {torch.__version__}; batch {args.batch_size}; "
+          f"median of {args.rounds} interleaved rounds")
+    rows = []
+    for model_name in args.models:
+        steps = args.steps or (3 if model_name == "resnet20" and not use_cuda else 20)
+        rows += measure(model_name, device, args.batch_size, steps, args.rounds, args.whole_child or use_cuda)
+    print(f"\n| child | activation | ms/step | images/s | time vs native SiLU | time vs ReLU | setup s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['variant']} | {r['step_ms']:.1f} | {r['images_per_s']:,.0f} | "
+              f"{r['time_vs_silu']:.2f}x | {r['time_vs_relu']:.2f}x | {r['setup_s']:.1f} |")
+    resnet = [r for r in rows if r["model"] == "resnet20"]
+    if resnet and args.batch_size == 128:
+        print("\nProjected 10K-step ResNet-20 child (batch 128), training steps only:")
+        for r in resnet:
+            print(f"  {r['variant']:<28} {10_000 * r['step_ms'] / 1e3 / 60:.1f} min")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": str(device), "machine": machine,
+                                               "torch": torch.__version__, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Activation functions for children: hand-designed baselines by name, and searched candidates by expression text.
+
+A child network takes an *activation factory*: a callable ``factory(channels) -> nn.Module`` that it calls once per
+activation site, so every site gets its own module (a candidate's betas, PReLU's slopes are per site and per channel).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from search.expression import Expression, ExpressionError
+
+ActivationFactory = Callable[[int], nn.Module]
+
+SWISH = "x * sigmoid(beta * x)"  # Swish with a trainable per-channel beta (initialised to 1), as the paper trains it
+
+# The hand-designed baselines of the paper's comparison, by name. Each builds a fresh module for a site of C channels.
+BASELINES: dict[str, Callable[[int, bool | None], nn.Module]] = {
+    "relu": lambda c, compile: nn.ReLU(),
+    "leaky_relu": lambda c, compile: nn.LeakyReLU(0.01),
+    "prelu": lambda c, compile: nn.PReLU(c),  # one slope per channel, initialised to 0.25
+    "elu": lambda c, compile: nn.ELU(),
+    "selu": lambda c, compile: nn.SELU(),
+    "softplus": lambda c, compile: nn.Softplus(),
+    "gelu": lambda c, compile: nn.GELU(),
+    "silu": lambda c, compile: nn.SiLU(),  # Swish-1: x * sigmoid(x), torch's native kernel
+    "swish": lambda c, compile: Expression.parse(SWISH).module(channels=c, compile=compile),
+    "tanh": lambda c, compile: nn.Tanh(),
+    "sigmoid": lambda c, compile: nn.Sigmoid(),
+}
+
+
+def _resolve(activation: str) -> str | Expression:
+    """A baseline's name, or the parsed candidate; raises ``UserError`` for anything else."""
+    from search.cli import UserError
+
+    if not isinstance(activation, str):
+        raise UserError(f"activation must be text (a baseline name or an expression), got {activation!r}")
+    name = activation.strip()
+    if name.lower() in BASELINES:
+        return name.lower()
+    try:
+        return Expression.parse(name)
+    except ExpressionError as exc:
+        raise UserError(f"unknown activation {activation!r}: not a baseline ({', '.join(BASELINES)}) "
+                        f"and not an expression ({exc})") from None
+
+
+def activation_label(activation: str) -> str:
+    """The name a result records: the baseline's name, or the candidate's canonical expression text."""
+    resolved = _resolve(activation)
+    return resolved if isinstance(resolved, str) else resolved.text
+
+
+def activation_factory(activation: str, compile: bool | None = None) -> ActivationFactory:
+    """``factory(channels) -> nn.Module`` for a baseline name (``relu``, ``swish``, ...) or an expression text.
+
+    compile: passed to ``Expression.module`` for candidates (and Swish): ``True`` fuses the function with
+    ``torch.compile``, ``False`` runs eager ops, ``None`` fuses on CUDA only. Native baselines ignore it.
+    Raises ``search.cli.UserError`` when ``activation`` is neither a baseline nor a valid expression.
+    """
+    resolved = _resolve(activation)
+    if isinstance(resolved, str):
+        build = BASELINES[resolved]
+        return lambda channels: build(channels, compile)
+    return lambda channels: resolved.module(channels=channels, compile=compile)

@@ -1,0 +1,101 @@
+"""``ChildSettings``: how one child network is trained and scored (the ``child:`` section of a search config)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TASKS = ("mnist1d", "cifar10", "cifar100", "synthetic")
+# The child each task trains when ``model`` is "auto", and the models each task accepts.
+DEFAULT_MODEL = {"mnist1d": "cnn1d", "cifar10": "resnet20", "cifar100": "resnet20", "synthetic": "none"}
+IMAGE_MODELS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "preact_resnet164", "wrn_28_10")
+MODELS_BY_TASK = {"mnist1d": ("cnn1d",), "cifar10": IMAGE_MODELS, "cifar100": IMAGE_MODELS, "synthetic": ("none",)}
+# Training examples used when ``train_size`` is 0: every CIFAR image not held out; 4,000 generated mnist1d signals.
+DEFAULT_TRAIN_SIZE = {"mnist1d": 4_000}
+CIFAR_TRAIN_IMAGES = 50_000
+
+
+@dataclass
+class ChildSettings:
+    """Settings of a child: task, network, optimiser, budget, data location and device.
+
+    The defaults are the offline proxy (a small 1-D CNN on mnist1d, about 5 s per child on one CPU core).
+    The paper's protocol is ``task: cifar10, model: resnet20, steps: 10000, batch_size: 128`` (configs/paper.yaml).
+    """
+
+    task: str = "mnist1d"  # mnist1d (offline proxy) | cifar10 | cifar100 | synthetic (no training; tests the search)
+    model: str = "auto"  # auto = the task's standard child (cnn1d for mnist1d, resnet20 for CIFAR); see MODELS_BY_TASK
+    steps: int = 500  # SGD steps per child (paper: 10,000 for ResNet-20 on CIFAR-10)
+    batch_size: int = 128  # training batch (paper: 128)
+    lr: float = 0.1  # peak learning rate after warm-up (the standard ResNet rate for batch 128)
+    momentum: float = 0.9  # Nesterov momentum
+    weight_decay: float = 5e-4  # L2 on conv/linear weights (not on biases, batch-norm parameters or betas)
+    warmup_steps: int = 25  # linear warm-up before the cosine decay; a short one keeps odd candidates from blowing up
+    train_size: int = 0  # training examples; 0 = the task's standard (CIFAR: all not held out; mnist1d: 4,000)
+    val_size: int = 5000  # validation examples held out of the training data (usual CIFAR hold-out: 5,000); 0 = none
+    data_seed: int = 0  # picks the held-out CIFAR images and seeds the mnist1d generator: fixed for a whole search
+    data_dir: str = "data"  # where datasets live (CIFAR: <data_dir>/cifar-10-batches-py; mnist1d: generated cache)
+    download: bool = False  # download CIFAR when missing (needs internet); off so a search never stalls on a download
+    augment: bool = True  # CIFAR: random crop with 4-pixel padding and horizontal flip (no effect on mnist1d)
+    device: str = "auto"  # auto (cuda when available, else cpu) | cpu | cuda
+    compile: str = "auto"  # auto (torch.compile the child on CUDA only) | on (also on CPU) | off
+    time_limit_s: float = 0.0  # wall-clock limit per child, loading included; 0 = none. Over it: status "timeout"
+    threads: int = 1  # CPU threads per child (one per worker keeps workers from fighting); 0 = torch's default
+    split: str = "val"  # held-out set whose accuracy is reported: val (the search's reward) | test (final reports)
+    target: str = "x * sigmoid(x)"  # synthetic task: the function whose similarity is the reward
+    noise: float = 0.0  # synthetic task: standard deviation of noise added to the reward (mimics seed noise)
+
+    def problems(self) -> list[tuple[str, str]]:
+        """``(field, what is wrong and what is allowed)`` for every out-of-range or unknown value; empty when fine."""
+        out: list[tuple[str, str]] = []
+
+        def choice(name: str, allowed: tuple[str, ...]) -> None:
+            value = getattr(self, name)
+            if value not in allowed:
+                out.append((name, f"must be one of {', '.join(allowed)}; got {value!r}"))
+
+        choice("task", TASKS)
+        choice("device", ("auto", "cpu", "cuda"))
+        choice("compile", ("auto", "on", "off"))
+        choice("split", ("val", "test"))
+        if self.task in MODELS_BY_TASK and self.model != "auto" and self.model not in MODELS_BY_TASK[self.task]:
+            out.append(("model", f"task {self.task} trains one of auto, {', '.join(MODELS_BY_TASK[self.task])}; "
+                                 f"got {self.model!r}"))
+        for name, low in (("steps", 1), ("batch_size", 1), ("warmup_steps", 0), ("train_size", 0), ("val_size", 0),
+                          ("threads", 0), ("data_seed", 0)):
+            if getattr(self, name) < low:
+                out.append((name, f"must be >= {low}, got {getattr(self, name)}"))
+        if not self.lr > 0:
+            out.append(("lr", f"must be > 0, got {self.lr}"))
+        if not 0 <= self.momentum < 1:
+            out.append(("momentum", f"must be in [0, 1), got {self.momentum}"))
+        if not self.weight_decay >= 0:
+            out.append(("weight_decay", f"must be >= 0, got {self.weight_decay}"))
+        if not self.time_limit_s >= 0:
+            out.append(("time_limit_s", f"must be >= 0 (0 = no limit), got {self.time_limit_s}"))
+        if not self.noise >= 0:
+            out.append(("noise", f"must be >= 0, got {self.noise}"))
+        if self.task in ("cifar10", "cifar100") and self.train_size + self.val_size > CIFAR_TRAIN_IMAGES:
+            out.append(("train_size", f"train_size + val_size must be <= {CIFAR_TRAIN_IMAGES:,} "
+                                      f"(CIFAR's training images), got {self.train_size} + {self.val_size}"))
+        if self.task != "synthetic" and self.split == "val" and self.val_size == 0:
+            out.append(("val_size", "must be >= 1 when split is val (the accuracy is measured on it)"))
+        if self.task == "synthetic" and isinstance(self.target, str):
+            from evaluator.synthetic import synthetic_target_problem
+
+            problem = synthetic_target_problem(self.target)
+            if problem:
+                out.append(("target", problem))
+        return out
+
+    @property
+    def resolved_model(self) -> str:
+        """The model name with "auto" replaced by the task's standard child."""
+        return DEFAULT_MODEL.get(self.task, "none") if self.model == "auto" else self.model
+
+    @property
+    def resolved_train_size(self) -> int:
+        """Training examples, with 0 replaced by the task's standard."""
+        if self.train_size:
+            return self.train_size
+        if self.task in ("cifar10", "cifar100"):
+            return CIFAR_TRAIN_IMAGES - self.val_size
+        return DEFAULT_TRAIN_SIZE.get(self.task, 0)

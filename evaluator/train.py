@@ -1,0 +1,263 @@
+"""Training one child network with a candidate activation, and scoring it: ``train_child(settings, activation, seed)``.
+
+Data flow: settings -> device -> data (cached per process) -> child (seeded init) -> SGD steps (seeded data order)
+-> held-out accuracy -> result record. The same seed gives every candidate the same initial weights (activation
+modules draw no random numbers) and the same batches, so results pair across candidates; on CPU a seed reproduces
+a result bit for bit.
+
+On CUDA the dataset lives on the GPU, batches are augmented there, the child runs channels_last under bf16 autocast
+and is compiled with ``torch.compile``. On CPU none of that: it costs more than it saves there.
+"""
+from __future__ import annotations
+
+import math
+import time
+import traceback
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from evaluator.activations import activation_factory, activation_label
+from evaluator.data import TaskData, load_task, random_crop_flip
+from evaluator.models import build_model
+from evaluator.settings import ChildSettings
+
+TRAIN_LOSS_WINDOW = 20  # the reported training loss is the mean over this many final steps (one batch is noisy)
+CUDA_CHECK_EVERY = 10  # on CUDA, reading the loss waits for the GPU: check for a non-finite loss every 10 steps
+EVAL_BATCH = 1000
+
+
+# ---------------------------------------------------------------- device and compilation
+
+def resolve_device(setting: str) -> torch.device:
+    """"auto" -> cuda when available, else cpu. Raises ``UserError`` when cuda is asked for and there is none."""
+    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            from search.cli import UserError
+
+            raise UserError("child.device: cuda asked for, but torch sees no CUDA device (use auto or cpu)")
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _compile_whole_child(settings: ChildSettings, device: torch.device) -> bool:
+    return settings.compile == "on" or (settings.compile == "auto" and device.type == "cuda")
+
+
+def _activation_compile(settings: ChildSettings) -> bool | None:
+    # auto: the activation module's own default (fused on CUDA, eager on CPU unless ACTSEARCH_COMPILE=1).
+    return {"auto": None, "on": True, "off": False}[settings.compile]
+
+
+# ---------------------------------------------------------------- the child and its optimiser
+
+def build_child(settings: ChildSettings, activation: str, seed: int, device: torch.device,
+                num_classes: int) -> nn.Module:
+    """The task's child network with ``activation`` at every site, initialised from ``seed``, on ``device``.
+
+    The initialisation draws from a forked copy of torch's generator, so the caller's random stream is untouched.
+    Raises ``UserError`` for an unknown activation.
+    """
+    factory = activation_factory(activation, compile=_activation_compile(settings))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(settings.resolved_model, factory, num_classes)
+    model = model.to(device)
+    if device.type == "cuda" and settings.task in ("cifar10", "cifar100"):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def compile_child(model: nn.Module, settings: ChildSettings, sample: torch.Tensor) -> nn.Module:
+    """``torch.compile(model)`` when the settings ask for it on this device, else ``model`` itself.
+
+    One eager forward pass (eval mode: batch-norm statistics stay untouched) first builds the activation kernels, so
+    the compiled graph does not have to.
+    """
+    if not _compile_whole_child(settings, sample.device):
+        return model
+    model.eval()
+    with torch.no_grad():
+        model(sample)
+    model.train()
+    return torch.compile(model)
+
+
+def make_optimizer(model: nn.Module, settings: ChildSettings) -> torch.optim.SGD:
+    """SGD with Nesterov momentum; weight decay on conv and linear weights only (not biases, BN, betas, slopes)."""
+    decay = [m.weight for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+    decay_ids = {id(p) for p in decay}
+    rest = [p for p in model.parameters() if id(p) not in decay_ids]
+    groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum, nesterov=settings.momentum > 0)
+
+
+def learning_rate(step: int, settings: ChildSettings) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to 0 at ``steps`` (step counts from 0)."""
+    if step < settings.warmup_steps:
+        return settings.lr * (step + 1) / settings.warmup_steps
+    span = max(1, settings.steps - settings.warmup_steps)
+    return 0.5 * settings.lr * (1 + math.cos(math.pi * (step - settings.warmup_steps) / span))
+
+
+# ---------------------------------------------------------------- batches
+
+class BatchStream:
+    """Training batches in a seeded order: a fresh permutation per epoch, the last partial batch dropped.
+
+    Works on the data's device (augmentation included); the generator lives there too.
+    """
+
+    def __init__(self, data: TaskData, batch_size: int, seed: int, augment: bool):
+        self.data = data
+        self.device = data.train_x.device
+        self.batch_size = min(batch_size, len(data.train_y))
+        self.augment = augment and data.is_image
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.order = self._permutation()
+        self.pos = 0
+
+    def _permutation(self) -> torch.Tensor:
+        return torch.randperm(len(self.data.train_y), generator=self.generator, device=self.device)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.pos + self.batch_size > len(self.order):
+            self.order, self.pos = self._permutation(), 0
+        idx = self.order[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        x = self.data.train_x[idx]
+        if self.augment:
+            x = random_crop_flip(x, self.generator)
+        x = self.data.inputs(x)
+        if self.device.type == "cuda" and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, self.data.train_y[idx]
+
+
+# ---------------------------------------------------------------- one step, and scoring
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               lr: float) -> torch.Tensor:
+    """One SGD step at learning rate ``lr``; returns the batch loss (a detached tensor, not synchronised)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+        loss = F.cross_entropy(model(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: TaskData) -> float | None:
+    """Accuracy on the held-out split in eval mode; None when the child's outputs are not finite."""
+    model.eval()
+    correct, finite = torch.zeros((), device=data.eval_x.device), True
+    for start in range(0, len(data.eval_y), EVAL_BATCH):
+        x = data.inputs(data.eval_x[start:start + EVAL_BATCH])
+        if x.device.type == "cuda" and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+            logits = model(x).float()
+        finite = finite & torch.isfinite(logits).all()
+        correct += (logits.argmax(1) == data.eval_y[start:start + EVAL_BATCH]).sum()
+    model.train()
+    if not bool(finite):
+        return None
+    return correct.item() / len(data.eval_y)
+
+
+# ---------------------------------------------------------------- the child's whole life
+
+def train_child(settings: ChildSettings, activation: str, seed: int) -> dict:
+    """Train one child with ``activation`` (a baseline name or an expression text) from ``seed``; never raises.
+
+    Returns the result record (JSON-serialisable): ``status`` "ok" | "diverged" (non-finite loss or outputs) |
+    "failed" (an exception; ``error`` holds its message) | "timeout" (over ``settings.time_limit_s``); ``accuracy``
+    on the ``split`` (None unless ok); ``train_loss`` (mean of the last steps); ``steps`` done; ``wall_s`` (the whole
+    call); ``images_per_s`` (training steps after the first, which pays for compilation); ``device``; ``error``;
+    ``activation`` (the baseline name or canonical expression); ``seed``.
+    The synthetic task returns ``evaluator.synthetic.evaluate_synthetic``'s record instead (no training).
+    """
+    if settings.task == "synthetic":
+        from evaluator.synthetic import evaluate_synthetic
+
+        return evaluate_synthetic(activation, target=settings.target, noise=settings.noise, seed=seed,
+                                  split=settings.split)
+    start = time.perf_counter()
+    record = {"status": "failed", "accuracy": None, "split": settings.split, "train_loss": None, "steps": 0,
+              "wall_s": 0.0, "images_per_s": None, "device": None, "error": None, "activation": activation,
+              "seed": seed}
+    try:
+        _train(settings, activation, seed, record, start)
+    except Exception as exc:  # a crashing candidate is a result, not a crash of the search
+        record["status"] = "failed"
+        record["error"] = _one_line(exc)
+    record["wall_s"] = time.perf_counter() - start
+    return record
+
+
+def _one_line(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno})" if frames else ""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {message}{where}"
+
+
+def _device_name(device: torch.device) -> str:
+    return f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
+
+
+def _train(settings: ChildSettings, activation: str, seed: int, record: dict, start: float) -> None:
+    """The body of ``train_child``: fills ``record`` in place; may raise."""
+    record["activation"] = activation_label(activation)
+    device = resolve_device(settings.device)
+    record["device"] = _device_name(device)
+    if settings.threads and device.type == "cpu":
+        torch.set_num_threads(settings.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions once
+    data = load_task(settings, device)
+    model = build_child(settings, activation, seed, device, data.num_classes)
+    stream = BatchStream(data, settings.batch_size, seed, settings.augment)
+    if _compile_whole_child(settings, device):
+        # A worker compiles one child after another: past dynamo's recompile limit it would silently run eager.
+        torch._dynamo.reset()
+    net = compile_child(model, settings, data.inputs(data.train_x[:2]))
+    optimizer = make_optimizer(model, settings)
+
+    limit = settings.time_limit_s
+    on_cuda = device.type == "cuda"
+    window = torch.zeros((), device=device)
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    first_step_done = None
+    for step in range(settings.steps):
+        x, y = stream.next()
+        loss = train_step(net, optimizer, x, y, learning_rate(step, settings))
+        record["steps"] = step + 1
+        if step >= settings.steps - TRAIN_LOSS_WINDOW:
+            window += loss
+        nonfinite |= ~torch.isfinite(loss)
+        if (not on_cuda or step % CUDA_CHECK_EVERY == 0 or step == settings.steps - 1) and bool(nonfinite):
+            record["status"], record["error"] = "diverged", f"non-finite training loss by step {step + 1}"
+            return
+        if step == 0:
+            if on_cuda:
+                torch.cuda.synchronize(device)
+            first_step_done = time.perf_counter()
+        if limit and time.perf_counter() - start > limit:
+            record["status"] = "timeout"
+            record["error"] = f"time limit of {limit:g} s reached after {step + 1} of {settings.steps} steps"
+            return
+    if on_cuda:
+        torch.cuda.synchronize(device)
+    train_s = time.perf_counter() - first_step_done
+    record["images_per_s"] = (settings.steps - 1) * stream.batch_size / train_s if settings.steps > 1 else None
+    record["train_loss"] = window.item() / min(TRAIN_LOSS_WINDOW, settings.steps)
+    accuracy = evaluate(model, data)
+    if accuracy is None:
+        record["status"], record["error"] = "diverged", f"non-finite outputs on the {settings.split} set"
+        return
+    record["status"], record["accuracy"] = "ok", accuracy
