@@ -50,7 +50,13 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=4, default=[128, 64, 32, 32])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--warm-cache", action="store_true",
+                        help="let inductor reuse its on-disk cache (default: cold, the cost a new candidate pays)")
     args = parser.parse_args()
+    if not args.warm_cache:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.force_disable_caches = True
     device = torch.device(args.device)
     torch.manual_seed(0)
     x = torch.randn(*args.shape, device=device, requires_grad=True)
