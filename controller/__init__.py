@@ -1,0 +1,66 @@
+"""Controllers: proposers of candidates behind one contract (``controller.base.Proposer``).
+
+Kinds (``ControllerSettings.kind``): ``ppo`` and ``reinforce`` (an LSTM policy, ``controller.policy``, trained by
+``controller.learner``), ``random``, ``exhaustive`` and ``evolution`` (regularized evolution). The loop that drives
+them never needs to know which one runs. A complete synchronous loop on the synthetic task::
+
+    import torch
+    from controller import ControllerSettings, make_proposer
+    from evaluator.synthetic import evaluate_synthetic
+    from search.rewards import RewardBook
+    from search.space import Space
+
+    space = Space(core_units=2)
+    proposer = make_proposer(ControllerSettings(kind="ppo", batch_size=16), space, seed=0)
+    book = RewardBook(screened_reward=0.0, reject_linear=True)
+    while not proposer.finished and proposer.version < 5:
+        for proposal in proposer.ask(16):
+            expr = space.decode(proposal.tokens)
+            judgement = book.judge(expr)           # screened / duplicate: a reward without training a child
+            reward = judgement.reward
+            if judgement.status == "new":
+                book.start(judgement.fingerprint)
+                reward = evaluate_synthetic(expr.text)["accuracy"]
+                book.record(judgement.fingerprint, reward)
+            update = proposer.tell(proposal, reward)   # the 16th tell of a batch returns the update record
+            if update:
+                print(update["version"], update["stats"]["mean_reward"], update["stats"]["entropy"])
+    torch.save(proposer.state_dict(), "controller.pt")  # everything, RNG states included
+
+    resumed = make_proposer(ControllerSettings(kind="ppo", batch_size=16), space, seed=0)
+    resumed.load_state_dict(torch.load("controller.pt"))  # proposes exactly what ``proposer`` would
+
+A real search asks a batch, hands the proposals to workers and tells each reward when its child finishes, in any
+order; proposals carry what the learner needs (behaviour log-probability, policy version) to learn from late rewards.
+"""
+from __future__ import annotations
+
+from controller.base import Proposal, Proposer
+from controller.settings import KINDS, ControllerSettings
+from search.space import Space
+
+__all__ = ["ControllerSettings", "KINDS", "Proposal", "Proposer", "make_proposer"]
+
+
+def make_proposer(settings: ControllerSettings, space: Space, seed: int) -> Proposer:
+    """The proposer ``settings.kind`` names, for ``space``, seeded with ``seed``; ``UserError`` for bad settings."""
+    problems = settings.problems()
+    if problems:
+        from search.cli import UserError
+
+        raise UserError("; ".join(f"controller.{name}: {what}" for name, what in problems))
+    if settings.kind in ("ppo", "reinforce"):
+        from controller.policy import PolicyProposer
+
+        return PolicyProposer(space, seed, settings, reinforce=settings.kind == "reinforce")
+    if settings.kind == "random":
+        from controller.random_search import RandomProposer
+
+        return RandomProposer(space, seed)
+    if settings.kind == "exhaustive":
+        from controller.exhaustive import ExhaustiveProposer
+
+        return ExhaustiveProposer(space, seed)
+    from controller.evolution import EvolutionProposer
+
+    return EvolutionProposer(space, seed, settings.population_size, settings.tournament_size, settings.crossover_prob)
