@@ -15,11 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	@if [ -d results/quickstart ]; then \
-		$(VENV)/bin/actsearch resume results/quickstart; \
-	else \
-		$(VENV)/bin/actsearch run configs/quickstart.yaml --name quickstart; \
-	fi
+	$(VENV)/bin/actsearch run configs/quickstart.yaml --name quickstart --resume
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
@@ -28,6 +24,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/activation_speed.py
 	$(VENV)/bin/python benchmarks/child_speed.py
 	$(VENV)/bin/python benchmarks/controller_speed.py
+	$(VENV)/bin/python benchmarks/orchestration.py
 
 clean:
 	rm -rf $(VENV) *.egg-info

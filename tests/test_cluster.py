@@ -1,0 +1,80 @@
+"""A search on a multi-node Ray cluster (``ray.cluster_utils.Cluster``: a head and 2 worker nodes on this machine)
+keeps going when a worker node dies under running children: Ray reruns them elsewhere and nothing is lost."""
+import os
+import threading
+import time
+
+import pytest
+import ray
+import yaml
+
+from search.cli import main
+from search.store import CHILD_STATUSES, Store
+
+BUDGET = 10
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    from ray.cluster_utils import Cluster
+
+    try:
+        # Quick health checks so the dead node is noticed in about a second rather than ~20 s.
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 0, "include_dashboard": False,  # children run only on the worker nodes
+            "_system_config": {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
+                               "health_check_failure_threshold": 2}})
+    except Exception as exc:  # a sandbox without the sockets / processes a cluster needs
+        pytest.skip(f"ray.cluster_utils.Cluster cannot start here: {exc}")
+    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address)
+    yield cluster, workers
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def test_a_worker_node_dies_under_running_children_and_the_run_completes(cluster, tmp_path, capsys, monkeypatch):
+    cluster, (survivor, doomed) = cluster
+    monkeypatch.setenv("ACTSEARCH_TEST_CHILD_DELAY_S", "1.5")  # children long enough to be caught running
+    config = tmp_path / "cluster.yaml"
+    config.write_text(yaml.safe_dump({
+        "controller": {"kind": "random"}, "child": {"task": "synthetic"}, "budget": {"children": BUDGET},
+        "resources": {"address": cluster.address, "cpus_per_child": 1, "max_retries": 3}}))
+    run_dir = tmp_path / "results" / "cluster"
+    removed = {}
+
+    def kill_a_node_under_running_children():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with Store.open(run_dir, readonly=True) as store:
+                    nodes = {c["node"] for c in store.candidates(CHILD_STATUSES)}
+                    if doomed.node_id in nodes and store.counts()["running"] == 2:
+                        removed["at"] = time.time()
+                        cluster.remove_node(doomed, allow_graceful=False)
+                        return
+            except FileNotFoundError:
+                pass
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_node_under_running_children)
+    killer.start()
+    code = main(["run", str(config), "--name", "cluster", "--results", str(tmp_path / "results")])
+    killer.join()
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "at" in removed, "the worker node was never removed"
+    assert f"finished: {BUDGET}/{BUDGET} children" in out.out
+
+    with Store.open(run_dir, readonly=True) as store:
+        assert store.audit() == []
+        children = store.candidates(CHILD_STATUSES)
+        assert len(children) == BUDGET
+        assert all(c["status"] == "ok" for c in children)  # a dead node is a system failure: retried, not failed
+        caught = [c for c in children if c["started_at"] <= removed["at"] <= c["finished_at"]]
+        # Two children were running, one on each 1-CPU worker; both finished, so the doomed node's one ran again
+        # on the survivor.
+        assert len(caught) == 2 and all(c["node"] == survivor.node_id for c in caught)
+        assert not [c for c in children if c["node"] == doomed.node_id and c["finished_at"] > removed["at"]]

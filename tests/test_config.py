@@ -1,0 +1,160 @@
+"""Search configs as a user writes them: defaults, overrides, the shipped configs, and bad input (exit 2, no run)."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from search.cli import UserError, main
+from search.config import Config, config_from_dict, field_docs, load_config, SECTIONS
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "search.yaml"
+    path.write_text(text)
+    return path
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# ---------------------------------------------------------------- good configs
+
+def test_empty_config_gives_documented_defaults(tmp_path):
+    config = load_config(write(tmp_path, ""))
+    assert config == Config()
+    assert config.child.task == "mnist1d" and config.controller.kind == "ppo" and config.space.core_units == 1
+    assert len(config.space.unary) == 25 and len(config.space.binary) == 10
+
+
+def test_every_setting_is_documented():
+    for cls in [Config, *SECTIONS.values()]:
+        import dataclasses
+
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in SECTIONS and f.name not in field_docs(cls)]
+        assert not missing, f"{cls.__name__} fields without a comment: {missing}"
+
+
+def test_overrides_are_yaml_values_and_win_over_the_file(tmp_path):
+    path = write(tmp_path, "child:\n  steps: 100\n  lr: 5e-4\nbudget:\n  children: 10\n")
+    config = load_config(path, ["child.steps=250", "space.unary=[relu, tanh, x]", "seed=7",
+                                "rewards.reject_linear=false", "resources.gpus_per_child=0.5"])
+    assert config.child.steps == 250 and config.child.lr == 5e-4  # PyYAML reads 5e-4 as text; still a number
+    assert config.space.unary == ("relu", "tanh", "x") and config.seed == 7
+    assert config.rewards.reject_linear is False and config.resources.gpus_per_child == 0.5
+    assert config.budget.children == 10
+
+
+def test_resolved_yaml_round_trips_with_a_comment_per_setting(tmp_path):
+    config = load_config(None, ["child.task=synthetic", "space.core_units=2", "child.target=max(x, 0)"])
+    text = config.to_yaml()
+    assert config_from_dict(yaml.safe_load(text)) == config
+    assert "  steps: 500  # SGD steps per child" in text
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    config = load_config(path)
+    config.space.build()
+
+
+def test_shipped_configs_are_the_ones_promised():
+    names = {p.stem for p in CONFIGS.glob("*.yaml")}
+    assert {"quickstart", "paper", "exhaustive", "random", "evolution", "synthetic"} <= names
+    paper = load_config(CONFIGS / "paper.yaml")
+    assert (paper.child.task, paper.child.resolved_model, paper.child.steps, paper.child.batch_size) == \
+        ("cifar10", "resnet20", 10_000, 128)
+    assert paper.resources.gpus_per_child > 0
+    quick = load_config(CONFIGS / "quickstart.yaml")
+    assert (quick.child.task, quick.controller.kind, quick.resources.address) == ("mnist1d", "ppo", "")
+    assert quick.resources.gpus_per_child == 0 and quick.child.device == "cpu"
+
+
+# ---------------------------------------------------------------- bad configs: exit 2, the field named, nothing made
+
+BAD_FILES = [
+    ("child:\n  stepz: 100\n", "child.stepz: unknown setting", "did you mean steps"),
+    ("chid:\n  steps: 100\n", "chid: unknown section", "did you mean child"),
+    ("child:\n  steps: lots\n", "child.steps: must be an integer", "'lots'"),
+    ("child:\n  steps: 0\n", "child.steps: must be >= 1", "got 0"),
+    ("child:\n  task: imagenet\n", "child.task: must be one of", "mnist1d, cifar10, cifar100, synthetic"),
+    ("space:\n  unary: [relu, swoosh]\n", "space.unary: unknown unary operator 'swoosh'", "allowed: x, neg"),
+    ("space:\n  binary: [add, relu]\n", "space.binary: unknown binary operator 'relu'", "allowed: add"),
+    ("space:\n  core_units: 0\n", "space.core_units: must be >= 1", ""),
+    ("controller:\n  kind: bayes\n", "controller.kind: must be one of", "ppo, reinforce, random"),
+    ("controller:\n  tournament_size: 64\n", "controller.tournament_size", "population_size"),
+    ("budget:\n  children: 2.5\n", "budget.children: must be an integer", "2.5"),
+    ("budget:\n  children: 10\n  max_proposals: 5\n", "budget.max_proposals", ">= children"),
+    ("resources:\n  gpus_per_child: -1\n", "resources.gpus_per_child: must be >= 0", ""),
+    ("resources:\n  address: http://head:8265\n", "resources.address", "ray://HOST:PORT"),
+    ("rewards:\n  reject_linear: maybe\n", "rewards.reject_linear: must be true or false", ""),
+    ("rewards:\n  screened: .nan\n", "rewards.screened: must be a finite number", ""),
+    ("child:\n  device: cuda\n", "resources.gpus_per_child: must be > 0 when child.device is cuda", ""),
+    ("child:\n  task: synthetic\n  target: beta * x\n", "child.target", "linear"),
+    ("child: [1, 2]\n", "child: must be a mapping", ""),
+    ("seed: -3\n", "seed: must be >= 0", ""),
+    ("- just\n- a list\n", "the top level must be a mapping", ""),
+    ("child:\n  steps: [100\n", "not valid YAML", "line"),
+]
+
+
+@pytest.mark.parametrize("text, field, detail", BAD_FILES, ids=[b[1].split(":")[0] + "-" + str(i)
+                                                                for i, b in enumerate(BAD_FILES)])
+def test_bad_config_exits_2_naming_the_field_and_creates_nothing(tmp_path, capsys, text, field, detail):
+    results = tmp_path / "results"
+    code, out, err = run_cli(capsys, "run", write(tmp_path, text), "--name", "bad", "--results", results)
+    assert code == 2
+    assert field in err and detail in err
+    assert len(err.strip().splitlines()) == 1  # one line
+    assert not results.exists()
+
+
+BAD_OVERRIDES = [
+    ("child.steps=-5", "child.steps: must be >= 1"),
+    ("child.nope=1", "child.nope: unknown setting"),
+    ("chlid.steps=5", "unknown section 'chlid'"),
+    ("child.steps", "expected KEY.PATH=VALUE"),
+    ("child.steps.deep=3", "expected SECTION.FIELD=VALUE"),
+    ("budget.children=[1, 2]", "budget.children: must be an integer"),
+    ("space.unary=relu, foo", "space.unary: unknown unary operator 'foo'"),
+    ("controller.lr=0", "controller.lr: must be > 0"),
+]
+
+
+@pytest.mark.parametrize("override, message", BAD_OVERRIDES)
+def test_bad_override_exits_2_and_creates_nothing(tmp_path, capsys, override, message):
+    results = tmp_path / "results"
+    code, _, err = run_cli(capsys, "run", CONFIGS / "synthetic.yaml", "--set", override, "--results", results)
+    assert code == 2 and message in err
+    assert not results.exists()
+
+
+def test_missing_config_file_and_bad_run_name(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "run", tmp_path / "nope.yaml", "--results", tmp_path / "r")
+    assert code == 2 and "nope.yaml: no such file" in err
+    code, _, err = run_cli(capsys, "run", CONFIGS / "synthetic.yaml", "--name", "../escape", "--results",
+                           tmp_path / "r")
+    assert code == 2 and "--name '../escape'" in err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "escape").exists()
+
+
+def test_resume_of_a_non_run_directory_is_a_user_error(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "resume", tmp_path)
+    assert code == 2 and "not a run directory" in err
+
+
+def test_load_config_raises_user_error():
+    with pytest.raises(UserError, match=r"^child\.batch_size: must be >= 1, got 0$"):
+        load_config(None, ["child.batch_size=0"])
+
+
+def test_an_unreachable_ray_cluster_exits_2_and_creates_nothing(tmp_path, capsys):
+    results = tmp_path / "results"
+    code, _, err = run_cli(capsys, "run", CONFIGS / "synthetic.yaml", "--set", "resources.address=127.0.0.1:1",
+                           "--results", results)
+    assert code == 2 and "resources.address: nothing answers at '127.0.0.1:1'" in err
+    assert not results.exists()

@@ -1,0 +1,217 @@
+"""`actsearch run` / `actsearch resume` end to end on a local Ray, with tiny budgets (synthetic task, one real child)."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+import yaml
+
+from search.cli import main
+from search.config import load_config
+from search.run import CHECKPOINT_DIR, CHECKPOINT_FILE, child_seed
+from search.space import Space
+from search.store import CHILD_STATUSES, Store
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def write_config(tmp_path: Path, name: str = "search.yaml", **sections) -> Path:
+    base = {"seed": 0, "space": {"core_units": 1}, "controller": {"kind": "ppo", "batch_size": 8},
+            "child": {"task": "synthetic", "noise": 0.01}, "budget": {"children": 30},
+            "resources": {"cpus_per_child": 1}}
+    for section, values in sections.items():
+        base[section] = {**base.get(section, {}), **values} if isinstance(values, dict) else values
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(base))
+    return path
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def snapshot(run_dir: Path) -> dict:
+    with Store.open(run_dir, readonly=True) as store:
+        return {"candidates": store.candidates(), "updates": store.updates(), "sessions": len(store.sessions())}
+
+
+def test_synthetic_search_end_to_end(local_ray, tmp_path, capsys):
+    results = tmp_path / "results"
+    code, out, err = run_cli(capsys, "run", write_config(tmp_path), "--name", "syn", "--results", results)
+    assert code == 0, err
+    run_dir = results / "syn"
+    assert "finished: 30/30 children" in out
+    assert "rank  reward  status  expression" in out  # the top-10 table
+    table = out[out.index("rank  reward"):].strip().splitlines()
+    assert len(table) == 2 + 10
+
+    with Store.open(run_dir, readonly=True) as store:
+        assert store.audit() == []
+        assert store.evaluated() == 30
+        assert store.open_candidates() == []
+        children = store.candidates(CHILD_STATUSES)
+        assert all(c["seed"] == child_seed(0, c["index"]) for c in children)
+        assert all(c["node"] and c["metrics"]["activation"] == c["text"] for c in children)
+        assert all(c["reward"] == c["metrics"]["accuracy"] for c in children if c["status"] == "ok")
+        # PPO updates on every 8th reward it is told (screened and duplicate rewards count too).
+        assert store.update_count() == len(store.told()) // 8 >= 3
+        top = store.top(10)
+        assert [r["reward"] for r in top] == sorted((c["reward"] for c in children), reverse=True)[:10]
+        session = store.sessions()[-1]
+        assert session["outcome"] == "finished" and session["driver_cpu_s"] > 0
+
+    checkpoint = torch.load(run_dir / CHECKPOINT_DIR / CHECKPOINT_FILE, weights_only=True)
+    assert checkpoint["version"] == len(snapshot(run_dir)["updates"])
+    assert load_config(run_dir / "config.yaml") == load_config(write_config(tmp_path))
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    for key in ("actsearch", "git_commit", "torch", "ray", "python", "sessions", "child_devices"):
+        assert key in provenance
+    assert provenance["ray"] == ray.__version__ and provenance["sessions"][0]["outcome"] == "finished"
+    log = (run_dir / "run.log").read_text()
+    assert "controller update 1:" in log and "session 1 ended: finished" in log
+
+
+def test_existing_name_is_refused_with_a_hint_and_left_alone(local_ray, tmp_path, capsys):
+    results = tmp_path / "results"
+    config = write_config(tmp_path, budget={"children": 4})
+    assert run_cli(capsys, "run", config, "--name", "twice", "--results", results)[0] == 0
+    before = snapshot(results / "twice")
+    code, out, err = run_cli(capsys, "run", config, "--name", "twice", "--results", results)
+    assert code == 2
+    assert "already exists" in err and f"actsearch resume {results / 'twice'}" in err
+    assert snapshot(results / "twice") == before
+
+
+def test_resuming_a_finished_run_changes_nothing(local_ray, tmp_path, capsys):
+    results = tmp_path / "results"
+    config = write_config(tmp_path, budget={"children": 6})
+    assert run_cli(capsys, "run", config, "--name", "done", "--results", results)[0] == 0
+    before = snapshot(results / "done")
+    code, out, _ = run_cli(capsys, "resume", results / "done")
+    assert code == 0 and "already complete (6/6 children)" in out and "rank  reward" in out
+    code, out, _ = run_cli(capsys, "run", config, "--name", "done", "--results", results, "--resume")
+    assert code == 0 and "already complete" in out
+    assert snapshot(results / "done") == before
+
+
+def test_resume_extends_the_budget_but_not_the_search(local_ray, tmp_path, capsys):
+    results = tmp_path / "results"
+    run_dir = results / "grow"
+    assert run_cli(capsys, "run", write_config(tmp_path, budget={"children": 5}), "--name", "grow",
+                   "--results", results)[0] == 0
+    code, _, err = run_cli(capsys, "resume", run_dir, "--set", "child.noise=0.5")
+    assert code == 2 and "only budget.* and resources.*" in err
+    code, _, err = run_cli(capsys, "run", write_config(tmp_path, child={"noise": 0.5}), "--name", "grow",
+                           "--results", results, "--resume")
+    assert code == 2 and "child.noise" in err
+    code, out, _ = run_cli(capsys, "resume", run_dir, "--set", "budget.children=12")
+    assert code == 0 and "finished: 12/12 children" in out
+    with Store.open(run_dir, readonly=True) as store:
+        assert store.evaluated() == 12 and store.audit() == [] and len(store.sessions()) == 2
+    assert load_config(run_dir / "config.yaml").budget.children == 12
+
+
+def test_a_run_that_is_being_driven_cannot_be_driven_twice(local_ray, tmp_path, capsys):
+    from filelock import FileLock
+
+    results = tmp_path / "results"
+    run_dir = results / "busy"
+    assert run_cli(capsys, "run", write_config(tmp_path, budget={"children": 2}), "--name", "busy",
+                   "--results", results)[0] == 0
+    with FileLock(str(run_dir / "run.lock")):  # what a live driver holds
+        code, _, err = run_cli(capsys, "resume", run_dir, "--set", "budget.children=4")
+        assert code == 2 and "being run by another process" in err
+        assert load_config(run_dir / "config.yaml").budget.children == 2  # untouched under a live driver
+    code, out, _ = run_cli(capsys, "resume", run_dir, "--set", "budget.children=4")
+    assert code == 0 and "finished: 4/4 children" in out
+
+
+def test_exhaustive_search_trains_each_distinct_function_once(local_ray, tmp_path, capsys):
+    unary, binary = ["x", "neg", "relu", "tanh", "square"], ["add", "max", "mul"]
+    config = write_config(tmp_path, space={"core_units": 1, "unary": unary, "binary": binary},
+                          controller={"kind": "exhaustive"}, budget={"children": 1000})
+    code, out, _ = run_cli(capsys, "run", config, "--name", "all", "--results", tmp_path / "results")
+    assert code == 0 and "exhausted" in out
+    space = Space(1, tuple(unary), tuple(binary))
+    distinct = {}
+    for tokens in space.enumerate():
+        expr = space.decode(tokens)
+        distinct.setdefault(expr.fingerprint(), expr.screen().ok)
+    with Store.open(tmp_path / "results" / "all", readonly=True) as store:
+        trained = {c["fingerprint"] for c in store.candidates(CHILD_STATUSES)}
+        assert trained == {fp for fp, ok in distinct.items() if ok}
+        assert store.audit() == []
+
+
+def test_a_real_mnist1d_child_trains_on_a_worker(local_ray, tmp_path, capsys):
+    config = write_config(tmp_path, controller={"kind": "random"}, budget={"children": 2},
+                          child={"task": "mnist1d", "steps": 20, "train_size": 256, "val_size": 128, "threads": 1,
+                                 "data_dir": str(tmp_path / "data"), "device": "cpu"})
+    code, out, err = run_cli(capsys, "run", config, "--name", "real", "--results", tmp_path / "results")
+    assert code == 0, err
+    with Store.open(tmp_path / "results" / "real", readonly=True) as store:
+        children = store.candidates(CHILD_STATUSES)
+        assert len(children) == 2
+        for child in children:
+            assert child["status"] == "ok", child["metrics"]
+            assert 0 <= child["reward"] <= 1 and child["metrics"]["steps"] == 20
+            assert child["metrics"]["device"] == "cpu" and child["metrics"]["split"] == "val"
+
+
+def test_a_broken_setup_stops_the_run_instead_of_spending_the_budget(local_ray, tmp_path, capsys):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the data folder should be")
+    config = write_config(tmp_path, controller={"kind": "random"}, budget={"children": 20},
+                          child={"task": "mnist1d", "steps": 5, "data_dir": str(blocker / "data")})
+    code, _, err = run_cli(capsys, "run", config, "--name", "broken", "--results", tmp_path / "results")
+    assert code == 2
+    assert "the first 3 children all failed with: UserError: child.data_dir" in err
+    assert "actsearch resume" in err
+    with Store.open(tmp_path / "results" / "broken", readonly=True) as store:
+        assert store.evaluated() == 0  # held back, not recorded: a resume after the fix trains them
+
+
+def test_a_child_over_its_time_limit_is_recorded_as_timeout(local_ray, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ACTSEARCH_TEST_CHILD_DELAY_S", "30")
+    config = write_config(tmp_path, controller={"kind": "random"}, budget={"children": 2},
+                          resources={"child_timeout_s": 1.0}, rewards={"failed": 0.125})
+    code, out, err = run_cli(capsys, "run", config, "--name", "slow", "--results", tmp_path / "results")
+    assert code == 0, err
+    with Store.open(tmp_path / "results" / "slow", readonly=True) as store:
+        children = store.candidates(CHILD_STATUSES)
+        assert [c["status"] for c in children] == ["timeout", "timeout"]
+        assert all(c["reward"] == 0.125 and "after 1 s" in c["reason"] for c in children)
+
+
+def test_a_child_that_raises_or_loses_its_worker_is_a_failed_result(local_ray):
+    from search.run import child_result
+
+    @ray.remote(max_retries=0)
+    def raises():
+        raise ZeroDivisionError("the candidate blew up")
+
+    @ray.remote(max_retries=0)
+    def dies():
+        os._exit(1)  # the worker process vanishes, as when a node goes down
+
+    @ray.remote
+    def garbage():
+        return {"status": "great"}
+
+    record = child_result(raises.remote(), "x * sigmoid(x)", 7, "val", max_retries=0)
+    assert record["status"] == "failed" and record["error"] == "ZeroDivisionError: the candidate blew up"
+    assert record["activation"] == "x * sigmoid(x)" and record["seed"] == 7 and record["accuracy"] is None
+    record = child_result(dies.remote(), "relu(x)", 1, "val", max_retries=0)
+    assert record["status"] == "failed" and record["error"].startswith("system failure after 0 retries")
+    record = child_result(garbage.remote(), "relu(x)", 1, "val", max_retries=0)
+    assert record["status"] == "failed" and "malformed result record" in record["error"]
