@@ -1,0 +1,379 @@
+"""Which gains are real: re-train chosen candidates and baselines over paired seeds, compare them, decide.
+
+One significance test of a run, in data-flow order: the run's config, changed by ``--set child.*`` / ``resources.*``
+overrides (a bigger child, another task, other machines) -> a *study*: the child settings, keyed by a hash of them ->
+jobs: every activation (candidates and baselines) x seed number ``s`` in 0..n-1, minus the re-trainings the store
+already holds for that study -> Ray workers train them with the search's own child task (``search.run.submit_child``)
+and child seed ``retrain_seed(run seed, s)``: the same for every activation at seed number ``s``, so run ``s`` of
+every candidate and baseline shares its initialisation and data order -> each result is written to the store as it
+arrives (``Store.record_retraining``) -> once every job has a result: ``evaluator.stats.compare_all`` (Holm over all
+comparisons) and ``wins_table``, stored as the study's current analysis (``Store.record_significance``).
+
+Resumable like a search: a killed or stopped test, run again with the same settings, trains only what is missing.
+A re-training's score is the reward the search would give its child: the accuracy when "ok", ``rewards.failed``
+when it diverged, failed or timed out (a candidate that blows up on some seeds loses those seeds).
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence, TextIO
+
+import ray
+
+from evaluator.stats import Comparison, WinsTable, compare_all, seeds_needed, wins_table
+from search.cli import UserError
+from search.config import Config, apply_override, config_from_dict, load_config, parse_override
+from search.run import (CAPACITY_REFRESH_S, CONFIG_FILE, LOG_FILE, PROBATION_CHILDREN, Progress, StopSignal, _Faults,
+                        _failure_record, child_result, child_reward, child_timeout, cluster_capacity, connect_ray,
+                        derive_seed, is_run_dir, run_lock, submit_child)
+from search.store import Store
+from search.tables import Column, format_rows
+
+RETRAIN_STREAM = 7_919  # a key of its own, so re-training seeds never coincide with the search's child seeds
+STUDY_SECTIONS = ("child", "resources")  # what --set may change: the child (transfer) and where children run
+DEFAULT_BASELINES = ("relu", "swish", "gelu")
+
+
+def retrain_seed(run_seed: int, seed_number: int) -> int:
+    """The child seed of seed number ``seed_number``: shared by every candidate and baseline (that is the pairing)."""
+    return derive_seed(run_seed, RETRAIN_STREAM, seed_number)
+
+
+def study_key(config: Config) -> str:
+    """12-hex key of the child settings: re-trainings under the same settings belong to one study."""
+    text = json.dumps(dataclasses.asdict(config.child), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------- what to test, and under which settings
+
+def study_config(run_dir: Path, overrides: Sequence[str] = ()) -> Config:
+    """The run's config with ``--set`` ``overrides`` of ``child.*`` / ``resources.*`` applied and validated.
+
+    Raises ``UserError`` for an override of another section or a bad value.
+    """
+    raw = load_config(Path(run_dir) / CONFIG_FILE).to_dict()
+    for override in overrides:
+        section = parse_override(override)[0][0]
+        if section not in STUDY_SECTIONS:
+            raise UserError(f"--set {override}: significance can change only "
+                            f"{' and '.join(s + '.*' for s in STUDY_SECTIONS)} settings")
+        apply_override(raw, override)
+    return config_from_dict(raw)
+
+
+def choose_candidates(store: Store, top: int | None, expressions: Sequence[str] = ()) -> list[str]:
+    """Canonical texts of the candidates to test: the ``top`` best trained ("ok") candidates of the run, then
+    ``expressions`` (any expression text), without repeats. Raises ``UserError`` when that leaves none."""
+    from search.expression import Expression
+
+    texts = []
+    if top:
+        texts += [r["text"] for r in store.top(top) if r["status"] == "ok"]
+    texts += [Expression.parse(e).text for e in expressions]
+    texts = list(dict.fromkeys(texts))
+    if not texts:
+        raise UserError("nothing to test: the run has no trained candidate yet (run or resume the search, or name "
+                        "expressions with --candidates)")
+    return texts
+
+
+def baseline_labels(names: Sequence[str], config: Config) -> list[str]:
+    """Baseline names (``relu``, ``swish``, ...) or expression texts, as the labels results are recorded under.
+
+    Raises ``UserError`` naming an unknown baseline, or a named one the synthetic task cannot score.
+    """
+    from evaluator.activations import BASELINES, activation_label
+
+    labels = []
+    for name in names:
+        try:
+            label = activation_label(name)
+        except UserError as exc:
+            raise UserError(f"--baselines: {exc}") from None
+        if config.child.task == "synthetic" and label in BASELINES:
+            raise UserError(f"--baselines: {name!r}: the synthetic task scores expressions only; write it as one, "
+                            f"e.g. relu(x) or x * sigmoid(beta * x)")
+        labels.append(label)
+    if not labels:
+        raise UserError("--baselines: name at least one baseline")
+    return list(dict.fromkeys(labels))
+
+
+def comparisons_count(candidates: Sequence[str], baselines: Sequence[str]) -> int:
+    """How many (candidate, baseline) comparisons a test makes (a function is not compared with itself)."""
+    return sum(c != b for c in candidates for b in baselines)
+
+
+def too_few_seeds(candidates: Sequence[str], baselines: Sequence[str], seeds: int) -> str | None:
+    """One warning line when ``seeds`` can give no verdict at all for this many comparisons, else None."""
+    m = comparisons_count(candidates, baselines)
+    need = seeds_needed(max(m, 1))
+    if seeds >= need:
+        return None
+    return (f"warning: {seeds} seeds can give no verdict for {m} comparison{'s' * (m != 1)} (Holm-corrected "
+            f"Wilcoxon p can never fall below 0.05); use --seeds {need} or more")
+
+
+# ---------------------------------------------------------------- the test
+
+@dataclass
+class SignificanceResult:
+    """How a significance test ended. outcome: "complete" (every re-training has a result; analysed) or
+    "interrupted" (stopped; run the same command again to continue)."""
+
+    outcome: str
+    study: str
+    total: int  # re-trainings the test needs
+    reused: int  # found in the store (not trained again)
+    trained: int  # trained in this session
+    comparisons: list[Comparison] = field(default_factory=list)
+    wins: WinsTable | None = None
+
+
+def run_significance(run_dir: str | Path, candidates: Sequence[str], baselines: Sequence[str], seeds: int,
+                     overrides: Sequence[str] = (), out: TextIO | None = None,
+                     progress_every_s: float = 30.0) -> SignificanceResult:
+    """Re-train ``candidates`` and ``baselines`` (labels: canonical expression texts or baseline names) with seed
+    numbers 0..seeds-1 under the run's child settings changed by ``overrides``, then compare every candidate with
+    every baseline. Progress goes to ``out`` (stdout by default) and the run's log.
+
+    Returns a ``SignificanceResult``; raises ``UserError`` for a missing or busy run directory, bad overrides, or a
+    broken setup (the first re-trainings all failing with one error: nothing of them is recorded).
+    """
+    run_dir = Path(run_dir)
+    out = sys.stdout if out is None else out
+    if not is_run_dir(run_dir):
+        raise UserError(f"{run_dir}: not a run directory (no {CONFIG_FILE} and store.sqlite)")
+    if seeds < 1:
+        raise UserError(f"--seeds: must be >= 1, got {seeds}")
+    config = study_config(run_dir, overrides)
+    key = study_key(config)
+    label = study_label({"child": config.to_dict()["child"]}, load_config(run_dir / CONFIG_FILE).to_dict()["child"])
+    activations = list(dict.fromkeys([*candidates, *baselines]))
+    with run_lock(run_dir), Store.open(run_dir) as store, open(run_dir / LOG_FILE, "a") as log:
+        progress = Progress(out, log, progress_every_s)
+        store.record_study(key, config.to_dict()["child"], [o for o in overrides if o.strip().startswith("child.")])
+        done = {(r["activation"], r["seed_number"]) for r in store.retrainings(key, activations)}
+        # seed-major order: a test stopped half-way already holds whole pairs
+        jobs = [(a, s) for s in range(seeds) for a in activations if (a, s) not in done]
+        total = len(activations) * seeds
+        result = SignificanceResult("complete", key, total, total - len(jobs), 0)
+        progress.event(f"significance study {key} ({label}): {len(candidates)} candidate(s) x {len(baselines)} "
+                       f"baseline(s), {seeds} seeds: {total} re-trainings, {result.reused} already done, "
+                       f"{len(jobs)} to train")
+        if jobs:
+            trainer = _Retrainer(config, key, store, progress, jobs)
+            try:
+                result.outcome = trainer.run()
+            finally:
+                result.trained = trainer.recorded
+                progress.close()
+        if result.outcome == "complete":
+            result.comparisons, result.wins = analyse(store, key, candidates, baselines, seeds, config.seed)
+            store.record_significance(key, candidates, baselines, seeds, [c.to_dict() for c in result.comparisons],
+                                      result.wins.to_dict())
+            verdicts = collections.Counter(c.verdict for c in result.comparisons)
+            progress.event(f"significance study {key} analysed: " + ", ".join(f"{n} {v}" for v, n in
+                                                                               verdicts.items()), show=False)
+        return result
+
+
+def analyse(store: Store, study: str, candidates: Sequence[str], baselines: Sequence[str], seeds: int,
+            run_seed: int) -> tuple[list[Comparison], WinsTable]:
+    """Compare every candidate with every baseline on the study's scores for seed numbers 0..seeds-1 (Holm over all
+    comparisons; bootstrap seeded by the run seed) and count wins / ties / losses per seed."""
+    scores: dict[str, dict[int, float]] = {a: {} for a in [*candidates, *baselines]}
+    for row in store.retrainings(study, list(scores)):
+        if row["seed_number"] < seeds:
+            scores[row["activation"]][row["seed_number"]] = row["score"]
+    comparisons = compare_all(scores, candidates, baselines, seed=run_seed)
+    return comparisons, wins_table(scores, candidates, baselines, unit="seed")
+
+
+class _Retrainer:
+    """Trains the jobs on Ray as capacity allows and records each result as it arrives. Single-threaded."""
+
+    def __init__(self, config: Config, study: str, store: Store, progress: Progress, jobs: list[tuple[str, int]]):
+        self.config, self.study, self.store, self.progress = config, study, store, progress
+        self.queue = collections.deque(jobs)
+        self.total = len(jobs)
+        self.inflight: dict[ray.ObjectRef, tuple[str, int, float]] = {}  # ref -> (activation, seed number, start)
+        self.recorded = 0
+        # the same guard as the search: first results all failing one way mean a broken setup, not the functions
+        self.probation = not any(r["status"] != "failed" for r in store.retrainings(study))
+        self.held: list[tuple[str, int, dict]] = []
+        self.timeout = child_timeout(config)
+        self.faults = _Faults(os.environ.get("ACTSEARCH_TEST_KILL_AT", ""))
+        self.test_delay = float(os.environ.get("ACTSEARCH_TEST_CHILD_DELAY_S", "0") or 0)
+        self.started = time.monotonic()
+        self._capacity = (0, 0.0)
+
+    def run(self) -> str:
+        """Train until every job has a result ("complete") or a stop is requested ("interrupted")."""
+        started_ray = connect_ray(self.config)
+        try:
+            capacity, total = cluster_capacity(self.config)
+            if capacity < 1:
+                r = self.config.resources
+                raise UserError(f"resources: a child needs {r.cpus_per_child:g} CPU and {r.gpus_per_child:g} GPU, "
+                                f"the Ray cluster has {total.get('CPU', 0):g} CPU and {total.get('GPU', 0):g} GPU")
+            self.progress.event(f"Ray: {total.get('CPU', 0):g} CPU, {total.get('GPU', 0):g} GPU; up to {capacity} "
+                                f"re-trainings at once")
+            with StopSignal(self.progress.event) as stop:
+                try:
+                    while (self.queue or self.inflight) and not stop.requested:
+                        self._launch()
+                        self._collect(0.25)
+                        self._enforce_timeouts()
+                        self.progress.status(self.status_line())
+                finally:
+                    for ref in self.inflight:  # stopped: these rerun, with the same seed, next time
+                        ray.cancel(ref, force=True)
+                    self.inflight.clear()
+            if self.held and not self.queue:  # fewer jobs than probation needs: the functions' own failures
+                self._release_held()
+            return "complete" if self.recorded == self.total else "interrupted"
+        finally:
+            if started_ray:
+                ray.shutdown()
+
+    def _capacity_now(self) -> int:
+        now = time.monotonic()
+        if now - self._capacity[1] >= CAPACITY_REFRESH_S:
+            self._capacity = (max(cluster_capacity(self.config)[0], 1), now)
+        return self._capacity[0]
+
+    def _launch(self) -> None:
+        while self.queue and len(self.inflight) < self._capacity_now():
+            activation, s = self.queue.popleft()
+            ref = submit_child(self.config, activation, retrain_seed(self.config.seed, s),
+                               f"retrain-{activation[:40]}-{s}", self.test_delay)
+            self.inflight[ref] = (activation, s, time.monotonic())
+
+    def _collect(self, timeout: float) -> None:
+        done, _ = ray.wait(list(self.inflight), num_returns=1, timeout=timeout)
+        if done:
+            done, _ = ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=0)
+        for ref in done:
+            activation, s, _ = self.inflight.pop(ref)
+            self._done(activation, s, child_result(ref, activation, retrain_seed(self.config.seed, s),
+                                                   self.config.child.split, self.config.resources.max_retries))
+
+    def _enforce_timeouts(self) -> None:
+        if self.timeout is None:
+            return
+        now = time.monotonic()
+        for ref, (activation, s, start) in list(self.inflight.items()):
+            if now - start > self.timeout:
+                ray.cancel(ref, force=True)
+                del self.inflight[ref]
+                self._done(activation, s, _failure_record(
+                    "timeout", f"cancelled by the driver after {self.timeout:g} s", activation,
+                    retrain_seed(self.config.seed, s), self.config.child.split))
+
+    def _done(self, activation: str, s: int, record: dict) -> None:
+        if self.probation:
+            if record["status"] == "failed":
+                self.held.append((activation, s, record))
+                errors = {r.get("error") for _, _, r in self.held}
+                if len(self.held) >= PROBATION_CHILDREN:
+                    if len(errors) == 1:
+                        raise UserError(f"the first {len(self.held)} re-trainings all failed with: {errors.pop()} "
+                                        f"(a broken setup, not the functions: fix it and run the same command again)")
+                    self._release_held()
+                return
+            self._release_held()
+        self._record(activation, s, record)
+
+    def _release_held(self) -> None:
+        self.probation = False
+        held, self.held = self.held, []
+        for activation, s, record in held:
+            self._record(activation, s, record)
+
+    def _record(self, activation: str, s: int, record: dict) -> None:
+        status, score, record = child_reward(record, self.config.rewards.failed)
+        self.store.record_retraining(self.study, activation, s, retrain_seed(self.config.seed, s), status, score,
+                                     record, node=record.get("node"))
+        self.recorded += 1
+        error = f", {record['error']}" if record.get("error") else ""
+        self.progress.event(f"retrained {activation} seed #{s}: {status} score {score:.4f} "
+                            f"({record.get('wall_s') or 0:.1f} s{error})", show=False)
+        self.faults.hit("retrained")
+
+    def status_line(self) -> str:
+        elapsed = time.monotonic() - self.started
+        rate = self.recorded / elapsed * 60 if elapsed > 0 else 0.0
+        left = len(self.queue) + len(self.inflight)
+        eta = f"{left / rate:.1f} min" if rate > 0 else "-"
+        return (f"significance: {self.recorded}/{self.total} re-trainings | {len(self.inflight)} in flight | "
+                f"{rate:.1f}/min | ETA {eta}")
+
+
+# ---------------------------------------------------------------- tables
+
+def _p(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.1e}" if v < 0.001 else f"{v:.3f}"
+
+
+def _signed(v: float | None) -> str:
+    return "-" if v is None else f"{v:+.4f}"
+
+
+def _mean(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+SIGNIFICANCE_COLUMNS = (
+    Column("candidate", "candidate"),
+    Column("baseline", "baseline"),
+    Column("n", "seeds", str, right=True),
+    Column("candidate_mean", "cand. mean", _mean, right=True),
+    Column("baseline_mean", "base. mean", _mean, right=True),
+    Column("mean_diff", "mean diff", _signed, right=True),
+    Column("ci", "95% CI", str, right=True),
+    Column("wilcoxon_p", "Wilcoxon p", _p, right=True),
+    Column("wilcoxon_p_holm", "Holm p", _p, right=True),
+    Column("sign_p", "sign p", _p, right=True),
+    Column("wtl", "w/t/l", str, right=True),
+    Column("verdict", "verdict"),
+)
+
+
+def significance_table(comparisons: Sequence[Comparison | dict], fmt: str = "table") -> str:
+    """The comparisons (``Comparison`` or its dict) as ``fmt`` (table | markdown | csv | json): one row each."""
+    rows = []
+    for c in comparisons:
+        d = c.to_dict() if isinstance(c, Comparison) else dict(c)
+        d["ci"] = (f"[{_signed(d['ci_low'])}, {_signed(d['ci_high'])}]" if d.get("ci_low") is not None else "-")
+        d["wtl"] = f"{d['wins']}/{d['ties']}/{d['losses']}"
+        rows.append(d)
+    if fmt == "json":
+        return json.dumps([{k: v for k, v in r.items() if k not in ("ci", "wtl")} for r in rows], indent=2)
+    return format_rows(rows, SIGNIFICANCE_COLUMNS, fmt)
+
+
+def wins_text(table: WinsTable | dict, fmt: str = "table") -> str:
+    """The paper's wins / ties / losses summary: one row per candidate, one ``w/t/l`` column per baseline."""
+    table = WinsTable.from_dict(table) if isinstance(table, dict) else table
+    columns = [Column("candidate", "candidate")] + [Column(b, b, str, right=True) for b in table.baselines]
+    return format_rows(table.rows(), columns, fmt)
+
+
+def study_label(study: dict, run_child: dict) -> str:
+    """How a study differs from the run's own child settings: "the run's child settings" or its ``--set`` list."""
+    if study["child"] == run_child:
+        return "the run's child settings"
+    changed = [f"child.{k}={v}" for k, v in study["child"].items() if run_child.get(k) != v]
+    return "child settings changed: " + (", ".join(changed) or ", ".join(study.get("overrides", [])))

@@ -1,0 +1,214 @@
+"""`actsearch significance`: paired re-training on Ray workers, the verdicts, resuming a killed test, studies."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+from scipy import stats as sps
+
+import search.significance as significance
+from evaluator.stats import seeds_needed
+from evaluator.train import train_child
+from search.cli import main
+from search.config import config_from_dict
+from search.run import child_seed, create_run
+from search.significance import retrain_seed, study_key
+from search.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def address():
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def make_run(folder: Path, address: str, child: dict, name: str = "run", seed: int = 5) -> Path:
+    """A run directory (config and empty store) as `actsearch run` creates it; no search needed to test functions."""
+    config = config_from_dict({"seed": seed, "child": child, "budget": {"children": 4},
+                               "resources": {"address": address, "cpus_per_child": 1}})
+    run = folder / name
+    create_run(run, config)
+    return run
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_identity_is_judged_worse_than_relu_on_the_proxy(address, tmp_path, capsys):
+    # 150 steps on 1,000 signals: relu reaches ~0.73, identity (a linear network) ~0.29, on every seed
+    child = {"task": "mnist1d", "steps": 150, "train_size": 1000, "val_size": 1000, "device": "cpu", "threads": 1,
+             "data_dir": str(tmp_path / "data")}
+    run = make_run(tmp_path, address, child)
+    seeds = seeds_needed(1)  # 6: with fewer, no p-value could fall below 0.05
+    code, out, err = cli(capsys, "significance", run, "--candidates", "x", "--baselines", "relu", "--seeds", seeds)
+    assert code == 0, err
+    assert "warning" not in err
+    row = next(line for line in out.splitlines() if line.startswith("x "))
+    assert row.split()[1] == "relu" and row.endswith("worse") and f"0/0/{seeds}" in row
+
+    with Store.open(run, readonly=True) as store:
+        [analysis] = store.significance()
+        retrained = store.retrainings()
+    [comparison] = analysis["comparisons"]
+    assert comparison["verdict"] == "worse" and comparison["n"] == seeds and comparison["losses"] == seeds
+    assert comparison["ci_high"] < 0
+    scores = {(r["activation"], r["seed_number"]): r["score"] for r in retrained}
+    diffs = [scores["x", s] - scores["relu", s] for s in range(seeds)]
+    assert comparison["diffs"] == pytest.approx(diffs)
+    assert comparison["wilcoxon_p"] == pytest.approx(sps.wilcoxon(diffs).pvalue) == 2 / 2**seeds
+    assert analysis["wins"]["cells"] == {"x": {"relu": [0, 0, seeds]}}
+
+    # pairing: seed number s is one child seed for both functions, distinct per s and from the search's seeds
+    assert len(retrained) == 2 * seeds and all(r["status"] == "ok" for r in retrained)
+    for r in retrained:
+        assert r["seed"] == retrain_seed(5, r["seed_number"]) == r["metrics"]["seed"]
+    assert len({r["seed"] for r in retrained}) == seeds
+    assert not {r["seed"] for r in retrained} & {child_seed(5, i) for i in range(1000)}
+    # ... and that seed is the whole story: training relu with it here gives the stored score
+    settings = config_from_dict({"child": child}).child
+    assert train_child(settings, "relu", retrain_seed(5, 0))["accuracy"] == scores["relu", 0]
+
+
+def synthetic_run(folder: Path, address: str, name: str = "syn") -> Path:
+    return make_run(folder, address, {"task": "synthetic", "noise": 0.01}, name=name)
+
+
+ARGS = ["--candidates", "x * sigmoid(beta * x),tanh(x)", "--baselines", "relu(x)", "--seeds", "6"]
+
+
+def test_a_killed_test_resumes_without_redoing_finished_retrainings(address, tmp_path, capsys, monkeypatch):
+    run = synthetic_run(tmp_path, address)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "ACTSEARCH_TEST_KILL_AT": "retrained:5",
+           "ACTSEARCH_TEST_CHILD_DELAY_S": "0.2"}
+    killed = subprocess.run([sys.executable, "-m", "search.cli", "significance", str(run), *ARGS], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    with Store.open(run, readonly=True) as store:
+        before = store.retrainings()
+        assert store.significance() == []
+    assert len(before) == 5
+
+    dispatched = []
+    submit = significance.submit_child
+    monkeypatch.setattr(significance, "submit_child",
+                        lambda config, activation, seed, *a: dispatched.append((activation, seed)) or
+                        submit(config, activation, seed, *a))
+    code, out, err = cli(capsys, "significance", run, *ARGS)
+    assert code == 0, err
+    assert "18 re-trainings: 5 from earlier sessions, 13 trained now" in out
+    number = {retrain_seed(5, n): n for n in range(6)}
+    redone = {(a, number[seed]) for a, seed in dispatched}
+    assert len(dispatched) == len(redone) == 13
+    assert not redone & {(r["activation"], r["seed_number"]) for r in before}
+    with Store.open(run, readonly=True) as store:
+        after = store.retrainings()
+        [analysis] = store.significance()
+    assert len(after) == 18
+    kept = {(r["activation"], r["seed_number"]): r for r in after}
+    for row in before:  # recorded results survive unchanged
+        assert kept[row["activation"], row["seed_number"]] == row
+    assert len(analysis["comparisons"]) == 2 and analysis["seeds"] == 6
+
+    # a third time: everything is there, nothing is trained, the same verdicts come back
+    dispatched.clear()
+    code, out, err = cli(capsys, "significance", run, *ARGS)
+    assert code == 0 and dispatched == [] and "18 re-trainings: 18 from earlier sessions, 0 trained now" in out
+
+
+def test_other_child_settings_are_a_separate_study(address, tmp_path, capsys):
+    run = synthetic_run(tmp_path, address)
+    assert cli(capsys, "significance", run, *ARGS)[0] == 0
+    code, out, err = cli(capsys, "significance", run, *ARGS, "--set", "child.noise=0.05")
+    assert code == 0, err
+    assert "0 from earlier sessions, 18 trained now" in out
+    with Store.open(run, readonly=True) as store:
+        studies = store.studies()
+        analyses = store.significance()
+    assert len(studies) == 2 and studies[1]["overrides"] == ["child.noise=0.05"]
+    assert [a["study"] for a in analyses] == [s["key"] for s in studies]
+    home = study_key(config_from_dict({"seed": 5, "child": {"task": "synthetic", "noise": 0.01}}))
+    assert studies[0]["key"] == home
+    first = {(r["activation"], r["seed_number"]): r["score"] for r in store_rows(run, home)}
+    other = {(r["activation"], r["seed_number"]): r["score"] for r in store_rows(run, studies[1]["key"])}
+    assert first.keys() == other.keys() and first != other  # same seeds, other settings, other scores
+
+
+def store_rows(run: Path, study: str) -> list[dict]:
+    with Store.open(run, readonly=True) as store:
+        return store.retrainings(study)
+
+
+def test_too_few_seeds_warns_in_one_line(address, tmp_path, capsys):
+    run = synthetic_run(tmp_path, address)
+    code, out, err = cli(capsys, "significance", run, "--candidates", "x * sigmoid(beta * x)", "--baselines",
+                         "relu(x),x", "--seeds", "3")
+    assert code == 0
+    [warning] = err.strip().splitlines()
+    assert warning.startswith("warning: 3 seeds can give no verdict for 2 comparisons") and "--seeds 7" in warning
+    with Store.open(run, readonly=True) as store:
+        [analysis] = store.significance()
+    assert [c["verdict"] for c in analysis["comparisons"]] == ["no evidence", "no evidence"]
+    # swish (the synthetic target) beat both on every seed: three seeds are too few to tell
+    assert analysis["wins"]["cells"]["x * sigmoid(beta * x)"] == {"relu(x)": [3, 0, 0], "x": [3, 0, 0]}
+
+
+def test_a_broken_setup_stops_before_recording_failures(address, tmp_path, capsys):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the data folder should be")
+    run = make_run(tmp_path, address, {"task": "mnist1d", "steps": 5, "data_dir": str(blocker / "data")})
+    code, out, err = cli(capsys, "significance", run, "--candidates", "tanh(x)", "--baselines", "relu,gelu",
+                         "--seeds", "2")
+    assert code == 2
+    assert "the first 3 re-trainings all failed with: UserError: child.data_dir" in err
+    with Store.open(run, readonly=True) as store:
+        assert store.retrainings() == []  # a fixed setup trains them all next time
+
+
+def test_a_test_and_a_search_cannot_drive_one_run_at_once(address, tmp_path, capsys):
+    from search.run import run_lock
+
+    run = synthetic_run(tmp_path, address)
+    with run_lock(run):
+        code, _, err = cli(capsys, "significance", run, *ARGS)
+    assert code == 2 and "is being run by another process right now" in err
+
+
+def test_ctrl_c_stops_with_exit_130_and_the_same_command_continues(address, tmp_path, capsys):
+    import time
+
+    run = synthetic_run(tmp_path, address)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "ACTSEARCH_TEST_CHILD_DELAY_S": "0.5"}
+    test = subprocess.Popen([sys.executable, "-m", "search.cli", "significance", str(run), *ARGS], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and test.poll() is None:
+            with Store.open(run, readonly=True) as store:
+                if len(store.retrainings()) >= 2:
+                    break
+            time.sleep(0.1)
+        test.send_signal(signal.SIGINT)
+        out, err = test.communicate(timeout=60)
+    finally:
+        if test.poll() is None:
+            test.kill()
+    assert test.returncode == 130, err
+    assert "run the same command again to continue" in err
+    with Store.open(run, readonly=True) as store:
+        stopped = len(store.retrainings())
+        assert 2 <= stopped < 18 and store.significance() == []  # no verdicts from half the data
+    code, out, err = cli(capsys, "significance", run, *ARGS)
+    assert code == 0, err
+    assert f"18 re-trainings: {stopped} from earlier sessions, {18 - stopped} trained now" in out
