@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 import yaml
 
@@ -24,15 +23,7 @@ from search.store import CHILD_STATUSES, FINAL_STATUSES, Store
 
 BUDGET = 24
 BATCH = 4  # PPO updates on every 4th reward told: a handful of updates (and checkpoints) per run
-REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def address():
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
+from conftest import REPO
 
 
 def write_config(folder: Path, address: str, in_flight: int = 1) -> Path:

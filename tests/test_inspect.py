@@ -17,7 +17,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 import yaml
 
@@ -25,19 +24,11 @@ from search.cli import main
 from search.expression import Expression
 from search.store import Store
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import REPO
 BUDGET = 24
 # expressions, because the synthetic task scores expressions only (relu(x) is ReLU, x the identity)
 BASELINES = "relu(x),x"
 SEEDS = 7  # seeds_needed(4 comparisons) = 7: a verdict is possible
-
-
-@pytest.fixture(scope="module")
-def address():
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
 
 
 def write_config(folder: Path, address: str, budget: int = BUDGET) -> Path:

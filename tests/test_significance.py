@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import ray
 from scipy import stats as sps
 
 import search.significance as significance
@@ -20,15 +19,7 @@ from search.run import child_seed, create_run
 from search.significance import retrain_seed, study_key
 from search.store import Store
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def address():
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
+from conftest import REPO
 
 
 def make_run(folder: Path, address: str, child: dict, name: str = "run", seed: int = 5) -> Path:
