@@ -59,7 +59,7 @@ def main() -> None:
         best[kind] = []
         for seed in seeds:
             run = search_synthetic(make_proposer(settings, space, seed), space, args.budget, target=args.target,
-                                   noise=args.noise, seed=seed, ask_size=settings.batch_size)
+                                   noise=args.noise, seed=seed)
             curve = run["best_so_far"]
             best[kind].append([curve[min(c, len(curve)) - 1] for c in checkpoints])
         seconds[kind] = time.perf_counter() - start

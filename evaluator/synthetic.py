@@ -33,6 +33,7 @@ import hashlib
 import math
 import time
 from functools import lru_cache
+from typing import Callable
 
 import numpy as np
 import torch
@@ -43,10 +44,12 @@ from search.expression import PROBE_POINTS, Expression, ExpressionError
 _FLAT = 1e-9
 
 
-def _values_and_slopes(expr: Expression) -> np.ndarray:
-    """``[f(x); f'(x)]`` over the probe points (float64; slopes 0 where ``f`` does not depend on ``x``)."""
+def _values_and_slopes(fn: Expression | Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
+    """``[f(x); f'(x)]`` over the probe points (float64; slopes 0 where ``f`` does not depend on ``x``).
+
+    fn: an expression (every beta at 1) or a function of a 1-D tensor."""
     x = torch.tensor(PROBE_POINTS, dtype=torch.float64, requires_grad=True)
-    y = expr(x, 1.0)
+    y = fn(x, 1.0) if isinstance(fn, Expression) else fn(x)
     slope = None
     if y.requires_grad:
         (slope,) = torch.autograd.grad(y.sum(), x, allow_unused=True)
@@ -98,8 +101,10 @@ def synthetic_target_problem(target: str) -> str | None:
     return None
 
 
-def similarity(candidate: Expression, target: str = "x * sigmoid(x)") -> float | None:
-    """Similarity in [0, 1] of ``candidate`` to the ``target`` expression text (see the module docstring).
+def similarity(candidate: Expression | Callable[[torch.Tensor], torch.Tensor],
+               target: str = "x * sigmoid(x)") -> float | None:
+    """Similarity in [0, 1] of ``candidate`` (an expression, or a function of a 1-D float64 tensor) to the ``target``
+    expression text (see the module docstring).
 
     Returns None when the candidate or its slope is not finite on the probe points. Raises
     ``ValueError``/``ExpressionError`` for an unusable target.
@@ -117,6 +122,18 @@ def similarity(candidate: Expression, target: str = "x * sigmoid(x)") -> float |
     return max(0.0, 1.0 - residual / line_residual)
 
 
+def _resolve(activation: str) -> tuple[Expression | Callable[[torch.Tensor], torch.Tensor], str]:
+    """(what to evaluate, the name a result records): a baseline by name, else the parsed expression."""
+    from evaluator.activations import BASELINES
+
+    name = activation.strip().lower() if isinstance(activation, str) else activation
+    if name in BASELINES:
+        module = BASELINES[name](1, False).double()  # one channel, initial parameters (PReLU 0.25, Swish beta 1)
+        return (lambda x: module(x[:, None])[:, 0]), name
+    expr = Expression.parse(activation)
+    return expr, expr.text
+
+
 def _noise_rng(activation: str, seed: int) -> np.random.Generator:
     text_key = int.from_bytes(hashlib.sha1(activation.encode()).digest()[:8], "little")
     return np.random.default_rng([int(seed) % 2**63, text_key])
@@ -126,7 +143,8 @@ def evaluate_synthetic(activation: str, target: str = "x * sigmoid(x)", noise: f
                        split: str = "val") -> dict:
     """A child's result record for the synthetic task; never raises.
 
-    activation: the candidate's expression text. target: the target's expression text. noise: standard deviation of
+    activation: the candidate's expression text, or a baseline's name (``relu``, ``gelu``, ... of
+    ``evaluator.activations.BASELINES``, with their initial parameters). target: the target's expression text. noise: standard deviation of
     Gaussian noise added to the similarity (the result is clipped back to [0, 1]); the noise is drawn from a generator
     seeded by ``seed`` and the activation text, so the same (activation, seed) gives the same reward and different
     candidates of one run get independent noise. split: recorded as given.
@@ -138,7 +156,8 @@ def evaluate_synthetic(activation: str, target: str = "x * sigmoid(x)", noise: f
     record = {"status": "failed", "accuracy": None, "split": split, "train_loss": None, "steps": 0, "wall_s": 0.0,
               "images_per_s": None, "device": "cpu", "error": None, "activation": activation, "seed": seed}
     try:
-        value = similarity(Expression.parse(activation), target)
+        candidate, record["activation"] = _resolve(activation)
+        value = similarity(candidate, target)
     except (ExpressionError, ValueError) as exc:
         record["error"] = f"{type(exc).__name__}: {exc}"
     else:
@@ -147,7 +166,7 @@ def evaluate_synthetic(activation: str, target: str = "x * sigmoid(x)", noise: f
             record["error"] = "non-finite values on the probe points"
         else:
             if noise > 0:
-                value += float(_noise_rng(activation, seed).normal(0.0, noise))
+                value += float(_noise_rng(record["activation"], seed).normal(0.0, noise))
                 value = min(1.0, max(0.0, value))
             record["status"] = "ok"
             record["accuracy"] = float(value)
@@ -159,10 +178,12 @@ def evaluate_synthetic(activation: str, target: str = "x * sigmoid(x)", noise: f
 
 def search_synthetic(proposer, space, budget: int, target: str = "x * sigmoid(x)", noise: float = 0.0,
                      seed: int = 0, screened_reward: float = 0.0, reject_linear: bool = True,
-                     ask_size: int = 16) -> dict:
+                     ask_size: int | None = None) -> dict:
     """Drive ``proposer`` synchronously on the synthetic task for ``budget`` proposals (tests and benchmarks).
 
-    Each round asks ``ask_size`` proposals and tells every reward before asking again. Rewards come through
+    Each round asks ``ask_size`` proposals and tells every reward before asking again; by default one learner batch
+    for a policy proposer (every batch is then sampled by the latest policy) and 16 (as if 16 workers) for the
+    others. Rewards come through
     ``search.rewards.RewardBook`` as in a real search: screened candidates get ``screened_reward`` and never reach
     ``evaluate_synthetic``; a repeated function gets its recorded reward. Returns ``{"rewards": [per proposal],
     "status": [judgement status per proposal], "best_so_far": [per proposal], "updates": [update records],
@@ -175,6 +196,9 @@ def search_synthetic(proposer, space, budget: int, target: str = "x * sigmoid(x)
     statuses: list[str] = []
     updates: list[dict] = []
     evaluated = 0
+    if ask_size is None:
+        learner = getattr(proposer, "learner", None)
+        ask_size = learner.batch_size if learner is not None else 16
     while len(rewards) < budget and not proposer.finished:
         for proposal in proposer.ask(min(ask_size, budget - len(rewards))):
             expr = space.decode(proposal.tokens)
