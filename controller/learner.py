@@ -108,8 +108,8 @@ class Learner:
             loss = -(weight * surrogate).mean() - self.entropy_weight * entropy.mean()
             self.optimizer.zero_grad()
             loss.backward()
-            if self.grad_clip > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.grad_clip).item()
+            limit = self.grad_clip if self.grad_clip > 0 else math.inf  # inf: measure the norm, clip nothing
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), limit).item()
             self.optimizer.step()
             if epoch == 0:
                 entropy0 = entropy.mean().item()

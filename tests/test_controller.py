@@ -19,6 +19,15 @@ SMALL = Space(1, unary=("x", "neg", "abs", "square", "sin", "relu", "sigmoid", "
 TWO_UNITS = Space(2)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # the policy's tensors are tiny: extra threads only spin against other processes on a shared machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def settings(kind: str, **kw) -> ControllerSettings:
     # small batches and populations so updates and children happen within a few dozen proposals
     base = dict(kind=kind, batch_size=4, population_size=6, tournament_size=3, crossover_prob=0.5)

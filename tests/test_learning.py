@@ -27,12 +27,14 @@ SPACE = Space(core_units=2)
 
 @pytest.fixture(scope="module")
 def runs():
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the policy's tensors are tiny: extra threads only spin against other processes
     out = {}
     for kind in ("random", "ppo", "reinforce", "evolution"):
         settings = ControllerSettings(kind=kind)
         out[kind] = [search_synthetic(make_proposer(settings, SPACE, seed), SPACE, BUDGET, target=TARGET, seed=seed,
                                       screened_reward=0.0) for seed in SEEDS]
+    torch.set_num_threads(threads)
     return out
 
 
