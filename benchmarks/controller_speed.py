@@ -24,7 +24,9 @@ BATCH = 64
 
 def proposals_per_second(kind: str, space: Space, repeats: int) -> float:
     proposer = make_proposer(ControllerSettings(kind=kind, batch_size=BATCH), space, seed=0)
-    proposer.ask(BATCH)  # warm-up (first calls allocate)
+    generator = torch.Generator().manual_seed(0)
+    for p in proposer.ask(BATCH):  # warm-up; fills evolution's population, so later asks make children
+        proposer.tell(p, torch.rand(1, generator=generator).item())
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -50,6 +52,16 @@ def update_seconds(kind: str, space: Space, repeats: int) -> float:
     return statistics.median(times[1:])  # the first update pays one-off allocation
 
 
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
@@ -58,7 +70,7 @@ def main() -> None:
     torch.set_num_threads(1)
     space = Space(core_units=2)
     results = {
-        "machine": f"{platform.processor() or platform.machine()}, 1 thread, torch {torch.__version__}",
+        "machine": f"{cpu_name()}, 1 thread, torch {torch.__version__}",
         "proposals_per_s": {k: proposals_per_second(k, space, args.repeats)
                             for k in ("ppo", "reinforce", "random", "evolution", "exhaustive")},
         "update_s": {k: update_seconds(k, space, args.repeats) for k in ("ppo", "reinforce")},
