@@ -364,6 +364,20 @@ def connect_ray(config: Config) -> bool:
     return True
 
 
+class CapacityCache:
+    """How many children fit on the cluster now, re-read at most every ``CAPACITY_REFRESH_S`` (nodes come and go)."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self._value, self._at = 0, -math.inf
+
+    def __call__(self) -> int:
+        now = time.monotonic()
+        if now - self._at >= CAPACITY_REFRESH_S:
+            self._value, self._at = max(cluster_capacity(self.config)[0], 1), now
+        return self._value
+
+
 def cluster_capacity(config: Config) -> tuple[int, dict]:
     """How many children fit on the cluster at once, and its total resources."""
     total = ray.cluster_resources()
@@ -519,7 +533,7 @@ class Driver:
         self.started = time.monotonic()
         self.best = store.best()
         self.probation = not any(store.counts()[s] for s in ("ok", "diverged", "timeout"))
-        self._capacity = (0, 0.0)
+        self.capacity = CapacityCache(config)
         self._test_delay = float(os.environ.get("ACTSEARCH_TEST_CHILD_DELAY_S", "0") or 0)
         self.child_timeout = child_timeout(config)
 
@@ -586,12 +600,6 @@ class Driver:
         if self.open:
             return True
         return not self.proposer.finished and self.proposed < self.proposal_limit
-
-    def capacity(self) -> int:
-        now = time.monotonic()
-        if now - self._capacity[1] >= CAPACITY_REFRESH_S:
-            self._capacity = (max(cluster_capacity(self.config)[0], 1), now)
-        return self._capacity[0]
 
     def _committed(self) -> int:
         """Children spent or promised: trained, running, queued, or held back on probation."""

@@ -31,7 +31,7 @@ import ray
 from evaluator.stats import Comparison, WinsTable, compare_all, seeds_needed, wins_table
 from search.cli import UserError
 from search.config import Config, apply_override, config_from_dict, load_config, parse_override
-from search.run import (CAPACITY_REFRESH_S, CONFIG_FILE, LOG_FILE, PROBATION_CHILDREN, Progress, StopSignal, _Faults,
+from search.run import (CapacityCache, CONFIG_FILE, LOG_FILE, PROBATION_CHILDREN, Progress, StopSignal, _Faults,
                         _failure_record, child_result, child_reward, child_timeout, cluster_capacity, connect_ray,
                         derive_seed, is_run_dir, run_lock, submit_child)
 from search.store import Store
@@ -215,7 +215,7 @@ class _Retrainer:
         self.faults = _Faults(os.environ.get("ACTSEARCH_TEST_KILL_AT", ""))
         self.test_delay = float(os.environ.get("ACTSEARCH_TEST_CHILD_DELAY_S", "0") or 0)
         self.started = time.monotonic()
-        self._capacity = (0, 0.0)
+        self.capacity = CapacityCache(self.config)
 
     def run(self) -> str:
         """Train until every job has a result ("complete") or a stop is requested ("interrupted")."""
@@ -246,14 +246,8 @@ class _Retrainer:
             if started_ray:
                 ray.shutdown()
 
-    def _capacity_now(self) -> int:
-        now = time.monotonic()
-        if now - self._capacity[1] >= CAPACITY_REFRESH_S:
-            self._capacity = (max(cluster_capacity(self.config)[0], 1), now)
-        return self._capacity[0]
-
     def _launch(self) -> None:
-        while self.queue and len(self.inflight) < self._capacity_now():
+        while self.queue and len(self.inflight) < self.capacity():
             activation, s = self.queue.popleft()
             ref = submit_child(self.config, activation, retrain_seed(self.config.seed, s),
                                f"retrain-{activation[:40]}-{s}", self.test_delay)
