@@ -178,7 +178,9 @@ def train_child(settings: ChildSettings, activation: str, seed: int) -> dict:
     "failed" (an exception; ``error`` holds its message) | "timeout" (over ``settings.time_limit_s``); ``accuracy``
     on the ``split`` (None unless ok); ``train_loss`` (mean of the last steps); ``steps`` done; ``wall_s`` (the whole
     call); ``images_per_s`` (training steps after the first, which pays for compilation); ``device``; ``error``;
-    ``activation`` (the baseline name or canonical expression); ``seed``.
+    ``activation`` (the baseline name or canonical expression); ``seed``; ``fault``: whose failure a non-ok status is,
+    "candidate" (it diverged, or its math raised while training) or "system" (the worker could not load the data or
+    set up, or the child ran out of time: both say more about the machine than the function), None when ok.
     The synthetic task returns ``evaluator.synthetic.evaluate_synthetic``'s record instead (no training).
     """
     if settings.task == "synthetic":
@@ -189,7 +191,7 @@ def train_child(settings: ChildSettings, activation: str, seed: int) -> dict:
     start = time.perf_counter()
     record = {"status": "failed", "accuracy": None, "split": settings.split, "train_loss": None, "steps": 0,
               "wall_s": 0.0, "images_per_s": None, "device": None, "error": None, "activation": activation,
-              "seed": seed}
+              "seed": seed, "fault": "candidate"}
     try:
         _train(settings, activation, seed, record, start)
     except Exception as exc:  # a crashing candidate is a result, not a crash of the search
@@ -213,6 +215,7 @@ def _device_name(device: torch.device) -> str:
 def _train(settings: ChildSettings, activation: str, seed: int, record: dict, start: float) -> None:
     """The body of ``train_child``: fills ``record`` in place; may raise."""
     record["activation"] = activation_label(activation)
+    record["fault"] = "system"  # the device and the data are the worker's business, not the function's
     device = resolve_device(settings.device)
     record["device"] = _device_name(device)
     if settings.threads and device.type == "cpu":
@@ -220,6 +223,7 @@ def _train(settings: ChildSettings, activation: str, seed: int, record: dict, st
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions once
     data = load_task(settings, device)
+    record["fault"] = "candidate"  # from here on an exception or a divergence is the candidate's own
     model = build_child(settings, activation, seed, device, data.num_classes)
     stream = BatchStream(data, settings.batch_size, seed, settings.augment)
     if _compile_whole_child(settings, device):
@@ -248,7 +252,7 @@ def _train(settings: ChildSettings, activation: str, seed: int, record: dict, st
                 torch.cuda.synchronize(device)
             first_step_done = time.perf_counter()
         if limit and time.perf_counter() - start > limit:
-            record["status"] = "timeout"
+            record["status"], record["fault"] = "timeout", "system"
             record["error"] = f"time limit of {limit:g} s reached after {step + 1} of {settings.steps} steps"
             return
     if on_cuda:
@@ -260,4 +264,4 @@ def _train(settings: ChildSettings, activation: str, seed: int, record: dict, st
     if accuracy is None:
         record["status"], record["error"] = "diverged", f"non-finite outputs on the {settings.split} set"
         return
-    record["status"], record["accuracy"] = "ok", accuracy
+    record["status"], record["accuracy"], record["fault"] = "ok", accuracy, None

@@ -102,6 +102,7 @@ class ResourceSettings:
     gpus_per_child: float = 0.0  # GPUs a child reserves; a fraction (0.5) lets children share a GPU, which they must then fit in together
     max_in_flight: int = 0  # most children running at once; 0 = as many as the cluster's CPUs / GPUs allow
     max_retries: int = 3  # times Ray reruns a child whose worker or node died (system failures); a child's own errors are never retried
+    system_retries: int = 2  # times the driver re-queues a child that failed for the system's reasons (worker lost after max_retries, timeout, data missing on its node) before recording it; such a failure never becomes the function's reward
     child_timeout_s: float = 0.0  # the driver cancels a child running longer and records "timeout"; 0 = 2 x child.time_limit_s + 60 when that is set, else none
 
     def problems(self) -> list[tuple[str, str]]:
@@ -122,6 +123,8 @@ class ResourceSettings:
             out.append(("max_in_flight", f"must be >= 0 (0 = as many as resources allow), got {self.max_in_flight}"))
         if self.max_retries < 0:
             out.append(("max_retries", f"must be >= 0, got {self.max_retries}"))
+        if self.system_retries < 0:
+            out.append(("system_retries", f"must be >= 0, got {self.system_retries}"))
         if self.child_timeout_s < 0:
             out.append(("child_timeout_s", f"must be >= 0 (0 = derived from child.time_limit_s), "
                                            f"got {self.child_timeout_s}"))

@@ -193,9 +193,16 @@ def child_reward(record: dict, failed_reward: float) -> tuple[str, float, dict]:
 
 
 def _failure_record(status: str, error: str, activation: str, seed: int, split: str) -> dict:
-    """A result record (the shape ``train_child`` returns) for a child that produced none itself."""
+    """A result record (the shape ``train_child`` returns) for a child that produced none itself: the system's fault
+    (``train_child`` never raises, so a child without a record of its own was lost, cancelled or broken outside it)."""
     return {"status": status, "accuracy": None, "split": split, "train_loss": None, "steps": 0, "wall_s": None,
-            "images_per_s": None, "device": None, "error": error, "activation": activation, "seed": seed}
+            "images_per_s": None, "device": None, "error": error, "activation": activation, "seed": seed,
+            "fault": "system"}
+
+
+def is_system_failure(record: dict) -> bool:
+    """Whether a result record failed for reasons outside the candidate (see ``train_child``'s ``fault``)."""
+    return record.get("status") != "ok" and record.get("fault") == "system"
 
 
 def child_result(ref: ray.ObjectRef, activation: str, seed: int, split: str, max_retries: int) -> dict:
@@ -206,7 +213,7 @@ def child_result(ref: ray.ObjectRef, activation: str, seed: int, split: str, max
     """
     try:
         record = ray.get(ref)
-    except ray.exceptions.RayTaskError as exc:  # the child raised: its own failure, never retried
+    except ray.exceptions.RayTaskError as exc:  # raised outside train_child (which never raises): the worker's setup
         cause = exc.cause if getattr(exc, "cause", None) is not None else exc
         message = str(cause).strip().splitlines()
         return _failure_record("failed", f"{type(cause).__name__}: {message[0] if message else ''}", activation,
@@ -523,6 +530,7 @@ class Driver:
         self.first_child: dict[str, int] = {}  # fingerprint -> the candidate whose child gave the function's reward
         self.inflight: dict[ray.ObjectRef, _Flight] = {}
         self.held: list[tuple[_Flight, dict]] = []  # failures held back while the setup is on probation
+        self.system_failures: collections.Counter[int] = collections.Counter()  # candidate -> re-queues this session
 
         self.evaluated = store.evaluated()
         self.proposed = store.proposals()
@@ -737,14 +745,26 @@ class Driver:
 
     def _record_child(self, flight: _Flight, record: dict) -> None:
         index, fp = flight.index, flight.fingerprint
+        system = is_system_failure(record)
+        if system and self.system_failures[index] < self.config.resources.system_retries:
+            # Not the candidate's doing: train it again later (same seed) instead of giving the function a zero.
+            self.system_failures[index] += 1
+            self.ready.append(index)
+            self.progress.event(f"#{index} {record['status']} for the system's reasons ({record.get('error')}); "
+                                f"queued again ({self.system_failures[index]} of "
+                                f"{self.config.resources.system_retries})", show=False)
+            return
         status, reward, record = child_reward(record, self.config.rewards.failed)
         seq = self.store.record_result(index, status, reward, metrics=record, reason=record.get("error"),
                                        node=record.get("node"))
         self.evaluated += 1
         self.session_children += 1
-        self.book.record(fp, reward)
-        self.first_child[fp] = index
         self.active.pop(fp, None)
+        if system:  # the candidate is told the penalty, but the function keeps no reward: a twin trains anew
+            self.book.abandon(fp)
+        else:
+            self.book.record(fp, reward)
+            self.first_child[fp] = index
         if self.best is None or reward > self.best["reward"]:
             self.best = {"reward": reward, "text": self.texts[index], "index": index}
             self.progress.event(f"new best  #{index}  {reward:.4f}  {self.texts[index]}", show=True)
@@ -753,7 +773,11 @@ class Driver:
                             show=False)
         self._tell(index, reward, seq)
         for twin in self.waiting.pop(fp, []):
-            self._finish_free(twin, "duplicate", reward, f"same function as candidate {index}", duplicate_of=index)
+            if system:
+                self._route(twin, self.book.judge(self.space.decode(self.open[twin].tokens)))
+            else:
+                self._finish_free(twin, "duplicate", reward, f"same function as candidate {index}",
+                                  duplicate_of=index)
 
     def _finish_free(self, index: int, status: str, reward: float, reason: str,
                      duplicate_of: int | None = None) -> None:

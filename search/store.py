@@ -396,11 +396,13 @@ class Store:
         return int(row["n"])
 
     def rewards_by_fingerprint(self) -> dict[str, tuple[float, int]]:
-        """Fingerprint -> (reward, candidate index) of every trained child (the first one per function)."""
+        """Fingerprint -> (reward, candidate index) of every trained child (the first one per function); a child that
+        failed for the system's reasons (``fault`` "system" in its record) gives its function no reward."""
         out: dict[str, tuple[float, int]] = {}
         for row in self._conn.execute(
                 f"SELECT fingerprint, reward, idx FROM candidates WHERE status IN "
-                f"({','.join('?' * len(CHILD_STATUSES))}) ORDER BY idx", CHILD_STATUSES):
+                f"({','.join('?' * len(CHILD_STATUSES))}) AND (status = 'ok' OR metrics IS NULL OR "
+                f"COALESCE(json_extract(metrics, '$.fault'), '') != 'system') ORDER BY idx", CHILD_STATUSES):
             out.setdefault(row["fingerprint"], (row["reward"], row["idx"]))
         return out
 

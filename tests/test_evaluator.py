@@ -111,6 +111,7 @@ def test_missing_cifar_says_where_to_put_the_files(tmp_path):
     # Inside a child the same problem is a failed result, not an exception.
     record = train_child(settings, "relu", seed=0)
     assert record["status"] == "failed" and "cifar-100-python" in record["error"]
+    assert record["fault"] == "system"  # a node without the data says nothing about the function
 
 
 def test_random_crop_flip_translates_and_mirrors_each_image():
@@ -176,16 +177,19 @@ def test_a_child_that_blows_up_reports_diverged_quickly(proxy, activation, lr):
     record = train_child(dataclasses.replace(proxy, steps=400, lr=lr), activation, seed=0)
     assert record["status"] == "diverged" and record["accuracy"] is None
     assert record["steps"] < 50 and "non-finite" in record["error"]
+    assert record["fault"] == "candidate"
 
 
 def test_time_limit_gives_timeout(proxy):
     record = train_child(dataclasses.replace(proxy, steps=10**6, time_limit_s=0.5), "relu", seed=0)
     assert record["status"] == "timeout" and 0 < record["steps"] < 10**6 and record["accuracy"] is None
+    assert record["fault"] == "system"  # a busy machine, as likely as a slow function: tried again, never a reward
 
 
 def test_an_unusable_activation_is_a_failed_result_not_an_exception(proxy):
     record = train_child(proxy, "frobnicate(x)", seed=0)
     assert record["status"] == "failed" and "frobnicate" in record["error"]
+    assert record["fault"] == "candidate"
 
 
 def test_same_seed_reproduces_a_child_bit_for_bit_on_cpu(proxy):

@@ -191,6 +191,7 @@ def test_a_child_over_its_time_limit_is_recorded_as_timeout(local_ray, tmp_path,
         children = store.candidates(CHILD_STATUSES)
         assert [c["status"] for c in children] == ["timeout", "timeout"]
         assert all(c["reward"] == 0.125 and "after 1 s" in c["reason"] for c in children)
+        assert all(c["attempts"] == 3 for c in children)  # a timeout is the system's: queued again twice first
 
 
 def test_a_child_that_raises_or_loses_its_worker_is_a_failed_result(local_ray):
@@ -215,3 +216,68 @@ def test_a_child_that_raises_or_loses_its_worker_is_a_failed_result(local_ray):
     assert record["status"] == "failed" and record["error"].startswith("system failure after 0 retries")
     record = child_result(garbage.remote(), "relu(x)", 1, "val", max_retries=0)
     assert record["status"] == "failed" and "malformed result record" in record["error"]
+
+
+def _driver(tmp_path: Path, **sections):
+    """A Driver on a fresh run directory, driven by hand (no Ray): the test plays the workers."""
+    import io
+
+    from search.run import Driver, Progress, _Faults, create_run
+
+    config = load_config(write_config(tmp_path, **sections))
+    run_dir = tmp_path / "run"
+    if not run_dir.exists():
+        create_run(run_dir, config)
+    store = Store.open(run_dir)
+    driver = Driver(run_dir, config, store, Progress(io.StringIO(), io.StringIO(), 60), _Faults(""))
+    driver.restore()
+    driver.capacity = lambda: 1
+    driver.probation = False
+    return driver, store
+
+
+def _launch_next(driver):
+    from search.run import _Flight
+
+    while not driver.ready:
+        driver._ask()
+    index = driver.ready.popleft()
+    driver.store.record_launch(index, child_seed(driver.config.seed, index))
+    return _Flight(index, driver.fps[index], 0.0, None)
+
+
+def test_a_system_failure_is_retried_and_never_becomes_the_functions_reward(tmp_path):
+    from search.run import _failure_record
+
+    sections = {"controller": {"kind": "random"}, "resources": {"cpus_per_child": 1, "system_retries": 2}}
+    driver, store = _driver(tmp_path, **sections)
+    flight = _launch_next(driver)
+    index, fp = flight.index, flight.fingerprint
+    lost = _failure_record("failed", "system failure after 3 retries: WorkerCrashedError", driver.texts[index], 1,
+                           "val")
+    for attempt in range(2):  # re-queued, not recorded: the same candidate trains again with the same seed
+        driver._child_done(flight, lost)
+        assert list(driver.ready) == [index] and store.candidate(index)["status"] == "running"
+        assert driver.book.judge(driver.space.decode(driver.open[index].tokens)).status == "pending"
+        flight = _launch_next(driver)
+        assert flight.index == index
+    driver._child_done(flight, lost)  # retries spent: recorded as failed, but the function keeps no reward
+    row = store.candidate(index)
+    assert row["status"] == "failed" and row["metrics"]["fault"] == "system"
+    assert driver.book.judge(driver.space.decode(row["tokens"])).status == "new"
+    store.close()
+    resumed, store = _driver(tmp_path, **sections)  # after a resume too
+    assert fp not in resumed.book.rewards
+    store.close()
+
+
+def test_a_candidates_own_failure_is_its_functions_reward(tmp_path):
+    driver, store = _driver(tmp_path, controller={"kind": "random"})
+    flight = _launch_next(driver)
+    record = {"status": "diverged", "accuracy": None, "error": "non-finite training loss by step 3",
+              "fault": "candidate", "seed": 1}
+    driver._child_done(flight, record)
+    assert not driver.ready and store.candidate(flight.index)["status"] == "diverged"
+    judged = driver.book.judge(driver.space.decode(store.candidate(flight.index)["tokens"]))
+    assert judged.status == "duplicate" and judged.reward == driver.config.rewards.failed
+    store.close()
