@@ -4,19 +4,28 @@ A candidate and a baseline are each trained with the same seeds; run ``s`` of bo
 order, so the comparison is made on the per-seed differences ``d_s = candidate_s - baseline_s`` (seeds present in
 only one of the two, or whose score is None/NaN, are left out and counted in ``n_unpaired``).
 
+Ties are exact: every difference is rounded to ``TIE_DECIMALS`` (9) decimals before anything else uses it. Scores are
+accuracies, multiples of 1/(held-out examples), but their float differences are not: (n + 6)/5000 - n/5000 comes out
+up to about 1e-16 apart for different n, which would turn equal gains into distinct ranks. 1e-9 is far below any
+accuracy's resolution (1/10,000 for a CIFAR test set) and far above float subtraction error (~1e-16), so equal gains
+tie and different ones stay apart. The rounded differences drive everything below (wins/ties/losses included).
+
 For each (candidate, baseline) pair, ``compare`` reports:
 
 - ``mean_diff`` with a 95% percentile-bootstrap confidence interval: ``n_boot`` resamples of the n differences with
   replacement, drawn from a generator seeded by ``(seed, candidate, baseline)`` so the interval is reproducible and
   does not depend on the order of comparisons. Percentile rather than BCa: with the 5-20 seeds a user can afford, BCa's
   jackknife acceleration is itself noisy and undefined when all differences are equal; percentile is simple. It runs
-  narrow at small n (measured coverage of normal data: 0.84 at n = 5, 0.91 at n = 10 and 20; notes/README-inspect.md),
-  which cannot add false verdicts: a verdict also needs the Holm-corrected Wilcoxon test; the interval can only
+  a little narrow at small n (tests/test_stats.py measures its coverage of normal data at n = 20 and accepts 0.86 to
+  0.99), which cannot add false verdicts: a verdict also needs the Holm-corrected Wilcoxon test; the interval can only
   withhold one.
-- the two-sided Wilcoxon signed-rank test (``scipy.stats.wilcoxon``, ``zero_method="wilcox"``: zero differences are
-  dropped, as the sign test drops ties; ``method="auto"``: the exact null distribution when no |d| are tied and
-  n <= 50, an exhaustive permutation of the midranks when there are ties and n <= 13, the normal approximation
-  otherwise). All-zero differences give p = 1 without calling scipy (no information either way).
+- the two-sided Wilcoxon signed-rank test, computed here (``wilcoxon_test``), not by scipy, whose choice between exact
+  and approximate p-values changes between versions. Zero differences are dropped (the "wilcox" zero method, as the
+  sign test drops ties); tied |d| share their midrank. Under the null every one of the 2^n sign patterns is equally
+  likely; T = the sum of the ranks of the positive differences, and p = P(|T - E[T]| >= |t - E[T]|), capped at 1. For
+  n <= ``EXACT_MAX_N`` (100) p is exact: a dynamic programme over doubled midranks (integers) counts the sign patterns
+  giving each T. Above that, the normal approximation with the tie-corrected variance sum(r^2)/4, no continuity
+  correction. All-zero differences give p = 1 (no information either way).
 - the paper's one-sided paired sign test: wins = seeds where the candidate scored higher, losses = lower, ties
   dropped; p = P(Binomial(wins + losses, 1/2) >= wins), the chance of that many wins or more if neither were better.
   p = 1 when every seed ties.
@@ -29,8 +38,10 @@ to the sign-test p-values) and decides each verdict:
 - "no evidence" otherwise (including a significant rank test whose interval for the mean still covers 0: the two
   disagree about the sign or the size, so we claim nothing).
 
-With n seeds and no ties the smallest two-sided Wilcoxon p is 2 / 2**n, so 5 seeds can never reach 0.05 and Holm over
-m comparisons needs m * 2 / 2**n < alpha; ``seeds_needed`` says how many seeds make a verdict possible at all.
+With n seeds the smallest two-sided Wilcoxon p is 2 / 2**n (every difference on one side), so 5 seeds can never reach
+0.05 and Holm over m comparisons needs m * 2 / 2**n < alpha; ``seeds_needed`` says how many seeds make a verdict
+possible at all. Ties among the |d| do not lower that floor; they coarsen the distribution, so results short of
+unanimous need more seeds than without ties.
 """
 from __future__ import annotations
 
@@ -45,7 +56,8 @@ from scipy import stats as sps
 
 ALPHA = 0.05
 N_BOOT = 10_000
-VERDICTS = ("better", "no evidence", "worse")
+TIE_DECIMALS = 9  # differences are rounded to 1e-9 so equal gains tie exactly (see the module docstring)
+EXACT_MAX_N = 100  # the Wilcoxon p is exact up to this many non-zero differences, normal-approximated above
 
 
 @dataclass
@@ -65,7 +77,7 @@ class Comparison:
     wins: int  # seeds where the candidate scored higher
     ties: int
     losses: int
-    wilcoxon_stat: float | None  # scipy's statistic: the smaller of the positive and negative rank sums
+    wilcoxon_stat: float | None  # the smaller of the positive and negative (mid)rank sums
     wilcoxon_p: float  # two-sided, unadjusted
     sign_p: float  # one-sided (candidate better), unadjusted, exact binomial
     wilcoxon_p_holm: float  # Holm-adjusted across the family compared together (itself when compared alone)
@@ -73,7 +85,7 @@ class Comparison:
     verdict: str  # "better" | "no evidence" | "worse"
     alpha: float = ALPHA
     n_boot: int = N_BOOT
-    diffs: list[float] = field(default_factory=list)  # per paired seed, in seed order
+    diffs: list[float] = field(default_factory=list)  # per paired seed, in seed order, rounded to TIE_DECIMALS
 
     def to_dict(self) -> dict:
         """JSON-safe dict (no NaN: undefined values are None)."""
@@ -102,13 +114,50 @@ def bootstrap_ci(diffs: Sequence[float], *, n_boot: int = N_BOOT, level: float =
     return float(low), float(high)
 
 
+def tie_round(diffs) -> np.ndarray:
+    """Differences as float64 rounded to ``TIE_DECIMALS`` decimals, so that equal gains are equal floats; no -0.0."""
+    return np.round(np.asarray(diffs, dtype=np.float64), TIE_DECIMALS) + 0.0
+
+
+def signed_rank_null(doubled_ranks: Sequence[int]) -> list[int]:
+    """Null distribution of the signed-rank statistic: ``counts[k]`` = how many of the 2^n sign patterns give a sum
+    of positive doubled ranks equal to ``k`` (0 <= k <= sum). doubled_ranks: 2 x the midranks, integers. Exact
+    (Python integers); each rank is added to half the patterns, one rank at a time."""
+    counts = [1]
+    for r in doubled_ranks:
+        grown = counts + [0] * r
+        for k, c in enumerate(counts):
+            grown[k + r] += c
+        counts = grown
+    return counts
+
+
 def wilcoxon_test(diffs: Sequence[float]) -> tuple[float | None, float]:
-    """Two-sided Wilcoxon signed-rank test of paired differences: ``(statistic, p)``; zeros dropped (see module doc)."""
-    d = np.asarray(diffs, dtype=np.float64)
-    if not np.any(d != 0):
-        return None, 1.0  # nothing but ties: no evidence either way (scipy would warn and divide by zero)
-    res = sps.wilcoxon(d, zero_method="wilcox", alternative="two-sided", method="auto")
-    return float(res.statistic), float(min(1.0, res.pvalue))
+    """Two-sided Wilcoxon signed-rank test of paired differences: ``(statistic, p)`` (see the module docstring).
+
+    diffs: candidate - baseline per pair (rounded to ``TIE_DECIMALS`` here too). Zeros are dropped, tied |d| get their
+    midrank. statistic: min(positive rank sum, negative rank sum), None when every difference is zero; p: two-sided
+    P(|T - E[T]| >= |t - E[T]|), exact for up to ``EXACT_MAX_N`` non-zero differences.
+    """
+    d = tie_round(diffs)
+    d = d[d != 0]
+    n = d.size
+    if n == 0:
+        return None, 1.0  # nothing but ties: no evidence either way
+    doubled = np.rint(2 * sps.rankdata(np.abs(d), method="average")).astype(np.int64)  # midranks are k/2
+    total = int(doubled.sum())  # 2 x (sum of ranks) = n (n + 1)
+    t_pos = int(doubled[d > 0].sum())  # 2 x T
+    stat = min(t_pos, total - t_pos) / 2.0
+    # distance from the mean E[2T] = total / 2, doubled again so it stays an integer: |4T - total|
+    observed = abs(2 * t_pos - total)
+    if n <= EXACT_MAX_N:
+        counts = signed_rank_null(doubled.tolist())
+        extreme = sum(c for k, c in enumerate(counts) if abs(2 * k - total) >= observed)
+        return stat, min(1.0, extreme / 2**n)
+    # Var(T) = sum(r^2) / 4 with midranks r (tie-corrected); z = |T - E[T]| / sd
+    sd = math.sqrt(float(np.sum(doubled.astype(np.float64) ** 2)) / 16.0)
+    z = observed / 4.0 / sd
+    return stat, min(1.0, math.erfc(z / math.sqrt(2.0)))
 
 
 def sign_test(wins: int, losses: int) -> float:
@@ -148,7 +197,8 @@ def verdict(p_adjusted: float, ci_low: float | None, ci_high: float | None, alph
 
 
 def seeds_needed(n_comparisons: int = 1, alpha: float = ALPHA) -> int:
-    """Fewest seeds with which the Holm-adjusted two-sided Wilcoxon p can fall below ``alpha`` at all (no ties)."""
+    """Fewest seeds with which the Holm-adjusted two-sided Wilcoxon p can fall below ``alpha`` at all: the smallest n
+    with ``n_comparisons * 2 / 2**n < alpha`` (every seed on one side; ties do not lower that floor)."""
     n = 1
     while n_comparisons * 2.0 / 2.0**n >= alpha:
         n += 1
@@ -182,10 +232,10 @@ def compare(candidate_scores: Mapping[int, float | None], baseline_scores: Mappi
 
     candidate_scores / baseline_scores: ``{seed: score}`` (higher is better; None or NaN = no score, left out).
     Returns a ``Comparison`` whose Holm-adjusted p-values equal the raw ones (a family of one) and whose verdict uses
-    them; ``compare_all`` corrects across several comparisons.
+    them; ``compare_all`` corrects across several comparisons. Differences are rounded to ``TIE_DECIMALS`` first.
     """
     seeds, unpaired, c, b = _pair(candidate_scores, baseline_scores)
-    d = c - b
+    d = tie_round(c - b)  # equal gains must tie exactly: the rank test and the win/tie/loss counts depend on it
     wins, losses = int(np.sum(d > 0)), int(np.sum(d < 0))
     ties = len(seeds) - wins - losses
     stat, p_w = wilcoxon_test(d) if len(seeds) else (None, 1.0)
@@ -257,7 +307,8 @@ def wins_table(scores: Mapping[str, Mapping[Hashable, float | Sequence[float] | 
     """The paper's summary: for each candidate and baseline, count units where the candidate is better/equal/worse.
 
     scores: ``{activation: {unit: score}}``, a unit being a seed or a model/task; a unit's score may be a list of runs,
-    reduced to its median as the paper did. Units scored for both sides are counted; |difference| <= ``tol`` is a tie.
+    reduced to its median as the paper did. Units scored for both sides are counted; |difference| <= ``tol`` is a tie
+    (the difference rounded to ``TIE_DECIMALS`` first, as in ``compare``, so float noise never breaks a tie).
     """
     def reduce(v):
         if isinstance(v, (list, tuple, np.ndarray)):
@@ -276,6 +327,7 @@ def wins_table(scores: Mapping[str, Mapping[Hashable, float | Sequence[float] | 
                 sc, sb = reduce(scores[c][u]), reduce(scores[b][u])
                 if sc is None or sb is None:
                     continue
-                counts[0 if sc - sb > tol else 2 if sb - sc > tol else 1] += 1
+                diff = round(sc - sb, TIE_DECIMALS)
+                counts[0 if diff > tol else 2 if -diff > tol else 1] += 1
             cells[c][b] = counts
     return WinsTable(unit=unit, candidates=list(candidates), baselines=list(baselines), cells=cells, tol=tol)

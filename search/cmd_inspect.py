@@ -24,9 +24,9 @@ def register(sub) -> None:
     p = sub.add_parser("top", help="the best candidates of a run (also while it runs)",
                        description="The run's trained candidates ranked by the search's reward, with their mean and "
                                    "spread over every evaluation (the search's child plus significance re-trainings "
-                                   "under the run's child settings), the statuses of those evaluations and the "
-                                   "significance verdicts when present. Reads the store read-only: safe while the "
-                                   "run goes.")
+                                   "under the run's child settings, its split included), the statuses of those "
+                                   "evaluations and the significance verdicts when present. Reads the store "
+                                   "read-only: safe while the run goes.")
     p.add_argument("run_dir", metavar="RUN", help="the run's directory, e.g. results/quickstart")
     p.add_argument("-k", type=int, default=DEFAULT_K, help=f"rows (default {DEFAULT_K})")
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default), markdown, csv or json")
@@ -54,10 +54,12 @@ def register(sub) -> None:
     p = sub.add_parser("significance", help="re-train top candidates and baselines over paired seeds and compare",
                        description="Re-trains each chosen candidate and each baseline with seed numbers 0..n-1 on "
                                    "the Ray workers (seed s is the same child seed for all of them: same init, same "
-                                   "data order), then compares every candidate with every baseline: mean difference "
-                                   "with a 95% bootstrap CI, Wilcoxon signed-rank, the paper's one-sided sign test, "
-                                   "Holm-corrected over all comparisons, and a verdict. Results are stored in the "
-                                   "run as they arrive; running the same command again continues a stopped test.")
+                                   "data order), scored on the test split (data the search never scored; it "
+                                   "selected its candidates on child.split), then compares every candidate with "
+                                   "every baseline: mean difference with a 95% bootstrap CI, the exact Wilcoxon "
+                                   "signed-rank test, the paper's one-sided sign test, Holm-corrected over all "
+                                   "comparisons, and a verdict. Results are stored in the run as they arrive; "
+                                   "running the same command again continues a stopped test.")
     p.add_argument("run_dir", metavar="RUN")
     p.add_argument("--top", type=int, default=None, metavar="K",
                    help="test the K best trained candidates (default 5, or none when --candidates is given)")
@@ -69,6 +71,12 @@ def register(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="change a child.* or resources.* setting for the re-trainings, e.g. --set child.model=resnet56 "
                         "(a different child is a separate study)")
+    p.add_argument("--split", choices=("val", "test"), default=None,
+                   help="held-out set the scores come from (default test: data the search never scored; val is the "
+                        "set the search selected on, so its verdicts favour the candidates). No effect on the "
+                        "synthetic task")
+    p.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="also draw the comparisons to this PNG: per-seed differences, bootstrap interval, verdict")
     p.add_argument("--format", choices=FORMATS, default="table", help="format of the result tables")
     p.set_defaults(func=cmd_significance)
 
@@ -98,14 +106,19 @@ def _open(run_dir: str):
 
 
 def current_analysis(store, config) -> dict | None:
-    """The significance analysis to show: that of the run's own child settings if there is one, else the newest."""
-    from search.significance import study_key
+    """The significance analysis to show: that of the default study (the run's child settings on the test split,
+    see ``search.significance.default_study_key``) if there is one, else that of the run's own child settings
+    (scored on the split the search selected on), else the newest."""
+    from search.significance import default_study_key, study_key
 
     analyses = store.significance()
     if not analyses:
         return None
-    home = [a for a in analyses if a["study"] == study_key(config)]
-    return home[-1] if home else max(analyses, key=lambda a: a["at"])
+    for key in (default_study_key(config), study_key(config)):
+        home = [a for a in analyses if a["study"] == key]
+        if home:
+            return home[-1]
+    return max(analyses, key=lambda a: a["at"])
 
 
 def _verdicts(comparisons: list[dict]) -> str:
@@ -119,7 +132,8 @@ def _verdicts(comparisons: list[dict]) -> str:
 
 def ranked(store, config, k: int) -> list[dict]:
     """The ``k`` best trained candidates (``Store.top``) with ``mean``, ``sd`` and ``evaluations`` over the search's
-    child and the re-trainings under the run's child settings, ``statuses`` (status -> count over those), and
+    child and the re-trainings under the run's child settings, split included (test-split re-trainings score other
+    data and are not pooled with the search's reward), ``statuses`` (status -> count over those), and
     ``significance``: the candidate's comparisons in the current analysis (see ``current_analysis``)."""
     from search.significance import study_key
 
@@ -204,7 +218,7 @@ def cmd_top(args) -> int:
     if args.format in ("table", "markdown"):
         print(summary)
         note = "ranked by the search's reward; mean and sd over the search's child and significance re-trainings " \
-               "under the run's child settings"
+               "under the run's child settings (its split included)"
         if analysis:
             from search.significance import study_label
 
@@ -231,6 +245,14 @@ def _function_plot(rows: list[dict], dest) -> None:
 
     plot_functions([r["text"] for r in rows], dest, titles=[f"#{r['rank']} ({r['reward']:.4f}) {r['text']}"
                                                             for r in rows])
+
+
+def _significance_plot(analysis: dict, run_child: dict, dest) -> None:
+    from search.plots import plot_significance
+    from search.significance import study_label
+
+    plot_significance(analysis["comparisons"], dest,
+                      subtitle=f"{analysis['seeds']} seeds, {study_label(analysis, run_child)}")
 
 
 def _progress_plot(store, dest) -> None:
@@ -278,10 +300,14 @@ def cmd_report(args) -> int:
                    "proposals": store.proposals(), "statuses": _statuses_text({s: n for s, n in counts.items() if n}),
                    "controller updates": store.update_count(), "best reward": best["reward"],
                    "best candidate": best["text"]}
+        significance_png = None
         if analysis:
             summary["significance"] = (f"{len(analysis['candidates'])} candidates x {len(analysis['baselines'])} "
                                        f"baselines, {analysis['seeds']} seeds, "
                                        f"{study_label(analysis, config.to_dict()['child'])}")
+            buffer = io.BytesIO()
+            _significance_plot(analysis, config.to_dict()["child"], buffer)
+            significance_png = buffer.getvalue()
     table = [{"rank": r["rank"], "expression": r["text"], "reward": r["reward"],
               "mean": r["mean"] if r["evaluations"] > 1 else None, "sd": r["sd"], "evaluations": r["evaluations"],
               "statuses": _statuses_text(r["statuses"]), "proposed": r["proposed"], "candidate": r["index"],
@@ -289,23 +315,26 @@ def cmd_report(args) -> int:
     build_report(output, title=f"actsearch run {run_dir.name}", config=config.to_dict(), summary=summary,
                  top_rows=table, function_png=functions.getvalue(), progress_png=progress.getvalue(),
                  significance=analysis["comparisons"] if analysis else None,
-                 wins_table=analysis["wins"] if analysis else None)
+                 wins_table=analysis["wins"] if analysis else None, significance_png=significance_png)
     print(f"wrote {output}")
     return 0
 
 
 def cmd_significance(args) -> int:
     from search.cmd_child import split_activations
-    from search.significance import (baseline_labels, choose_candidates, comparisons_count, run_significance,
-                                     significance_table, study_config, too_few_seeds, wins_text)
+    from search.significance import (baseline_labels, choose_candidates, comparisons_count, has_split,
+                                     run_significance, selection_warning, significance_table, statistics_text,
+                                     study_config, study_overrides, too_few_seeds, wins_text)
 
-    run_dir, _, store = _open(args.run_dir)
+    run_dir, run_config, store = _open(args.run_dir)
     with store:
         if args.top is not None and args.top < 1:
             raise UserError(f"--top: must be >= 1, got {args.top}")
         if args.seeds < 1:
             raise UserError(f"--seeds: must be >= 1, got {args.seeds}")
-        config = study_config(run_dir, args.overrides)
+        plot = _writable(args.plot, "significance.png") if args.plot else None  # before hours of training
+        overrides = study_overrides(run_dir, args.overrides, args.split)  # the split made explicit (default test)
+        config = study_config(run_dir, overrides)
         try:
             names = split_activations(args.baselines)
             expressions = split_activations(args.candidates) if args.candidates.strip() else []
@@ -316,19 +345,32 @@ def cmd_significance(args) -> int:
         candidates = choose_candidates(store, top, expressions)
     if not comparisons_count(candidates, baselines):
         raise UserError("nothing to compare: every candidate is also a baseline")
-    warning = too_few_seeds(candidates, baselines, args.seeds)
-    if warning:
-        print(warning, file=sys.stderr)
-    result = run_significance(run_dir, candidates, baselines, args.seeds, args.overrides)
+    run_child, study_child = run_config.to_dict()["child"], config.to_dict()["child"]
+    for warning in (too_few_seeds(candidates, baselines, args.seeds), selection_warning(run_child, study_child)):
+        if warning:
+            print(warning, file=sys.stderr)
+    if args.split and not has_split(config):
+        print(f"note: --split {args.split} has no effect: the synthetic task has no held-out data", file=sys.stderr)
+    result = run_significance(run_dir, candidates, baselines, args.seeds, overrides)
     print(f"\n{result.total} re-trainings: {result.reused} from earlier sessions, {result.trained} trained now")
     if result.outcome != "complete":
         print("stopped; run the same command again to continue (finished re-trainings are kept)", file=sys.stderr)
         return 130
-    print(f"\n{len(result.comparisons)} comparisons over {args.seeds} seeds (candidate minus baseline; Holm over all "
-          f"of them; verdict at 0.05):\n")
+    where = f"on the {result.split} split" if result.split else "on the synthetic task (no held-out split)"
+    print(f"\n{len(result.comparisons)} comparisons over {args.seeds} seeds {where} (candidate minus baseline; Holm "
+          f"over all of them; verdict at 0.05):\n")
     print(significance_table(result.comparisons, args.format))
     print(f"\nwins / ties / losses over {args.seeds} seeds:\n")
     print(wins_text(result.wins, args.format))
+    print()
+    print(statistics_text(result.comparisons, args.seeds, result.split, run_child.get("split")))
+    if plot:
+        from search.plots import plot_significance
+        from search.significance import study_label
+
+        plot_significance(result.comparisons, plot,
+                          subtitle=f"{args.seeds} seeds, {study_label({'child': study_child}, run_child)}")
+        print(f"\nwrote {plot}")
     return 0
 
 

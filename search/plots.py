@@ -1,6 +1,6 @@
-"""Pictures of a search: the top functions with their derivatives, and the search's course.
+"""Pictures of a search: the top functions with their derivatives, the search's course, and a significance test.
 
-Both functions write a PNG to ``path`` (a file name, or a binary file object such as ``io.BytesIO`` when the caller
+Each function writes a PNG to ``path`` (a file name, or a binary file object such as ``io.BytesIO`` when the caller
 wants the bytes, e.g. for the HTML report). matplotlib runs headless (Agg).
 """
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import os
 import textwrap
-from typing import IO, Sequence
+from typing import IO, Any, Mapping, Sequence
 
 import matplotlib
 
@@ -22,6 +22,8 @@ from search.expression import Expression  # noqa: E402
 
 X_RANGE = (-5.0, 5.0)
 FUNCTION_COLOR, DERIVATIVE_COLOR = "#1f5fa8", "#d9622b"
+VERDICT_COLORS = {"better": "#1e7b45", "worse": "#b3261e"}  # the report's badge colours; anything else is grey
+NO_VERDICT_COLOR = "#5f6b76"
 DPI = 110
 
 
@@ -175,3 +177,58 @@ def _tidy(ax) -> None:
     ax.tick_params(labelsize=8)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
+
+
+def plot_significance(comparisons: Sequence[Mapping[str, Any] | Any], path: str | os.PathLike | IO[bytes], *,
+                      subtitle: str | None = None) -> None:
+    """A significance test at a glance: one panel per comparison (candidate vs baseline) with its paired per-seed
+    differences (candidate minus baseline) as dots, the 95% bootstrap interval of their mean as a bar with the mean
+    marked, zero as the reference line, and the verdict with its Holm p as coloured text. Each panel has its own
+    x-range (always including zero): the question per panel is on which side of zero the interval lies, and a
+    clearly worse candidate would otherwise squash every small gain into a dot.
+
+    comparisons: ``evaluator.stats.Comparison`` objects or their ``to_dict()`` records (``diffs``, ``mean_diff``,
+    ``ci_low``, ``ci_high``, ``verdict``, ``wilcoxon_p_holm``, ``n``, ...), drawn top to bottom in that order;
+    subtitle: a line under the title (e.g. the seeds and the split). path: PNG destination. Raises ``ValueError``
+    when there is no comparison.
+    """
+    rows = [c.to_dict() if hasattr(c, "to_dict") else dict(c) for c in comparisons]
+    if not rows:
+        raise ValueError("no comparisons to plot")
+    head = 0.7 if subtitle else 0.5  # inches for the title lines; 0.45 more for the x label at the bottom
+    fig, axes = plt.subplots(len(rows), 1, figsize=(9, head + 0.45 + 1.05 * len(rows)), squeeze=False,
+                             layout="constrained")  # lays out the two-line suptitle and per-panel titles
+    for ax, row in zip(axes[:, 0], rows):
+        color = VERDICT_COLORS.get(row.get("verdict"), NO_VERDICT_COLOR)
+        diffs = np.asarray([v for v in row.get("diffs") or [] if v is not None], dtype=np.float64)
+        values = [0.0] + diffs.tolist()
+        ax.axvline(0, color="#333333", lw=1.0, zorder=1)
+        if row.get("ci_low") is not None and row.get("ci_high") is not None:
+            ax.plot([row["ci_low"], row["ci_high"]], [0, 0], color=color, lw=9, alpha=0.35, solid_capstyle="butt",
+                    zorder=2)
+            values += [row["ci_low"], row["ci_high"]]
+        if diffs.size:  # spread over the panel's height in seed order, so equal differences (ties) stay visible
+            offsets = np.linspace(-0.32, 0.32, diffs.size) if diffs.size > 1 else np.zeros(1)
+            ax.scatter(diffs, offsets, s=18, color="#55626e", alpha=0.85, lw=0, zorder=3)
+        if row.get("mean_diff") is not None:
+            ax.plot([row["mean_diff"]], [0], marker="|", ms=22, mew=2.4, color=color, zorder=4)
+        lo, hi = min(values), max(values)
+        pad = 0.08 * (hi - lo) if hi > lo else 1e-3
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_ylim(-0.5, 0.5)
+        ax.set_yticks([])
+        holm = row.get("wilcoxon_p_holm")
+        p_text = "" if holm is None else f", Holm p {holm:.1e}" if holm < 0.001 else f", Holm p {holm:.3f}"
+        ax.set_title(textwrap.shorten(f"{row.get('candidate')}  vs  {row.get('baseline')}", 70, placeholder="..."),
+                     loc="left", fontsize=9.5, family="monospace")
+        ax.set_title(f"{row.get('verdict', 'no evidence')}{p_text}, {row.get('n', diffs.size)} seeds", loc="right",
+                     fontsize=9.5, color=color, fontweight="normal" if color == NO_VERDICT_COLOR else "bold")
+        _tidy(ax)
+        ax.spines["left"].set_visible(False)
+        ax.grid(False, axis="y")
+    axes[-1, 0].set_xlabel("candidate minus baseline, per seed (each panel its own scale; the line is zero)",
+                           fontsize=9)
+    title = "paired differences per seed (dots), 95% bootstrap interval of their mean (bar, | = mean)"
+    fig.suptitle(title + (f"\n{subtitle}" if subtitle else ""), fontsize=10.5)
+    fig.savefig(path, dpi=DPI, format="png")
+    plt.close(fig)

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from evaluator.stats import ALPHA, WinsTable
+from evaluator.stats import ALPHA, TIE_DECIMALS, WinsTable
 from search.cli import UserError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -172,7 +172,9 @@ def _significance(rows: Sequence[Mapping[str, Any]]) -> str:
                 f"<td class='num'>{_p(r.get('sign_p'))}</td>"
                 f"<td class='num'>{r.get('wins', 0)}/{r.get('ties', 0)}/{r.get('losses', 0)}</td>"
                 f"<td>{_badge(str(r.get('verdict', 'no evidence')))}</td></tr>")
-    note = (f"Runs are paired by seed (same initialisation and data order); differences are candidate minus baseline. "
+    note = (f"Runs are paired by seed (same initialisation and data order); differences are candidate minus baseline, "
+            f"rounded to 1e-{TIE_DECIMALS} so that equal gains tie exactly. The Wilcoxon p is the exact "
+            f"two-sided signed-rank test (zero differences dropped, tied |differences| share their midrank). "
             f"<b>better</b> / <b>worse</b>: the two-sided Wilcoxon signed-rank p, Holm-corrected over all {len(rows)} "
             f"comparisons, is below {alpha:g} <i>and</i> the 95% bootstrap interval of the mean difference lies on "
             f"that side of zero; otherwise <b>no evidence</b>. The sign test is the paper's one-sided test (candidate "
@@ -205,13 +207,15 @@ def _version() -> str:
 def build_report(path: str | os.PathLike, *, title: str, config: Mapping[str, Any], summary: Mapping[str, Any],
                  top_rows: Sequence[Mapping[str, Any]], function_png: bytes, progress_png: bytes,
                  significance: Sequence[Mapping[str, Any]] | None = None,
-                 wins_table: WinsTable | Mapping[str, Any] | None = None) -> None:
+                 wins_table: WinsTable | Mapping[str, Any] | None = None,
+                 significance_png: bytes | None = None) -> None:
     """Write the report to ``path`` (one HTML file, nothing external); a missing folder raises ``UserError``.
 
     config: the run's configuration (shown as YAML); summary: headline figures (shown as cards, in order); top_rows:
     the top table's rows (columns in first-seen key order); function_png / progress_png: PNG bytes (see
     ``search.plots``); significance: ``Comparison.to_dict()`` records (or Comparisons), None when not run;
-    wins_table: a ``WinsTable`` or its ``to_dict()``.
+    wins_table: a ``WinsTable`` or its ``to_dict()``; significance_png: PNG bytes of the comparisons
+    (``search.plots.plot_significance``), shown under the significance table when given.
     """
     path = Path(path)
     if path.is_dir() or not path.parent.is_dir():
@@ -236,6 +240,10 @@ def build_report(path: str | os.PathLike, *, title: str, config: Mapping[str, An
         '<p class="note">No significance results in this run yet: <code>actsearch significance RUN</code> re-trains '
         "the top candidates and the baselines over several seeds and compares them.</p>",
     ]
+    if sig and significance_png is not None:
+        parts.append(_image(significance_png, "significance comparisons",
+                            "Per comparison: the paired per-seed differences (dots), the 95% bootstrap interval of "
+                            "their mean (bar, | the mean), zero (line) and the verdict; each panel has its own scale."))
     if wins is not None:
         parts += ["<h2>Wins / ties / losses</h2>", _wins(wins)]
     config_text = yaml.safe_dump(json.loads(json.dumps(config, default=str)), sort_keys=False).rstrip()

@@ -1,7 +1,8 @@
 """Which gains are real: re-train chosen candidates and baselines over paired seeds, compare them, decide.
 
 One significance test of a run, in data-flow order: the run's config, changed by ``--set child.*`` / ``resources.*``
-overrides (a bigger child, another task, other machines) -> a *study*: the child settings, keyed by a hash of them ->
+overrides (a bigger child, another task, other machines) and by the split the scores come from (``study_overrides``:
+the test split unless told otherwise, see below) -> a *study*: the child settings, keyed by a hash of them ->
 jobs: every activation (candidates and baselines) x seed number ``s`` in 0..n-1, minus the re-trainings the store
 already holds for that study -> Ray workers train them with the search's own child task (``search.run.submit_child``)
 and child seed ``retrain_seed(run seed, s)``: the same for every activation at seed number ``s``, so run ``s`` of
@@ -12,6 +13,12 @@ comparisons) and ``wins_table``, stored as the study's current analysis (``Store
 Resumable like a search: a killed or stopped test, run again with the same settings, trains only what is missing.
 A re-training's score is the reward the search would give its child: the accuracy when "ok", ``rewards.failed``
 when it diverged, failed or timed out (a candidate that blows up on some seeds loses those seeds).
+
+Which held-out data: the search scored and selected its candidates on ``child.split`` (usually "val"); re-testing the
+winners on those same examples favours them (selection bias: part of a top candidate's lead is its luck on exactly
+those examples). So a study scores on ``SIGNIFICANCE_SPLIT`` ("test"), data the search never scored, unless
+``--split`` (or ``--set child.split=...``) says otherwise. The synthetic task has no held-out data (its score is a
+similarity to the target, whatever the split), so there the split is left as the run has it.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ import hashlib
 import json
 import os
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +36,8 @@ from typing import Sequence, TextIO
 
 import ray
 
-from evaluator.stats import Comparison, WinsTable, compare_all, seeds_needed, wins_table
+from evaluator.stats import (ALPHA, EXACT_MAX_N, TIE_DECIMALS, Comparison, WinsTable, compare_all, seeds_needed,
+                             wins_table)
 from search.cli import UserError
 from search.config import Config, apply_override, config_from_dict, load_config, parse_override
 from search.run import (CapacityCache, CONFIG_FILE, LOG_FILE, PROBATION_CHILDREN, Progress, StopSignal, _Faults,
@@ -40,6 +49,8 @@ from search.tables import Column, format_rows
 RETRAIN_STREAM = 7_919  # a key of its own, so re-training seeds never coincide with the search's child seeds
 STUDY_SECTIONS = ("child", "resources")  # what --set may change: the child (transfer) and where children run
 DEFAULT_BASELINES = ("relu", "swish", "gelu")
+SIGNIFICANCE_SPLIT = "test"  # verdicts come from data the search never scored (it selected on child.split)
+SPLITS = ("val", "test")
 
 
 def retrain_seed(run_seed: int, seed_number: int) -> int:
@@ -68,6 +79,58 @@ def study_config(run_dir: Path, overrides: Sequence[str] = ()) -> Config:
                             f"{' and '.join(s + '.*' for s in STUDY_SECTIONS)} settings")
         apply_override(raw, override)
     return config_from_dict(raw)
+
+
+def has_split(child: Config | dict) -> bool:
+    """Whether the task scores on a held-out split at all (the synthetic task does not). child: a Config or the
+    ``child`` section as a dict."""
+    task = child.child.task if isinstance(child, Config) else child.get("task")
+    return task != "synthetic"
+
+
+def study_overrides(run_dir: Path, overrides: Sequence[str] = (), split: str | None = None) -> list[str]:
+    """The ``--set`` ``overrides`` of a study with its split made explicit: ``split`` ("val" | "test") when given,
+    else the one a ``--set child.split=...`` names, else ``SIGNIFICANCE_SPLIT``; ``child.split=...`` is appended
+    unless an override names it already (so the result passed in again comes back unchanged). Unchanged for the
+    synthetic task (no held-out data: ``split`` has no effect there).
+
+    Raises ``UserError`` for a bad override, an unknown split, or ``split`` contradicting ``--set child.split``.
+    """
+    if split is not None and split not in SPLITS:
+        raise UserError(f"--split: must be one of {', '.join(SPLITS)}, got {split!r}")
+    config = study_config(run_dir, overrides)  # validates the overrides first
+    if not has_split(config):
+        return list(overrides)
+    named = any(parse_override(o)[0] == ["child", "split"] for o in overrides)
+    if named:
+        if split is not None and split != config.child.split:
+            raise UserError(f"--split {split} and --set child.split={config.child.split}: name the split once")
+        return list(overrides)
+    return [*overrides, f"child.split={SIGNIFICANCE_SPLIT if split is None else split}"]
+
+
+def default_study_key(config: Config) -> str:
+    """The key of the study ``significance`` makes of the run with config ``config`` when given no ``--set`` and no
+    ``--split``: the run's child settings scored on ``SIGNIFICANCE_SPLIT`` (as they are for the synthetic task)."""
+    if not has_split(config):
+        return study_key(config)
+    return study_key(dataclasses.replace(config, child=dataclasses.replace(config.child, split=SIGNIFICANCE_SPLIT)))
+
+
+def study_split(child: dict) -> str | None:
+    """The split a study's scores come from (its ``child`` section as a dict); None for the synthetic task."""
+    return child.get("split", "val") if has_split(child) else None
+
+
+def selection_warning(run_child: dict, study_child: dict) -> str | None:
+    """One warning line when a study scores on the split the search selected its candidates on, else None.
+    run_child / study_child: the ``child`` sections of the run and of the study, as dicts."""
+    split = study_split(study_child)
+    if split is None or split != run_child.get("split", "val"):
+        return None
+    other = next(s for s in SPLITS if s != split)
+    return (f"warning: verdicts on the {split} split, the held-out set the search scored and selected its candidates "
+            f"on: they favour the candidates (selection bias); --split {other} uses data the search never scored")
 
 
 def choose_candidates(store: Store, top: int | None, expressions: Sequence[str] = ()) -> list[str]:
@@ -137,14 +200,16 @@ class SignificanceResult:
     trained: int  # trained in this session
     comparisons: list[Comparison] = field(default_factory=list)
     wins: WinsTable | None = None
+    split: str | None = None  # the held-out split the scores come from; None for the synthetic task (no split)
 
 
 def run_significance(run_dir: str | Path, candidates: Sequence[str], baselines: Sequence[str], seeds: int,
                      overrides: Sequence[str] = (), out: TextIO | None = None,
-                     progress_every_s: float = 30.0) -> SignificanceResult:
+                     progress_every_s: float = 30.0, split: str | None = None) -> SignificanceResult:
     """Re-train ``candidates`` and ``baselines`` (labels: canonical expression texts or baseline names) with seed
-    numbers 0..seeds-1 under the run's child settings changed by ``overrides``, then compare every candidate with
-    every baseline. Progress goes to ``out`` (stdout by default) and the run's log.
+    numbers 0..seeds-1 under the run's child settings changed by ``overrides`` and scored on ``split`` (default
+    ``SIGNIFICANCE_SPLIT``, see ``study_overrides``), then compare every candidate with every baseline. Progress goes
+    to ``out`` (stdout by default) and the run's log.
 
     Returns a ``SignificanceResult``; raises ``UserError`` for a missing or busy run directory, bad overrides, or a
     broken setup (the first re-trainings all failing with one error: nothing of them is recorded).
@@ -155,9 +220,11 @@ def run_significance(run_dir: str | Path, candidates: Sequence[str], baselines: 
         raise UserError(f"{run_dir}: not a run directory (no {CONFIG_FILE} and store.sqlite)")
     if seeds < 1:
         raise UserError(f"--seeds: must be >= 1, got {seeds}")
+    overrides = study_overrides(run_dir, overrides, split)
     config = study_config(run_dir, overrides)
     key = study_key(config)
-    label = study_label({"child": config.to_dict()["child"]}, load_config(run_dir / CONFIG_FILE).to_dict()["child"])
+    study_child = config.to_dict()["child"]
+    label = study_label({"child": study_child}, load_config(run_dir / CONFIG_FILE).to_dict()["child"])
     activations = list(dict.fromkeys([*candidates, *baselines]))
     with run_lock(run_dir), Store.open(run_dir) as store, open(run_dir / LOG_FILE, "a") as log:
         progress = Progress(out, log, progress_every_s)
@@ -166,7 +233,7 @@ def run_significance(run_dir: str | Path, candidates: Sequence[str], baselines: 
         # seed-major order: a test stopped half-way already holds whole pairs
         jobs = [(a, s) for s in range(seeds) for a in activations if (a, s) not in done]
         total = len(activations) * seeds
-        result = SignificanceResult("complete", key, total, total - len(jobs), 0)
+        result = SignificanceResult("complete", key, total, total - len(jobs), 0, split=study_split(study_child))
         progress.event(f"significance study {key} ({label}): {len(candidates)} candidate(s) x {len(baselines)} "
                        f"baseline(s), {seeds} seeds: {total} re-trainings, {result.reused} already done, "
                        f"{len(jobs)} to train")
@@ -366,8 +433,48 @@ def wins_text(table: WinsTable | dict, fmt: str = "table") -> str:
 
 
 def study_label(study: dict, run_child: dict) -> str:
-    """How a study differs from the run's own child settings: "the run's child settings" or its ``--set`` list."""
-    if study["child"] == run_child:
-        return "the run's child settings"
-    changed = [f"child.{k}={v}" for k, v in study["child"].items() if run_child.get(k) != v]
-    return "child settings changed: " + (", ".join(changed) or ", ".join(study.get("overrides", [])))
+    """How a study differs from the run's own child settings, and the split its scores come from:
+    "the run's child settings, test split", or its changed settings ("child settings changed: child.steps=2000, test
+    split"); the split is left out for the synthetic task and marked when it is the one the search selected on.
+    study: a stored study (or ``{"child": dict}``); run_child: the run's ``child`` section as a dict."""
+    child = study["child"]
+    changed = [f"child.{k}={v}" for k, v in child.items() if k != "split" and run_child.get(k) != v]
+    if child == run_child or (not changed and {**child, "split": None} == {**run_child, "split": None}):
+        label = "the run's child settings"
+    else:
+        label = "child settings changed: " + (", ".join(changed) or ", ".join(
+            o for o in study.get("overrides", []) if not o.strip().startswith("child.split")))
+    split = study_split(child)
+    if split is None:
+        return label
+    return f"{label}, {split} split" + (" (the set the search selected on)" if split == run_child.get("split", "val")
+                                        else "")
+
+
+def statistics_text(comparisons: Sequence[Comparison | dict], seeds: int, split: str | None,
+                    run_split: str | None = None, width: int = 116) -> str:
+    """What the verdicts rest on, for the command's output: pairing, the tie rule, the test, the verdict rule with
+    ``seeds_needed`` for this many comparisons, and the split the scores come from (``split``; None for the
+    synthetic task; ``run_split``: the one the search selected on). Wrapped to ``width`` columns."""
+    m = len(comparisons)
+    alpha = (comparisons[0].alpha if isinstance(comparisons[0], Comparison) else comparisons[0].get("alpha", ALPHA)) \
+        if comparisons else ALPHA
+    need = seeds_needed(max(m, 1), alpha)
+    if split is None:
+        where = "Split: none; the synthetic task has no held-out data (the score is the similarity to its target)."
+    elif split == (run_split or "val"):
+        where = (f"Split: {split}, the held-out set the search scored and selected its candidates on; these verdicts "
+                 f"favour the candidates (selection bias).")
+    else:
+        where = f"Split: {split}, held-out data the search never scored (it selected on {run_split or 'val'})."
+    text = [
+        f"Statistics: runs are paired by seed; differences are candidate minus baseline, rounded to "
+        f"1e-{TIE_DECIMALS} so that equal gains tie exactly (w/t/l counts the same way). Wilcoxon p: the "
+        f"two-sided signed-rank test, zero differences dropped, tied |differences| sharing their midrank, exact up to "
+        f"{EXACT_MAX_N} non-zero differences. Verdict better / worse: the Holm p over {'all ' * (m > 1)}{m} comparison"
+        f"{'s' * (m != 1)} below {alpha:g} and the 95% bootstrap interval of the mean difference on that side of "
+        f"zero; otherwise no evidence. With {m} comparison{'s' * (m != 1)} a verdict needs at least {need} seeds "
+        f"(seeds_needed; this test has {seeds}), all on one side; seeds that disagree or tie need more.",
+        where,
+    ]
+    return "\n".join(textwrap.fill(t, width) for t in text)

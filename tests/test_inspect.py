@@ -1,6 +1,7 @@
 """`actsearch top | plot | report | export` on real runs (synthetic task, tiny budgets), one Ray for the module."""
 from __future__ import annotations
 
+import base64
 import csv
 import html
 import io
@@ -53,7 +54,7 @@ def runs(address, tmp_path_factory):
     assert main(["run", str(write_config(folder, address)), "--name", "plain", "--results", str(folder)]) == 0
     shutil.copytree(folder / "plain", folder / "tested")
     assert main(["significance", str(folder / "tested"), "--top", "2", "--baselines", BASELINES,
-                 "--seeds", str(SEEDS)]) == 0
+                 "--seeds", str(SEEDS), "--plot", str(folder / "significance.png")]) == 0
     return folder / "plain", folder / "tested"
 
 
@@ -164,6 +165,9 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 def test_plots_are_png_files(runs, tmp_path, capsys):
     plain, _ = runs
+    # `significance --plot` (in the fixture) drew its comparisons
+    width, height = png_size((plain.parent / "significance.png").read_bytes())
+    assert width > 500 and height > 4 * 100
     sizes = {}
     for top in (2, 8):
         code, out, err = cli(capsys, "plot", plain, "-o", tmp_path / f"top{top}.png", "--top", top)
@@ -210,10 +214,12 @@ def test_report_is_self_contained_and_shows_significance_when_present(runs, tmp_
         code, _, err = cli(capsys, "report", run, "-o", tmp_path / f"{run.name}.html")
         assert code == 0, err
         pages[run.name] = (tmp_path / f"{run.name}.html").read_text()
-    for text in pages.values():
+    for name, text in pages.items():
         page = Page(text)
         assert "script" not in page.tags and "link" not in page.tags
-        assert len(page.urls) == 2 and all(u.startswith("data:image/png;base64,") for u in page.urls)
+        # progress and function plots; with a significance study, its comparison picture as well
+        assert len(page.urls) == (3 if name == "tested" else 2)
+        assert all(u.startswith("data:image/png;base64,") for u in page.urls)
         top = page.tables[0]
         assert top[0][:3] == ["rank", "expression", "reward"] and len(top) == 1 + 20
     assert "No significance results in this run yet" in pages["plain"]
@@ -228,6 +234,10 @@ def test_report_is_self_contained_and_shows_significance_when_present(runs, tmp_
     wins = next(t for t in page.tables if t[0] == ["candidate", "relu(x)", "x"])
     assert len(wins) == 1 + 2
     assert f"{SEEDS} seeds, the run's child settings" in html.unescape(pages["tested"])
+    assert "significance comparisons" not in pages["plain"]
+    picture = re.search(r'<img alt="significance comparisons" src="data:image/png;base64,([^"]+)"', pages["tested"])
+    width, height = png_size(base64.b64decode(picture.group(1)))
+    assert width > 500 and height > 4 * 100  # one panel per comparison: 4 here
 
 
 # ---------------------------------------------------------------- export

@@ -11,7 +11,7 @@ import pytest
 
 from evaluator.stats import compare_all, wins_table
 from search.cli import UserError
-from search.plots import function_curves, moving_average, plot_functions, plot_progress
+from search.plots import function_curves, moving_average, plot_functions, plot_progress, plot_significance
 from search.report import build_report
 
 
@@ -121,6 +121,21 @@ def test_report_shows_the_top_table_and_the_verdicts(tmp_path, images):
     assert "task: mnist1d" in _build(tmp_path, images).read_text(encoding="utf-8")
 
 
+def test_report_embeds_the_significance_picture_under_its_table(tmp_path, images):
+    comps, _ = _significance()
+    picture = png(plot_significance, comps)
+    text = _build(tmp_path, images, significance_png=picture).read_text(encoding="utf-8")
+    page = Page(text)
+    sources = {v: base64.b64decode(v.split(",", 1)[1]) for tag, k, v in page.attrs if k == "src"}
+    assert len(sources) == 3 and picture in sources.values()
+    assert ('alt="significance comparisons"' in text
+            and text.index("Wins / ties / losses") > text.index('alt="significance comparisons"')
+            > text.index("Significance against baselines"))
+    # no significance study: no picture, even if one is passed
+    text = _build(tmp_path, images, significance=None, wins_table=None, significance_png=picture).read_text()
+    assert "significance comparisons" not in text
+
+
 def test_report_without_significance_says_how_to_get_it(tmp_path, images):
     text = _build(tmp_path, images, significance=None, wins_table=None).read_text(encoding="utf-8")
     assert "actsearch significance" in text
@@ -165,6 +180,26 @@ def test_plot_progress_draws_the_entropy_panel_only_when_there_is_entropy():
     without = png_size(png(plot_progress, rewards, [{"version": 1, "consumed": [0], "stats": {"mean_reward": 0.3}}]))
     assert with_entropy[1] > 1.3 * without[1]
     assert png_size(png(plot_progress, [None, None], [])) == without  # nothing rewarded yet still draws
+
+
+def test_plot_significance_writes_a_png_that_follows_the_data(tmp_path):
+    comps, _ = _significance()
+    path = tmp_path / "significance.png"
+    plot_significance(comps, path, subtitle="10 seeds, test split")
+    data = path.read_bytes()
+    width, height = png_size(data)
+    assert len(data) > 1000 and width > 500 and height > 200
+    # the same comparisons give the same picture; other differences give another one
+    assert png(plot_significance, comps) == png(plot_significance, comps)
+    moved = [{**c.to_dict(), "diffs": [d + 0.05 for d in c.diffs]} for c in comps]
+    assert png(plot_significance, moved) != png(plot_significance, comps)
+    flipped = [{**c.to_dict(), "verdict": "no evidence"} for c in comps]  # the verdict is drawn too
+    assert png(plot_significance, flipped) != png(plot_significance, comps)
+    # one panel per comparison, dict records or Comparison objects alike
+    one = png_size(png(plot_significance, [comps[0].to_dict()]))
+    assert one[0] == width and png_size(png(plot_significance, comps))[1] > 1.4 * one[1]
+    with pytest.raises(ValueError, match="no comparisons"):
+        plot_significance([], io.BytesIO())
 
 
 def test_moving_average_is_the_trailing_mean():

@@ -8,15 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from scipy import stats as sps
 
 import search.significance as significance
 from evaluator.stats import seeds_needed
 from evaluator.train import train_child
-from search.cli import main
+from search.cli import UserError, main
 from search.config import config_from_dict
 from search.run import child_seed, create_run
-from search.significance import retrain_seed, study_key
+from search.significance import (default_study_key, retrain_seed, selection_warning, study_config, study_key,
+                                 study_label, study_overrides)
 from search.store import Store
 
 from conftest import REPO
@@ -37,28 +37,41 @@ def cli(capsys, *argv) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_identity_is_judged_worse_than_relu_on_the_proxy(address, tmp_path, capsys):
+def test_identity_is_judged_worse_than_relu_on_the_proxy_on_the_test_split(address, tmp_path, capsys):
     # 150 steps on 1,000 signals: relu reaches ~0.73, identity (a linear network) ~0.29, on every seed
     child = {"task": "mnist1d", "steps": 150, "train_size": 1000, "val_size": 1000, "device": "cpu", "threads": 1,
              "data_dir": str(tmp_path / "data")}
     run = make_run(tmp_path, address, child)
     seeds = seeds_needed(1)  # 6: with fewer, no p-value could fall below 0.05
-    code, out, err = cli(capsys, "significance", run, "--candidates", "x", "--baselines", "relu", "--seeds", seeds)
+    plot = tmp_path / "significance.png"
+    code, out, err = cli(capsys, "significance", run, "--candidates", "x", "--baselines", "relu", "--seeds", seeds,
+                         "--plot", plot)
     assert code == 0, err
     assert "warning" not in err
     row = next(line for line in out.splitlines() if line.startswith("x "))
     assert row.split()[1] == "relu" and row.endswith("worse") and f"0/0/{seeds}" in row
+    # the verdicts come from the test split, data the search never scored, and the output says so
+    flat = " ".join(out.split())  # the statistics text is wrapped
+    assert f"1 comparisons over {seeds} seeds on the test split" in flat
+    assert "Split: test, held-out data the search never scored (it selected on val)" in flat
+    assert "rounded to 1e-9 so that equal gains tie exactly" in flat
+    assert f"a verdict needs at least {seeds} seeds (seeds_needed; this test has {seeds})" in flat
+    assert "the run's child settings, test split" in flat
+    assert f"wrote {plot}" in out and plot.read_bytes().startswith(b"\x89PNG")
 
     with Store.open(run, readonly=True) as store:
         [analysis] = store.significance()
         retrained = store.retrainings()
+    assert analysis["child"]["split"] == "test" and analysis["overrides"] == ["child.split=test"]
+    assert analysis["study"] == default_study_key(config_from_dict({"seed": 5, "child": child}))
+    assert all(r["metrics"]["split"] == "test" for r in retrained)
     [comparison] = analysis["comparisons"]
     assert comparison["verdict"] == "worse" and comparison["n"] == seeds and comparison["losses"] == seeds
     assert comparison["ci_high"] < 0
     scores = {(r["activation"], r["seed_number"]): r["score"] for r in retrained}
     diffs = [scores["x", s] - scores["relu", s] for s in range(seeds)]
     assert comparison["diffs"] == pytest.approx(diffs)
-    assert comparison["wilcoxon_p"] == pytest.approx(sps.wilcoxon(diffs).pvalue) == 2 / 2**seeds
+    assert comparison["wilcoxon_p"] == pytest.approx(2 / 2**seeds)  # every seed lost: the smallest p there is
     assert analysis["wins"]["cells"] == {"x": {"relu": [0, 0, seeds]}}
 
     # pairing: seed number s is one child seed for both functions, distinct per s and from the search's seeds
@@ -67,9 +80,56 @@ def test_identity_is_judged_worse_than_relu_on_the_proxy(address, tmp_path, caps
         assert r["seed"] == retrain_seed(5, r["seed_number"]) == r["metrics"]["seed"]
     assert len({r["seed"] for r in retrained}) == seeds
     assert not {r["seed"] for r in retrained} & {child_seed(5, i) for i in range(1000)}
-    # ... and that seed is the whole story: training relu with it here gives the stored score
-    settings = config_from_dict({"child": child}).child
+    # ... and that seed is the whole story: training relu with it on the test split here gives the stored score
+    settings = config_from_dict({"child": {**child, "split": "test"}}).child
     assert train_child(settings, "relu", retrain_seed(5, 0))["accuracy"] == scores["relu", 0]
+
+
+def test_the_split_of_a_study(tmp_path):
+    mnist = make_run(tmp_path, "", {"task": "mnist1d", "steps": 5}, name="mnist")
+    syn = synthetic_run(tmp_path, "")
+    # default: the test split, made explicit so it is recorded with the study
+    assert study_overrides(mnist) == ["child.split=test"]
+    assert study_overrides(mnist, ["child.steps=9"]) == ["child.steps=9", "child.split=test"]
+    assert study_config(mnist, study_overrides(mnist)).child.split == "test"
+    # asked for: the selection set, with a warning; the same through --set
+    assert study_overrides(mnist, split="val") == study_overrides(mnist, ["child.split=val"]) == ["child.split=val"]
+    assert study_overrides(mnist, study_overrides(mnist, split="val")) == ["child.split=val"]  # passed on unchanged
+    assert study_overrides(mnist, ["child.split=test"], split="test") == ["child.split=test"]
+    with pytest.raises(UserError, match="name the split once"):
+        study_overrides(mnist, ["child.split=val"], split="test")
+    run_child = study_config(mnist).to_dict()["child"]
+    test_child = study_config(mnist, ["child.split=test"]).to_dict()["child"]
+    assert "selection bias" in selection_warning(run_child, run_child)
+    assert selection_warning(run_child, test_child) is None
+    assert study_label({"child": test_child}, run_child) == "the run's child settings, test split"
+    assert study_label({"child": run_child}, run_child) == \
+        "the run's child settings, val split (the set the search selected on)"
+    # the synthetic task scores no held-out data: the split is left alone and never mentioned
+    assert study_overrides(syn) == [] and study_overrides(syn, split="val") == []
+    syn_child = study_config(syn).to_dict()["child"]
+    assert selection_warning(syn_child, syn_child) is None
+    assert study_label({"child": syn_child}, syn_child) == "the run's child settings"
+    assert default_study_key(study_config(syn)) == study_key(study_config(syn))
+
+
+def test_val_split_on_request_warns_that_it_is_the_selection_set(address, tmp_path, capsys):
+    child = {"task": "mnist1d", "steps": 5, "train_size": 200, "val_size": 200, "device": "cpu", "threads": 1,
+             "data_dir": str(tmp_path / "data")}
+    run = make_run(tmp_path, address, child)
+    code, out, err = cli(capsys, "significance", run, "--candidates", "x", "--baselines", "relu", "--seeds", 1,
+                         "--split", "val")
+    assert code == 0, err
+    assert any(line.startswith("warning: verdicts on the val split") and "selection bias" in line
+               for line in err.splitlines())
+    flat = " ".join(out.split())
+    assert "1 comparisons over 1 seeds on the val split" in flat
+    assert "Split: val, the held-out set the search scored and selected its candidates on" in flat
+    with Store.open(run, readonly=True) as store:
+        [analysis] = store.significance()
+        assert {r["metrics"]["split"] for r in store.retrainings()} == {"val"}
+    assert analysis["child"]["split"] == "val" and analysis["overrides"] == ["child.split=val"]
+    assert analysis["study"] == study_key(config_from_dict({"seed": 5, "child": child}))
 
 
 def synthetic_run(folder: Path, address: str, name: str = "syn") -> Path:
@@ -121,6 +181,10 @@ def test_a_killed_test_resumes_without_redoing_finished_retrainings(address, tmp
 def test_other_child_settings_are_a_separate_study(address, tmp_path, capsys):
     run = synthetic_run(tmp_path, address)
     assert cli(capsys, "significance", run, *ARGS)[0] == 0
+    # no held-out data on the synthetic task: --split changes nothing, so it is the same study, and says so
+    code, out, err = cli(capsys, "significance", run, *ARGS, "--split", "val")
+    assert code == 0 and "18 from earlier sessions, 0 trained now" in out
+    assert "note: --split val has no effect: the synthetic task has no held-out data" in err
     code, out, err = cli(capsys, "significance", run, *ARGS, "--set", "child.noise=0.05")
     assert code == 0, err
     assert "0 from earlier sessions, 18 trained now" in out
@@ -148,6 +212,8 @@ def test_too_few_seeds_warns_in_one_line(address, tmp_path, capsys):
     assert code == 0
     [warning] = err.strip().splitlines()
     assert warning.startswith("warning: 3 seeds can give no verdict for 2 comparisons") and "--seeds 7" in warning
+    assert "on the synthetic task (no held-out split)" in out and "Split: none" in out
+    assert "With 2 comparisons a verdict needs at least 7 seeds" in " ".join(out.split())
     with Store.open(run, readonly=True) as store:
         [analysis] = store.significance()
     assert [c["verdict"] for c in analysis["comparisons"]] == ["no evidence", "no evidence"]
