@@ -91,7 +91,11 @@ class Space:
         return Expression(tokens_to_node(tokens))
 
     def encode(self, expr: Expression) -> tuple[str, ...] | None:
-        """A token string of this space computing ``expr``, or ``None`` (structural match, then a one-unit lookup)."""
+        """A token string of this space computing ``expr``, or ``None`` (structural match, then a one-unit lookup).
+
+        The lookup goes by fingerprint, so its token string may number the betas differently from ``expr``, or have a
+        beta the function ignores (the same function up to its parameters' names: it trains the same; see
+        ``Expression.fingerprint``)."""
         units = _units_of(expr.root)
         if units is not None and len(units) <= self.core_units:
             tokens = _pad(units, self.core_units)
@@ -237,7 +241,10 @@ _ONE_UNIT_INDEX: dict[str, tuple[str, ...]] | None = None
 
 
 def one_unit_index() -> dict[str, tuple[str, ...]]:
-    """Fingerprint -> first token string (in enumeration order) of the full one-unit space; built once per process."""
+    """Fingerprint -> first token string (in enumeration order) of the full one-unit space; built once per process.
+
+    Fingerprints ignore the order of betas and betas a function does not use, so the entry for the fingerprint of
+    ``max(x + beta, beta * x)`` is ``x x scale shift max`` (``max(beta * x, x + beta)``)."""
     global _ONE_UNIT_INDEX
     if _ONE_UNIT_INDEX is None:
         index: dict[str, tuple[str, ...]] = {}

@@ -45,8 +45,9 @@ def test_space_counts_the_one_unit_space(capsys):
     code, out, _ = run_cli(capsys, "space", "--json")
     info = json.loads(out)
     assert code == 0 and info["token_strings"] == 6250 and info["exact"]
-    assert 2000 < info["distinct_functions"] < 6250
-    assert info["passing_screen"] < info["distinct_functions"]
+    # the README's figures; they move when the operator table, the fingerprint or the screen changes
+    assert info["distinct_functions"] == 4073
+    assert info["passing_screen"] == 3989
 
 
 def test_space_subsets_and_large_spaces(capsys):

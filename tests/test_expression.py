@@ -85,6 +85,7 @@ def test_fingerprint_equivalences():
     assert fp("-(-x)") == fp("x + x - x")
     assert fp("sigmul(x, x)") == fp("x * sigmoid(x)")
     assert fp("x - beta * x") != fp("x - x")  # differ once beta != 1
+    # (more in tests/test_fingerprint.py)
 
 
 def test_screen_rejects_known_bad_functions():
@@ -107,6 +108,34 @@ def test_screen_rejects_known_bad_functions():
     assert Expression.parse("beta * x").screen(reject_linear=False).ok
     for text in PAPER_FUNCTIONS + ["relu(x)", "tanh(x)"]:
         assert Expression.parse(text).screen().ok, text
+
+
+@pytest.mark.parametrize("text", [
+    "mix(x, relu(x))", "mix(relu(x), x)",  # x at beta = 1, a PReLU once beta moves: argument order does not matter
+    "mix(beta * x, abs(x))", "mix(beta, x**2)", "mix(x, x**3)",
+    "max(beta * x, beta * x)",  # max(b0 x, b1 x): the two betas are separate parameters
+    "gauss_diff(x, beta * x)",  # exp(-b1 (1 - b0)^2 x^2): constant only while b0 = 1
+])
+def test_screen_passes_functions_degenerate_only_at_the_initial_beta(text):
+    assert Expression.parse(text).screen().ok, text
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("beta", "constant"), ("x", "linear"), ("beta * x", "linear"), ("x + beta", "linear"), ("-x", "linear"),
+    ("mix(x, beta * x)", "linear"), ("mix(x + beta, beta)", "linear"), ("beta * x - beta * x", "linear"),
+    ("mix(beta, beta)", "constant"), ("gauss_diff(x, x + beta)", "constant"),
+    ("laplace_diff(x + beta, x + beta)", "constant"),
+])
+def test_screen_rejects_functions_degenerate_at_every_beta(text, reason):
+    verdict = Expression.parse(text).screen()
+    assert not verdict.ok and reason in verdict.reason, (text, verdict)
+
+
+def test_screen_checks_finiteness_where_training_starts():
+    # finite at beta = 1 (exp(75) in float32), infinite for 0 < beta < 0.88: training may never go there, not rejected
+    assert Expression.parse("exp(x**2 / beta)**3").screen().ok
+    verdict = Expression.parse("exp(exp(x) + beta)**3").screen()  # infinite at beta = 1
+    assert not verdict.ok and verdict.reason == "non-finite output on [-5, 5] (beta=1.0)"
 
 
 @pytest.mark.parametrize("shape", [(4, 3), (4, 3, 7), (4, 3, 5, 5)])
