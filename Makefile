@@ -5,7 +5,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 export RAY_AUTH_MODE := disabled
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench docs clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/child_speed.py
 	$(VENV)/bin/python benchmarks/controller_speed.py
 	$(VENV)/bin/python benchmarks/orchestration.py
+
+# docs/config.md and docs/operators.md are generated from the code (tests/test_docs.py fails while they are stale).
+docs: $(STAMP)
+	$(VENV)/bin/python -m search.cli.docs
 
 clean:
 	rm -rf $(VENV) *.egg-info

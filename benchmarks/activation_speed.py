@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from search import Expression
+from search.language.kernel import activation_module
 
 CASES = [
     # (candidate text, reference name, reference function taking (x, beta) with beta of shape (1, C, 1, 1))
@@ -67,8 +68,8 @@ def main() -> None:
           f"{'eager/ref':>9s} {'fused/ref':>9s} {'compile s':>9s}")
     for text, ref_name, ref in CASES:
         expr = Expression.parse(text)
-        eager = expr.module(channels=channels, compile=False).to(device)
-        fused = expr.module(channels=channels, compile=True).to(device)
+        eager = activation_module(expr, channels=channels, compile=False).to(device)
+        fused = activation_module(expr, channels=channels, compile=True).to(device)
         beta = torch.ones(1, channels, 1, 1, device=device, requires_grad=True)
         start = time.perf_counter()
         step_time(fused, x, list(fused.parameters()), device)  # first call compiles forward and backward

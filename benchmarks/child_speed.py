@@ -4,7 +4,7 @@ For ResNet-20 (CIFAR-sized input, batch 128) and the proxy's 1-D CNN (mnist1d-si
 training steps (forward, backward, SGD) with:
 
 - ``relu`` and ``silu``: torch's native modules;
-- the candidate ``x * sigmoid(beta * x)`` (Swish with trainable per-channel beta) as ``Expression.module``, eager
+- the candidate ``x * sigmoid(beta * x)`` (Swish with trainable per-channel beta) as ``activation_module(expr)``, eager
   (``compile=False``) and fused (``compile=True``: one ``torch.compile``d kernel per expression);
 - on CUDA also the way ``train_child`` runs a child there: the whole child under ``torch.compile``, channels_last,
   bf16 autocast (rows marked "child compiled").
@@ -127,7 +127,7 @@ def main() -> int:
     for model_name in args.models:
         steps = args.steps or (3 if model_name == "resnet20" and not use_cuda else 20)
         rows += measure(model_name, device, args.batch_size, steps, args.rounds, args.whole_child or use_cuda)
-    print(f"\n| child | activation | ms/step | images/s | time vs native SiLU | time vs ReLU | setup s |")
+    print("\n| child | activation | ms/step | images/s | time vs native SiLU | time vs ReLU | setup s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['variant']} | {r['step_ms']:.1f} | {r['images_per_s']:,.0f} | "

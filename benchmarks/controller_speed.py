@@ -17,7 +17,7 @@ import time
 import torch
 
 from controller import ControllerSettings, make_proposer
-from search.space import Space
+from search.language.space import Space
 
 BATCH = 64
 

@@ -3,9 +3,14 @@
 Every proposer kind with its default ``ControllerSettings``, in the 2-unit space, target ``x * sigmoid(x)``, driven by
 ``evaluator.synthetic.search_synthetic`` (rewards through ``RewardBook``: screened candidates get 0, repeats their
 recorded reward). Also counts, per kind, the seeds that found the target itself and the seeds that beat random search
-at the same seed (higher best after the budget, or both found the target). The README's figures come from:
+at the same seed (higher best after the budget, or both found the target), the mean over seeds of the 5 best distinct
+rewards minus random search's (the statistic of ``tests/test_learning.py``), and for the policy learners the median
+``approx_kl`` and ``clip_fraction`` per update. The README's figures come from:
 
     .venv/bin/python benchmarks/learning_curves.py --seeds 0-9
+
+``--runs FILE`` tabulates searches already made by ``benchmarks/seed_runs.py`` (default settings, the same budget,
+target, space and noise) instead of running them; ``seconds`` is then their recorded time.
 """
 from __future__ import annotations
 
@@ -19,11 +24,25 @@ import torch
 
 from controller import ControllerSettings, make_proposer
 from evaluator.synthetic import search_synthetic
-from search.space import Space
+from search.language.space import Space
 
 KINDS = ("ppo", "reinforce", "evolution", "random")
 CHECKPOINTS = (100, 250, 500)
 OPTIMUM = 1.0 - 1e-9
+TOP = 5  # distinct rewards averaged per search, as in tests/test_learning.py
+
+
+def stored_runs(args) -> dict[str, dict[int, dict]]:
+    """kind -> seed -> run from ``--runs`` (``benchmarks/seed_runs.py`` lines with default settings matching args)."""
+    out: dict[str, dict[int, dict]] = {}
+    with open(args.runs) as fh:
+        for line in fh:
+            d = json.loads(line)
+            if (d["set"] or d.get("band") or d["budget"] != args.budget or d.get("target") != args.target
+                    or d.get("core_units", 2) != args.core_units or d.get("noise", 0.0) != args.noise):
+                continue
+            out.setdefault(d["kind"], {})[d["seed"]] = d
+    return out
 
 
 def seed_range(text: str) -> list[int]:
@@ -44,6 +63,7 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=0.0)
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--runs", default=None, help="JSON lines of benchmarks/seed_runs.py to tabulate instead")
     args = parser.parse_args()
     torch.set_num_threads(1)
     space = Space(core_units=args.core_units)
@@ -52,17 +72,28 @@ def main() -> None:
     checkpoints = [c for c in CHECKPOINTS if c <= args.budget] or [args.budget]
 
     best: dict[str, list[list[float]]] = {}
+    top: dict[str, list[float]] = {}
+    updates: dict[str, list[dict]] = {}
     seconds: dict[str, float] = {}
+    stored = stored_runs(args) if args.runs else None
     for kind in kinds:
         settings = ControllerSettings(kind=kind)
         start = time.perf_counter()
-        best[kind] = []
+        best[kind], top[kind], updates[kind], seconds[kind] = [], [], [], 0.0
         for seed in seeds:
-            run = search_synthetic(make_proposer(settings, space, seed), space, args.budget, target=args.target,
-                                   noise=args.noise, seed=seed)
-            curve = run["best_so_far"]
+            if stored is not None:
+                run = stored[kind][seed]
+                seconds[kind] += run["seconds"]
+            else:
+                run = search_synthetic(make_proposer(settings, space, seed), space, args.budget, target=args.target,
+                                       noise=args.noise, seed=seed)
+                run["updates"] = [u["stats"] for u in run["updates"]]
+            curve = [max(run["rewards"][:i + 1]) for i in range(len(run["rewards"]))]
             best[kind].append([curve[min(c, len(curve)) - 1] for c in checkpoints])
-        seconds[kind] = time.perf_counter() - start
+            top[kind].append(statistics.mean(sorted({round(r, 9) for r in run["rewards"]}, reverse=True)[:TOP]))
+            updates[kind] += run["updates"]
+        if stored is None:
+            seconds[kind] = time.perf_counter() - start
 
     rows = {}
     for kind in kinds:
@@ -72,6 +103,11 @@ def main() -> None:
         if "random" in best and kind != "random":
             rivals = [b[-1] for b in best["random"]]
             row["beats_random"] = sum(f > r or (f >= OPTIMUM and r >= OPTIMUM) for f, r in zip(finals, rivals))
+            row[f"top{TOP}_gain"] = statistics.mean(top[kind]) - statistics.mean(top["random"])
+        if updates[kind] and updates[kind][0].get("approx_kl") is not None:
+            row["median_kl"] = statistics.median(u["approx_kl"] for u in updates[kind])
+            fractions = [u["clip_fraction"] for u in updates[kind] if u.get("clip_fraction") is not None]
+            row["median_clip_fraction"] = statistics.median(fractions) if fractions else None
         row["seconds"] = seconds[kind]
         rows[kind] = row
 
@@ -82,14 +118,17 @@ def main() -> None:
     print(f"synthetic task: target {args.target!r}, {args.core_units} core units, {args.budget} proposals, "
           f"noise {args.noise}, seeds {args.seeds} ({len(seeds)}); {platform.machine()}, 1 thread")
     header = "| proposer | " + " | ".join(f"best after {c}" for c in checkpoints) + \
-             " | found the target | beats random | seconds |"
+             f" | found the target | beats random | top-{TOP} gain | KL | clip fraction | seconds |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for kind, row in rows.items():
         cells = [f"{row[f'median_best_after_{c}']:.3f}" for c in checkpoints]
         beats = f"{row['beats_random']}/{len(seeds)}" if "beats_random" in row else "-"
-        print(f"| {kind} | " + " | ".join(cells) + f" | {row['found_target']}/{len(seeds)} | {beats} | "
-              f"{row['seconds']:.0f} |")
+        gain = f"{row[f'top{TOP}_gain']:+.3f}" if f"top{TOP}_gain" in row else "-"
+        kl = f"{row['median_kl']:.3f}" if "median_kl" in row else "-"
+        clip = f"{row['median_clip_fraction']:.2f}" if row.get("median_clip_fraction") is not None else "-"
+        print(f"| {kind} | " + " | ".join(cells) + f" | {row['found_target']}/{len(seeds)} | {beats} | {gain} | {kl} | "
+              f"{clip} | {row['seconds']:.0f} |")
 
 
 if __name__ == "__main__":

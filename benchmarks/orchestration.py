@@ -1,9 +1,9 @@
 """How well the search loop keeps Ray workers busy, and what the driver itself costs per child.
 
-Every measurement is the real loop (``search.run.run_search`` on a fresh run directory in a temporary folder) with the
-synthetic task, so a child's own work is a few milliseconds, and the test hook ``ACTSEARCH_TEST_CHILD_DELAY_S=1``
+Every measurement is the real loop (``search.loop.driver.run_search`` on a fresh run directory in a temporary folder) with the
+synthetic task, so a child's own work is a few milliseconds, and the child setting ``delay_s: 1``
 that makes each child sleep 1 s first. For each N (default 2, 4, 8, 16) a fresh Python process starts an embedded
-local Ray offering N logical CPUs exactly as a run does (``search.run.connect_ray`` with ``resources.num_cpus: N``,
+local Ray offering N logical CPUs exactly as a run does (``search.loop.pool.connect_ray`` with ``resources.num_cpus: N``,
 ``cpus_per_child: 1``) and runs two searches of ``waves * N`` children on it, one after the other:
 
 - cold: the first search on the fresh Ray, as ``actsearch run`` sees it. Each Ray worker's first child imports torch
@@ -78,13 +78,13 @@ class CpuSampler:
 
 def bench_config(workers: int, children: int):
     """The search config of one measurement: synthetic task, PPO over two core units, N slots of 1 CPU."""
-    from search.config import config_from_dict
+    from search.loop.config import config_from_dict
 
     return config_from_dict({
         "seed": 0,
         "space": {"core_units": 2},  # a big space: few duplicates, so nearly every proposal becomes a child
         "controller": {"kind": "ppo", "batch_size": 16},
-        "child": {"task": "synthetic", "noise": 0.01},
+        "child": {"task": "synthetic", "noise": 0.01, "delay_s": CHILD_SLEEP_S},
         "budget": {"children": children},
         "resources": {"address": "", "num_cpus": workers, "cpus_per_child": 1},
     })
@@ -92,8 +92,9 @@ def bench_config(workers: int, children: int):
 
 def measure_search(run_dir: Path, workers: int, children: int) -> dict:
     """Run one search of ``children`` sleeping children on the current Ray; returns its measurements (see module)."""
-    from search.run import create_run, run_search
-    from search.store import CHILD_STATUSES, Store
+    from search.loop.driver import run_search
+    from search.loop.rundir import create_run
+    from search.loop.store import CHILD_STATUSES, Store
 
     create_run(run_dir, bench_config(workers, children))
     with CpuSampler() as sampler:
@@ -123,7 +124,7 @@ def measure_workers(workers: int, waves: int) -> dict:
     """A cold then a warm search of ``waves * workers`` children on one fresh embedded Ray with ``workers`` CPUs."""
     import ray
 
-    from search.run import connect_ray
+    from search.loop.pool import connect_ray
 
     children = waves * workers
     connect_ray(bench_config(workers, children))  # the embedded Ray exactly as a run starts it
@@ -158,7 +159,6 @@ def main() -> None:
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one N, print JSON
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ["ACTSEARCH_TEST_CHILD_DELAY_S"] = str(CHILD_SLEEP_S)
     if args.one:
         print(json.dumps(measure_workers(args.one, args.waves)))
         return

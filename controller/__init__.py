@@ -7,8 +7,8 @@ them never needs to know which one runs. A complete synchronous loop on the synt
     import torch
     from controller import ControllerSettings, make_proposer
     from evaluator.synthetic import evaluate_synthetic
-    from search.rewards import RewardBook
-    from search.space import Space
+    from search.loop.rewards import RewardBook
+    from search.language.space import Space
 
     space = Space(core_units=2)
     proposer = make_proposer(ControllerSettings(kind="ppo", batch_size=16), space, seed=0)
@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from controller.base import Proposal, Proposer
 from controller.settings import KINDS, ControllerSettings
-from search.space import Space
+from search.language.space import Space
 
 __all__ = ["ControllerSettings", "KINDS", "Proposal", "Proposer", "make_proposer"]
 
@@ -46,7 +46,7 @@ def make_proposer(settings: ControllerSettings, space: Space, seed: int) -> Prop
     """The proposer ``settings.kind`` names, for ``space``, seeded with ``seed``; ``UserError`` for bad settings."""
     problems = settings.problems()
     if problems:
-        from search.cli import UserError
+        from search.language.errors import UserError
 
         raise UserError("; ".join(f"controller.{name}: {what}" for name, what in problems))
     if settings.kind in ("ppo", "reinforce"):

@@ -10,7 +10,7 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from search.space import Space
+from search.language.space import Space
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,24 @@
 """Regularized (aging) evolution, Real et al. 2019: tournament selection, one-token mutation, removal of the oldest.
 
-The population is the ``population_size`` most recently rewarded candidates, in the order their rewards arrived; when
-a reward arrives its candidate joins and, if the population is over size, the oldest member leaves (however good: age,
-not fitness, decides, which keeps the search from resting on one lucky evaluation).
+Time is counted in tells (one per proposal rewarded). The population is the candidates whose function was rewarded
+for the first time within the last ``population_size`` tells, in the order their rewards arrived: when a reward
+arrives the clock advances, its candidate joins if its function is new to the proposer, and every member that joined
+``population_size`` tells ago leaves (however good: age, not fitness, decides, which keeps the search from resting on
+one lucky evaluation).
+
+Duplicates. A function already rewarded (same ``Expression.fingerprint``, whatever its token string) is not trained
+again in a search: the ``RewardBook`` tells it its twin's stored reward at once. Such a reward is no new evidence,
+only the old evaluation repeated, and in Real et al. every member of the population stands for one evaluation that
+ages. Letting the duplicate join would hand one lucky evaluation a fresh life with every re-proposal (its children are
+one token from it and often compute the same function), so it would never age out. So a duplicate advances the clock
+but does not join: an evaluation stays in the population ``population_size`` tells at most, re-proposed or not. With
+no duplicates the population is exactly the ``population_size`` latest candidates, as in Real et al.; while a search
+keeps re-proposing known functions the population thins (fewer recent evaluations to select from), and if it empties,
+proposals are random again until new rewards arrive. The proposer recognises duplicates itself, from the fingerprints
+of the functions it was told (``rewarded``), so no caller has to say which tells are duplicates.
 
 Asynchronous: ``ask`` never waits for rewards. The first ``population_size`` proposals are uniformly random (as is any
-proposal while no reward has arrived yet); after that each proposal is a child of the current population: a parent
+proposal while the population is empty); after that each proposal is a child of the current population: a parent
 wins a tournament (``tournament_size`` members drawn without replacement, the best reward wins, ties to the first
 drawn), and with probability ``crossover_prob`` a second tournament winner contributes core units (each unit of the
 child from either parent, equally likely: a unit's inputs name earlier units by position, so any mix is legal). Then
@@ -18,11 +31,15 @@ from collections import deque
 
 from controller.base import Proposal, Proposer
 from controller.random_search import rng_state, sample_tokens, set_rng_state
-from search.space import Space
+from search.language.space import Space
 
 
 class EvolutionProposer(Proposer):
-    """Regularized evolution over the token strings of ``space``; never finishes, never updates a policy."""
+    """Regularized evolution over the token strings of ``space``; never finishes, never updates a policy.
+
+    population: ``(index, tokens, reward, joined)`` per member, oldest first (``joined``: the tell count when it
+    joined). tells: rewards received so far. rewarded: fingerprints of the functions rewarded so far.
+    """
 
     kind = "evolution"
 
@@ -33,7 +50,9 @@ class EvolutionProposer(Proposer):
         self.tournament_size = tournament_size
         self.crossover_prob = crossover_prob
         self.rng = random.Random(self.seed)
-        self.population: deque[tuple[int, tuple[str, ...], float]] = deque()  # (index, tokens, reward), oldest first
+        self.population: deque[tuple[int, tuple[str, ...], float, int]] = deque()
+        self.tells = 0
+        self.rewarded: set[str] = set()
         self.random_asked = 0
         self._mutable = [p for p, c in enumerate(space.choices) if len(c) > 1]
 
@@ -68,16 +87,28 @@ class EvolutionProposer(Proposer):
         return tuple(tokens)
 
     def _learn(self, proposal: Proposal, reward: float) -> None:
-        self.population.append((proposal.index, tuple(proposal.tokens), reward))
-        if len(self.population) > self.population_size:
+        self.tells += 1
+        fingerprint = self.space.decode(proposal.tokens).fingerprint()
+        if fingerprint not in self.rewarded:  # a duplicate repeats an old evaluation: it does not join (docstring)
+            self.rewarded.add(fingerprint)
+            self.population.append((proposal.index, tuple(proposal.tokens), reward, self.tells))
+        while self.population and self.population[0][3] <= self.tells - self.population_size:
             self.population.popleft()  # the oldest leaves, whatever its reward
         return None
 
     def _state(self) -> dict:
-        return {"rng": rng_state(self.rng), "random_asked": self.random_asked,
-                "population": [[i, list(t), r] for i, t, r in self.population]}
+        return {"rng": rng_state(self.rng), "random_asked": self.random_asked, "tells": self.tells,
+                "rewarded": sorted(self.rewarded),
+                "population": [[i, list(t), r, j] for i, t, r, j in self.population]}
 
     def _load(self, state: dict) -> None:
         set_rng_state(self.rng, state["rng"])
         self.random_asked = int(state["random_asked"])
-        self.population = deque((int(i), tuple(t), float(r)) for i, t, r in state["population"])
+        members = state["population"]
+        # States saved before duplicates were recognised: members without a join time joined one tell apart.
+        self.tells = int(state.get("tells", len(members)))
+        self.population = deque((int(m[0]), tuple(m[1]), float(m[2]),
+                                 int(m[3]) if len(m) > 3 else self.tells - len(members) + 1 + k)
+                                for k, m in enumerate(members))
+        self.rewarded = set(state["rewarded"]) if "rewarded" in state else \
+            {self.space.decode(t).fingerprint() for _, t, _, _ in self.population}

@@ -12,8 +12,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 from controller.base import Proposal, Proposer
-from search.space import Space, tokens_to_node
-from search.expression import Expression
+from search.language.expression import Expression
+from search.language.space import Space, tokens_to_node
 
 
 @lru_cache(maxsize=1 << 16)

@@ -19,7 +19,7 @@ from torch import nn
 from controller.base import Proposal, Proposer
 from controller.learner import Learner
 from controller.settings import ControllerSettings
-from search.space import Space
+from search.language.space import Space
 
 
 class Policy(nn.Module):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 
 from controller.base import Proposal, Proposer
-from search.space import Space
+from search.language.space import Space
 
 
 class RandomProposer(Proposer):

@@ -5,13 +5,16 @@ activation site, so every site gets its own module (a candidate's betas, PReLU's
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 from torch import nn
 
-from search.expression import Expression, ExpressionError
+from search.language.expression import Expression, ExpressionError
+from search.language.kernel import activation_module
 
 ActivationFactory = Callable[[int], nn.Module]
+DEFAULT_BASELINES = ("relu", "swish", "gelu")  # what a candidate is compared with when nobody names baselines
 
 SWISH = "x * sigmoid(beta * x)"  # Swish with a trainable per-channel beta (initialised to 1), as the paper trains it
 
@@ -25,15 +28,17 @@ BASELINES: dict[str, Callable[[int, bool | None], nn.Module]] = {
     "softplus": lambda c, compile: nn.Softplus(),
     "gelu": lambda c, compile: nn.GELU(),
     "silu": lambda c, compile: nn.SiLU(),  # Swish-1: x * sigmoid(x), torch's native kernel
-    "swish": lambda c, compile: Expression.parse(SWISH).module(channels=c, compile=compile),
+    "swish": lambda c, compile: activation_module(Expression.parse(SWISH), channels=c, compile=compile),
     "tanh": lambda c, compile: nn.Tanh(),
     "sigmoid": lambda c, compile: nn.Sigmoid(),
 }
 
 
+@functools.lru_cache(maxsize=1024)
 def _resolve(activation: str) -> str | Expression:
-    """A baseline's name, or the parsed candidate; raises ``UserError`` for anything else."""
-    from search.cli import UserError
+    """A baseline's name, or the parsed candidate; raises ``UserError`` for anything else. Cached: a child labels its
+    activation and builds it from the same text, and a worker trains many children."""
+    from search.language.errors import UserError
 
     if not isinstance(activation, str):
         raise UserError(f"activation must be text (a baseline name or an expression), got {activation!r}")
@@ -56,12 +61,12 @@ def activation_label(activation: str) -> str:
 def activation_factory(activation: str, compile: bool | None = None) -> ActivationFactory:
     """``factory(channels) -> nn.Module`` for a baseline name (``relu``, ``swish``, ...) or an expression text.
 
-    compile: passed to ``Expression.module`` for candidates (and Swish): ``True`` fuses the function with
+    compile: passed to ``search.language.kernel.activation_module`` for candidates (and Swish): ``True`` fuses the function with
     ``torch.compile``, ``False`` runs eager ops, ``None`` fuses on CUDA only. Native baselines ignore it.
-    Raises ``search.cli.UserError`` when ``activation`` is neither a baseline nor a valid expression.
+    Raises ``search.language.errors.UserError`` when ``activation`` is neither a baseline nor a valid expression.
     """
     resolved = _resolve(activation)
     if isinstance(resolved, str):
         build = BASELINES[resolved]
         return lambda channels: build(channels, compile)
-    return lambda channels: resolved.module(channels=channels, compile=compile)
+    return lambda channels: activation_module(resolved, channels=channels, compile=compile)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import os
 import random
 import threading
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from evaluator.settings import ChildSettings
+from search.language.files import atomic_write
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -98,7 +100,7 @@ def _cached(key: tuple, build):
 def load_task(settings: ChildSettings, device: torch.device | str = "cpu") -> TaskData:
     """The training set and the held-out split (``settings.split``) of ``settings.task`` on ``device``.
 
-    Loaded once per process and device. Raises ``search.cli.UserError`` when the data is missing and cannot be
+    Loaded once per process and device. Raises ``search.language.errors.UserError`` when the data is missing and cannot be
     downloaded (the message says where to put the files) or the data directory cannot be created.
     """
     device = torch.device(device)
@@ -115,13 +117,13 @@ def _load(settings: ChildSettings) -> TaskData:
         return _load_cifar(settings)
     if settings.task == "mnist1d":
         return _load_mnist1d(settings)
-    from search.cli import UserError
+    from search.language.errors import UserError
 
     raise UserError(f"child.task: {settings.task!r} has no dataset (datasets: mnist1d, cifar10, cifar100)")
 
 
 def _data_dir(settings: ChildSettings) -> str:
-    from search.cli import UserError
+    from search.language.errors import UserError
 
     path = os.path.abspath(settings.data_dir)
     try:
@@ -144,7 +146,7 @@ def _cifar_arrays(task: str, root: str, download: bool) -> tuple[np.ndarray, np.
     from filelock import FileLock
     from torchvision import datasets
 
-    from search.cli import UserError
+    from search.language.errors import UserError
 
     cls = datasets.CIFAR10 if task == "cifar10" else datasets.CIFAR100
     title, archive, files = _CIFAR_FILES[task]
@@ -196,9 +198,9 @@ def _mnist1d_part(root: str, part: str, size: int, data_seed: int) -> tuple[np.n
     with FileLock(path + ".lock"):
         if not os.path.exists(path):
             x, y = _generate_mnist1d(size, seed)
-            tmp = f"{path}.{os.getpid()}.tmp.npz"
-            np.savez(tmp, x=x, y=y)
-            os.replace(tmp, path)  # atomic: readers see no file or the whole file
+            buf = io.BytesIO()
+            np.savez(buf, x=x, y=y)
+            atomic_write(path, buf.getvalue())  # readers see no file or the whole file
     with np.load(path) as f:
         return f["x"], f["y"]
 
@@ -232,3 +234,45 @@ def _load_mnist1d(settings: ChildSettings) -> TaskData:
         eval_x, eval_y = _mnist1d_part(root, "test", settings.val_size or MNIST1D_TEST_SIZE, settings.data_seed)
     return TaskData("mnist1d", torch.from_numpy(train_x), torch.from_numpy(train_y), torch.from_numpy(eval_x),
                     torch.from_numpy(eval_y), 10, settings.split)
+
+
+# ---------------------------------------------------------------- a generated CIFAR-10, for machines without it
+
+def write_generated_cifar10(root: str, per_batch: int = 1000, n_test: int = 1000, seed: int = 0) -> dict[str, str]:
+    """Random images and labels in torchvision's on-disk CIFAR-10 format (``root/cifar-10-batches-py``: five training
+    batches of ``per_batch`` images, a test batch, the meta file), so the real loading path runs where the real data
+    cannot be downloaded. Returns each file's md5: torchvision checks the real files' sums, so hand them to
+    ``trust_generated_cifar10`` before loading."""
+    import hashlib
+    import pickle
+
+    rng = np.random.default_rng(seed)
+    folder = os.path.join(root, "cifar-10-batches-py")
+    os.makedirs(folder, exist_ok=True)
+    md5 = {}
+
+    def dump(name: str, obj: dict) -> None:
+        data = pickle.dumps(obj)
+        atomic_write(os.path.join(folder, name), data)
+        md5[name] = hashlib.md5(data).hexdigest()
+
+    for i in range(1, 6):
+        dump(f"data_batch_{i}", {"batch_label": f"training batch {i} of 5",
+                                 "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                                 "labels": rng.integers(0, 10, per_batch).tolist(),
+                                 "filenames": [f"img{i}_{j}.png" for j in range(per_batch)]})
+    dump("test_batch", {"batch_label": "testing batch 1 of 1", "data": rng.integers(0, 256, (n_test, 3072),
+                                                                                      dtype=np.uint8),
+                        "labels": rng.integers(0, 10, n_test).tolist()})
+    dump("batches.meta", {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                                          "ship", "truck"], "num_cases_per_batch": per_batch, "num_vis": 3072})
+    return md5
+
+
+def trust_generated_cifar10(md5: dict[str, str]) -> None:
+    """Make torchvision's CIFAR-10 accept the files of ``write_generated_cifar10`` (it checks the real files' md5)."""
+    from torchvision import datasets
+
+    datasets.CIFAR10.train_list = [[f"data_batch_{i}", md5[f"data_batch_{i}"]] for i in range(1, 6)]
+    datasets.CIFAR10.test_list = [["test_batch", md5["test_batch"]]]
+    datasets.CIFAR10.meta = {"filename": "batches.meta", "key": "label_names", "md5": md5["batches.meta"]}

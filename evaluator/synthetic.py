@@ -3,7 +3,7 @@
 It exists to test search machinery (controllers, the run loop, resume) with a reward whose optimum is known.
 
 Similarity (the reward, in [0, 1]). Both functions are evaluated in float64 on the probe points of
-``search.expression.PROBE_POINTS`` (1,000 N(0, 1) draws clipped to [-5, 5] plus an even grid on [-5, 5]), every beta
+``search.language.expression.PROBE_POINTS`` (1,000 N(0, 1) draws clipped to [-5, 5] plus an even grid on [-5, 5]), every beta
 at 1 (the value a child starts from), together with their slopes (first derivatives, by autograd). The candidate
 ``f``, rescaled and shifted (``a * f + c`` with ``a >= 0``), and the best straight line ``c0 + c1 * x`` are both
 least-squares fits of the target ``t``, counting values and slopes alike:
@@ -38,7 +38,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from search.expression import PROBE_POINTS, Expression, ExpressionError
+from search.language.expression import PROBE_POINTS, Expression, ExpressionError
 
 # Below this norm (relative to the function's scale) a centred function or a residual is numerically zero.
 _FLAT = 1e-9
@@ -184,12 +184,12 @@ def search_synthetic(proposer, space, budget: int, target: str = "x * sigmoid(x)
     Each round asks ``ask_size`` proposals and tells every reward before asking again; by default one learner batch
     for a policy proposer (every batch is then sampled by the latest policy) and 16 (as if 16 workers) for the
     others. Rewards come through
-    ``search.rewards.RewardBook`` as in a real search: screened candidates get ``screened_reward`` and never reach
+    ``search.loop.rewards.RewardBook`` as in a real search: screened candidates get ``screened_reward`` and never reach
     ``evaluate_synthetic``; a repeated function gets its recorded reward. Returns ``{"rewards": [per proposal],
     "status": [judgement status per proposal], "best_so_far": [per proposal], "updates": [update records],
     "evaluated": number of functions evaluated}``.
     """
-    from search.rewards import RewardBook
+    from search.loop.rewards import RewardBook
 
     book = RewardBook(screened_reward, reject_linear)
     rewards: list[float] = []

@@ -22,6 +22,7 @@ from evaluator.activations import activation_factory, activation_label
 from evaluator.data import TaskData, load_task, random_crop_flip
 from evaluator.models import build_model
 from evaluator.settings import ChildSettings
+from evaluator.user import clean_metrics, is_user_task, load_user_function, make_activation, one_line
 
 TRAIN_LOSS_WINDOW = 20  # the reported training loss is the mean over this many final steps (one batch is noisy)
 CUDA_CHECK_EVERY = 10  # on CUDA, reading the loss waits for the GPU: check for a non-finite loss every 10 steps
@@ -34,7 +35,7 @@ def resolve_device(setting: str) -> torch.device:
     """"auto" -> cuda when available, else cpu. Raises ``UserError`` when cuda is asked for and there is none."""
     if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            from search.cli import UserError
+            from search.language.errors import UserError
 
             raise UserError("child.device: cuda asked for, but torch sees no CUDA device (use auto or cpu)")
         return torch.device("cuda", torch.cuda.current_device())
@@ -43,6 +44,19 @@ def resolve_device(setting: str) -> torch.device:
 
 def _compile_whole_child(settings: ChildSettings, device: torch.device) -> bool:
     return settings.compile == "on" or (settings.compile == "auto" and device.type == "cuda")
+
+
+def _bf16(settings: ChildSettings, device: torch.device) -> bool:
+    return settings.precision == "bf16" or (settings.precision == "auto" and device.type == "cuda")
+
+
+def _channels_last(settings: ChildSettings, device: torch.device) -> bool:
+    images = settings.task in ("cifar10", "cifar100")
+    return images and (settings.channels_last == "on" or (settings.channels_last == "auto" and device.type == "cuda"))
+
+
+def _data_device(settings: ChildSettings, device: torch.device) -> torch.device:
+    return torch.device("cpu") if settings.data_device == "cpu" else device
 
 
 def _activation_compile(settings: ChildSettings) -> bool | None:
@@ -64,7 +78,7 @@ def build_child(settings: ChildSettings, activation: str, seed: int, device: tor
         torch.manual_seed(seed)
         model = build_model(settings.resolved_model, factory, num_classes)
     model = model.to(device)
-    if device.type == "cuda" and settings.task in ("cifar10", "cifar100"):
+    if _channels_last(settings, device):
         model = model.to(memory_format=torch.channels_last)
     return model
 
@@ -81,7 +95,7 @@ def compile_child(model: nn.Module, settings: ChildSettings, sample: torch.Tenso
     with torch.no_grad():
         model(sample)
     model.train()
-    return torch.compile(model)
+    return torch.compile(model, mode=None if settings.compile_mode == "default" else settings.compile_mode)
 
 
 def make_optimizer(model: nn.Module, settings: ChildSettings) -> torch.optim.SGD:
@@ -109,9 +123,12 @@ class BatchStream:
     Works on the data's device (augmentation included); the generator lives there too.
     """
 
-    def __init__(self, data: TaskData, batch_size: int, seed: int, augment: bool):
+    def __init__(self, data: TaskData, batch_size: int, seed: int, augment: bool, device: torch.device | None = None,
+                 channels_last: bool = False):
         self.data = data
         self.device = data.train_x.device
+        self.target = self.device if device is None else device  # where the child runs
+        self.channels_last = channels_last
         self.batch_size = min(batch_size, len(data.train_y))
         self.augment = augment and data.is_image
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -129,20 +146,24 @@ class BatchStream:
         x = self.data.train_x[idx]
         if self.augment:
             x = random_crop_flip(x, self.generator)
-        x = self.data.inputs(x)
-        if self.device.type == "cuda" and x.dim() == 4:
+        x, y = self.data.inputs(x), self.data.train_y[idx]
+        if self.target != self.device:  # data on the host, child on the GPU: one copy per batch
+            x, y = x.to(self.target, non_blocking=True), y.to(self.target, non_blocking=True)
+        if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, self.data.train_y[idx]
+        return x, y
 
 
 # ---------------------------------------------------------------- one step, and scoring
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               lr: float) -> torch.Tensor:
-    """One SGD step at learning rate ``lr``; returns the batch loss (a detached tensor, not synchronised)."""
+               lr: float, bf16: bool | None = None) -> torch.Tensor:
+    """One SGD step at learning rate ``lr`` (under bf16 autocast when ``bf16``; None: on CUDA); returns the batch loss
+    (a detached tensor, not synchronised)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+    bf16 = x.device.type == "cuda" if bf16 is None else bf16
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         loss = F.cross_entropy(model(x), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -151,18 +172,24 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: TaskData) -> float | None:
-    """Accuracy on the held-out split in eval mode; None when the child's outputs are not finite."""
+def evaluate(model: nn.Module, data: TaskData, device: torch.device | None = None, bf16: bool | None = None,
+             channels_last: bool | None = None) -> float | None:
+    """Accuracy on the held-out split in eval mode; None when the child's outputs are not finite. device: where the
+    child runs (default: the data's device); bf16 / channels_last: as in training (None: on CUDA)."""
+    device = data.eval_x.device if device is None else device
+    on_cuda = device.type == "cuda"
+    bf16 = on_cuda if bf16 is None else bf16
+    channels_last = on_cuda if channels_last is None else channels_last
     model.eval()
-    correct, finite = torch.zeros((), device=data.eval_x.device), True
+    correct, finite = torch.zeros((), device=device), True
     for start in range(0, len(data.eval_y), EVAL_BATCH):
-        x = data.inputs(data.eval_x[start:start + EVAL_BATCH])
-        if x.device.type == "cuda" and x.dim() == 4:
+        x = data.inputs(data.eval_x[start:start + EVAL_BATCH]).to(device)
+        if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(x).float()
         finite = finite & torch.isfinite(logits).all()
-        correct += (logits.argmax(1) == data.eval_y[start:start + EVAL_BATCH]).sum()
+        correct += (logits.argmax(1) == data.eval_y[start:start + EVAL_BATCH].to(device)).sum()
     model.train()
     if not bool(finite):
         return None
@@ -171,7 +198,7 @@ def evaluate(model: nn.Module, data: TaskData) -> float | None:
 
 # ---------------------------------------------------------------- the child's whole life
 
-def train_child(settings: ChildSettings, activation: str, seed: int) -> dict:
+def train_child(settings: ChildSettings, activation: str, seed: int, search_path: list[str] | None = None) -> dict:
     """Train one child with ``activation`` (a baseline name or an expression text) from ``seed``; never raises.
 
     Returns the result record (JSON-serialisable): ``status`` "ok" | "diverged" (non-finite loss or outputs) |
@@ -181,11 +208,16 @@ def train_child(settings: ChildSettings, activation: str, seed: int) -> dict:
     ``activation`` (the baseline name or canonical expression); ``seed``; ``fault``: whose failure a non-ok status is,
     "candidate" (it diverged, or its math raised while training) or "system" (the worker could not load the data or
     set up, or the child ran out of time: both say more about the machine than the function), None when ok.
-    The synthetic task returns ``evaluator.synthetic.evaluate_synthetic``'s record instead (no training).
+    The synthetic task returns ``evaluator.synthetic.evaluate_synthetic``'s record instead (no training); a
+    user-defined child (``task`` "module:function" or "file.py:function", looked for in ``search_path`` too) returns
+    ``train_user_child``'s record, which adds the ``metrics`` the function returned.
     """
+    if is_user_task(settings.task):
+        return train_user_child(settings, activation, seed, search_path)
     if settings.task == "synthetic":
         from evaluator.synthetic import evaluate_synthetic
 
+        time.sleep(settings.delay_s)  # a child that takes time, without training one
         return evaluate_synthetic(activation, target=settings.target, noise=settings.noise, seed=seed,
                                   split=settings.split)
     start = time.perf_counter()
@@ -222,14 +254,17 @@ def _train(settings: ChildSettings, activation: str, seed: int, record: dict, st
         torch.set_num_threads(settings.threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions once
-    data = load_task(settings, device)
+    data = load_task(settings, _data_device(settings, device))
     record["fault"] = "candidate"  # from here on an exception or a divergence is the candidate's own
     model = build_child(settings, activation, seed, device, data.num_classes)
-    stream = BatchStream(data, settings.batch_size, seed, settings.augment)
+    bf16, channels_last = _bf16(settings, device), _channels_last(settings, device)
+    stream = BatchStream(data, settings.batch_size, seed, settings.augment, device, channels_last)
     if _compile_whole_child(settings, device):
         # A worker compiles one child after another: past dynamo's recompile limit it would silently run eager.
         torch._dynamo.reset()
-    net = compile_child(model, settings, data.inputs(data.train_x[:2]))
+    sample = data.inputs(data.train_x[:2]).to(device)
+    net = compile_child(model, settings, sample.contiguous(memory_format=torch.channels_last) if channels_last and
+                        sample.dim() == 4 else sample)
     optimizer = make_optimizer(model, settings)
 
     limit = settings.time_limit_s
@@ -239,7 +274,7 @@ def _train(settings: ChildSettings, activation: str, seed: int, record: dict, st
     first_step_done = None
     for step in range(settings.steps):
         x, y = stream.next()
-        loss = train_step(net, optimizer, x, y, learning_rate(step, settings))
+        loss = train_step(net, optimizer, x, y, learning_rate(step, settings), bf16)
         record["steps"] = step + 1
         if step >= settings.steps - TRAIN_LOSS_WINDOW:
             window += loss
@@ -260,8 +295,54 @@ def _train(settings: ChildSettings, activation: str, seed: int, record: dict, st
     train_s = time.perf_counter() - first_step_done
     record["images_per_s"] = (settings.steps - 1) * stream.batch_size / train_s if settings.steps > 1 else None
     record["train_loss"] = window.item() / min(TRAIN_LOSS_WINDOW, settings.steps)
-    accuracy = evaluate(model, data)
+    accuracy = evaluate(model, data, device, bf16, channels_last)
     if accuracy is None:
         record["status"], record["error"] = "diverged", f"non-finite outputs on the {settings.split} set"
         return
     record["status"], record["accuracy"], record["fault"] = "ok", accuracy, None
+
+
+# ---------------------------------------------------------------- a user-defined child
+
+def train_user_child(settings: ChildSettings, activation: str, seed: int,
+                     search_path: list[str] | None = None) -> dict:
+    """One user-defined child (``evaluator.user``): ``child.task``'s function called with the ``Activation``, ``seed``,
+    the device and ``child.options`` plus ``split``; never raises. The record has ``train_child``'s keys plus
+    ``metrics`` (what the function returned, when it is a dict of numbers) and, when the function raised,
+    ``traceback`` (the driver writes it into run.log and keeps it out of the store). A function that cannot be loaded
+    on this worker, or a device that is missing, is the system's fault; an exception of the function, or a return
+    value that is not a dict of numbers, is the candidate's."""
+    start = time.perf_counter()
+    record = {"status": "failed", "accuracy": None, "split": settings.split, "train_loss": None, "steps": 0,
+              "wall_s": 0.0, "images_per_s": None, "device": None, "error": None, "activation": activation,
+              "seed": seed, "fault": "system", "metrics": None}
+    try:
+        fn = load_user_function(settings.task, search_path)
+        device = resolve_device(settings.device)
+        record["device"] = _device_name(device)
+        if settings.threads and device.type == "cpu":
+            torch.set_num_threads(settings.threads)
+        act = make_activation(activation, compile=_activation_compile(settings))
+        record["activation"] = act.name
+    except Exception as exc:  # the worker cannot set up the user's code or the device: never the function's fault
+        record["error"] = one_line(exc)
+        record["wall_s"] = time.perf_counter() - start
+        return record
+    record["fault"] = "candidate"
+    try:
+        returned = fn(act, seed, device, {**settings.options, "split": settings.split})
+    except Exception as exc:  # the user's child raised: a result of this candidate, not a crash of the search
+        record["error"] = one_line(exc)
+        record["traceback"] = traceback.format_exc()
+    else:
+        metrics, why = clean_metrics(returned)
+        if why:
+            record["error"] = why
+        else:
+            record["metrics"] = metrics
+            for key in ("accuracy", "train_loss"):
+                if isinstance(metrics.get(key), float):
+                    record[key] = metrics[key]
+            record["status"], record["fault"] = "ok", None
+    record["wall_s"] = time.perf_counter() - start
+    return record

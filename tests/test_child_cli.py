@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from search.cli import UserError, main
-from search.cmd_child import split_activations
+from search.cli import main
+from search.cli.child import split_activations
+from search.language.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def test_calibrate_prints_a_table(data_dir, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["train", "--activation", "sigmoid(x"], "expected ')'"),
     (["train", "--activation", "swishy"], "unknown activation 'swishy'"),
-    (["train", "--activation", "relu", "--steps", "0"], "child.steps: must be >= 1"),
+    (["train", "--activation", "relu", "--steps", "0"], "child.steps: must be from 1 to 10,000,000, got 0"),
     (["train", "--activation", "relu", "--task", "cifar10", "--model", "cnn1d"], "child.model"),
     (["train", "--activation", "relu", "--config", "no/such/config.yaml"], "no such file"),
     (["train", "--activation", "relu", "--set", "child.stepz=3"], "child.stepz: unknown setting"),

@@ -9,7 +9,7 @@ import ray
 import yaml
 
 from search.cli import main
-from search.store import CHILD_STATUSES, Store
+from search.loop.store import CHILD_STATUSES, Store
 
 BUDGET = 10
 
@@ -35,12 +35,11 @@ def cluster():
     cluster.shutdown()
 
 
-def test_a_worker_node_dies_under_running_children_and_the_run_completes(cluster, tmp_path, capsys, monkeypatch):
+def test_a_worker_node_dies_under_running_children_and_the_run_completes(cluster, tmp_path, capsys):
     cluster, (survivor, doomed) = cluster
-    monkeypatch.setenv("ACTSEARCH_TEST_CHILD_DELAY_S", "1.5")  # children long enough to be caught running
     config = tmp_path / "cluster.yaml"
-    config.write_text(yaml.safe_dump({
-        "controller": {"kind": "random"}, "child": {"task": "synthetic"}, "budget": {"children": BUDGET},
+    config.write_text(yaml.safe_dump({  # children of 1.5 s: long enough to be caught running
+        "controller": {"kind": "random"}, "child": {"task": "synthetic", "delay_s": 1.5}, "budget": {"children": BUDGET},
         "resources": {"address": cluster.address, "cpus_per_child": 1, "max_retries": 3}}))
     run_dir = tmp_path / "results" / "cluster"
     removed = {}

@@ -4,8 +4,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from search.cli import UserError, main
-from search.config import Config, config_from_dict, field_docs, load_config, SECTIONS
+from search.cli import main
+from search.language.errors import UserError
+from search.loop.config import SECTIONS, Config, config_from_dict, field_docs, load_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -80,23 +81,23 @@ BAD_FILES = [
     ("child:\n  stepz: 100\n", "child.stepz: unknown setting", "did you mean steps"),
     ("chid:\n  steps: 100\n", "chid: unknown section", "did you mean child"),
     ("child:\n  steps: lots\n", "child.steps: must be an integer", "'lots'"),
-    ("child:\n  steps: 0\n", "child.steps: must be >= 1", "got 0"),
+    ("child:\n  steps: 0\n", "child.steps: must be from 1 to 10,000,000", "got 0"),
     ("child:\n  task: imagenet\n", "child.task: must be one of", "mnist1d, cifar10, cifar100, synthetic"),
     ("space:\n  unary: [relu, swoosh]\n", "space.unary: unknown unary operator 'swoosh'", "allowed: x, neg"),
     ("space:\n  binary: [add, relu]\n", "space.binary: unknown binary operator 'relu'", "allowed: add"),
-    ("space:\n  core_units: 0\n", "space.core_units: must be >= 1", ""),
+    ("space:\n  core_units: 0\n", "space.core_units: must be from 1 to 8", ""),
     ("controller:\n  kind: bayes\n", "controller.kind: must be one of", "ppo, reinforce, random"),
     ("controller:\n  tournament_size: 64\n", "controller.tournament_size", "population_size"),
     ("budget:\n  children: 2.5\n", "budget.children: must be an integer", "2.5"),
     ("budget:\n  children: 10\n  max_proposals: 5\n", "budget.max_proposals", ">= children"),
-    ("resources:\n  gpus_per_child: -1\n", "resources.gpus_per_child: must be >= 0", ""),
+    ("resources:\n  gpus_per_child: -1\n", "resources.gpus_per_child: must be from 0 to 64", ""),
     ("resources:\n  address: http://head:8265\n", "resources.address", "ray://HOST:PORT"),
     ("rewards:\n  reject_linear: maybe\n", "rewards.reject_linear: must be true or false", ""),
     ("rewards:\n  screened: .nan\n", "rewards.screened: must be a finite number", ""),
     ("child:\n  device: cuda\n", "resources.gpus_per_child: must be > 0 when child.device is cuda", ""),
     ("child:\n  task: synthetic\n  target: beta * x\n", "child.target", "linear"),
     ("child: [1, 2]\n", "child: must be a mapping", ""),
-    ("seed: -3\n", "seed: must be >= 0", ""),
+    ("seed: -3\n", "seed: must be in [0, 2**32)", ""),
     ("- just\n- a list\n", "the top level must be a mapping", ""),
     ("child:\n  steps: [100\n", "not valid YAML", "line"),
 ]
@@ -114,7 +115,7 @@ def test_bad_config_exits_2_naming_the_field_and_creates_nothing(tmp_path, capsy
 
 
 BAD_OVERRIDES = [
-    ("child.steps=-5", "child.steps: must be >= 1"),
+    ("child.steps=-5", "child.steps: must be from 1 to 10,000,000"),
     ("child.nope=1", "child.nope: unknown setting"),
     ("chlid.steps=5", "unknown section 'chlid'"),
     ("child.steps", "expected KEY.PATH=VALUE"),
@@ -148,7 +149,7 @@ def test_resume_of_a_non_run_directory_is_a_user_error(tmp_path, capsys):
 
 
 def test_load_config_raises_user_error():
-    with pytest.raises(UserError, match=r"^child\.batch_size: must be >= 1, got 0$"):
+    with pytest.raises(UserError, match=r"^child\.batch_size: must be from 1 to 65,536, got 0$"):
         load_config(None, ["child.batch_size=0"])
 
 

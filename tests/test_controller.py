@@ -8,11 +8,12 @@ import torch
 
 from controller import KINDS, ControllerSettings, Proposal, make_proposer
 from controller.exhaustive import ExhaustiveProposer
+from controller.learner import Learner, rank_advantages
 from evaluator.synthetic import evaluate_synthetic, similarity, synthetic_target_problem
-from search.cli import UserError
-from search.expression import Expression
-from search.rewards import RewardBook
-from search.space import Space, one_unit_index
+from search.language.errors import UserError
+from search.language.expression import Expression
+from search.language.space import Space, one_unit_index
+from search.loop.rewards import RewardBook
 
 SMALL = Space(1, unary=("x", "neg", "abs", "square", "sin", "relu", "sigmoid", "beta"),
               binary=("add", "mul", "max", "sigmul", "sub"))
@@ -229,6 +230,45 @@ def test_learning_moves_probability_towards_rewarded_tokens():
     assert share > 0.5
 
 
+def test_rank_advantages_compare_each_reward_with_history_and_the_rest_of_its_batch():
+    # mid-ranks, a reward never compared with itself; scaled by sqrt(12) to unit variance
+    assert rank_advantages([0.5], []) == [0.0]
+    first = rank_advantages([0.1, 0.3, 0.2], [])  # first batch: ranked within itself
+    assert first == pytest.approx([math.sqrt(12) * (f - 0.5) for f in (0.0, 1.0, 0.5)])
+    later = rank_advantages([0.0, 0.9], [0.0, 0.5, 0.7])  # ties count half
+    assert later == pytest.approx([math.sqrt(12) * (f - 0.5) for f in (0.5 / 4, 1.0)])
+
+
+def _advantage_spread(settings_: ControllerSettings, zero_share: float) -> tuple[float, float]:
+    """(mean within-batch standard deviation of the trained children's advantages, zeros' mean advantage) over a
+    stream of batches: screened / failed candidates earn 0, trained ones an accuracy of 0.95 +- 0.01."""
+    import random
+    import statistics
+
+    rng = random.Random(0)
+    learner = Learner(torch.nn.Linear(1, 1), settings_)
+    spreads, zeros = [], []
+    for batch in range(200):
+        rewards = [0.0 if rng.random() < zero_share else 0.95 + rng.gauss(0, 0.01) for _ in range(8)]
+        advantages = learner.advantages(rewards)[0].tolist()
+        trained = [a for a, r in zip(advantages, rewards) if r > 0]
+        zeros += [a for a, r in zip(advantages, rewards) if r == 0]
+        if batch >= 20 and len(trained) >= 3:
+            spreads.append(statistics.pstdev(trained))
+    return statistics.mean(spreads), statistics.mean(zeros) if zeros else math.nan
+
+
+def test_zeros_of_screened_candidates_do_not_drown_the_differences_among_trained_children():
+    # benchmarks/advantage_scale.py: with a moving mean and scale 20% zeros shrink the spread of the trained
+    # children's advantages from ~0.9 to ~0.02; with the default rank advantages it stays ~0.75
+    spread, zeros = _advantage_spread(ControllerSettings(), zero_share=0.2)
+    assert spread > 0.5 and zeros < -1.0  # trained children told apart, zeros clearly below them
+    moving_average, _ = _advantage_spread(ControllerSettings(rank_window=0), zero_share=0.2)
+    assert moving_average < 0.1  # what ranks fix
+    without_zeros, _ = _advantage_spread(ControllerSettings(), zero_share=0.0)
+    assert without_zeros > 0.8
+
+
 # ---------------------------------------------------------------- exhaustive
 
 def test_exhaustive_proposes_every_distinct_function_of_the_one_unit_space_once():
@@ -237,7 +277,7 @@ def test_exhaustive_proposes_every_distinct_function_of_the_one_unit_space_once(
     while not proposer.finished:
         proposals += proposer.ask(500)
     assert proposer.ask(10) == []
-    # one_unit_index (search.space) maps each fingerprint to its first token string in enumeration order
+    # one_unit_index (search.language.space) maps each fingerprint to its first token string in enumeration order
     expected = sorted(one_unit_index().values(), key=lambda t: Space(1).indices_from_tokens(t))
     assert [p.tokens for p in proposals] == expected
 
@@ -288,7 +328,7 @@ def test_evolution_removes_the_oldest_not_the_worst():
     rewards = [0.9, 0.1, 0.2, 0.3, 0.4, 0.5]  # the best arrives first and must age out
     for p, r in zip(proposals, rewards):
         proposer.tell(p, r)
-    assert [i for i, _, _ in proposer.population] == [2, 3, 4, 5]
+    assert [m[0] for m in proposer.population] == [2, 3, 4, 5]
 
 
 def test_evolution_crossover_mixes_core_units_of_parents():
@@ -369,3 +409,52 @@ def test_synthetic_bad_input_is_a_failed_record_or_a_problem_line():
     assert synthetic_target_problem("x * sigmoid(x)") is None
     assert "linear" in synthetic_target_problem("beta * x + beta")
     assert evaluate_synthetic("relu(x)", target="x")["status"] == "failed"
+
+
+def test_evolution_lucky_reward_ages_out_despite_its_duplicates():
+    # In a search a re-proposed function is not trained again: it is told its twin's stored reward at once. Unit 0 of
+    # the lucky candidate is dead code (unit 1 reads x twice), so a mutation there gives the same function again, and
+    # tournaments over the whole population always pick the lucky one while it lives: its duplicates come back often.
+    # They must not keep its one lucky evaluation in the population beyond population_size tells.
+    space = Space(2, unary=("x", "neg", "sigmoid", "tanh"), binary=("add", "mul"))
+    size = 4
+    proposer = make_proposer(settings("evolution", population_size=size, tournament_size=size, crossover_prob=0.0),
+                             space, seed=0)
+    stored: dict[str, float] = {}  # fingerprint -> reward, as the RewardBook keeps them
+    lucky, lucky_at, late_duplicates = None, None, 0
+    for tell in range(1, 301):
+        (proposal,) = proposer.ask(1)
+        tokens = proposal.tokens
+        fingerprint = space.decode(tokens).fingerprint()
+        if fingerprint not in stored:
+            if lucky is None and tokens[5] == tokens[6] == "x":
+                lucky, lucky_at = fingerprint, tell
+                stored[fingerprint] = 0.99  # one lucky evaluation
+            else:
+                stored[fingerprint] = 0.1 + 0.4 * int(fingerprint[:4], 16) / 0xFFFF
+        elif fingerprint == lucky and tell - lucky_at >= size:
+            late_duplicates += 1
+        proposer.tell(proposal, stored[fingerprint])
+        in_population = [m[2] for m in proposer.population if m[2] == 0.99]
+        if lucky_at is not None and tell - lucky_at >= size:
+            assert not in_population, f"tell {tell}: the reward told at tell {lucky_at} is still in the population"
+        assert len(proposer.population) <= size
+    assert lucky_at is not None and late_duplicates > 0  # the duplicates did come back
+
+
+def test_evolution_population_is_the_new_functions_of_the_last_population_size_tells():
+    # every tell advances the clock; only a function rewarded for the first time joins (a duplicate only repeats an
+    # earlier evaluation), and leaves population_size tells later
+    space = Space(2, unary=("x", "neg", "sigmoid", "tanh"), binary=("add", "mul"))
+    size = 5
+    proposer = make_proposer(settings("evolution", population_size=size, tournament_size=2), space, seed=1)
+    stored: dict[str, float] = {}
+    log = []  # (tell, index, first evaluation of its function?)
+    for tell in range(1, 201):
+        (proposal,) = proposer.ask(1)
+        fingerprint = space.decode(proposal.tokens).fingerprint()
+        log.append((tell, proposal.index, fingerprint not in stored))
+        stored.setdefault(fingerprint, int(fingerprint[:4], 16) / 0xFFFF)
+        proposer.tell(proposal, stored[fingerprint])
+        assert [m[0] for m in proposer.population] == [i for t, i, new in log if new and t > tell - size]
+    assert 20 < sum(not new for _, _, new in log) < 180  # both kinds of tells happened

@@ -1,4 +1,5 @@
-"""The driver dies at the worst moments (SIGKILL via the ACTSEARCH_TEST_KILL_AT hook, or Ctrl-C) and the run resumes.
+"""The driver dies at the worst moments (SIGKILL at named points through tests/killpoints.py, or Ctrl-C) and the run
+resumes.
 
 Each case runs the driver as a subprocess connected to this module's Ray instance, kills it at one point of a
 candidate's life, then resumes in this process and checks the store: exactly the budgeted children, none recorded
@@ -18,32 +19,34 @@ import torch
 import yaml
 
 from search.cli import main
-from search.run import CHECKPOINT_DIR, CHECKPOINT_FILE
-from search.store import CHILD_STATUSES, FINAL_STATUSES, Store
+from search.loop.rundir import CHECKPOINT_DIR, CHECKPOINT_FILE
+from search.loop.store import CHILD_STATUSES, FINAL_STATUSES, Store
 
 BUDGET = 24
 BATCH = 4  # PPO updates on every 4th reward told: a handful of updates (and checkpoints) per run
 from conftest import REPO
 
 
-def write_config(folder: Path, address: str, in_flight: int = 1) -> Path:
+def write_config(folder: Path, address: str, in_flight: int = 1, delay: float = 0.0) -> Path:
     config = {"seed": 3, "space": {"core_units": 1}, "controller": {"kind": "ppo", "batch_size": BATCH},
-              "child": {"task": "synthetic", "noise": 0.02}, "budget": {"children": BUDGET},
+              "child": {"task": "synthetic", "noise": 0.02, "delay_s": delay}, "budget": {"children": BUDGET},
               "resources": {"address": address, "cpus_per_child": 1, "max_in_flight": in_flight}}
     path = folder / f"crash-{in_flight}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
-def driver(config: Path, results: Path, name: str, kill_at: str = "", delay: float = 0.0,
-           resume: bool = False) -> subprocess.Popen:
-    """The driver in its own process, as a user starts it."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "ACTSEARCH_TEST_KILL_AT": kill_at,
-           "ACTSEARCH_TEST_CHILD_DELAY_S": str(delay)}
+def driver(config: Path, results: Path, name: str, kill_at: str = "", resume: bool = False) -> subprocess.Popen:
+    """The driver in its own process, as a user starts it, dying at ``kill_at`` (see tests/killpoints.py)."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     argv = ["resume", str(results / name)] if resume else \
         ["run", str(config), "--name", name, "--results", str(results)]
-    return subprocess.Popen([sys.executable, "-m", "search.cli", *argv], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, str(REPO / "tests" / "killpoints.py"), kill_at, *argv], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def torn_checkpoints(run_dir: Path) -> list[Path]:
+    return list((run_dir / CHECKPOINT_DIR).glob(f".{CHECKPOINT_FILE}.tmp*"))
 
 
 def killed(process: subprocess.Popen) -> None:
@@ -86,7 +89,7 @@ def check_recovered(run_dir: Path, before: dict[int, dict]) -> None:
         assert after[index] == row
     checkpoint = torch.load(run_dir / CHECKPOINT_DIR / CHECKPOINT_FILE, weights_only=True)
     assert checkpoint["version"] == len(told) // BATCH
-    assert not (run_dir / CHECKPOINT_DIR / (CHECKPOINT_FILE + ".tmp")).exists()
+    assert not torn_checkpoints(run_dir)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +115,7 @@ def test_sigkill_then_resume_loses_nothing_and_repeats_nothing(address, referenc
     before = results_of(run_dir)
     assert len(before) < len(reference)  # it really died mid-run
     if kill_at.startswith("checkpoint"):
-        assert (run_dir / CHECKPOINT_DIR / (CHECKPOINT_FILE + ".tmp")).exists()  # the torn file is there
+        assert torn_checkpoints(run_dir)  # the torn file is there
     out = resume_here(run_dir, capsys)
     assert f"finished: {BUDGET}/{BUDGET} children" in out
     check_recovered(run_dir, before)
@@ -153,10 +156,10 @@ def wait_for_children(run_dir: Path, n: int, process: subprocess.Popen, timeout:
 @pytest.mark.parametrize("presses", [1, 2])
 def test_ctrl_c_stops_and_resume_continues(address, reference, tmp_path, capsys, presses):
     """Ctrl-C stops gracefully (a second one at once); either way, resume finishes the same search."""
-    config = write_config(tmp_path, address)
+    config = write_config(tmp_path, address, delay=0.5)
     results = tmp_path / "results"
     run_dir = results / "run"
-    process = driver(config, results, "run", delay=0.5)
+    process = driver(config, results, "run")
     wait_for_children(run_dir, 3, process)
     for _ in range(presses):
         process.send_signal(signal.SIGINT)

@@ -18,11 +18,11 @@ from evaluator.data import load_task, random_crop_flip
 from evaluator.models import build_model, count_parameters
 from evaluator.settings import ChildSettings
 from evaluator.train import BatchStream, build_child, learning_rate, train_child
-from search.cli import UserError
-from search.kernel import Activation
+from search.language.errors import UserError
+from search.language.kernel import Activation
 
 RECORD_KEYS = {"status", "accuracy", "split", "train_loss", "steps", "wall_s", "images_per_s", "device", "error",
-               "activation", "seed"}
+               "activation", "seed", "fault"}
 
 
 @pytest.fixture(scope="module")

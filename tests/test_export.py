@@ -10,10 +10,11 @@ import textwrap
 import pytest
 import torch
 
-from search.cli import UserError
-from search.export import export_source, write_export
-from search.expression import X, Expression, apply
-from search.ops import BINARY, UNARY
+from search.analysis.export import export_source, write_export
+from search.language.errors import UserError
+from search.language.expression import Expression, X, apply
+from search.language.kernel import activation_module
+from search.language.ops import BINARY, UNARY
 
 CHANNELS = 5
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -75,7 +76,7 @@ def test_exported_files_match_the_searched_module_in_a_fresh_interpreter(tmp_pat
     for i, text in enumerate(EXPRESSIONS):
         expr = Expression.parse(text)
         path = write_export(tmp_path / f"act_{i}.py", expr, {"run": "runs/test", "rank": i + 1})
-        reference = expr.module(channels=CHANNELS).to(DEVICE)
+        reference = activation_module(expr, channels=CHANNELS).to(DEVICE)
         state = {}
         if expr.n_betas:
             # non-default, different betas per row and channel, so a swapped row or channel shows
@@ -127,7 +128,7 @@ def test_default_module_sizes_betas_from_the_first_input(tmp_path):
     module = _load(write_export(tmp_path / "swishish.py", expr, {}))
     act = module.SearchedActivation()
     x = torch.randn(4, 6, 2, 2)
-    torch.testing.assert_close(act(x), expr.module()(x))
+    torch.testing.assert_close(act(x), activation_module(expr)(x))
     assert act.beta.shape == (2, 6) and bool((act.beta == 1).all())
     assert module.SearchedActivation(channels=3).beta.shape == (2, 3)
     assert module.FORMULA == expr.text and "channels=6" in repr(act)

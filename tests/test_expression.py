@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from search import Expression, ExpressionError, Space
-from search.space import format_tokens, parse_tokens
+from search.language.kernel import activation_module
+from search.language.space import format_tokens, parse_tokens
 
 PAPER_FUNCTIONS = [
     "x * sigmoid(beta * x)", "max(x, sigmoid(x))", "cos(x) - x", "min(x, sin(x))", "atan(x)**2 - x",
@@ -140,7 +141,7 @@ def test_screen_checks_finiteness_where_training_starts():
 
 @pytest.mark.parametrize("shape", [(4, 3), (4, 3, 7), (4, 3, 5, 5)])
 def test_module_has_per_channel_betas(shape):
-    m = Expression.parse("max(x, beta * x) + x * sigmoid(beta * x)").module(compile=False)
+    m = activation_module(Expression.parse("max(x, beta * x) + x * sigmoid(beta * x)"), compile=False)
     x = torch.randn(*shape)
     y = m(x)
     assert y.shape == x.shape
@@ -155,22 +156,22 @@ def test_module_has_per_channel_betas(shape):
 
 
 def test_module_with_explicit_channels_and_pickle():
-    m = Expression.parse("x * sigmoid(beta * x)").module(channels=8, compile=False)
+    m = activation_module(Expression.parse("x * sigmoid(beta * x)"), channels=8, compile=False)
     assert m.beta.shape == (1, 8)
     with torch.no_grad():
         m.beta.uniform_(0.5, 2.0)
     x = torch.randn(2, 8, 3, 3)
     clone = pickle.loads(pickle.dumps(m))
     torch.testing.assert_close(clone(x), m(x))
-    lazy = pickle.loads(pickle.dumps(Expression.parse("x + beta").module(compile=False)))
+    lazy = pickle.loads(pickle.dumps(activation_module(Expression.parse("x + beta"), compile=False)))
     assert lazy(torch.randn(2, 5)).shape == (2, 5) and lazy.beta.shape == (1, 5)
-    assert Expression.parse("relu(x)").module().beta is None
+    assert activation_module(Expression.parse("relu(x)")).beta is None
 
 
 def test_compiled_module_matches_eager():
     e = Expression.parse("cos(x) - x * sigmoid(beta * x)")
     x = torch.randn(8, 4, 6, requires_grad=True)
-    eager, fused = e.module(channels=4, compile=False), e.module(channels=4, compile=True)
+    eager, fused = activation_module(e, channels=4, compile=False), activation_module(e, channels=4, compile=True)
     y1, y2 = eager(x), fused(x)
     torch.testing.assert_close(y1, y2)
     g1 = torch.autograd.grad(y1.sum(), (x, eager.beta))
@@ -180,7 +181,7 @@ def test_compiled_module_matches_eager():
 
 
 def test_compile_failure_falls_back_to_eager(monkeypatch):
-    from search import kernel as kernel_module
+    from search.language import kernel as kernel_module
 
     def broken(fn, **kwargs):
         def call(*args):
@@ -188,14 +189,14 @@ def test_compile_failure_falls_back_to_eager(monkeypatch):
         return call
 
     monkeypatch.setattr(kernel_module.torch, "compile", broken)
-    m = Expression.parse("sin(x) + x * x").module(compile=True)
+    m = activation_module(Expression.parse("sin(x) + x * x"), compile=True)
     x = torch.randn(3, 2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         y = m(x)
     torch.testing.assert_close(y, torch.sin(x) + x * x)
     assert any("running eager" in str(w.message) for w in caught)
-    assert kernel_module.kernel("sin(x) + x * x", True).failed.startswith("RuntimeError")
+    assert kernel_module.kernel(Expression.parse("sin(x) + x * x"), True).failed.startswith("RuntimeError")
 
 
 def test_all_one_unit_strings_round_trip():

@@ -14,27 +14,27 @@ import subprocess
 import sys
 import textwrap
 import time
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from conftest import REPO, Page
 
 from search.cli import main
-from search.expression import Expression
-from search.store import Store
+from search.language.expression import Expression
+from search.language.kernel import activation_module
+from search.loop.store import Store
 
-from conftest import REPO
 BUDGET = 24
 # expressions, because the synthetic task scores expressions only (relu(x) is ReLU, x the identity)
 BASELINES = "relu(x),x"
 SEEDS = 7  # seeds_needed(4 comparisons) = 7: a verdict is possible
 
 
-def write_config(folder: Path, address: str, budget: int = BUDGET) -> Path:
+def write_config(folder: Path, address: str, budget: int = BUDGET, delay_s: float = 0.0) -> Path:
     config = {"seed": 1, "space": {"core_units": 1}, "controller": {"kind": "ppo", "batch_size": 4},
-              "child": {"task": "synthetic", "noise": 0.01}, "budget": {"children": budget},
+              "child": {"task": "synthetic", "noise": 0.01, "delay_s": delay_s}, "budget": {"children": budget},
               "resources": {"address": address, "cpus_per_child": 1, "max_in_flight": 2}}
     path = folder / "inspect.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -125,8 +125,8 @@ def test_top_reads_a_run_that_is_still_writing(address, tmp_path, capsys):
     """`top` in this process while `actsearch run` writes the store in another."""
     budget = 16
     results = tmp_path / "results"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "ACTSEARCH_TEST_CHILD_DELAY_S": "0.4"}
-    driver = subprocess.Popen([sys.executable, "-m", "search.cli", "run", str(write_config(tmp_path, address, budget)),
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    driver = subprocess.Popen([sys.executable, "-m", "search.cli", "run", str(write_config(tmp_path, address, budget, 0.4)),
                                "--name", "live", "--results", str(results)], cwd=REPO, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run = results / "live"
@@ -178,33 +178,6 @@ def test_plots_are_png_files(runs, tmp_path, capsys):
     assert code == 0, err
     width, height = png_size((tmp_path / "progress.png").read_bytes())
     assert width > 500 and height > 500
-
-
-class Page(HTMLParser):
-    def __init__(self, text: str):
-        super().__init__()
-        self.tags, self.urls, self.tables = set(), [], []
-        self._cell = None
-        self.feed(text)
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.add(tag)
-        self.urls += [v for k, v in attrs if k in ("src", "href") and v]
-        if tag == "table":
-            self.tables.append([])
-        elif tag == "tr":
-            self.tables[-1].append([])
-        elif tag in ("td", "th"):
-            self._cell = []
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th") and self._cell is not None:
-            self.tables[-1][-1].append(" ".join("".join(self._cell).split()))
-            self._cell = None
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
 
 
 def test_report_is_self_contained_and_shows_significance_when_present(runs, tmp_path, capsys):
@@ -273,7 +246,7 @@ def test_exported_rank_1_computes_what_the_searched_candidate_computes_in_a_fres
 
     expr = Expression.parse(rows[0]["text"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    reference = expr.module(channels=6).to(device)  # fused by torch.compile on CUDA, the searched eager ops on CPU
+    reference = activation_module(expr, channels=6).to(device)  # fused by torch.compile on CUDA, the searched eager ops on CPU
     state = {}
     if expr.n_betas:
         with torch.no_grad():
@@ -305,7 +278,7 @@ def test_exported_rank_1_computes_what_the_searched_candidate_computes_in_a_fres
 
 @pytest.mark.parametrize("argv, message", [
     (["top", "{missing}"], "not a run directory"),
-    (["top", "{plain}", "-k", "0"], "-k: must be >= 1"),
+    (["top", "{plain}", "-k", "0"], "-k: must be a whole number from 1 to 100,000"),
     (["plot", "{missing}", "-o", "{tmp}/x.png"], "not a run directory"),
     (["plot", "{plain}", "-o", "{tmp}/no/such/x.png"], "no such directory"),
     (["report", "{plain}", "-o", "{tmp}"], "is a directory"),
@@ -315,10 +288,10 @@ def test_exported_rank_1_computes_what_the_searched_candidate_computes_in_a_fres
     (["significance", "{plain}", "--baselines", "relu(x),nosuch"], "--baselines: unknown activation 'nosuch'"),
     (["significance", "{plain}", "--baselines", "relu"], "the synthetic task scores expressions only"),
     (["significance", "{plain}", "--set", "budget.children=3"], "can change only child.* and resources.*"),
-    (["significance", "{plain}", "--set", "child.steps=0"], "child.steps: must be >= 1, got 0"),
+    (["significance", "{plain}", "--set", "child.steps=0"], "child.steps: must be from 1 to 10,000,000, got 0"),
     (["significance", "{plain}", "--set", "child.stepz=5"], "child.stepz: unknown setting"),
     (["significance", "{plain}", "--set", "nonsense"], "expected KEY.PATH=VALUE"),
-    (["significance", "{plain}", "--seeds", "0"], "--seeds: must be >= 1"),
+    (["significance", "{plain}", "--seeds", "0"], "--seeds: must be a whole number from 1 to 1,000"),
     (["significance", "{plain}", "--candidates", "relu(x)", "--baselines", "relu(x)"], "nothing to compare"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(runs, tmp_path, capsys, argv, message):

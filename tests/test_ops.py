@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from search.ops import BINARY, BINARY_BY_NAME, EPS, UNARY, UNARY_BY_NAME
+from search.language.ops import BINARY, BINARY_BY_NAME, EPS, UNARY, UNARY_BY_NAME
 
 # Independent references (numpy / math), written from the paper's formulas, beta given explicitly.
 UNARY_MATH = {

@@ -4,15 +4,15 @@ from __future__ import annotations
 import base64
 import io
 import struct
-from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+from conftest import Page
 
-from evaluator.stats import compare_all, wins_table
-from search.cli import UserError
-from search.plots import function_curves, moving_average, plot_functions, plot_progress, plot_significance
-from search.report import build_report
+from search.analysis.plots import function_curves, moving_average, plot_functions, plot_progress, plot_significance
+from search.analysis.report import build_report
+from search.analysis.stats import compare_all, wins_table
+from search.language.errors import UserError
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -24,37 +24,6 @@ def png(fn, *args) -> bytes:
     buf = io.BytesIO()
     fn(*args, buf)
     return buf.getvalue()
-
-
-class Page(HTMLParser):
-    """Collects every attribute, the tables (rows of cell texts) and whether scripts or links occur."""
-
-    def __init__(self, text: str):
-        super().__init__()
-        self.attrs: list[tuple[str, str, str]] = []
-        self.tables: list[list[list[str]]] = []
-        self.tags: set[str] = set()
-        self._cell: list[str] | None = None
-        self.feed(text)
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.add(tag)
-        self.attrs += [(tag, k, v or "") for k, v in attrs]
-        if tag == "table":
-            self.tables.append([])
-        elif tag == "tr":
-            self.tables[-1].append([])
-        elif tag in ("td", "th"):
-            self._cell = []
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th") and self._cell is not None:
-            self.tables[-1][-1].append("".join(self._cell).strip())
-            self._cell = None
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
 
 
 @pytest.fixture(scope="module")

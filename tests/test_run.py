@@ -9,10 +9,10 @@ import torch
 import yaml
 
 from search.cli import main
-from search.config import load_config
-from search.run import CHECKPOINT_DIR, CHECKPOINT_FILE, child_seed
-from search.space import Space
-from search.store import CHILD_STATUSES, Store
+from search.language.space import Space
+from search.loop.config import child_seed, load_config
+from search.loop.rundir import CHECKPOINT_DIR, CHECKPOINT_FILE
+from search.loop.store import CHILD_STATUSES, Store
 
 
 @pytest.fixture(scope="module")
@@ -181,9 +181,8 @@ def test_a_broken_setup_stops_the_run_instead_of_spending_the_budget(local_ray, 
         assert store.evaluated() == 0  # held back, not recorded: a resume after the fix trains them
 
 
-def test_a_child_over_its_time_limit_is_recorded_as_timeout(local_ray, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("ACTSEARCH_TEST_CHILD_DELAY_S", "30")
-    config = write_config(tmp_path, controller={"kind": "random"}, budget={"children": 2},
+def test_a_child_over_its_time_limit_is_recorded_as_timeout(local_ray, tmp_path, capsys):
+    config = write_config(tmp_path, controller={"kind": "random"}, budget={"children": 2}, child={"delay_s": 30},
                           resources={"child_timeout_s": 1.0}, rewards={"failed": 0.125})
     code, out, err = run_cli(capsys, "run", config, "--name", "slow", "--results", tmp_path / "results")
     assert code == 0, err
@@ -195,7 +194,7 @@ def test_a_child_over_its_time_limit_is_recorded_as_timeout(local_ray, tmp_path,
 
 
 def test_a_child_that_raises_or_loses_its_worker_is_a_failed_result(local_ray):
-    from search.run import child_result
+    from search.loop.pool import child_result
 
     @ray.remote(max_retries=0)
     def raises():
@@ -218,50 +217,69 @@ def test_a_child_that_raises_or_loses_its_worker_is_a_failed_result(local_ray):
     assert record["status"] == "failed" and "malformed result record" in record["error"]
 
 
+class HandPool:
+    """A stand-in for the Ray child pool: the test plays the workers (``launch_next`` submits, ``_record_child``
+    delivers)."""
+
+    def __init__(self):
+        self.held, self.submitted = [], []
+
+    def __len__(self):
+        return 0
+
+    def capacity(self):
+        return 1
+
+    def has_room(self):
+        return True
+
+    def submit(self, key, activation, seed, name="child"):
+        self.submitted.append(key)
+
+
 def _driver(tmp_path: Path, **sections):
-    """A Driver on a fresh run directory, driven by hand (no Ray): the test plays the workers."""
+    """A Driver on a fresh (or the existing) run directory, driven by hand (no Ray)."""
     import io
 
-    from search.run import Driver, Progress, _Faults, create_run
+    from search.loop.driver import Driver
+    from search.loop.progress import Progress
+    from search.loop.rundir import create_run
 
     config = load_config(write_config(tmp_path, **sections))
     run_dir = tmp_path / "run"
     if not run_dir.exists():
         create_run(run_dir, config)
     store = Store.open(run_dir)
-    driver = Driver(run_dir, config, store, Progress(io.StringIO(), io.StringIO(), 60), _Faults(""))
+    driver = Driver(run_dir, config, store, Progress(io.StringIO(), io.StringIO(), 60))
     driver.restore()
-    driver.capacity = lambda: 1
-    driver.probation = False
+    driver.pool = HandPool()
     return driver, store
 
 
-def _launch_next(driver):
-    from search.run import _Flight
-
+def _launch_next(driver) -> int:
+    """Dispatch the next queued candidate (asking the proposer until one is queued); returns its index."""
     while not driver.ready:
         driver._ask()
-    index = driver.ready.popleft()
-    driver.store.record_launch(index, child_seed(driver.config.seed, index))
-    return _Flight(index, driver.fps[index], 0.0, None)
+    driver._dispatch()
+    return driver.pool.submitted[-1]
 
 
 def test_a_system_failure_is_retried_and_never_becomes_the_functions_reward(tmp_path):
-    from search.run import _failure_record
+    from search.loop.pool import failure_record
 
     sections = {"controller": {"kind": "random"}, "resources": {"cpus_per_child": 1, "system_retries": 2}}
     driver, store = _driver(tmp_path, **sections)
-    flight = _launch_next(driver)
-    index, fp = flight.index, flight.fingerprint
-    lost = _failure_record("failed", "system failure after 3 retries: WorkerCrashedError", driver.texts[index], 1,
-                           "val")
+    index = _launch_next(driver)
+    fp = driver.fps[index]
+    lost = failure_record("failed", "system failure after 3 retries: WorkerCrashedError", driver.texts[index], 1,
+                          "val")
     for attempt in range(2):  # re-queued, not recorded: the same candidate trains again with the same seed
-        driver._child_done(flight, lost)
+        driver._record_child(index, lost)
         assert list(driver.ready) == [index] and store.candidate(index)["status"] == "running"
         assert driver.book.judge(driver.space.decode(driver.open[index].tokens)).status == "pending"
-        flight = _launch_next(driver)
-        assert flight.index == index
-    driver._child_done(flight, lost)  # retries spent: recorded as failed, but the function keeps no reward
+        assert _launch_next(driver) == index
+    assert store.candidate(index)["attempts"] == 3
+    driver._record_child(index, lost)  # retries spent: recorded as failed, but the function keeps no reward
     row = store.candidate(index)
     assert row["status"] == "failed" and row["metrics"]["fault"] == "system"
     assert driver.book.judge(driver.space.decode(row["tokens"])).status == "new"
@@ -273,11 +291,11 @@ def test_a_system_failure_is_retried_and_never_becomes_the_functions_reward(tmp_
 
 def test_a_candidates_own_failure_is_its_functions_reward(tmp_path):
     driver, store = _driver(tmp_path, controller={"kind": "random"})
-    flight = _launch_next(driver)
+    index = _launch_next(driver)
     record = {"status": "diverged", "accuracy": None, "error": "non-finite training loss by step 3",
               "fault": "candidate", "seed": 1}
-    driver._child_done(flight, record)
-    assert not driver.ready and store.candidate(flight.index)["status"] == "diverged"
-    judged = driver.book.judge(driver.space.decode(store.candidate(flight.index)["tokens"]))
+    driver._record_child(index, record)
+    assert not driver.ready and store.candidate(index)["status"] == "diverged"
+    judged = driver.book.judge(driver.space.decode(store.candidate(index)["tokens"]))
     assert judged.status == "duplicate" and judged.reward == driver.config.rewards.failed
     store.close()

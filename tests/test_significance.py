@@ -8,18 +8,24 @@ import sys
 from pathlib import Path
 
 import pytest
-
-import search.significance as significance
-from evaluator.stats import seeds_needed
-from evaluator.train import train_child
-from search.cli import UserError, main
-from search.config import config_from_dict
-from search.run import child_seed, create_run
-from search.significance import (default_study_key, retrain_seed, selection_warning, study_config, study_key,
-                                 study_label, study_overrides)
-from search.store import Store
-
 from conftest import REPO
+
+from evaluator.train import train_child
+from search.analysis.significance import (
+    default_study_key,
+    selection_warning,
+    study_config,
+    study_key,
+    study_label,
+    study_overrides,
+)
+from search.analysis.stats import seeds_needed
+from search.cli import main
+from search.language.errors import UserError
+from search.loop.config import child_seed, config_from_dict, retrain_seed
+from search.loop.pool import ChildPool
+from search.loop.rundir import create_run
+from search.loop.store import Store
 
 
 def make_run(folder: Path, address: str, child: dict, name: str = "run", seed: int = 5) -> Path:
@@ -132,19 +138,18 @@ def test_val_split_on_request_warns_that_it_is_the_selection_set(address, tmp_pa
     assert analysis["study"] == study_key(config_from_dict({"seed": 5, "child": child}))
 
 
-def synthetic_run(folder: Path, address: str, name: str = "syn") -> Path:
-    return make_run(folder, address, {"task": "synthetic", "noise": 0.01}, name=name)
+def synthetic_run(folder: Path, address: str, name: str = "syn", delay_s: float = 0.0) -> Path:
+    return make_run(folder, address, {"task": "synthetic", "noise": 0.01, "delay_s": delay_s}, name=name)
 
 
 ARGS = ["--candidates", "x * sigmoid(beta * x),tanh(x)", "--baselines", "relu(x)", "--seeds", "6"]
 
 
 def test_a_killed_test_resumes_without_redoing_finished_retrainings(address, tmp_path, capsys, monkeypatch):
-    run = synthetic_run(tmp_path, address)
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "ACTSEARCH_TEST_KILL_AT": "retrained:5",
-           "ACTSEARCH_TEST_CHILD_DELAY_S": "0.2"}
-    killed = subprocess.run([sys.executable, "-m", "search.cli", "significance", str(run), *ARGS], cwd=REPO,
-                            env=env, capture_output=True, text=True, timeout=120)
+    run = synthetic_run(tmp_path, address, delay_s=0.2)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    killed = subprocess.run([sys.executable, str(REPO / "tests" / "killpoints.py"), "retrained:5", "significance",
+                             str(run), *ARGS], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     with Store.open(run, readonly=True) as store:
         before = store.retrainings()
@@ -152,10 +157,9 @@ def test_a_killed_test_resumes_without_redoing_finished_retrainings(address, tmp
     assert len(before) == 5
 
     dispatched = []
-    submit = significance.submit_child
-    monkeypatch.setattr(significance, "submit_child",
-                        lambda config, activation, seed, *a: dispatched.append((activation, seed)) or
-                        submit(config, activation, seed, *a))
+    submit = ChildPool.submit
+    monkeypatch.setattr(ChildPool, "submit", lambda pool, key, activation, seed, *a: dispatched.append(
+        (activation, seed)) or submit(pool, key, activation, seed, *a))
     code, out, err = cli(capsys, "significance", run, *ARGS)
     assert code == 0, err
     assert "18 re-trainings: 5 from earlier sessions, 13 trained now" in out
@@ -234,7 +238,7 @@ def test_a_broken_setup_stops_before_recording_failures(address, tmp_path, capsy
 
 
 def test_a_test_and_a_search_cannot_drive_one_run_at_once(address, tmp_path, capsys):
-    from search.run import run_lock
+    from search.loop.rundir import run_lock
 
     run = synthetic_run(tmp_path, address)
     with run_lock(run):
@@ -245,8 +249,8 @@ def test_a_test_and_a_search_cannot_drive_one_run_at_once(address, tmp_path, cap
 def test_ctrl_c_stops_with_exit_130_and_the_same_command_continues(address, tmp_path, capsys):
     import time
 
-    run = synthetic_run(tmp_path, address)
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "ACTSEARCH_TEST_CHILD_DELAY_S": "0.5"}
+    run = synthetic_run(tmp_path, address, delay_s=0.5)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     test = subprocess.Popen([sys.executable, "-m", "search.cli", "significance", str(run), *ARGS], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -10,8 +10,20 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from evaluator.stats import (EXACT_MAX_N, Comparison, WinsTable, bootstrap_ci, compare, compare_all, holm,
-                             seeds_needed, sign_test, signed_rank_null, wilcoxon_test, wins_table)
+from search.analysis.stats import (
+    EXACT_MAX_N,
+    Comparison,
+    WinsTable,
+    bootstrap_ci,
+    compare,
+    compare_all,
+    holm,
+    seeds_needed,
+    sign_test,
+    signed_rank_null,
+    wilcoxon_test,
+    wins_table,
+)
 
 
 def exact_signed_rank_p(diffs) -> float:

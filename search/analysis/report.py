@@ -1,0 +1,255 @@
+"""One self-contained HTML page about a run: summary, progress, top candidates, their shapes, significance, config.
+
+Everything is inline (CSS in a <style> block, images as base64 data URIs): the file can be mailed, archived or opened
+offline and looks the same. Inputs are plain data so the page can be built from a run store or from anything else.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import importlib.metadata
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from search.analysis.stats import ALPHA, TIE_DECIMALS, WinsTable, format_p
+from search.language.errors import UserError
+from search.language.files import atomic_write
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+DASH = "\u2013"  # shown for a missing value
+
+CSS = """
+:root { --ink: #1d2329; --muted: #5f6b76; --line: #dde2e7; --band: #f5f7f9; --accent: #1f5fa8;
+        --good: #1e7b45; --good-bg: #e3f4ea; --bad: #b3261e; --bad-bg: #fbe5e3; --none-bg: #eceff2; }
+* { box-sizing: border-box; }
+body { margin: 0; color: var(--ink); background: #fff; line-height: 1.45;
+       font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+main { max-width: 1120px; margin: 0 auto; padding: 28px 28px 48px; }
+header { border-bottom: 3px solid var(--accent); padding-bottom: 12px; margin-bottom: 8px; }
+h1 { font-size: 26px; margin: 0 0 4px; }
+h2 { font-size: 19px; margin: 34px 0 10px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
+p.note, .muted { color: var(--muted); font-size: 13.5px; }
+code, pre, td.expr { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, "DejaVu Sans Mono", monospace; }
+code { font-size: 13px; background: var(--band); padding: 1px 4px; border-radius: 3px; }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(200px, 1fr)); gap: 10px; margin: 16px 0 4px; }
+.card { border: 1px solid var(--line); border-radius: 6px; padding: 8px 12px; background: var(--band); }
+.card .k { font-size: 12px; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); }
+.card .v { font-size: 17px; font-weight: 600; overflow-wrap: anywhere; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; width: 100%; font-size: 13.5px; }
+th, td { padding: 5px 9px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
+th { background: var(--band); font-weight: 600; white-space: nowrap; border-bottom: 2px solid var(--line); }
+tbody tr:nth-child(even) td { background: #fafbfc; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.expr { font-size: 13px; overflow-wrap: break-word; }
+table.sig { font-size: 12.5px; }
+table.sig th, table.sig td { padding: 5px 7px; }
+table.sig th { white-space: normal; vertical-align: bottom; }
+table.sig td.cand { min-width: 11em; max-width: 18em; background: #fff !important;
+                    border-right: 1px solid var(--line); }
+table.sig tbody tr.group td { border-top: 2px solid var(--line); }
+table.sig tbody tr:nth-child(even) td { background: none; }
+table.compact { width: auto; min-width: 50%; }
+table.compact th.num, table.compact td.num { min-width: 7em; }
+figure { margin: 8px 0; text-align: center; }
+figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
+figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; }
+.badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12.5px; font-weight: 600;
+         white-space: nowrap; }
+.badge.better { color: var(--good); background: var(--good-bg); }
+.badge.worse { color: var(--bad); background: var(--bad-bg); }
+.badge.none { color: var(--muted); background: var(--none-bg); }
+pre { background: var(--band); border: 1px solid var(--line); border-radius: 6px; padding: 12px 14px;
+      font-size: 12.5px; overflow-x: auto; }
+footer { margin-top: 40px; color: var(--muted); font-size: 12.5px; border-top: 1px solid var(--line);
+         padding-top: 8px; }
+"""
+
+
+# ---------------------------------------------------------------- formatting
+
+def _e(v: Any) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def _label(key: str) -> str:
+    return key.replace("_", " ")
+
+
+def _cell(v: Any) -> str:
+    """Plain text of a table value: floats to 4 decimals, None as a dash, containers as JSON."""
+    if v is None:
+        return DASH
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    if isinstance(v, (dict, list, tuple)):
+        return json.dumps(v, default=str)
+    return str(v)
+
+
+def _signed(v: float | None) -> str:
+    return DASH if v is None else f"{v:+.4f}"
+
+
+def _badge(verdict: str) -> str:
+    kind = {"better": "better", "worse": "worse"}.get(verdict, "none")
+    return f'<span class="badge {kind}">{_e(verdict)}</span>'
+
+
+def _image(png: bytes, alt: str, caption: str) -> str:
+    if not isinstance(png, (bytes, bytearray)) or not bytes(png).startswith(PNG_SIGNATURE):
+        raise ValueError(f"{alt}: expected PNG bytes")
+    data = base64.b64encode(bytes(png)).decode("ascii")
+    return (f'<figure><img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{_e(caption)}</figcaption></figure>")
+
+
+# ---------------------------------------------------------------- sections
+
+def _summary(summary: Mapping[str, Any]) -> str:
+    cards = "".join(f'<div class="card"><div class="k">{_e(_label(k))}</div><div class="v">{_e(_cell(v))}</div></div>'
+                    for k, v in summary.items())
+    return f'<div class="cards">{cards}</div>' if cards else ""
+
+
+_EXPRESSION_KEYS = {"text", "expression", "activation", "candidate"}
+
+
+def _table(rows: Sequence[Mapping[str, Any]], empty: str) -> str:
+    """A table of dict rows: columns are the keys in first-seen order; numbers right-aligned."""
+    if not rows:
+        return f'<p class="note">{_e(empty)}</p>'
+    columns: list[str] = list(dict.fromkeys(k for row in rows for k in row))
+    numeric = {c: all(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool)
+                      for r in rows if r.get(c) is not None) for c in columns}
+    head = "".join(f'<th class="{"num" if numeric[c] else ""}">{_e(_label(c))}</th>' for c in columns)
+    body = []
+    for row in rows:
+        cells = []
+        for c in columns:
+            cls = "num" if numeric[c] else "expr" if c in _EXPRESSION_KEYS else ""
+            cells.append(f'<td class="{cls}">{_e(_cell(row.get(c)))}</td>')
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+
+
+def _significance(rows: Sequence[Mapping[str, Any]]) -> str:
+    alpha = rows[0].get("alpha", ALPHA) if rows else ALPHA
+    head = ("<tr><th>candidate</th><th>baseline</th><th class='num'>seeds</th><th class='num'>candidate<br>mean</th>"
+            "<th class='num'>baseline<br>mean</th><th class='num'>mean<br>diff</th>"
+            "<th class='num'>95% CI<br>of diff</th>"
+            "<th class='num'>Wilcoxon<br>p</th><th class='num'>Holm<br>p</th><th class='num'>sign test<br>p</th>"
+            "<th class='num'>w/t/l</th><th>verdict</th></tr>")
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for r in rows:  # one block of rows per candidate, its name shown once
+        groups.setdefault(str(r["candidate"]), []).append(r)
+    body = []
+    for candidate, group in groups.items():
+        for i, r in enumerate(group):
+            ci = (f"[{_signed(r.get('ci_low'))}, {_signed(r.get('ci_high'))}]"
+                  if r.get("ci_low") is not None else DASH)
+            holm_p = r.get("wilcoxon_p_holm")
+            strong = holm_p is not None and holm_p < alpha
+            first = (f"<td class='expr cand' rowspan='{len(group)}'>{_e(candidate)}</td>" if i == 0 else "")
+            body.append(
+                f"<tr class='{'group' if i == 0 else ''}'>{first}<td class='expr'>{_e(r['baseline'])}</td>"
+                f"<td class='num'>{_e(r.get('n', ''))}</td><td class='num'>{_e(_cell(r.get('candidate_mean')))}</td>"
+                f"<td class='num'>{_e(_cell(r.get('baseline_mean')))}</td>"
+                f"<td class='num'>{_e(_signed(r.get('mean_diff')))}</td><td class='num'>{_e(ci)}</td>"
+                f"<td class='num'>{format_p(r.get('wilcoxon_p'), DASH)}</td>"
+                f"<td class='num'>{'<b>' if strong else ''}{format_p(holm_p, DASH)}{'</b>' if strong else ''}</td>"
+                f"<td class='num'>{format_p(r.get('sign_p'), DASH)}</td>"
+                f"<td class='num'>{r.get('wins', 0)}/{r.get('ties', 0)}/{r.get('losses', 0)}</td>"
+                f"<td>{_badge(str(r.get('verdict', 'no evidence')))}</td></tr>")
+    note = (f"Runs are paired by seed (same initialisation and data order); differences are candidate minus baseline, "
+            f"rounded to 1e-{TIE_DECIMALS} so that equal gains tie exactly. The Wilcoxon p is the exact "
+            f"two-sided signed-rank test (zero differences dropped, tied |differences| share their midrank). "
+            f"<b>better</b> / <b>worse</b>: the two-sided Wilcoxon signed-rank p, Holm-corrected over all {len(rows)} "
+            f"comparisons, is below {alpha:g} <i>and</i> the 95% bootstrap interval of the mean difference lies on "
+            f"that side of zero; otherwise <b>no evidence</b>. The sign test is the paper's one-sided test (candidate "
+            f"better), ties dropped, uncorrected. w/t/l: seeds where the candidate won / tied / lost.")
+    if rows and rows[0].get("lower_is_better"):
+        metric = _e(str(rows[0].get("metric", "the metric")))
+        note += (f" Scores are {metric}, <b>lower is better</b>: the means are {metric}, a negative difference means "
+                 f"the candidate scored lower (better), and a win is a seed where it did.")
+    return (f'<div class="scroll"><table class="sig"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table></div>'
+            f'<p class="note">{note}</p>')
+
+
+def _wins(table: WinsTable) -> str:
+    head = "<tr><th>candidate</th>" + "".join(f"<th class='num'>{_e(b)}</th>" for b in table.baselines) + "</tr>"
+    body = []
+    for row in table.rows():
+        cells = "".join(f"<td class='num'>{_e(row.get(b, DASH))}</td>" for b in table.baselines)
+        body.append(f"<tr><td class='expr'>{_e(row['candidate'])}</td>{cells}</tr>")
+    tie = f" (|difference| \u2264 {table.tol:g} counts as a tie)" if table.tol else ""
+    return (f'<div class="scroll"><table class="compact"><thead>{head}</thead><tbody>{"".join(body)}</tbody>'
+            f'</table></div><p class="note">Each cell counts {table.unit}s where the candidate is better / equal / '
+            f"worse than the baseline{tie}, as in the paper's summary of Swish against its baselines.</p>")
+
+
+# ---------------------------------------------------------------- the page
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("actsearch")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree that is not installed
+        return "(source tree)"
+
+
+def build_report(path: str | os.PathLike, *, title: str, config: Mapping[str, Any], summary: Mapping[str, Any],
+                 top_rows: Sequence[Mapping[str, Any]], function_png: bytes, progress_png: bytes,
+                 significance: Sequence[Mapping[str, Any]] | None = None,
+                 wins_table: WinsTable | Mapping[str, Any] | None = None,
+                 significance_png: bytes | None = None) -> None:
+    """Write the report to ``path`` (one HTML file, nothing external); a missing folder raises ``UserError``.
+
+    config: the run's configuration (shown as YAML); summary: headline figures (shown as cards, in order); top_rows:
+    the top table's rows (columns in first-seen key order); function_png / progress_png: PNG bytes (see
+    ``search.analysis.plots``); significance: ``Comparison.to_dict()`` records (or Comparisons), None when not run;
+    wins_table: a ``WinsTable`` or its ``to_dict()``; significance_png: PNG bytes of the comparisons
+    (``search.analysis.plots.plot_significance``), shown under the significance table when given.
+    """
+    path = Path(path)
+    if path.is_dir() or not path.parent.is_dir():
+        raise UserError(f"{path}: " + ("is a directory; give a file name such as report.html" if path.is_dir()
+                                       else f"no such directory {path.parent}"))
+    sig = [c.to_dict() if hasattr(c, "to_dict") else c for c in significance] if significance is not None else None
+    wins = WinsTable.from_dict(wins_table) if isinstance(wins_table, Mapping) else wins_table
+
+    parts = [
+        f"<header><h1>{_e(title)}</h1></header>",
+        _summary(summary),
+        "<h2>Progress</h2>",
+        _image(progress_png, "search progress", "Reward per candidate with its best-so-far and moving average; "
+                                                 "controller entropy per update."),
+        "<h2>Top candidates</h2>",
+        _table(top_rows, "No candidate has a reward yet."),
+        "<h2>Shapes of the top functions</h2>",
+        _image(function_png, "top functions", "Each function (solid) and its derivative (dashed) on [-5, 5], "
+                                              "every beta at its initial value 1."),
+        "<h2>Significance against baselines</h2>",
+        _significance(sig) if sig else
+        '<p class="note">No significance results in this run yet: <code>actsearch significance RUN</code> re-trains '
+        "the top candidates and the baselines over several seeds and compares them.</p>",
+    ]
+    if sig and significance_png is not None:
+        parts.append(_image(significance_png, "significance comparisons",
+                            "Per comparison: the paired per-seed differences (dots), the 95% bootstrap interval of "
+                            "their mean (bar, | the mean), zero (line) and the verdict; each panel has its own scale."))
+    if wins is not None:
+        parts += ["<h2>Wins / ties / losses</h2>", _wins(wins)]
+    config_text = yaml.safe_dump(json.loads(json.dumps(config, default=str)), sort_keys=False).rstrip()
+    parts += ["<h2>Configuration</h2>", f"<pre>{_e(config_text)}</pre>",
+              f"<footer>Generated by actsearch {_e(_version())}.</footer>"]
+    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{_e(title)}</title><style>{CSS}</style></head>\n<body><main>\n"
+            + "\n".join(p for p in parts if p) + "\n</main></body></html>\n")
+    atomic_write(path, page)  # a reader never sees half a page

@@ -1,0 +1,129 @@
+"""Tables of candidates for people and programs: aligned text, markdown, CSV or JSON.
+
+``top_table(rows, fmt)`` formats the rows of ``Store.top(k)``; ``format_rows`` is the generic formatter behind it.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+FORMATS = ("table", "markdown", "csv", "json")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: the row key it shows, its header, how a value prints, and whether it is right-aligned."""
+
+    key: str
+    header: str
+    show: Callable[[Any], str] = str
+    right: bool = False
+
+
+def _number(digits: int) -> Callable[[Any], str]:
+    return lambda v: "-" if v is None else f"{v:.{digits}f}"
+
+
+def _plain(v: Any) -> str:
+    return "-" if v is None else str(v)
+
+
+# Every column a table of candidates can show, by row key; tables pick theirs by key.
+CANDIDATE_COLUMNS = {c.key: c for c in (
+    Column("rank", "rank", _plain, right=True),
+    Column("reward", "reward", _number(4), right=True),
+    Column("mean", "mean", _number(4), right=True),
+    Column("sd", "sd", _number(4), right=True),
+    Column("evaluations", "evals", _plain, right=True),
+    Column("statuses", "statuses", _plain),
+    Column("status", "status", _plain),
+    Column("text", "expression", _plain),
+    Column("proposed", "proposed", _plain, right=True),
+    Column("index", "candidate", _plain, right=True),
+    Column("wall_s", "train s", _number(1), right=True),
+    Column("verdicts", "significance", _plain),
+)}
+
+
+def candidate_columns(*keys: str) -> tuple[Column, ...]:
+    return tuple(CANDIDATE_COLUMNS[k] for k in keys)
+
+
+# The table a search ends with: one child per row, as the store holds it.
+TOP_COLUMNS = candidate_columns("rank", "reward", "status", "text", "proposed", "index", "wall_s")
+
+
+def shows_metric(rewards: Any) -> bool:
+    """Whether tables show the reward as a named metric (a user-defined child's, or one minimised) rather than as the
+    built-in tasks' accuracy-valued ``reward``."""
+    return rewards is not None and (rewards.minimize or rewards.metric != "accuracy")
+
+
+def score_columns(columns: Sequence[Column], rewards: Any) -> tuple[Column, ...]:
+    """``columns`` with ``reward`` and ``mean`` headed by ``rewards.metric`` when the table shows the metric (their
+    values then come from ``metric_rows``)."""
+    if not shows_metric(rewards):
+        return tuple(columns)
+    names = {"reward": rewards.metric, "mean": f"mean {rewards.metric}"}
+    return tuple(Column(c.key, names[c.key], c.show, c.right) if c.key in names else c for c in columns)
+
+
+def metric_rows(rows: Sequence[dict], rewards: Any, keys: Sequence[str] = ("reward", "mean")) -> list[dict]:
+    """``rows`` with the reward-valued ``keys`` turned back into the metric (``rewards.metric_of``: minus the reward
+    when minimising) and ``metric`` / ``lower_is_better`` added; a child that is not "ok" shows no metric (its
+    reward is the penalty, not a measurement). Unchanged when the table shows plain rewards."""
+    if not shows_metric(rewards):
+        return [dict(r) for r in rows]
+    out = []
+    for r in rows:
+        r = dict(r, metric=rewards.metric, lower_is_better=rewards.minimize)
+        for key in keys:
+            if key in r:
+                r[key] = (None if key == "reward" and r.get("status", "ok") != "ok"
+                          else rewards.metric_of(r[key]))
+        out.append(r)
+    return out
+
+
+def top_table(rows: Sequence[dict], fmt: str = "table", rewards: Any = None) -> str:
+    """The top candidates (rows of ``Store.top``) as ``fmt`` (table | markdown | csv | json). rewards: the run's
+    ``RewardSettings``: with a named or minimised metric the reward column shows that metric (ranked best first
+    either way)."""
+    rows = [dict(r, wall_s=(r.get("metrics") or {}).get("wall_s")) for r in metric_rows(rows, rewards, ("reward",))]
+    if fmt == "json":
+        keep = ("rank", "reward", "accuracy", "status", "text", "fingerprint", "tokens", "proposed", "index",
+                "seed", "node", "policy_version", "metrics") + (("metric", "lower_is_better") if shows_metric(rewards)
+                                                                else ())
+        return json.dumps([{k: (list(r[k]) if isinstance(r.get(k), tuple) else r.get(k)) for k in keep}
+                           for r in rows], indent=2)
+    return format_rows(rows, score_columns(TOP_COLUMNS, rewards), fmt)
+
+
+def format_rows(rows: Sequence[dict], columns: Sequence[Column], fmt: str = "table") -> str:
+    """``rows`` as ``fmt``: aligned text (``table``), a markdown pipe table, CSV (raw values) or a JSON list."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "json":
+        return json.dumps([{c.key: r.get(c.key) for c in columns} for r in rows], indent=2, default=str)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow([c.header for c in columns])
+        for r in rows:
+            writer.writerow(["" if r.get(c.key) is None else r.get(c.key) for c in columns])
+        return buf.getvalue().rstrip("\n")
+    cells = [[c.show(r.get(c.key)) for c in columns] for r in rows]
+    if fmt == "markdown":
+        def line(values):
+            return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
+        rule = "|" + "|".join("---:" if c.right else "---" for c in columns) + "|"
+        return "\n".join([line([c.header for c in columns]), rule, *(line(row) for row in cells)])
+    widths = [max([len(c.header)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+
+    def aligned(values):
+        return "  ".join(v.rjust(w) if c.right else v.ljust(w) for v, w, c in zip(values, widths, columns)).rstrip()
+    return "\n".join([aligned([c.header for c in columns]), aligned(["-" * w for w in widths]),
+                      *(aligned(row) for row in cells)])

@@ -1,0 +1,199 @@
+"""``actsearch train`` and ``actsearch calibrate``: train one child, or check that the child ranks activations sensibly.
+
+Child settings come from the defaults (the offline proxy), or the ``child:`` section of a search config
+(``--config FILE``, ``--set child.key=value``), then from the flags given here, which win.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import statistics
+
+from evaluator.settings import IMAGE_MODELS, TASKS, ChildSettings
+from search.cli import whole
+from search.language.errors import UserError
+
+# Command-line flags that set a ChildSettings field: (flag, field, type, help).
+_CHILD_FLAGS = (
+    ("--task", "task", str, " | ".join(TASKS)),
+    ("--model", "model", str, " | ".join(("auto", "cnn1d") + IMAGE_MODELS)),
+    ("--steps", "steps", int, "SGD steps"),
+    ("--batch-size", "batch_size", int, "training batch size"),
+    ("--lr", "lr", float, "peak learning rate"),
+    ("--train-size", "train_size", int, "training examples (0 = the task's standard)"),
+    ("--val-size", "val_size", int, "validation examples held out"),
+    ("--data-dir", "data_dir", str, "dataset directory"),
+    ("--device", "device", str, "auto | cpu | cuda"),
+    ("--compile", "compile", str, "auto | on | off"),
+    ("--split", "split", str, "val | test: the set the accuracy is measured on"),
+    ("--time-limit", "time_limit_s", float, "wall-clock limit per child in seconds (0 = none)"),
+    ("--threads", "threads", int, "CPU threads per child (0 = torch's default)"),
+)
+
+
+def _add_child_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="take the child settings from this search config's child: section")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config setting, e.g. child.weight_decay=1e-4 (repeatable)")
+    for flag, name, kind, text in _CHILD_FLAGS:
+        p.add_argument(flag, dest=name, type=kind, default=None, help=text)
+    p.add_argument("--download", action="store_true", default=None, help="download CIFAR when missing")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train one child network with an activation and print its result record")
+    p.add_argument("--activation", required=True, help="a baseline name (relu, swish, ...) or an expression text")
+    p.add_argument("--seed", type=whole(0, 2**32 - 1), default=0, help="seeds the child's initialisation and data order")
+    _add_child_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("calibrate", help="train several activations over several seeds: mean, std, time per child")
+    p.add_argument("--activations", required=True, metavar="LIST",
+                   help='comma-separated baseline names or expressions, e.g. relu,swish,"max(x, sigmoid(x))",x')
+    p.add_argument("--seeds", type=whole(1, 1000), default=3, help="children per activation (seeds 0..N-1)")
+    _add_child_flags(p)
+    p.set_defaults(func=cmd_calibrate)
+
+
+def child_settings_from_args(args) -> ChildSettings:
+    """The child settings the command runs with: defaults or the config's, then the flags. Raises ``UserError``.
+    Sets ``args.metric`` / ``args.minimize``: the config's ``rewards.metric`` and ``rewards.minimize`` (the score
+    shown: accuracy unless a user-defined child names another metric)."""
+    args.metric, args.minimize, args.search_path = "accuracy", False, [os.getcwd()]
+    if args.config or args.overrides:
+        from search.loop.config import load_config
+
+        config = load_config(args.config, args.overrides)
+        settings = config.child
+        args.metric, args.minimize = config.rewards.metric, config.rewards.minimize
+        args.search_path = config.search_path()
+    else:
+        settings = ChildSettings()
+    given = {name: getattr(args, name) for _, name, _, _ in _CHILD_FLAGS if getattr(args, name) is not None}
+    if args.download is not None:
+        given["download"] = True
+    settings = dataclasses.replace(settings, **given)
+    problems = settings.problems()
+    if problems:
+        name, message = problems[0]
+        raise UserError(f"child.{name}: {message}")
+    return settings
+
+
+def split_activations(text: str) -> list[str]:
+    """``'relu, max(x, sigmoid(x)), x'`` -> ``['relu', 'max(x, sigmoid(x))', 'x']``: commas inside calls don't split."""
+    parts, depth, current = [], 0, []
+    for ch in text:
+        if ch == "," and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+            continue
+        depth += (ch == "(") - (ch == ")")
+        current.append(ch)
+    parts.append("".join(current).strip())
+    if any(not p for p in parts):
+        raise UserError(f"--activations {text!r}: empty entry in the comma-separated list")
+    return parts
+
+
+def _check_ready(settings: ChildSettings, activations: list[str]) -> None:
+    """Fail fast, with one line, on input the user can fix: activations, device, dataset."""
+    from evaluator.activations import activation_label
+
+    from evaluator.user import is_user_task
+
+    for activation in activations:
+        activation_label(activation)
+    if settings.task == "synthetic" or is_user_task(settings.task):
+        return
+    from evaluator.data import load_task
+    from evaluator.train import resolve_device
+
+    load_task(settings, resolve_device(settings.device))
+
+
+def _score(r: dict, metric: str):
+    from evaluator.user import metric_value
+
+    value = metric_value(r, metric)
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _format_record(r: dict, metric: str = "accuracy") -> str:
+    value = _score(r, metric)
+    acc = f"{value:.4f}" if value is not None else "-"
+    loss = f"{r['train_loss']:.4f}" if r["train_loss"] is not None else "-"
+    speed = f"{r['images_per_s']:,.0f} images/s" if r["images_per_s"] else "-"
+    line = (f"{r['status']:<8} {r['split']} {metric} {acc}  train loss {loss}  steps {r['steps']}  "
+            f"{r['wall_s']:.1f} s  {speed}  {r['device']}  seed {r['seed']}  {r['activation']}")
+    return line + (f"\n  error: {r['error']}" if r["error"] else "")
+
+
+def cmd_train(args) -> int:
+    from evaluator.train import train_child
+
+    settings = child_settings_from_args(args)
+    _check_ready(settings, [args.activation])
+    record = train_child(settings, args.activation, args.seed, search_path=args.search_path)
+    if not args.json and record.get("traceback"):
+        print(record["traceback"].rstrip(), file=sys.stderr)
+    print(json.dumps(record) if args.json else _format_record(record, args.metric))
+    return 0
+
+
+def summarize(activation: str, records: list[dict], metric: str = "accuracy") -> dict:
+    """Mean, standard deviation (over seeds, n-1), range and mean wall time of one activation's children (their
+    ``metric``; a child without a finite one counts as not ok)."""
+    accs = [_score(r, metric) for r in records if r["status"] == "ok" and _score(r, metric) is not None]
+    return {
+        "activation": records[0]["activation"] if records else activation,
+        "children": len(records),
+        "ok": len(accs),
+        "mean": statistics.fmean(accs) if accs else None,
+        "std": statistics.stdev(accs) if len(accs) > 1 else None,
+        "min": min(accs) if accs else None,
+        "max": max(accs) if accs else None,
+        "s_per_child": statistics.fmean(r["wall_s"] for r in records) if records else None,
+        "statuses": sorted({r["status"] for r in records}),
+    }
+
+
+def cmd_calibrate(args) -> int:
+    from evaluator.train import train_child
+
+    settings = child_settings_from_args(args)
+    if args.seeds < 1:
+        raise UserError(f"--seeds: must be >= 1, got {args.seeds}")
+    activations = split_activations(args.activations)
+    _check_ready(settings, activations)
+    rows, records = [], []
+    if not args.json:
+        print(f"task {settings.task}, model {settings.resolved_model}, {settings.steps} steps of batch "
+              f"{settings.batch_size}, {args.seeds} seeds, accuracy on {settings.split}"
+              if args.metric == "accuracy" else f"task {settings.task}, options {settings.options}, {args.seeds} "
+              f"seeds, {args.metric} on {settings.split} ({'lower' if args.minimize else 'higher'} is better)",
+              flush=True)
+    for activation in activations:
+        mine = [train_child(settings, activation, seed, search_path=args.search_path) for seed in range(args.seeds)]
+        records += mine
+        rows.append(summarize(activation, mine, args.metric))
+        if not args.json:
+            print(_format_row(rows[-1]), flush=True)
+    if args.json:
+        print(json.dumps({"settings": dataclasses.asdict(settings), "summary": rows, "records": records}))
+    return 0
+
+
+def _format_row(row: dict) -> str:
+    def f(v, spec):
+        return format(v, spec) if v is not None else "-"
+
+    status = "" if row["statuses"] == ["ok"] else f"  statuses: {', '.join(row['statuses'])}"
+    return (f"{row['activation']:<24} mean {f(row['mean'], '.4f')}  std {f(row['std'], '.4f')}  "
+            f"range {f(row['min'], '.4f')}-{f(row['max'], '.4f')}  ok {row['ok']}/{row['children']}  "
+            f"{f(row['s_per_child'], '.1f')} s/child{status}")

@@ -1,0 +1,134 @@
+"""``actsearch run`` and ``actsearch resume``: launch a search from a config file, or continue one."""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from search.cli import whole
+from search.language.errors import UserError
+
+RESULTS_DIR = "results"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run a search from a YAML config (see configs/)",
+                       description="Run a search: results/<name>/ gets the resolved config, the run store, controller "
+                                   "checkpoints, provenance and a log; the run ends with the top-10 table.")
+    p.add_argument("config", help="YAML search config, e.g. configs/quickstart.yaml")
+    p.add_argument("--name", help="run name (default: the config file's name); the run lives in RESULTS/NAME")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override one setting, e.g. --set child.steps=200 (repeatable; values are YAML)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run of that name if it exists (only budget.* and resources.* may change)")
+    p.add_argument("--results", default=RESULTS_DIR, help="folder holding runs (default: results)")
+    p.add_argument("--top", type=whole(0, 100_000), default=10, metavar="K", help="rows of the final table (default 10)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("resume", help="continue a stopped or crashed run",
+                       description="Continue a run from its directory: what was recorded stays, what was in flight "
+                                   "runs again, the controller continues from its checkpoint.")
+    p.add_argument("run_dir", help="the run's directory, e.g. results/quickstart")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="change a budget.* or resources.* setting, e.g. --set budget.children=200")
+    p.add_argument("--top", type=whole(0, 100_000), default=10, metavar="K", help="rows of the final table (default 10)")
+    p.set_defaults(func=cmd_resume)
+
+
+def cmd_run(args) -> int:
+    from search.loop.config import load_config
+    from search.loop.rundir import create_run, is_run_dir
+
+    config = load_config(args.config, args.overrides)
+    name = args.name if args.name is not None else Path(args.config).stem
+    if not _NAME.match(name):
+        raise UserError(f"--name {name!r}: use letters, digits, '.', '_' and '-' (no '/'), starting with a letter "
+                        f"or digit")
+    results = Path(args.results)
+    if results.exists() and not results.is_dir():
+        raise UserError(f"--results {results}: is a file, not a folder for runs")
+    run_dir = results / name
+    if run_dir.exists():
+        if not args.resume:
+            raise UserError(f"{run_dir} already exists: continue it with `actsearch resume {run_dir}` (or add "
+                            f"--resume), or pick another --name")
+        if not is_run_dir(run_dir):
+            raise UserError(f"{run_dir} exists but is not a run directory; pick another --name")
+        return _run(run_dir, args.top, args.overrides, config_file=config)
+    _check_proposer(config)
+    from search.loop.pool import check_address
+
+    check_address(config)  # an unreachable cluster fails here, before the run directory exists
+    create_run(run_dir, config)
+    print(f"created {run_dir}")
+    return _run(run_dir, args.top)
+
+
+def cmd_resume(args) -> int:
+    return _run(Path(args.run_dir), args.top, args.overrides)
+
+
+def _check_proposer(config) -> None:
+    """Build the proposer once before anything is created, so a config it rejects leaves no run directory."""
+    from controller import make_proposer
+
+    try:
+        make_proposer(config.controller, config.space.build(), config.seed)
+    except ValueError as exc:
+        raise UserError(f"controller: {exc}") from None
+
+
+def _run(run_dir: Path, top: int, overrides=(), config_file=None) -> int:
+    """One session of the run in ``run_dir``, then its summary and top table. ``config_file``: a config given with
+    ``run --resume``: it must describe the same search, and its budget / resources become the overrides."""
+    from search.analysis.tables import top_table
+    from search.loop.driver import STALL_PROPOSALS, run_search
+    from search.loop.store import Store
+
+    if config_file is not None:
+        overrides = _resume_overrides(run_dir, config_file)
+    result = run_search(run_dir, overrides=tuple(overrides))
+    from search.loop.rundir import run_config
+
+    with Store.open(run_dir, readonly=True) as store:
+        rows = store.top(top)
+        rewards = run_config(run_dir, store).rewards
+    counts = result.counts
+    duplicates = counts.get("duplicate", 0)
+    free = f"{counts.get('screened', 0)} screened, {duplicates} duplicate{'s' * (duplicates != 1)}"
+    cpu = f"; driver CPU {result.driver_cpu_ms_per_candidate:.1f} ms per child" \
+        if result.driver_cpu_ms_per_candidate is not None else ""
+    print(f"\n{run_dir}: {result.outcome}: {result.evaluated}/{result.budget} children, {result.proposals} proposals "
+          f"({free}), {result.updates} controller updates{cpu}")
+    if result.outcome == "stalled":
+        print(f"stopped early: the last {STALL_PROPOSALS} proposals brought no function that was not trained, "
+              f"screened or in training already; the space may hold fewer trainable functions than the budget "
+              f"(`actsearch space` counts them)", file=sys.stderr)
+    if rows:
+        print()
+        print(top_table(rows, rewards=rewards))
+    if result.outcome == "interrupted":
+        print(f"\nstopped; continue with `actsearch resume {run_dir}`", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _resume_overrides(run_dir: Path, config) -> list[str]:
+    """``run CONFIG --resume`` on an existing run: the config's budget / resources settings as ``--set`` overrides;
+    ``UserError`` naming the first field of the search itself that differs from the run's."""
+    import yaml
+
+    from search.loop.config import RESUMABLE_SECTIONS, SEARCH_SECTIONS
+    from search.loop.rundir import run_config
+    from search.loop.store import Store
+
+    with Store.open(run_dir, readonly=True) as store:
+        stored = run_config(run_dir, store)
+    differences = stored.section_differences(config, SEARCH_SECTIONS)
+    if differences:
+        name, old, new = differences[0]
+        raise UserError(f"{name}: the run {run_dir} has {old!r}, this config has {new!r}; a resumed run can change "
+                        f"only {' and '.join(RESUMABLE_SECTIONS)} settings (start a new run with another --name)")
+    return [f"{name}={yaml.safe_dump(new, default_flow_style=True).strip().removesuffix('...').strip()}"
+            for name, old, new in stored.section_differences(config, RESUMABLE_SECTIONS)]

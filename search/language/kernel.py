@@ -1,0 +1,152 @@
+"""Compiling an expression into a torch function and an ``nn.Module``.
+
+Each canonical expression text becomes generated Python source (one line per operator) with its own code object, so
+``torch.compile`` caches a fused kernel per expression instead of thrashing one shared function's cache. Kernels are
+cached per process by ``(text, compiled)``; a compilation failure falls back to eager ops for that expression, once,
+with a warning.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+
+import torch
+from torch import nn
+
+from search.language.expression import Expression, Node
+
+_KERNELS: dict[tuple[str, bool], "Kernel"] = {}
+_LOCK = threading.Lock()
+
+
+def _codegen(root: Node, text: str):
+    """Generated function ``f(x, beta)`` for the tree ``root`` (printed as ``text``); ``beta``: (n_betas, C)."""
+    lines: list[str] = []
+    names: dict[str, object] = {}
+    counter = {"t": 0, "b": 0}
+
+    def emit(node) -> str:
+        if node.is_x:
+            return "x"
+        args = [emit(child) for child in node.children]
+        names[f"op_{node.op.name}"] = node.op.fn
+        if node.op.uses_beta:
+            args.append(f"b[{counter['b']}]")
+            counter["b"] += 1
+        var = f"t{counter['t']}"
+        counter["t"] += 1
+        lines.append(f"    {var} = op_{node.op.name}({', '.join(args)})")
+        return var
+
+    out = emit(root)
+    body = "\n".join(lines)
+    src = (
+        "def activation(x, beta):\n"
+        "    b = beta.reshape((beta.shape[0], 1, beta.shape[1]) + (1,) * (x.dim() - 2))\n"
+        f"{body}\n"
+        f"    return {out}\n"
+    )
+    scope: dict[str, object] = dict(names)
+    exec(compile(src, f"<actsearch {text}>", "exec"), scope)
+    fn = scope["activation"]
+    fn.__qualname__ = fn.__name__ = "activation"
+    return fn, src
+
+
+class Kernel:
+    """A callable ``(x, beta) -> y`` for one expression, eager or fused with ``torch.compile``."""
+
+    def __init__(self, expr: Expression, compiled: bool):
+        self.text = expr.text
+        self.eager, self.source = _codegen(expr.root, expr.text)
+        self.fn = torch.compile(self.eager, dynamic=None) if compiled else self.eager
+        self.failed: str | None = None
+
+    def __call__(self, x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        if self.fn is self.eager:
+            return self.eager(x, beta)
+        try:
+            return self.fn(x, beta)
+        except Exception as exc:  # compilation unavailable (no compiler, unsupported backend): run eager from now on
+            self.failed = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            warnings.warn(f"torch.compile failed for {self.text!r}, running eager: {self.failed}", RuntimeWarning)
+            self.fn = self.eager
+            return self.eager(x, beta)
+
+
+def kernel(expr: Expression, compiled: bool) -> Kernel:
+    """The process-wide cached kernel for an expression (keyed by its canonical text)."""
+    key = (expr.text, compiled)
+    k = _KERNELS.get(key)
+    if k is not None:  # lock-free hit: a lock here would break the graph of a torch.compile'd child at every site
+        return k
+    with _LOCK:
+        k = _KERNELS.get(key)
+        if k is None:
+            k = _KERNELS[key] = Kernel(expr, compiled)
+    return k
+
+
+def compile_default(device: torch.device) -> bool:
+    """Fuse on CUDA always; on CPU only when ``ACTSEARCH_COMPILE=1`` (compiling costs seconds per new expression)."""
+    if device.type == "cuda":
+        return True
+    return os.environ.get("ACTSEARCH_COMPILE", "0") == "1"
+
+
+class Activation(nn.Module):
+    """A searched activation function with one per-channel beta per occurrence (``beta``: (n_betas, channels)).
+
+    Picklable: it holds the expression (which pickles as its text); the kernel is looked up from the process cache.
+    """
+
+    def __init__(self, expr: Expression, channels: int | None, compile: bool | None = None):
+        super().__init__()
+        self.expression = expr
+        self.text = expr.text
+        self.n_betas = expr.n_betas
+        self.compile = compile
+        _init_betas(self, self.n_betas, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        compiled = compile_default(x.device) if self.compile is None else self.compile
+        beta = self.beta
+        if beta is None:
+            beta = x.new_ones(1, 1)
+        return kernel(self.expression, compiled)(x, beta)
+
+    def extra_repr(self) -> str:
+        channels = None if self.beta is None or isinstance(self.beta, nn.UninitializedParameter) else self.beta.shape[1]
+        return f"{self.text!r}, n_betas={self.n_betas}, channels={channels}"
+
+
+def _init_betas(module: nn.Module, n_betas: int, channels: int | None) -> None:
+    """``module.beta``: (n_betas, channels) ones; none without betas; sized by the first input when channels is None.
+    (``search.analysis.export`` writes this function's source into exported files.)"""
+    if n_betas == 0:
+        module.register_parameter("beta", None)
+    elif channels is None:
+        module.beta = nn.UninitializedParameter()
+        module.register_forward_pre_hook(_materialize_beta)
+    else:
+        module.beta = nn.Parameter(torch.ones(n_betas, channels))
+
+
+def _materialize_beta(module: nn.Module, args):
+    if isinstance(module.beta, nn.UninitializedParameter):
+        x = args[0]
+        channels = x.shape[1] if x.dim() >= 2 else 1
+        module.beta.materialize((module.n_betas, channels), device=x.device, dtype=x.dtype)
+        with torch.no_grad():
+            module.beta.fill_(1.0)
+
+
+def activation_module(expr: Expression, channels: int | None = None, compile: bool | None = None) -> Activation:
+    """A ``torch.nn.Module`` computing ``expr`` with one per-channel beta per occurrence (initialised to 1).
+
+    channels: size of the input's dim 1; ``None`` sizes the betas from the first input (a lazy module: run one forward
+    before building the optimizer). compile: ``True`` fuses with ``torch.compile`` (falling back to eager if compilation
+    fails), ``False`` runs eager ops, ``None`` compiles on CUDA and on CPU when ``ACTSEARCH_COMPILE=1``.
+    """
+    return Activation(expr, channels, compile)

@@ -1,0 +1,151 @@
+"""The operator table: the one place where the search space's unary and binary functions are listed.
+
+Every other module (parser, printer, compiler, fingerprint, controller vocabularies, reports, exported files) reads
+this table; nothing else names an operator. The 25 unary and 10 binary functions are those of Ramachandran, Zoph & Le
+(2017).
+
+Choices the paper leaves open (tested in tests/test_ops.py):
+- ``EPS = 1e-5`` in ``log(|x| + eps)`` and ``x1 / (x2 + eps)``.
+- ``sqrt(x)`` is ``sqrt(max(x, EPS))``: zero-ish (``sqrt(EPS)``) for ``x < EPS`` with zero gradient there, so the gradient
+  stays finite everywhere (a plain ``sqrt(relu(x))`` has an infinite gradient at the exact zeros ReLU-like units emit).
+- ``sinc(x)`` is the unnormalised ``sin(x) / x`` with ``sinc(0) = 1`` (the paper's ``sinc(x) + x`` plots that way).
+
+Printing uses precedence levels so that text re-parses to the same tree; see ``search.language.expression``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+EPS = 1e-5
+
+# Precedence of printed forms (higher binds tighter), shared with the parser.
+SUM, PRODUCT, PREFIX, POWER, ATOM = 1, 2, 3, 4, 5
+
+# The names an operator's ``source`` may use; an exported activation file defines exactly these.
+SOURCE_SCOPE = {"torch": torch, "math": math, "EPS": EPS}
+
+
+@dataclass(frozen=True)
+class Op:
+    """One unary or binary function of the space.
+
+    name: the token name (what controllers emit and the store records).
+    arity: 1 (unary) or 2 (binary).
+    math: the formula as the paper writes it, for tables and docs.
+    source: the torch implementation as a Python expression: ``{0}``/``{1}`` are the operands and ``{beta}`` the
+        broadcastable beta tensor (each substituted by a plain name); it may use only the names in ``SOURCE_SCOPE``.
+        ``fn`` is compiled from it, and ``search.analysis.export`` writes it into standalone files, so there is one definition.
+    form: printed form; ``{0}``/``{1}`` are the operands, already parenthesised to the precedences in ``operand_prec``.
+    prec: precedence of the printed form.
+    operand_prec: the minimum precedence each operand must have to be printed without parentheses.
+    uses_beta: carries a trainable per-channel beta.
+    fn: (derived) the function ``definition`` defines; takes ``arity`` tensors, plus ``beta`` when ``uses_beta``.
+    """
+
+    name: str
+    arity: int
+    math: str
+    source: str
+    form: str
+    prec: int
+    operand_prec: tuple[int, ...]
+    uses_beta: bool = False
+    fn: Callable[..., torch.Tensor] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        scope = dict(SOURCE_SCOPE)
+        exec(compile(self.definition, f"<op {self.name}>", "exec"), scope)
+        object.__setattr__(self, "fn", scope[self.fn_name])
+
+    @property
+    def fn_name(self) -> str:
+        """Name of the function in ``definition`` (and in the kernels' generated code)."""
+        return f"op_{self.name}"
+
+    @property
+    def definition(self) -> str:
+        """Python source of ``fn``: ``def op_NAME(a[, b][, beta]): return SOURCE``."""
+        params = ("a", "b")[: self.arity] + (("beta",) if self.uses_beta else ())
+        body = self.source.format(*params[: self.arity], beta="beta")
+        return f"def {self.fn_name}({', '.join(params)}):\n    return {body}\n"
+
+    def __call__(self, *args: torch.Tensor, beta: torch.Tensor | None = None) -> torch.Tensor:
+        if self.uses_beta:
+            return self.fn(*args, beta)
+        return self.fn(*args)
+
+
+_U = lambda name, math_, source, form, prec, operand_prec, uses_beta=False: Op(  # noqa: E731
+    name, 1, math_, source, form, prec, operand_prec, uses_beta)
+_B = lambda name, math_, source, form, prec, operand_prec, uses_beta=False: Op(  # noqa: E731
+    name, 2, math_, source, form, prec, operand_prec, uses_beta)
+
+# The paper's 25 unary functions, in its order.
+UNARY: tuple[Op, ...] = (
+    _U("x", "x", "{0}", "{0}", ATOM, (SUM,)),
+    _U("neg", "-x", "torch.neg({0})", "-{0}", PREFIX, (PREFIX,)),
+    _U("abs", "|x|", "torch.abs({0})", "abs({0})", ATOM, (SUM,)),
+    _U("square", "x^2", "torch.square({0})", "{0}**2", POWER, (ATOM,)),
+    _U("cube", "x^3", "{0} * {0} * {0}", "{0}**3", POWER, (ATOM,)),
+    _U("sqrt", "sqrt(x)", "torch.sqrt(torch.clamp({0}, min=EPS))", "sqrt({0})", ATOM, (SUM,)),
+    _U("scale", "beta*x", "{beta} * {0}", "beta * {0}", PRODUCT, (PREFIX,), True),
+    _U("shift", "x + beta", "{0} + {beta}", "{0} + beta", SUM, (SUM,), True),
+    _U("log_abs", "log(|x| + eps)", "torch.log(torch.abs({0}) + EPS)", "log_abs({0})", ATOM, (SUM,)),
+    _U("exp", "exp(x)", "torch.exp({0})", "exp({0})", ATOM, (SUM,)),
+    _U("sin", "sin(x)", "torch.sin({0})", "sin({0})", ATOM, (SUM,)),
+    _U("cos", "cos(x)", "torch.cos({0})", "cos({0})", ATOM, (SUM,)),
+    _U("sinh", "sinh(x)", "torch.sinh({0})", "sinh({0})", ATOM, (SUM,)),
+    _U("cosh", "cosh(x)", "torch.cosh({0})", "cosh({0})", ATOM, (SUM,)),
+    _U("tanh", "tanh(x)", "torch.tanh({0})", "tanh({0})", ATOM, (SUM,)),
+    _U("asinh", "asinh(x)", "torch.asinh({0})", "asinh({0})", ATOM, (SUM,)),
+    _U("atan", "atan(x)", "torch.atan({0})", "atan({0})", ATOM, (SUM,)),
+    # torch.sinc is the normalised sin(pi x) / (pi x); rescaling gives sin(x) / x with sinc(0) = 1
+    _U("sinc", "sinc(x)", "torch.sinc({0} / math.pi)", "sinc({0})", ATOM, (SUM,)),
+    _U("relu", "max(x, 0)", "torch.relu({0})", "relu({0})", ATOM, (SUM,)),
+    _U("min0", "min(x, 0)", "torch.clamp({0}, max=0.0)", "min0({0})", ATOM, (SUM,)),
+    _U("sigmoid", "sigmoid(x)", "torch.sigmoid({0})", "sigmoid({0})", ATOM, (SUM,)),
+    _U("softplus", "log(1 + exp(x))", "torch.nn.functional.softplus({0})", "softplus({0})", ATOM, (SUM,)),
+    _U("gauss", "exp(-x^2)", "torch.exp(-torch.square({0}))", "gauss({0})", ATOM, (SUM,)),
+    _U("erf", "erf(x)", "torch.erf({0})", "erf({0})", ATOM, (SUM,)),
+    # the constant unary ignores its input except for its shape
+    _U("beta", "beta", "{beta}.expand_as({0})", "beta", ATOM, (SUM,), True),
+)
+
+# The paper's 10 binary functions, in its order.
+BINARY: tuple[Op, ...] = (
+    _B("add", "x1 + x2", "torch.add({0}, {1})", "{0} + {1}", SUM, (SUM, PRODUCT)),
+    _B("mul", "x1 * x2", "torch.mul({0}, {1})", "{0} * {1}", PRODUCT, (PRODUCT, PREFIX)),
+    _B("sub", "x1 - x2", "torch.sub({0}, {1})", "{0} - {1}", SUM, (SUM, PRODUCT)),
+    _B("div", "x1 / (x2 + eps)", "{0} / ({1} + EPS)", "{0} / {1}", PRODUCT, (PRODUCT, PREFIX)),
+    _B("max", "max(x1, x2)", "torch.maximum({0}, {1})", "max({0}, {1})", ATOM, (SUM, SUM)),
+    _B("min", "min(x1, x2)", "torch.minimum({0}, {1})", "min({0}, {1})", ATOM, (SUM, SUM)),
+    _B("sigmul", "sigmoid(x1) * x2", "torch.sigmoid({0}) * {1}", "sigmul({0}, {1})", ATOM, (SUM, SUM)),
+    _B("gauss_diff", "exp(-beta (x1 - x2)^2)", "torch.exp(-{beta} * torch.square({0} - {1}))",
+       "gauss_diff({0}, {1})", ATOM, (SUM, SUM), True),
+    _B("laplace_diff", "exp(-beta |x1 - x2|)", "torch.exp(-{beta} * torch.abs({0} - {1}))",
+       "laplace_diff({0}, {1})", ATOM, (SUM, SUM), True),
+    _B("mix", "beta x1 + (1 - beta) x2", "{beta} * {0} + (1 - {beta}) * {1}",
+       "mix({0}, {1})", ATOM, (SUM, SUM), True),
+)
+
+UNARY_BY_NAME: dict[str, Op] = {op.name: op for op in UNARY}
+BINARY_BY_NAME: dict[str, Op] = {op.name: op for op in BINARY}
+OPS_BY_NAME: dict[str, Op] = {**UNARY_BY_NAME, **BINARY_BY_NAME}
+
+# Function-call spellings the parser accepts: every operator printed as ``name(...)``, plus the paper's own words.
+CALLS: dict[str, Op] = {op.name: op for op in UNARY + BINARY if op.form.startswith(op.name + "(")}
+
+
+def operator_table_markdown() -> str:
+    """The table as Markdown (README and ``actsearch space --list``)."""
+    cell = lambda text: "`" + text.replace("|", "\\|") + "`"  # noqa: E731  (a bare | would end the cell)
+    rows = ["| kind | token | paper's math | text syntax | beta |", "|---|---|---|---|---|"]
+    for op in UNARY + BINARY:
+        kind = "unary" if op.arity == 1 else "binary"
+        form = op.form.format("x1", "x2") if op.arity == 2 else op.form.format("x")
+        rows.append(f"| {kind} | {cell(op.name)} | {cell(op.math)} | {cell(form)} | {'yes' if op.uses_beta else ''} |")
+    return "\n".join(rows)

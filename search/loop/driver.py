@@ -1,0 +1,450 @@
+"""The search loop: a controller proposes candidates, Ray workers train children, the run store records everything.
+
+One candidate's trip, in the order of this file: **restore** (a resumed driver loads the checkpoint and replays the
+journal after it) -> **ask** (the proposer's ``ask`` returns a ``Proposal``; the driver decodes its token string into an
+expression and asks the ``RewardBook``: a screened or already-evaluated function gets its reward at once, a function
+being trained right now waits for that child, a new one is queued) -> **dispatch** (when the pool has room, a Ray
+worker trains the child from the expression text, the child settings and the seed ``child_seed(run seed, index)``) ->
+**collect** (the result record comes back) -> **record** (its reward is written to the store) -> **tell** (the reward
+goes to the proposer) -> **update** (when the proposer's learner updates, the update is recorded) -> **checkpoint**
+(the proposer's whole state, atomically).
+
+Exactly once, across any crash. The store journals every ``ask`` call and every reward delivery (``tell``) in the
+order they happened; the checkpoint names the last journal event it includes. A resumed driver loads the checkpoint
+and replays the journal after it (the proposer is deterministic, so a replayed ``ask`` returns the very proposals the
+store holds, which is checked), so each reward reaches the controller once. A result is written in the same
+transaction as its ``tell`` event, so a result is either recorded and delivered, or neither. Children that were
+running when the driver died have no result: they are dispatched again, with the same seed.
+"""
+from __future__ import annotations
+
+import collections
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import torch
+
+from controller import Proposal, make_proposer
+from search.language.errors import UserError
+from search.loop.config import Config, check_resume_overrides, child_seed, config_with_overrides
+from search.loop.pool import ChildPool, SystemicFailure, child_reward, is_system_failure
+from search.loop.progress import Progress, StopSignal, duration
+from search.loop.rewards import RewardBook
+from search.loop.rundir import (
+    LOG_FILE,
+    checkpoint_path,
+    provenance_now,
+    read_checkpoint,
+    require_writable_run_dir,
+    run_config,
+    run_lock,
+    write_checkpoint,
+    write_provenance,
+    write_run_config,
+)
+from search.loop.store import CHILD_STATUSES, Store, StoreError
+
+CHECKPOINT_EVERY_EVENTS = 500  # also checkpoint proposers that never update, so a resume replays little
+STALL_PROPOSALS = 500  # this many proposals in a row without a new function: the space (or the proposer) is spent
+
+
+@dataclass
+class RunResult:
+    """How a session ended. outcome: finished (budget spent) | exhausted (the proposer has nothing more) |
+    stalled (``STALL_PROPOSALS`` proposals in a row brought no new function) | proposal-limit
+    (budget.max_proposals reached) | complete (nothing was left to do) | interrupted."""
+
+    outcome: str
+    evaluated: int
+    budget: int
+    proposals: int
+    updates: int
+    driver_cpu_ms_per_candidate: float | None = None
+    counts: dict = field(default_factory=dict)
+
+
+class Driver:
+    """The search loop of one session on one run directory. Single-threaded; the only writer of the store.
+
+    ``pool`` (a ``ChildPool``) is attached by ``run_search`` after ``restore``, so a damaged run fails before Ray starts.
+    """
+
+    def __init__(self, run_dir: Path, config: Config, store: Store, progress: Progress):
+        self.run_dir, self.config, self.store, self.progress = run_dir, config, store, progress
+        self.space = config.space.build()
+        self.proposer = make_proposer(config.controller, self.space, config.seed)
+        self.book = RewardBook(config.rewards.screened, config.rewards.reject_linear)
+        self.checkpoint_path = checkpoint_path(run_dir)
+        self.budget = config.budget.children
+        self.proposal_limit = config.budget.proposal_limit
+        self.pool: ChildPool | None = None
+
+        self.open: dict[int, Proposal] = {}  # asked, reward not yet told
+        self.texts: dict[int, str] = {}
+        self.fps: dict[int, str] = {}
+        self.ready: collections.deque[int] = collections.deque()  # judged new, waiting for a worker slot
+        self.waiting: dict[str, list[int]] = {}  # fingerprint -> candidates waiting for the child of that function
+        self.active: dict[str, int] = {}  # fingerprint -> the candidate whose child is queued or running
+        self.first_child: dict[str, int] = {}  # fingerprint -> the candidate whose child gave the function's reward
+        self.system_failures: collections.Counter[int] = collections.Counter()  # candidate -> re-queues this session
+
+        self.evaluated = store.evaluated()
+        self.proposed = store.proposals()
+        self.last_seq = 0  # journal events the proposer has seen
+        self.checkpoint_seq = 0
+        self.ask_blocked = False  # the proposer returned nothing; ask again after the next tell
+        self.since_new = 0  # proposals in a row judged screened, duplicate or pending (this session)
+        self.session_children = 0
+        self.started = time.monotonic()
+        self.best = store.best()
+
+    def on_probation(self) -> bool:
+        """Whether no child of this run has trained yet (the setup has not proven itself)."""
+        return not any(self.store.counts()[s] for s in ("ok", "diverged", "timeout"))
+
+    # ------------------------------------------------------------ restore
+
+    def restore(self) -> int:
+        """Load the checkpoint, replay the journal after it, rebuild the reward book and re-judge open candidates.
+
+        Returns the number of journal events replayed. Raises ``StoreError`` if the proposer does not repeat itself.
+        """
+        checkpoint = read_checkpoint(self.checkpoint_path)
+        if checkpoint is not None:
+            try:
+                self.proposer.load_state_dict(checkpoint["proposer"])
+                self.last_seq = self.checkpoint_seq = int(checkpoint["event_seq"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise StoreError(f"{self.checkpoint_path}: not a checkpoint of this run's controller "
+                                 f"({str(exc).splitlines()[0][:120]})") from None
+            if self.last_seq > self.store.last_event_seq():
+                raise StoreError(f"{self.checkpoint_path} is ahead of the store (event {self.last_seq})")
+        events = self.store.events_after(self.last_seq)
+        for event in events:
+            self._replay(event)
+        for fingerprint, (reward, index) in self.store.rewards_by_fingerprint().items():
+            self.book.record(fingerprint, reward)
+            self.first_child[fingerprint] = index
+        rows = self.store.open_candidates()
+        for row in rows:
+            self.open.setdefault(row["index"], Proposal.from_dict(row["proposal"]))
+            self.texts[row["index"]], self.fps[row["index"]] = row["text"], row["fingerprint"]
+        if sorted(self.open) != self.proposer.outstanding:
+            raise StoreError(f"the controller's outstanding proposals {self.proposer.outstanding[:10]} differ from "
+                             f"the store's open candidates {sorted(self.open)[:10]}")
+        if self.proposer.version != self.store.update_count():
+            raise StoreError(f"the controller has made {self.proposer.version} updates, the store records "
+                             f"{self.store.update_count()}")
+        for row in rows:
+            self._route(row["index"], self.book.judge(self.space.decode(row["tokens"])))
+        return len(events)
+
+    def _replay(self, event: dict) -> None:
+        if event["kind"] == "ask":
+            proposals = self.proposer.ask(event["n"])
+            stored = self.store.candidates(first=event["first_index"] or 0, limit=event["count"]) \
+                if event["count"] else []
+            got = [(p.index, tuple(p.tokens)) for p in proposals]
+            want = [(c["index"], c["tokens"]) for c in stored]
+            if got != want:
+                raise StoreError(f"replaying journal event {event['seq']}: the controller proposed {got[:3]}, the "
+                                 f"store holds {want[:3]}; the controller is not deterministic")
+            for p in proposals:
+                self.open[p.index] = p
+        else:
+            row = self.store.candidate(event["candidate"])
+            proposal = self.open.pop(row["index"], None) or Proposal.from_dict(row["proposal"])
+            update = self.proposer.tell(proposal, row["reward"])
+            self.last_seq = event["seq"]
+            if update:
+                self._record_update(update)
+        self.last_seq = event["seq"]
+
+    def remaining_work(self) -> bool:
+        """Whether a session has anything to do (False for a finished run: resuming it is a no-op)."""
+        if self.evaluated >= self.budget:
+            return False
+        if self.open:
+            return True
+        return not self.proposer.finished and self.proposed < self.proposal_limit
+
+    # ------------------------------------------------------------ the loop
+
+    def loop(self, stop: StopSignal) -> str:
+        """Run until the budget is spent, the proposer is done, or a stop is requested; returns the outcome."""
+        while not stop.requested:
+            self._dispatch()
+            if self.evaluated >= self.budget and not len(self.pool):
+                return "finished"
+            if self.since_new >= STALL_PROPOSALS and not len(self.pool) and not self.ready:
+                return "stalled"
+            if self._ask():
+                continue
+            if not len(self.pool):
+                if self.pool.held:  # fewer children than probation needs: they were the candidates' own failures
+                    for index, record in self.pool.release_held():
+                        self._record_child(index, record)
+                    continue
+                if not self.ready:
+                    if self.proposer.finished:
+                        return "exhausted"
+                    if self.proposed >= self.proposal_limit:
+                        return "proposal-limit"
+                    raise RuntimeError("the controller proposes nothing while no child is in flight")
+            self._collect(0.25)
+            if self.last_seq - self.checkpoint_seq >= CHECKPOINT_EVERY_EVENTS:
+                self.checkpoint()
+            self.progress.status(self.status_line())
+        return "interrupted"
+
+    def _committed(self) -> int:
+        """Children spent or promised: trained, running, queued, or held back on probation."""
+        return self.evaluated + len(self.pool) + len(self.ready) + len(self.pool.held)
+
+    # ------------------------------------------------------------ ask
+
+    def _ask(self) -> bool:
+        """Ask the proposer for as many candidates as there are free slots and budget; True if it proposed any."""
+        room = min(self.pool.capacity() - len(self.pool) - len(self.ready),
+                   self.budget - self._committed(), self.proposal_limit - self.proposed)
+        if room <= 0 or self.ask_blocked or self.proposer.finished:
+            return False
+        proposals = self.proposer.ask(room)
+        judged = []
+        for p in proposals:
+            expr = self.space.decode(p.tokens)
+            judgement = self.book.judge(expr)
+            if judgement.status == "new":  # so a twin later in this batch waits instead of training again
+                self.book.start(judgement.fingerprint)
+                self.active[judgement.fingerprint] = p.index
+                self.since_new = 0
+            else:
+                self.since_new += 1
+            judged.append((p, expr, judgement))
+        self.last_seq = self.store.record_ask(room, [
+            {"index": p.index, "tokens": p.tokens, "text": expr.text, "fingerprint": j.fingerprint, "logp": p.logp,
+             "policy_version": p.policy_version, "proposal": p.to_dict()} for p, expr, j in judged])
+        self.proposed += len(proposals)
+        self.ask_blocked = not proposals
+        for p, expr, judgement in judged:
+            self.open[p.index] = p
+            self.texts[p.index], self.fps[p.index] = expr.text, judgement.fingerprint
+            self._route(p.index, judgement, started=True)
+        return bool(proposals)
+
+    def _route(self, index: int, judgement, started: bool = False) -> None:
+        """Act on a judgement: reward at once (screened, duplicate), wait for a twin (pending) or queue a child."""
+        fp = judgement.fingerprint
+        if judgement.status == "screened":
+            self._record_free(index, "screened", judgement.reward, judgement.reason)
+        elif judgement.status == "duplicate":
+            self._record_free(index, "duplicate", judgement.reward, f"same function as candidate "
+                              f"{self.first_child.get(fp)}", duplicate_of=self.first_child.get(fp))
+        elif judgement.status == "pending":
+            self.waiting.setdefault(fp, []).append(index)
+            self.store.record_pending(index, f"waits for the child of candidate {self.active.get(fp)}")
+        else:
+            if not started:
+                self.book.start(fp)
+                self.active[fp] = index
+            self.ready.append(index)
+
+    # ------------------------------------------------------------ dispatch and collect
+
+    def _dispatch(self) -> None:
+        while self.ready and self.pool.has_room() and self._committed() - len(self.ready) < self.budget:
+            index = self.ready.popleft()
+            seed = child_seed(self.config.seed, index)
+            self.store.record_launch(index, seed)
+            self.pool.submit(index, self.texts[index], seed, f"child-{index}")
+
+    def _collect(self, timeout: float) -> None:
+        for index, record in self.pool.poll(timeout):
+            self._record_child(index, record)
+
+    # ------------------------------------------------------------ record and tell
+
+    def _record_child(self, index: int, record: dict) -> None:
+        fp = self.fps[index]
+        system = is_system_failure(record)
+        if system and self.system_failures[index] < self.config.resources.system_retries:
+            # Not the candidate's doing: train it again later (same seed) instead of giving the function a zero.
+            self.system_failures[index] += 1
+            self.ready.append(index)
+            self.progress.event(f"#{index} {record['status']} for the system's reasons ({record.get('error')}); "
+                                f"queued again ({self.system_failures[index]} of "
+                                f"{self.config.resources.system_retries})", show=False)
+            return
+        status, reward, record = child_reward(record, self.config.rewards)
+        trace = record.pop("traceback", None)
+        if trace:  # the user's child raised: the whole traceback goes to run.log, its last line to the store
+            self.progress.event(f"#{index} {self.texts[index]} raised:\n{trace.rstrip()}", show=False)
+        seq = self.store.record_result(index, status, reward, metrics=record, reason=record.get("error"),
+                                       node=record.get("node"))
+        self.evaluated += 1
+        self.session_children += 1
+        self.active.pop(fp, None)
+        if system:  # the candidate is told the penalty, but the function keeps no reward: a twin trains anew
+            self.book.abandon(fp)
+        else:
+            self.book.record(fp, reward)
+            self.first_child[fp] = index
+        if self.best is None or reward > self.best["reward"]:
+            self.best = {"reward": reward, "text": self.texts[index], "index": index}
+            rewards = self.config.rewards
+            shown = f"{rewards.metric} {rewards.metric_of(reward):.4f}" if rewards.minimize else f"{reward:.4f}"
+            self.progress.event(f"new best  #{index}  {shown}  {self.texts[index]}", show=True)
+        error = f", {record['error']}" if record.get("error") else ""
+        self.progress.event(f"#{index} {status} reward={reward:.4f} {self.texts[index]} (seed {record.get('seed')}, "
+                            f"{record.get('wall_s') or 0:.1f} s{error})", show=False)
+        self._tell(index, reward, seq)
+        for twin in self.waiting.pop(fp, []):
+            if system:
+                self._route(twin, self.book.judge(self.space.decode(self.open[twin].tokens)))
+            else:
+                self._record_free(twin, "duplicate", reward, f"same function as candidate {index}",
+                                  duplicate_of=index)
+
+    def _record_free(self, index: int, status: str, reward: float, reason: str,
+                     duplicate_of: int | None = None) -> None:
+        """Record a reward that needed no child (screened, duplicate) and tell it."""
+        seq = self.store.record_result(index, status, reward, reason=reason, duplicate_of=duplicate_of)
+        self.progress.event(f"#{index} {status} reward={reward:.4f} {self.texts[index]} ({reason})", show=False)
+        self._tell(index, reward, seq)
+
+    def _tell(self, index: int, reward: float, seq: int) -> None:
+        update = self.proposer.tell(self.open.pop(index), reward)
+        self.last_seq = seq
+        self.ask_blocked = False
+        if update:
+            self._record_update(update)
+            stats = update.get("stats", {})
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in stats.items() if isinstance(v, (int, float)))
+            self.progress.event(f"controller update {update['version']}: {shown}", show=False)
+
+    # ------------------------------------------------------------ update and checkpoint
+
+    def _record_update(self, update: dict) -> None:
+        self.store.record_update(int(update["version"]), self.last_seq, update["consumed"], update.get("stats", {}))
+        self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Write the proposer's state as of journal event ``last_seq`` (atomic)."""
+        write_checkpoint(self.checkpoint_path, {"format": 1, "event_seq": self.last_seq,
+                                                "version": self.proposer.version,
+                                                "proposer": self.proposer.state_dict()})
+        self.checkpoint_seq = self.last_seq
+
+    def stop_children(self) -> None:
+        """Cancel running children (a stopped session); they stay "running" in the store and rerun on resume."""
+        for index in self.pool.cancel_all():
+            self.book.abandon(self.fps[index])
+
+    # ------------------------------------------------------------ reporting
+
+    def status_line(self) -> str:
+        elapsed = time.monotonic() - self.started
+        rate = self.session_children / elapsed * 60 if elapsed > 0 else 0.0
+        remaining = self.budget - self.evaluated
+        eta = duration(remaining / rate * 60) if rate > 0 else "-"
+        rewards = self.config.rewards
+        score = (f"{rewards.metric} {rewards.metric_of(self.best['reward']):.4f}" if self.best and rewards.minimize
+                 else f"{self.best['reward']:.4f}" if self.best else "")
+        best = f"best {score} {self.best['text']}" if self.best else "best -"
+        return (f"{self.evaluated}/{self.budget} children | {len(self.pool)} in flight | {self.proposed} proposed "
+                f"| {best} | {rate:.1f}/min | ETA {eta}")
+
+
+# ---------------------------------------------------------------- one session
+
+def run_search(run_dir: str | Path, out: TextIO | None = None, progress_every_s: float = 30.0,
+               overrides: tuple[str, ...] = ()) -> RunResult:
+    """Run (or continue) the search in ``run_dir`` until its budget is spent or it is stopped.
+
+    ``run_dir`` must have been made by ``create_run``. ``overrides``: ``--set`` changes of budget / resources settings;
+    they are written to ``config.yaml`` only once the session has started (a resume that fails keeps the old ones).
+    Progress goes to ``out`` (stdout by default) and run.log. Returns a ``RunResult``; raises ``UserError`` for a run
+    directory that is busy, missing or inconsistent, or overrides that change the search itself.
+    """
+    run_dir = require_writable_run_dir(run_dir)
+    out = sys.stdout if out is None else out
+    check_resume_overrides(overrides)
+    # The controller's tensors are tiny: extra threads only fight the workers for cores (10x slower on 2 cores).
+    torch.set_num_threads(1)
+    with run_lock(run_dir), Store.open(run_dir) as store:
+        stored = run_config(run_dir, store)
+        config = config_with_overrides(stored, overrides)
+        with open(run_dir / LOG_FILE, "a") as log:
+            progress = Progress(out, log, progress_every_s)
+            try:
+                return _session(run_dir, stored, config, store, progress)
+            finally:
+                progress.close()
+
+
+def _session(run_dir: Path, stored: Config, config: Config, store: Store, progress: Progress) -> RunResult:
+    cpu_start = time.process_time()
+    driver = Driver(run_dir, config, store, progress)
+    replayed = driver.restore()
+    changes = stored.section_differences(config, ("budget", "resources"))
+    if not driver.remaining_work():  # nothing starts, so nothing changes (not even budget / resources settings)
+        done = f"{driver.evaluated}/{driver.budget} children" if driver.evaluated <= driver.budget else \
+            f"{driver.evaluated} children, more than the budget of {driver.budget}"
+        progress.event(f"{run_dir}: already complete ({done}); nothing to do")
+        return _result("complete", driver, store, None)
+
+    resumed = store.proposals() > 0
+    progress.event(f"{'resuming' if resumed else 'starting'} {run_dir}: {driver.evaluated}/{driver.budget} children "
+                   f"done, {len(driver.open)} open candidates, {replayed} journal events replayed")
+    outcome, session = "error", None
+    with ChildPool(config, probation=driver.on_probation()) as pool:
+        driver.pool = pool
+        if changes:  # the session has started: now the new budget / resources settings are the run's
+            write_run_config(run_dir, config)
+            for name, old, new in changes:
+                progress.event(f"{name}: {old!r} -> {new!r}")
+        info = {**provenance_now(), "ray_address": config.resources.address or "embedded", "cluster": pool.cluster,
+                "children_at_once": pool.cluster["children_at_once"]}
+        session = store.start_session(info)
+        provenance = {"session": session, "started_at": time.time(), **info}
+        write_provenance(run_dir, provenance)
+        progress.event(f"Ray: {pool.cluster['nodes']} node(s), {pool.cluster['CPU']:g} CPU, {pool.cluster['GPU']:g} "
+                       f"GPU; up to {pool.cluster['children_at_once']} children at once")
+        try:
+            with StopSignal(progress.event) as stop:
+                clean = False
+                try:
+                    outcome = driver.loop(stop)
+                    clean = True
+                except SystemicFailure as exc:
+                    raise UserError(f"{exc} (a broken setup, not the candidates: fix it and resume with "
+                                    f"`actsearch resume {run_dir}`)") from None
+                except KeyboardInterrupt:  # a second Ctrl-C: stop at once
+                    outcome = "interrupted"
+                    raise
+                finally:
+                    driver.stop_children()
+                    if clean:  # after an exception the proposer may be ahead of the store: no checkpoint then
+                        driver.checkpoint()
+            return _result(outcome, driver, store, cpu_start)
+        finally:
+            cpu = time.process_time() - cpu_start
+            store.end_session(session, outcome, cpu)
+            provenance.update(ended_at=time.time(), outcome=outcome, child_devices=sorted({
+                f"{c['metrics'].get('host')}: {c['metrics'].get('device')}" for c in store.candidates(CHILD_STATUSES)
+                if c["metrics"] and c["metrics"].get("device")}))
+            write_provenance(run_dir, provenance)
+            progress.event(f"session {session} ended: {outcome}; {driver.evaluated}/{driver.budget} children, "
+                           f"driver CPU {cpu:.1f} s", show=False)
+
+
+def _result(outcome: str, driver: Driver, store: Store, cpu_start: float | None) -> RunResult:
+    handled = driver.session_children
+    cpu_ms = None
+    if cpu_start is not None and handled:
+        cpu_ms = (time.process_time() - cpu_start) / handled * 1000
+    return RunResult(outcome=outcome, evaluated=driver.evaluated, budget=driver.budget, proposals=store.proposals(),
+                     updates=store.update_count(), driver_cpu_ms_per_candidate=cpu_ms, counts=store.counts())
