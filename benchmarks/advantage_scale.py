@@ -54,7 +54,8 @@ def measure(zero_share: float, rank_window: int, batches: int = 600, seed: int =
 
 def main() -> None:
     print("advantages of trained children (accuracy 0.95 +- 0.01) among zeros (screened / failed), batch 8")
-    print("| advantages | zeros | within-batch spread | across-batch wobble | corr(advantage, accuracy) | zeros' mean |")
+    print("| advantages | zeros | within-batch spread | across-batch wobble | corr(advantage, accuracy) "
+          "| zeros' mean |")
     print("|---|---|---|---|---|---|")
     for label, window in (("moving average (rank_window 0)", 0),
                           (f"ranks (rank_window {ControllerSettings().rank_window or 32})",

@@ -1,7 +1,7 @@
 """Learning curves on the synthetic task: best-so-far reward after 100 / 250 / 500 proposals, median over seeds.
 
 Every proposer kind with its default ``ControllerSettings``, in the 2-unit space, target ``x * sigmoid(x)``, driven by
-``evaluator.synthetic.search_synthetic`` (rewards through ``RewardBook``: screened candidates get 0, repeats their
+``search.loop.local.search_synthetic`` (rewards through ``RewardBook``: screened candidates get 0, repeats their
 recorded reward). Also counts, per kind, the seeds that found the target itself and the seeds that beat random search
 at the same seed (higher best after the budget, or both found the target), the mean over seeds of the 5 best distinct
 rewards minus random search's (the statistic of ``tests/test_learning.py``), and for the policy learners the median
@@ -23,7 +23,7 @@ import time
 import torch
 
 from controller import ControllerSettings, make_proposer
-from evaluator.synthetic import search_synthetic
+from search.loop.local import search_synthetic
 from search.language.space import Space
 
 KINDS = ("ppo", "reinforce", "evolution", "random")

@@ -4,10 +4,10 @@ controller settings.
 
 Each line: ``kind``, ``set`` (the controller overrides), ``seed``, ``budget``, ``rewards`` and ``status`` (per proposal;
 status as one letter: n new, d duplicate, s screened, p pending), ``updates`` (per learner update: mean_reward,
-entropy, approx_kl, clip_fraction, epochs) and ``seconds``. ``--band LO,HI`` mimics a real task's rewards
-for the proposer (the recorded rewards stay the similarities): an evaluated candidate with similarity ``s > 0`` is
-told ``LO + (HI - LO) * s`` (accuracies in a narrow band), everything else 0 (screened, failed, no better than a line). Runs already in ``--out`` are skipped, so an interrupted
-sweep resumes. Examples:
+entropy, approx_kl, clip_fraction, epochs) and ``seconds``. ``--band LO,HI`` mimics a real task's rewards for the
+proposer (the recorded rewards stay the similarities): an evaluated candidate with similarity ``s > 0`` is told
+``LO + (HI - LO) * s`` (accuracies in a narrow band), everything else 0 (screened, failed, no better than a line).
+Runs already in ``--out`` are skipped, so an interrupted sweep resumes. Examples:
 
     .venv/bin/python benchmarks/seed_runs.py --kinds random,ppo --seeds 100-299 --budget 250 --out /tmp/runs.jsonl
     .venv/bin/python benchmarks/seed_runs.py --kinds ppo --seeds 1000-1019 --set lr=0.005 --set epochs=2 --out ...
@@ -60,7 +60,7 @@ def one_run(kind: str, overrides: dict, seed: int, budget: int, core_units: int,
 
     torch.set_num_threads(1)
     from controller import ControllerSettings, make_proposer
-    from evaluator.synthetic import search_synthetic
+    from search.loop.local import search_synthetic
     from search.language.space import Space
 
     space = Space(core_units=core_units)

@@ -14,8 +14,14 @@ one token from it and often compute the same function), so it would never age ou
 but does not join: an evaluation stays in the population ``population_size`` tells at most, re-proposed or not. With
 no duplicates the population is exactly the ``population_size`` latest candidates, as in Real et al.; while a search
 keeps re-proposing known functions the population thins (fewer recent evaluations to select from), and if it empties,
-proposals are random again until new rewards arrive. The proposer recognises duplicates itself, from the fingerprints
-of the functions it was told (``rewarded``), so no caller has to say which tells are duplicates.
+proposals are random again until new rewards arrive.
+
+The proposer recognises duplicates itself, so no caller has to say which tells are duplicates: a duplicate is a tell
+of a function (fingerprint) already rewarded, with that same reward. A duplicate always brings its twin's stored
+reward, and a new evaluation almost never an earlier reward exactly, so fingerprints (~0.5 ms each) are computed only
+for tells whose reward value came before (``rewarded``: reward -> fingerprints, ``unfingerprinted``: reward -> token
+strings not fingerprinted yet). A function evaluated again with a different reward (retrained, say) is fresh evidence
+and joins like a new one.
 
 Asynchronous: ``ask`` never waits for rewards. The first ``population_size`` proposals are uniformly random (as is any
 proposal while the population is empty); after that each proposal is a child of the current population: a parent
@@ -38,7 +44,8 @@ class EvolutionProposer(Proposer):
     """Regularized evolution over the token strings of ``space``; never finishes, never updates a policy.
 
     population: ``(index, tokens, reward, joined)`` per member, oldest first (``joined``: the tell count when it
-    joined). tells: rewards received so far. rewarded: fingerprints of the functions rewarded so far.
+    joined). tells: rewards received so far. rewarded / unfingerprinted: the first rewards of functions by reward value
+    (see the module docstring).
     """
 
     kind = "evolution"
@@ -52,7 +59,8 @@ class EvolutionProposer(Proposer):
         self.rng = random.Random(self.seed)
         self.population: deque[tuple[int, tuple[str, ...], float, int]] = deque()
         self.tells = 0
-        self.rewarded: set[str] = set()
+        self.rewarded: dict[float, set[str]] = {}
+        self.unfingerprinted: dict[float, list[tuple[str, ...]]] = {}
         self.random_asked = 0
         self._mutable = [p for p, c in enumerate(space.choices) if len(c) > 1]
 
@@ -88,27 +96,46 @@ class EvolutionProposer(Proposer):
 
     def _learn(self, proposal: Proposal, reward: float) -> None:
         self.tells += 1
-        fingerprint = self.space.decode(proposal.tokens).fingerprint()
-        if fingerprint not in self.rewarded:  # a duplicate repeats an old evaluation: it does not join (docstring)
-            self.rewarded.add(fingerprint)
+        if self._first_reward(tuple(proposal.tokens), reward):  # a duplicate repeats an old evaluation (docstring)
             self.population.append((proposal.index, tuple(proposal.tokens), reward, self.tells))
         while self.population and self.population[0][3] <= self.tells - self.population_size:
             self.population.popleft()  # the oldest leaves, whatever its reward
         return None
 
+    def _first_reward(self, tokens: tuple[str, ...], reward: float) -> bool:
+        """Whether this is its function's first reward (else a duplicate: same function, same reward); records it."""
+        if reward not in self.rewarded:  # no function earned this reward yet: new; fingerprinted when the value recurs
+            self.rewarded[reward] = set()
+            self.unfingerprinted[reward] = [tokens]
+            return True
+        known = self.rewarded[reward]
+        for earlier in self.unfingerprinted.pop(reward, []):
+            known.add(self.space.decode(earlier).fingerprint())
+        fingerprint = self.space.decode(tokens).fingerprint()
+        if fingerprint in known:
+            return False
+        known.add(fingerprint)
+        return True
+
     def _state(self) -> dict:
         return {"rng": rng_state(self.rng), "random_asked": self.random_asked, "tells": self.tells,
-                "rewarded": sorted(self.rewarded),
+                "rewarded": [[r, sorted(self.rewarded[r]), [list(t) for t in self.unfingerprinted.get(r, [])]]
+                             for r in sorted(self.rewarded)],
                 "population": [[i, list(t), r, j] for i, t, r, j in self.population]}
 
     def _load(self, state: dict) -> None:
         set_rng_state(self.rng, state["rng"])
         self.random_asked = int(state["random_asked"])
         members = state["population"]
-        # States saved before duplicates were recognised: members without a join time joined one tell apart.
+        # States saved before duplicates were recognised: members without a join time joined one tell apart, and
+        # only the members' rewards are known.
         self.tells = int(state.get("tells", len(members)))
         self.population = deque((int(m[0]), tuple(m[1]), float(m[2]),
                                  int(m[3]) if len(m) > 3 else self.tells - len(members) + 1 + k)
                                 for k, m in enumerate(members))
-        self.rewarded = set(state["rewarded"]) if "rewarded" in state else \
-            {self.space.decode(t).fingerprint() for _, t, _, _ in self.population}
+        rewarded = state.get("rewarded", [[r, [], [t]] for _, t, r, _ in self.population])
+        self.rewarded, self.unfingerprinted = {}, {}
+        for reward, fingerprints, pending in rewarded:
+            self.rewarded.setdefault(float(reward), set()).update(fingerprints)
+            if pending:
+                self.unfingerprinted.setdefault(float(reward), []).extend(tuple(t) for t in pending)

@@ -154,15 +154,17 @@ class Learner:
 
         indices = torch.tensor([b["tokens"] for b in batch], dtype=torch.long)
         behaviour = torch.tensor([b["logp"] for b in batch])
-        with torch.no_grad():
-            prox, _ = self.policy.evaluate(indices)
-        weight = torch.exp(prox - behaviour)
 
-        entropy0 = grad_norm = loss_value = None
+        prox = weight = entropy0 = grad_norm = loss_value = after = None
         steps = 0
         for epoch in range(self.epochs):
             logp, entropy = self.policy.evaluate(indices)
-            if epoch > 0 and self.target_kl is not None and kl_estimate((logp - prox).detach()) > self.target_kl:
+            if epoch == 0:
+                prox = logp.detach()  # pi_prox: the policy at the start of this update
+                weight = torch.exp(prox - behaviour)
+                entropy0 = entropy.mean().item()
+            elif self.target_kl is not None and kl_estimate((logp - prox).detach()) > self.target_kl:
+                after = logp.detach()  # this pass already evaluated the policy after the last step
                 break  # far enough from pi_prox: a further step would leave the region the clip assumes
             ratio = torch.exp(logp - prox)
             surrogate = ratio * advantages
@@ -175,12 +177,12 @@ class Learner:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), limit).item()
             self.optimizer.step()
             steps += 1
-            if epoch == 0:
-                entropy0 = entropy.mean().item()
             loss_value = loss.item()
-        with torch.no_grad():
-            after, _ = self.policy.evaluate(indices)
+        if after is None:
+            with torch.no_grad():
+                after, _ = self.policy.evaluate(indices)
         log_ratio = after - prox
+        outside = (log_ratio.exp() - 1).abs().gt(self.clip_range)  # ratios that left [1 - clip, 1 + clip]
         self.version += 1
         stats = {
             "mean_reward": sum(rewards) / len(rewards),
@@ -188,7 +190,7 @@ class Learner:
             "baseline": base,
             "entropy": entropy0,  # of the policy that started the update, along the batch's token strings
             "approx_kl": kl_estimate(log_ratio),  # of the policy after the update from pi_prox, along the batch
-            "clip_fraction": (log_ratio.exp() - 1).abs().gt(self.clip_range).float().mean().item(),  # ratios outside the range
+            "clip_fraction": outside.float().mean().item(),
             "epochs": steps,
             "importance_weight_max": weight.max().item(),
             "staleness": sum(self.version - 1 - b["version"] for b in batch) / len(batch),

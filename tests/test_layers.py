@@ -109,3 +109,16 @@ def test_no_import_cycles():
     for module in sorted(GRAPH):
         if module not in state:
             visit(module)
+
+
+def test_training_a_child_needs_no_ray(tmp_path):
+    """A GPU machine without Ray runs `actsearch train` (and so the benchmarks): Ray is made unimportable here."""
+    import subprocess
+    import sys
+
+    script = ("import sys; sys.modules['ray'] = None\n"
+              "from search.cli import main\n"
+              f"sys.exit(main(['train', '--activation', 'relu', '--steps', '5', '--train-size', '300', '--val-size', "
+              f"'100', '--data-dir', {str(tmp_path)!r}]))")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.startswith("ok"), proc.stderr[-2000:]

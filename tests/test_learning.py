@@ -2,7 +2,7 @@
 REINFORCE and regularized evolution beat random search, their rewards rise and the policies settle without collapsing
 onto degenerate functions, with the default ``ControllerSettings``.
 
-Each proposer is driven by the small synchronous loop ``evaluator.synthetic.search_synthetic``: rewards come through
+Each proposer is driven by the small synchronous loop ``search.loop.local.search_synthetic``: rewards come through
 ``RewardBook``, so screened candidates (constant, linear, non-finite) get the penalty 0 and are never evaluated, and a
 repeated function gets its recorded reward.
 
@@ -27,7 +27,7 @@ import pytest
 import torch
 
 from controller import ControllerSettings, make_proposer
-from evaluator.synthetic import search_synthetic
+from search.loop.local import search_synthetic
 from search.language.space import Space
 
 SEEDS = range(10)
