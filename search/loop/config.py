@@ -451,28 +451,24 @@ def apply_override(raw: dict, text: str) -> None:
     if parts[0] not in SECTIONS:
         raise UserError(f"--set {'.'.join(parts)}: unknown section {parts[0]!r}; "
                         f"allowed: seed, {', '.join(SECTIONS)}" + _did_you_mean(parts[0], ["seed", *SECTIONS]))
-    if len(parts) == 3 and _is_mapping_field(SECTIONS[parts[0]], parts[1]):  # child.options.NAME=VALUE
-        section = raw.get(parts[0])
-        if section is None:
-            section = raw[parts[0]] = {}
-        if not isinstance(section, dict):
-            raise UserError(f"{parts[0]}: must be a mapping of settings, got {type(section).__name__}")
-        mapping = section.get(parts[1])
-        if mapping is None:
-            mapping = section[parts[1]] = {}
-        if not isinstance(mapping, dict):
-            raise UserError(f"{parts[0]}.{parts[1]}: must be a mapping of names to values, got {describe(mapping)}")
-        mapping[parts[2]] = value
-        return
-    if len(parts) != 2:
+    mapping_field = len(parts) == 3 and _is_mapping_field(SECTIONS[parts[0]], parts[1])  # child.options.NAME=VALUE
+    if len(parts) != 2 and not mapping_field:
         raise UserError(f"--set {'.'.join(parts)}: expected SECTION.FIELD=VALUE, e.g. {parts[0]}."
                         f"{dataclasses.fields(SECTIONS[parts[0]])[0].name}=...")
-    section = raw.get(parts[0])
-    if section is None:
-        section = raw[parts[0]] = {}
-    if not isinstance(section, dict):
-        raise UserError(f"{parts[0]}: must be a mapping of settings, got {type(section).__name__}")
-    section[parts[1]] = value
+    section = _mapping_in(raw, parts[0], "must be a mapping of settings")
+    if mapping_field:
+        section = _mapping_in(section, parts[1], "must be a mapping of names to values", parts[0] + ".")
+    section[parts[-1]] = value
+
+
+def _mapping_in(parent: dict, key: str, what: str, prefix: str = "") -> dict:
+    """``parent[key]``, made an empty mapping when missing; ``UserError`` when it holds something else."""
+    value = parent.get(key)
+    if value is None:
+        value = parent[key] = {}
+    if not isinstance(value, dict):
+        raise UserError(f"{prefix}{key}: {what}, got {describe(value)}")
+    return value
 
 
 def _is_mapping_field(cls: type, name: str) -> bool:
