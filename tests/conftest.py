@@ -51,3 +51,12 @@ class Page(HTMLParser):
     def handle_data(self, data):
         if self._cell is not None:
             self._cell.append(data)
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """``actsearch ARGV`` in this process: (exit code, stdout, stderr). Arguments may be paths or numbers."""
+    from search.cli import main
+
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -4,14 +4,7 @@ import subprocess
 import sys
 
 import pytest
-
-from search.cli import main
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from conftest import run_cli
 
 
 def test_expr_prints_canonical_text_fingerprint_verdict_and_tokens(capsys):

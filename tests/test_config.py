@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_cli
 
-from search.cli import main
 from search.language.errors import UserError
 from search.loop.config import SECTIONS, Config, config_from_dict, field_docs, load_config
 
@@ -17,10 +17,6 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 # ---------------------------------------------------------------- good configs

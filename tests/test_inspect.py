@@ -20,6 +20,7 @@ import pytest
 import torch
 import yaml
 from conftest import REPO, Page
+from conftest import run_cli as cli
 
 from search.cli import main
 from search.language.expression import Expression
@@ -41,10 +42,6 @@ def write_config(folder: Path, address: str, budget: int = BUDGET, delay_s: floa
     return path
 
 
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

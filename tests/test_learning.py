@@ -27,8 +27,8 @@ import pytest
 import torch
 
 from controller import ControllerSettings, make_proposer
-from search.loop.local import search_synthetic
 from search.language.space import Space
+from search.loop.local import search_synthetic
 
 SEEDS = range(10)
 BUDGET = 500

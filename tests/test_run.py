@@ -7,8 +7,8 @@ import pytest
 import ray
 import torch
 import yaml
+from conftest import run_cli
 
-from search.cli import main
 from search.language.space import Space
 from search.loop.config import child_seed, load_config
 from search.loop.rundir import CHECKPOINT_DIR, CHECKPOINT_FILE
@@ -34,10 +34,6 @@ def write_config(tmp_path: Path, name: str = "search.yaml", **sections) -> Path:
     return path
 
 
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def snapshot(run_dir: Path) -> dict:

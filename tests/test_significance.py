@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
+from conftest import run_cli as cli
 
 from evaluator.train import train_child
 from search.analysis.significance import (
@@ -20,7 +21,6 @@ from search.analysis.significance import (
     study_overrides,
 )
 from search.analysis.stats import seeds_needed
-from search.cli import main
 from search.language.errors import UserError
 from search.loop.config import child_seed, config_from_dict, retrain_seed
 from search.loop.pool import ChildPool
@@ -37,10 +37,6 @@ def make_run(folder: Path, address: str, child: dict, name: str = "run", seed: i
     return run
 
 
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_identity_is_judged_worse_than_relu_on_the_proxy_on_the_test_split(address, tmp_path, capsys):

@@ -7,7 +7,6 @@ The user child here is a stand-in that trains nothing: its ``val_loss`` is how f
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, Page
+from conftest import run_cli as cli
 
 from evaluator.settings import ChildSettings
 from evaluator.train import train_child
@@ -74,10 +74,6 @@ def write_config(folder: Path, config: dict, name: str = "user.yaml") -> Path:
     return path
 
 
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def settings(task: str, **options) -> ChildSettings:
