@@ -121,6 +121,13 @@ def copy_store_of_other_run(run: Path, tmp: Path) -> None:
     shutil.copy(tmp / "other" / STORE_FILE, run / STORE_FILE)
 
 
+def made_with_old_fingerprints(run: Path, tmp: Path) -> None:
+    from search.loop.store import Store
+
+    with Store.open(run) as store:
+        store.set_meta("fingerprint_version", 1)
+
+
 def lock_is_a_folder(run: Path, tmp: Path) -> None:
     (run / LOCK_FILE).unlink(missing_ok=True)
     (run / LOCK_FILE).mkdir()
@@ -173,6 +180,8 @@ CASES = [
     ("edit-reject-linear", ["resume", "RUN"], edit_config("rewards", "reject_linear", False),
      ["rewards.reject_linear"]),
     ("copied-store", ["resume", "RUN"], copy_store_of_other_run, ["seed", "config.yaml"]),
+    ("old-fingerprints", ["resume", "RUN", "--set", "budget.children=20"], made_with_old_fingerprints,
+     ["fingerprints of version 1"]),
     ("resume-set-search", ["resume", "RUN", "--set", "child.noise=0.3"], None, ["child.noise", "resumed run"]),
     ("run-resume-other-search", ["run", "TMP/run.yaml", "--set", "seed=3", "--resume", "--name", "run",
                                  "--results", "TMP"], None, ["seed"]),

@@ -248,6 +248,9 @@ BETA_START = 1.0  # every beta's initial value (search.language.kernel): trainin
 PROBE_BETAS = (1.83, 0.37, -0.61)
 # Quantisation grid of the fingerprint: 2**24 steps per column scale, float32's resolution (what a child computes in).
 GRID = 2.0 ** 24
+# Which fingerprint a run's store holds: 1 probed betas 1.0 and 0.6 only (before 2026-11-30); 2 is this one. A run
+# keeps the version it was made with (search.loop.rundir), so fingerprints of two schemes never meet in one run.
+FINGERPRINT_VERSION = 2
 # codes of non-finite values (far outside [-GRID, GRID]) and of the scale of a column without nonzero finite values
 _NAN, _POSINF, _NEGINF, _ZERO = 1 << 40, 1 << 41, -(1 << 41), -(1 << 60)
 

@@ -35,6 +35,7 @@ from search.loop.progress import Progress, StopSignal, duration
 from search.loop.rewards import RewardBook
 from search.loop.rundir import (
     LOG_FILE,
+    check_fingerprints,
     checkpoint_path,
     provenance_now,
     read_checkpoint,
@@ -376,6 +377,7 @@ def run_search(run_dir: str | Path, out: TextIO | None = None, progress_every_s:
     torch.set_num_threads(1)
     with run_lock(run_dir), Store.open(run_dir) as store:
         stored = run_config(run_dir, store)
+        check_fingerprints(run_dir, store)
         config = config_with_overrides(stored, overrides)
         with open(run_dir / LOG_FILE, "a") as log:
             progress = Progress(out, log, progress_every_s)

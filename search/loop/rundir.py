@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from search.language.errors import UserError
+from search.language.expression import FINGERPRINT_VERSION
 from search.language.files import atomic_write
 from search.loop.config import SEARCH_SECTIONS, Config, config_from_dict, describe, load_config
 from search.loop.store import STORE_FILE, Store, StoreError
@@ -40,6 +41,7 @@ PROVENANCE_FILE = "provenance.json"
 LOG_FILE = "run.log"
 LOCK_FILE = "run.lock"
 SEARCH_META = "search"  # the store's copy of the search definition
+FINGERPRINT_META = "fingerprint_version"  # which fingerprint identifies the run's functions (absent: version 1)
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -85,6 +87,7 @@ def create_run(run_dir: Path, config: Config) -> None:
         with Store.open(tmp / STORE_FILE, create=True) as store:
             store.set_meta("name", run_dir.name)
             store.set_meta(SEARCH_META, search_definition(config))
+            store.set_meta(FINGERPRINT_META, FINGERPRINT_VERSION)
         os.rename(tmp, run_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -130,6 +133,16 @@ def run_config(run_dir: Path, store: Store) -> Config:
                         f"file now says {describe(new)}; a run's search cannot change (put it back, or start a new "
                         f"run)")
     return config
+
+
+def check_fingerprints(run_dir: Path, store: Store) -> None:
+    """``UserError`` when the run's functions were identified by another fingerprint than this actsearch computes:
+    continuing would give one function two identities (a duplicate trained again, or a reward on the wrong function)."""
+    version = store.get_meta(FINGERPRINT_META, 1)
+    if version != FINGERPRINT_VERSION and store.proposals():
+        raise UserError(f"{run_dir}: its candidates carry fingerprints of version {version}, this actsearch computes "
+                        f"version {FINGERPRINT_VERSION}; finish it with the actsearch that made it (provenance.json "
+                        f"names the commit), or start a new run")
 
 
 def write_run_config(run_dir: Path, config: Config) -> None:
