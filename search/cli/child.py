@@ -10,8 +10,8 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import statistics
+import sys
 
 from evaluator.settings import IMAGE_MODELS, TASKS, ChildSettings
 from search.cli import whole
@@ -104,7 +104,6 @@ def split_activations(text: str) -> list[str]:
 def _check_ready(settings: ChildSettings, activations: list[str]) -> None:
     """Fail fast, with one line, on input the user can fix: activations, device, dataset."""
     from evaluator.activations import activation_label
-
     from evaluator.user import is_user_task
 
     for activation in activations:

@@ -26,8 +26,8 @@ from typing import Hashable
 
 import ray
 
-from search.language.errors import UserError
 from evaluator.user import metric_value
+from search.language.errors import UserError
 from search.loop.config import Config
 from search.loop.store import CHILD_STATUSES
 
