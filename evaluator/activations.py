@@ -12,6 +12,7 @@ from torch import nn
 
 from search.language.expression import Expression, ExpressionError
 from search.language.kernel import activation_module
+from search.language.simplify import fingerprint_of
 
 ActivationFactory = Callable[[int], nn.Module]
 DEFAULT_BASELINES = ("relu", "swish", "gelu")  # what a candidate is compared with when nobody names baselines
@@ -32,6 +33,32 @@ BASELINES: dict[str, Callable[[int, bool | None], nn.Module]] = {
     "tanh": lambda c, compile: nn.Tanh(),
     "sigmoid": lambda c, compile: nn.Sigmoid(),
 }
+
+# The baselines the expression language writes exactly (tests/test_simplify.py checks each against its module on the
+# fingerprint's probe points): a candidate whose fingerprint is one of these is marked "= name" in tables. ELU needs a
+# constant 1, which exp(x - x) is. The rest cannot be written: gelu (x * Phi(x) needs the constants 1/2 and 1/sqrt(2)),
+# selu (its scales 1.0507 and 1.6733), leaky_relu (a fixed slope of 0.01) and prelu (a trained slope that starts at
+# 0.25, where every beta starts at 1).
+BASELINE_TEXTS: dict[str, str] = {
+    "relu": "relu(x)",
+    "silu": "x * sigmoid(x)",
+    "swish": SWISH,
+    "softplus": "softplus(x)",
+    "elu": "max(x, exp(min0(x)) - exp(x - x))",
+    "tanh": "tanh(x)",
+    "sigmoid": "sigmoid(x)",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _baseline_fingerprints() -> dict[str, str]:
+    return {fingerprint_of(text): name for name, text in BASELINE_TEXTS.items()}
+
+
+def baseline_equal(expr: Expression) -> str | None:
+    """The name of the baseline ``expr`` computes (its fingerprint is that of a ``BASELINE_TEXTS`` entry), or None:
+    ``max(relu(x), x)`` -> ``"relu"``. Fingerprints are cached per process."""
+    return _baseline_fingerprints().get(fingerprint_of(expr.text))
 
 
 @functools.lru_cache(maxsize=1024)

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-TASKS = ("mnist1d", "cifar10", "cifar100", "synthetic")
+TASKS = ("mnist1d", "cifar10", "cifar100", "synthetic", "table")
 # The child each task trains when ``model`` is "auto", and the models each task accepts.
-DEFAULT_MODEL = {"mnist1d": "cnn1d", "cifar10": "resnet20", "cifar100": "resnet20", "synthetic": "none"}
+DEFAULT_MODEL = {"mnist1d": "cnn1d", "cifar10": "resnet20", "cifar100": "resnet20", "synthetic": "none", "table": "none"}
 IMAGE_MODELS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "preact_resnet164", "wrn_28_10")
-MODELS_BY_TASK = {"mnist1d": ("cnn1d",), "cifar10": IMAGE_MODELS, "cifar100": IMAGE_MODELS, "synthetic": ("none",)}
+MODELS_BY_TASK = {"mnist1d": ("cnn1d",), "cifar10": IMAGE_MODELS, "cifar100": IMAGE_MODELS, "synthetic": ("none",),
+                  "table": ("none",)}
 # Training examples used when ``train_size`` is 0: every CIFAR image not held out; 4,000 generated mnist1d signals.
 DEFAULT_TRAIN_SIZE = {"mnist1d": 4_000}
 CIFAR_TRAIN_IMAGES = 50_000
@@ -22,7 +23,8 @@ class ChildSettings:
     The paper's protocol is ``task: cifar10, model: resnet20, steps: 10000, batch_size: 128`` (configs/paper.yaml).
     """
 
-    task: str = "mnist1d"  # mnist1d (offline proxy) | cifar10 | cifar100 | synthetic (no training; tests the search) | your own child: "my_project.children:train" or "path/to/file.py:train" (a function train(activation, seed, device, options) -> dict of metrics; see evaluator/user.py)
+    task: str = "mnist1d"  # mnist1d (offline proxy) | cifar10 | cifar100 | synthetic (no training; tests the search) | table (replays a tabular benchmark: child.table) | your own child: "my_project.children:train" or "path/to/file.py:train" (a function train(activation, seed, device, options) -> dict of metrics; see evaluator/user.py)
+    table: str = ""  # task table: the table file a child looks its function up in (e.g. tables/mnist1d-150.json; see docs/tables.md); it returns one of the recorded seeds, chosen by the child's seed
     options: dict = field(default_factory=dict)  # a user-defined child's own settings, passed to it as a plain dict (plus "split": val or test, the held-out set to score); not used by the built-in tasks
     model: str = "auto"  # auto = the task's standard child (cnn1d for mnist1d, resnet20 for CIFAR); see MODELS_BY_TASK
     steps: int = 500  # SGD steps per child (paper: 10,000 for ResNet-20 on CIFAR-10)
@@ -109,6 +111,10 @@ class ChildSettings:
                                       f"(CIFAR's training images), got {self.train_size} + {self.val_size}"))
         if self.task != "synthetic" and self.split == "val" and self.val_size == 0:
             out.append(("val_size", "must be >= 1 when split is val (the accuracy is measured on it)"))
+        if self.task == "table" and not str(self.table).strip():
+            out.append(("table", "task table replays a table file: name it, e.g. table: tables/mnist1d-150.json"))
+        if self.task != "table" and str(self.table).strip():
+            out.append(("table", f"only task table reads a table; task {self.task} got table {self.table!r}"))
         if self.task == "synthetic" and isinstance(self.target, str):
             from evaluator.synthetic import synthetic_target_problem
 

@@ -214,6 +214,10 @@ def train_child(settings: ChildSettings, activation: str, seed: int, search_path
     """
     if is_user_task(settings.task):
         return train_user_child(settings, activation, seed, search_path)
+    if settings.task == "table":
+        from evaluator.tabular import replay_child
+
+        return replay_child(settings.table, activation, seed, settings.split, search_path)
     if settings.task == "synthetic":
         from evaluator.synthetic import evaluate_synthetic
 

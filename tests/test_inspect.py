@@ -81,17 +81,18 @@ def test_top_formats_agree_with_the_store(runs, capsys):
     assert header.split()[:6] == ["rank", "reward", "mean", "sd", "evals", "statuses"]
     table = lines[lines.index("") + 3:]
     assert len(table) == 5 and [line.split()[0] for line in table] == ["1", "2", "3", "4", "5"]
-    assert rows[0]["text"] in table[0] and f"{rows[0]['reward']:.4f}" in table[0]
+    assert rows[0]["simplest"] in table[0] and f"{rows[0]['reward']:.4f}" in table[0]  # display: the simplest text
 
     code, out, _ = cli(capsys, "top", plain, "-k", 5, "--format", "markdown")
     table = [line for line in out.splitlines() if line.startswith("|")]
     assert table[0].startswith("| rank | reward | mean | sd | evals |") and table[1].startswith("|---:|---:|")
-    assert len(table) == 2 + 5 and rows[4]["text"] in table[-1]
+    assert len(table) == 2 + 5 and rows[4]["simplest"] in table[-1]
 
     code, out, _ = cli(capsys, "top", plain, "-k", 5, "--format", "csv")
     parsed = list(csv.DictReader(io.StringIO(out)))
     assert [float(r["reward"]) for r in parsed] == [r["reward"] for r in rows]
-    assert [r["expression"] for r in parsed] == [r["text"] for r in rows]
+    assert [r["expression"] for r in parsed] == [r["text"] for r in rows]  # csv and json keep the canonical text
+    assert [(r["simplest"], r["equals"] or None) for r in parsed] == [(r["simplest"], r["equals"]) for r in rows]
 
 
 def test_top_shows_mean_spread_and_verdicts_after_significance(runs, capsys):

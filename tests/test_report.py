@@ -77,14 +77,17 @@ def test_report_is_one_file_with_embedded_images_and_nothing_external(tmp_path, 
 def test_report_shows_the_top_table_and_the_verdicts(tmp_path, images):
     page = Page(_build(tmp_path, images).read_text(encoding="utf-8"))
     top = next(t for t in page.tables if t[0][:2] == ["rank", "expression"])
-    assert top[1] == ["1", "x * sigmoid(beta * x)", "0.9312", "3", "ok"]
+    swish = "x * sigmoid(beta * x) = swish"  # candidates show as display_text (the page folds its two spaces)
+    assert top[1] == ["1", swish, "0.9312", "3", "ok"]
     assert top[2][1] == "max(x, tanh(x))"
     sig = next(t for t in page.tables if t[0][0] == "candidate" and "verdict" in t[0])
     rows = {row[0]: row for row in sig[1:]}  # one baseline each here, so every row names its candidate
-    assert rows["x * sigmoid(beta * x)"][1] == "relu" and rows["x * sigmoid(beta * x)"][-1] == "better"
+    assert rows[swish][1] == "relu" and rows[swish][-1] == "better"
     assert rows["x"][-1] == "worse" and rows["x"][-2] == "0/0/10"
     wins = next(t for t in page.tables if t[0] == ["candidate", "relu"])
-    assert wins[1:] == [["x * sigmoid(beta * x)", "10/0/0"], ["x", "0/0/10"]]
+    assert wins[1:] == [[swish, "10/0/0"], ["x", "0/0/10"]]
+    plain = Page(_build(tmp_path, images, show=str).read_text(encoding="utf-8"))  # the texts as given
+    assert next(t for t in plain.tables if t[0] == ["candidate", "relu"])[1][0] == "x * sigmoid(beta * x)"
     text = "".join(cell for t in page.tables for row in t for cell in row)
     assert "mnist1d" not in text  # the config is in its own block, as YAML
     assert "task: mnist1d" in _build(tmp_path, images).read_text(encoding="utf-8")

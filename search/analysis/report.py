@@ -11,11 +11,12 @@ import importlib.metadata
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
 from search.analysis.stats import ALPHA, TIE_DECIMALS, WinsTable, format_p
+from search.analysis.tables import display_text
 from search.language.errors import UserError
 from search.language.files import atomic_write
 
@@ -119,10 +120,12 @@ def _summary(summary: Mapping[str, Any]) -> str:
 
 
 _EXPRESSION_KEYS = {"text", "expression", "activation", "candidate"}
+_SHOWN_KEYS = {"text", "expression"}  # columns of candidate texts, shown as ``show`` says
 
 
-def _table(rows: Sequence[Mapping[str, Any]], empty: str) -> str:
-    """A table of dict rows: columns are the keys in first-seen order; numbers right-aligned."""
+def _table(rows: Sequence[Mapping[str, Any]], empty: str, show: Callable[[str], str] = str) -> str:
+    """A table of dict rows: columns are the keys in first-seen order; numbers right-aligned; the text of an
+    ``expression`` / ``text`` column as ``show`` gives it."""
     if not rows:
         return f'<p class="note">{_e(empty)}</p>'
     columns: list[str] = list(dict.fromkeys(k for row in rows for k in row))
@@ -134,12 +137,14 @@ def _table(rows: Sequence[Mapping[str, Any]], empty: str) -> str:
         cells = []
         for c in columns:
             cls = "num" if numeric[c] else "expr" if c in _EXPRESSION_KEYS else ""
-            cells.append(f'<td class="{cls}">{_e(_cell(row.get(c)))}</td>')
+            value = row.get(c)
+            value = show(value) if c in _SHOWN_KEYS and isinstance(value, str) else value
+            cells.append(f'<td class="{cls}">{_e(_cell(value))}</td>')
         body.append(f"<tr>{''.join(cells)}</tr>")
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
-def _significance(rows: Sequence[Mapping[str, Any]]) -> str:
+def _significance(rows: Sequence[Mapping[str, Any]], show: Callable[[str], str] = str) -> str:
     alpha = rows[0].get("alpha", ALPHA) if rows else ALPHA
     head = ("<tr><th>candidate</th><th>baseline</th><th class='num'>seeds</th><th class='num'>candidate<br>mean</th>"
             "<th class='num'>baseline<br>mean</th><th class='num'>mean<br>diff</th>"
@@ -156,7 +161,7 @@ def _significance(rows: Sequence[Mapping[str, Any]]) -> str:
                   if r.get("ci_low") is not None else DASH)
             holm_p = r.get("wilcoxon_p_holm")
             strong = holm_p is not None and holm_p < alpha
-            first = (f"<td class='expr cand' rowspan='{len(group)}'>{_e(candidate)}</td>" if i == 0 else "")
+            first = (f"<td class='expr cand' rowspan='{len(group)}'>{_e(show(candidate))}</td>" if i == 0 else "")
             body.append(
                 f"<tr class='{'group' if i == 0 else ''}'>{first}<td class='expr'>{_e(r['baseline'])}</td>"
                 f"<td class='num'>{_e(r.get('n', ''))}</td><td class='num'>{_e(_cell(r.get('candidate_mean')))}</td>"
@@ -182,12 +187,12 @@ def _significance(rows: Sequence[Mapping[str, Any]]) -> str:
             f'<p class="note">{note}</p>')
 
 
-def _wins(table: WinsTable) -> str:
+def _wins(table: WinsTable, show: Callable[[str], str] = str) -> str:
     head = "<tr><th>candidate</th>" + "".join(f"<th class='num'>{_e(b)}</th>" for b in table.baselines) + "</tr>"
     body = []
     for row in table.rows():
         cells = "".join(f"<td class='num'>{_e(row.get(b, DASH))}</td>" for b in table.baselines)
-        body.append(f"<tr><td class='expr'>{_e(row['candidate'])}</td>{cells}</tr>")
+        body.append(f"<tr><td class='expr'>{_e(show(row['candidate']))}</td>{cells}</tr>")
     tie = f" (|difference| \u2264 {table.tol:g} counts as a tie)" if table.tol else ""
     return (f'<div class="scroll"><table class="compact"><thead>{head}</thead><tbody>{"".join(body)}</tbody>'
             f'</table></div><p class="note">Each cell counts {table.unit}s where the candidate is better / equal / '
@@ -207,14 +212,17 @@ def build_report(path: str | os.PathLike, *, title: str, config: Mapping[str, An
                  top_rows: Sequence[Mapping[str, Any]], function_png: bytes, progress_png: bytes,
                  significance: Sequence[Mapping[str, Any]] | None = None,
                  wins_table: WinsTable | Mapping[str, Any] | None = None,
-                 significance_png: bytes | None = None) -> None:
+                 significance_png: bytes | None = None, show: Callable[[str], str] = display_text) -> None:
     """Write the report to ``path`` (one HTML file, nothing external); a missing folder raises ``UserError``.
 
     config: the run's configuration (shown as YAML); summary: headline figures (shown as cards, in order); top_rows:
     the top table's rows (columns in first-seen key order); function_png / progress_png: PNG bytes (see
     ``search.analysis.plots``); significance: ``Comparison.to_dict()`` records (or Comparisons), None when not run;
     wins_table: a ``WinsTable`` or its ``to_dict()``; significance_png: PNG bytes of the comparisons
-    (``search.analysis.plots.plot_significance``), shown under the significance table when given.
+    (``search.analysis.plots.plot_significance``), shown under the significance table when given; show: how a
+    candidate's text is shown in the top table's ``expression`` / ``text`` column and the significance and wins
+    tables (default ``search.analysis.tables.display_text``: its simplest equivalent, ``= relu`` when it computes a
+    baseline).
     """
     path = Path(path)
     if path.is_dir() or not path.parent.is_dir():
@@ -230,12 +238,12 @@ def build_report(path: str | os.PathLike, *, title: str, config: Mapping[str, An
         _image(progress_png, "search progress", "Reward per candidate with its best-so-far and moving average; "
                                                  "controller entropy per update."),
         "<h2>Top candidates</h2>",
-        _table(top_rows, "No candidate has a reward yet."),
+        _table(top_rows, "No candidate has a reward yet.", show),
         "<h2>Shapes of the top functions</h2>",
         _image(function_png, "top functions", "Each function (solid) and its derivative (dashed) on [-5, 5], "
                                               "every beta at its initial value 1."),
         "<h2>Significance against baselines</h2>",
-        _significance(sig) if sig else
+        _significance(sig, show) if sig else
         '<p class="note">No significance results in this run yet: <code>actsearch significance RUN</code> re-trains '
         "the top candidates and the baselines over several seeds and compares them.</p>",
     ]
@@ -244,7 +252,7 @@ def build_report(path: str | os.PathLike, *, title: str, config: Mapping[str, An
                             "Per comparison: the paired per-seed differences (dots), the 95% bootstrap interval of "
                             "their mean (bar, | the mean), zero (line) and the verdict; each panel has its own scale."))
     if wins is not None:
-        parts += ["<h2>Wins / ties / losses</h2>", _wins(wins)]
+        parts += ["<h2>Wins / ties / losses</h2>", _wins(wins, show)]
     config_text = yaml.safe_dump(json.loads(json.dumps(config, default=str)), sort_keys=False).rstrip()
     parts += ["<h2>Configuration</h2>", f"<pre>{_e(config_text)}</pre>",
               f"<footer>Generated by actsearch {_e(_version())}.</footer>"]

@@ -85,7 +85,7 @@ def has_split(child: Config | dict) -> bool:
     """Whether the task scores on a held-out split at all (the synthetic task does not). child: a Config or the
     ``child`` section as a dict."""
     task = child.child.task if isinstance(child, Config) else child.get("task")
-    return task != "synthetic"
+    return task not in ("synthetic", "table")  # a table records one held-out score per seed
 
 
 def study_overrides(run_dir: Path, overrides: Sequence[str] = (), split: str | None = None) -> list[str]:
@@ -236,7 +236,7 @@ def run_significance(run_dir: str | Path, candidates: Sequence[str], baselines: 
                        f"baseline(s), {seeds} seeds: {total} re-trainings, {result.reused} already done, "
                        f"{len(jobs)} to train")
         if jobs:
-            trainer = _Retrainer(config, key, store, progress, jobs)
+            trainer = Retrainer(config, key, store, progress, jobs)
             try:
                 result.outcome = trainer.run()
             finally:
@@ -264,7 +264,7 @@ def analyse(store: Store, study: str, candidates: Sequence[str], baselines: Sequ
     return comparisons, wins_table(scores, candidates, baselines, unit="seed")
 
 
-class _Retrainer:
+class Retrainer:
     """Trains the jobs in a ``ChildPool`` as capacity allows and records each result as it arrives. Single-threaded."""
 
     def __init__(self, config: Config, study: str, store: Store, progress: Progress, jobs: list[tuple[str, int]]):

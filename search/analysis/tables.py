@@ -1,6 +1,7 @@
 """Tables of candidates for people and programs: aligned text, markdown, CSV or JSON.
 
 ``top_table(rows, fmt)`` formats the rows of ``Store.top(k)``; ``format_rows`` is the generic formatter behind it.
+``display_text`` is how every display (tables, the report, plot titles) shows a candidate's function.
 """
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import csv
 import io
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from evaluator.activations import BASELINE_TEXTS, BASELINES, baseline_equal
+from search.language.expression import Expression, ExpressionError
+from search.language.simplify import simplest_text
 
 FORMATS = ("table", "markdown", "csv", "json")
 
@@ -31,6 +36,44 @@ def _plain(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
+# ---------------------------------------------------------------- how a candidate's function is shown
+
+def display_parts(text: str, known: Iterable[str] = ()) -> tuple[str, str | None]:
+    """``(simplest, equals)`` for a candidate's text: its simplest equivalent (``search.language.simplify``, with
+    ``known``: other texts of the same function) and the name of the baseline it computes, or None. A baseline's name
+    (``relu``) and text that does not parse come back as they are."""
+    if not isinstance(text, str) or text.strip().lower() in BASELINES:
+        return text, None
+    try:
+        expr = Expression.parse(text)
+    except ExpressionError:
+        return text, None
+    equals = baseline_equal(expr)
+    return simplest_text(expr, [*known, *([BASELINE_TEXTS[equals]] if equals else [])]), equals
+
+
+def display_text(text: str, known: Iterable[str] = ()) -> str:
+    """A candidate as every display shows it: ``max(relu(x), x)`` -> ``relu(x)  = relu``, ``x - relu(x)`` ->
+    ``min0(x)``; see ``display_parts``. Records, JSON and CSV keep the canonical text (commands accept either)."""
+    return _joined(*display_parts(text, known))
+
+
+def _joined(simplest: str, equals: str | None) -> str:
+    return f"{simplest}  = {equals}" if equals else simplest
+
+
+def with_display(rows: Sequence[dict], equivalents: Mapping[str, Sequence[str]] | None = None) -> list[dict]:
+    """``rows`` (with ``text`` and ``fingerprint``) with ``simplest``, ``equals`` and ``display`` added.
+    equivalents: fingerprint -> the texts a run recorded that function under (``Store.texts_by_fingerprint``)."""
+    out = []
+    for r in rows:
+        simplest, equals = display_parts(r["text"], (equivalents or {}).get(r.get("fingerprint"), ()))
+        out.append(dict(r, simplest=simplest, equals=equals, display=_joined(simplest, equals)))
+    return out
+
+
+# ---------------------------------------------------------------- tables
+
 # Every column a table of candidates can show, by row key; tables pick theirs by key.
 CANDIDATE_COLUMNS = {c.key: c for c in (
     Column("rank", "rank", _plain, right=True),
@@ -41,6 +84,9 @@ CANDIDATE_COLUMNS = {c.key: c for c in (
     Column("statuses", "statuses", _plain),
     Column("status", "status", _plain),
     Column("text", "expression", _plain),
+    Column("display", "expression", _plain),  # the simplest text and its baseline (with_display)
+    Column("simplest", "simplest", _plain),
+    Column("equals", "equals", _plain),
     Column("proposed", "proposed", _plain, right=True),
     Column("index", "candidate", _plain, right=True),
     Column("wall_s", "train s", _number(1), right=True),
@@ -50,6 +96,20 @@ CANDIDATE_COLUMNS = {c.key: c for c in (
 
 def candidate_columns(*keys: str) -> tuple[Column, ...]:
     return tuple(CANDIDATE_COLUMNS[k] for k in keys)
+
+
+def shown_columns(columns: Sequence[Column], fmt: str) -> tuple[Column, ...]:
+    """``columns`` as ``fmt`` shows a candidate (rows from ``with_display``): table and markdown show ``display`` in
+    place of ``text``; csv keeps the canonical ``text`` and adds ``simplest`` and ``equals`` after it."""
+    out = []
+    for c in columns:
+        if c.key != "text" or fmt == "json":
+            out.append(c)
+        elif fmt == "csv":
+            out += [c, CANDIDATE_COLUMNS["simplest"], CANDIDATE_COLUMNS["equals"]]
+        else:
+            out.append(CANDIDATE_COLUMNS["display"])
+    return tuple(out)
 
 
 # The table a search ends with: one child per row, as the store holds it.
@@ -88,18 +148,20 @@ def metric_rows(rows: Sequence[dict], rewards: Any, keys: Sequence[str] = ("rewa
     return out
 
 
-def top_table(rows: Sequence[dict], fmt: str = "table", rewards: Any = None) -> str:
+def top_table(rows: Sequence[dict], fmt: str = "table", rewards: Any = None,
+              equivalents: Mapping[str, Sequence[str]] | None = None) -> str:
     """The top candidates (rows of ``Store.top``) as ``fmt`` (table | markdown | csv | json). rewards: the run's
     ``RewardSettings``: with a named or minimised metric the reward column shows that metric (ranked best first
-    either way)."""
-    rows = [dict(r, wall_s=(r.get("metrics") or {}).get("wall_s")) for r in metric_rows(rows, rewards, ("reward",))]
+    either way). Candidates show as ``display_text`` (equivalents: see ``with_display``)."""
+    rows = [dict(r, wall_s=(r.get("metrics") or {}).get("wall_s"))
+            for r in with_display(metric_rows(rows, rewards, ("reward",)), equivalents)]
     if fmt == "json":
-        keep = ("rank", "reward", "accuracy", "status", "text", "fingerprint", "tokens", "proposed", "index",
-                "seed", "node", "policy_version", "metrics") + (("metric", "lower_is_better") if shows_metric(rewards)
-                                                                else ())
+        keep = ("rank", "reward", "accuracy", "status", "text", "simplest", "equals", "fingerprint", "tokens",
+                "proposed", "index", "seed", "node", "policy_version", "metrics") + (
+                    ("metric", "lower_is_better") if shows_metric(rewards) else ())
         return json.dumps([{k: (list(r[k]) if isinstance(r.get(k), tuple) else r.get(k)) for k in keep}
                            for r in rows], indent=2)
-    return format_rows(rows, score_columns(TOP_COLUMNS, rewards), fmt)
+    return format_rows(rows, shown_columns(score_columns(TOP_COLUMNS, rewards), fmt), fmt)
 
 
 def format_rows(rows: Sequence[dict], columns: Sequence[Column], fmt: str = "table") -> str:

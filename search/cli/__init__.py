@@ -10,7 +10,7 @@ import sys
 from search.language.errors import UserError
 
 # Modules that contribute subcommands, in help order.
-COMMAND_MODULES = ("search.cli.space", "search.cli.child", "search.cli.run", "search.cli.inspect")
+COMMAND_MODULES = ("search.cli.space", "search.cli.child", "search.cli.run", "search.cli.inspect", "search.cli.table")
 
 
 class Parser(argparse.ArgumentParser):

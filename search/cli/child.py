@@ -108,6 +108,11 @@ def _check_ready(settings: ChildSettings, activations: list[str]) -> None:
 
     for activation in activations:
         activation_label(activation)
+    if settings.task == "table":
+        from evaluator.tabular import load_table
+
+        load_table(settings.table)
+        return
     if settings.task == "synthetic" or is_user_task(settings.task):
         return
     from evaluator.data import load_task

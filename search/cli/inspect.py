@@ -163,6 +163,22 @@ def ranked(store, config, k: int) -> list[dict]:
     return rows
 
 
+def displayed(store, rows: list[dict]) -> list[dict]:
+    """``rows`` of ``store`` with ``simplest``, ``equals`` and ``display`` (``search.analysis.tables.with_display``),
+    the run's other texts of each function (its duplicates) counting as known equivalents."""
+    from search.analysis.tables import with_display
+
+    return with_display(rows, store.texts_by_fingerprint(r["fingerprint"] for r in rows))
+
+
+def _shows(rows: list[dict]):
+    """``show(text)``: the display of a candidate's text, the rows' own (``displayed``) first."""
+    from search.analysis.tables import display_text
+
+    known = {r["text"]: r["display"] for r in rows}
+    return lambda text: known.get(text) or display_text(text)
+
+
 def _counts_text(counts: dict[str, int], keys) -> str:
     return ", ".join(f"{counts[s]} {s}" for s in keys if counts.get(s))
 
@@ -192,15 +208,17 @@ TOP_COLUMNS = candidate_columns("rank", "reward", "mean", "sd", "evaluations", "
 def top_text(rows: list[dict], fmt: str, rewards=None) -> str:
     """``ranked`` rows as ``fmt``: table, markdown and csv through ``search.analysis.tables.format_rows``; json with every
     field (statuses as a mapping, significance as the comparison records). rewards: the run's ``RewardSettings``;
-    with a named or minimised metric, reward and mean are shown as that metric (best first either way)."""
+    with a named or minimised metric, reward and mean are shown as that metric (best first either way). Table and
+    markdown show each function as its simplest text (``displayed`` rows; plain rows get it without the run's
+    duplicates); csv and json keep the canonical ``text`` and add ``simplest`` and ``equals``."""
     from search.analysis.significance import metric_comparisons
-    from search.analysis.tables import metric_rows, score_columns, shows_metric
+    from search.analysis.tables import metric_rows, score_columns, shown_columns, shows_metric, with_display
 
-    rows = metric_rows(rows, rewards)
+    rows = metric_rows(rows if all("display" in r for r in rows) else with_display(rows), rewards)
     if fmt == "json":
-        keep = ("rank", "text", "reward", "mean", "sd", "evaluations", "statuses", "proposed", "index",
-                "fingerprint", "status", "seed", "significance") + (("metric", "lower_is_better")
-                                                                    if shows_metric(rewards) else ())
+        keep = ("rank", "text", "simplest", "equals", "reward", "mean", "sd", "evaluations", "statuses", "proposed",
+                "index", "fingerprint", "status", "seed", "significance") + (("metric", "lower_is_better")
+                                                                             if shows_metric(rewards) else ())
         return json.dumps([{key: (metric_comparisons(row.get(key), rewards) if key == "significance" else row.get(key))
                             for key in keep} for row in rows], indent=2, default=str)
     shown = []
@@ -208,7 +226,7 @@ def top_text(rows: list[dict], fmt: str, rewards=None) -> str:
         multiple = row["evaluations"] > 1
         shown.append({**row, "mean": row["mean"] if multiple else None, "statuses": _statuses_text(row["statuses"]),
                       "verdicts": _verdicts(row["significance"]) or "-"})
-    return format_rows(shown, score_columns(TOP_COLUMNS, rewards), fmt)
+    return format_rows(shown, shown_columns(score_columns(TOP_COLUMNS, rewards), fmt), fmt)
 
 
 def cmd_top(args) -> int:
@@ -216,7 +234,7 @@ def cmd_top(args) -> int:
         raise UserError(f"-k: must be >= 1, got {args.k}")
     run_dir, config, store = _open(args.run_dir)
     with store:
-        rows = ranked(store, config, args.k)
+        rows = displayed(store, ranked(store, config, args.k))
         summary = run_summary(run_dir, config, store)
         analysis = current_analysis(store, config)
     if args.format in ("table", "markdown"):
@@ -256,21 +274,25 @@ def _writable(path: str, what: str) -> Path:
 
 
 def _function_plot(rows: list[dict], dest, rewards=None) -> None:
+    """The functions of ``displayed`` rows, each titled ``#rank (reward) simplest text``."""
     from search.analysis.plots import plot_functions
     from search.analysis.tables import metric_rows, shows_metric
 
     name = f"{rewards.metric} " if shows_metric(rewards) else ""
     plot_functions([r["text"] for r in rows], dest,
                    titles=[f"#{r['rank']} ({name}{'-' if r['reward'] is None else format(r['reward'], '.4f')}) "
-                           f"{r['text']}" for r in metric_rows(rows, rewards, ("reward",))])
+                           f"{r['display']}" for r in metric_rows(rows, rewards, ("reward",))])
 
 
-def _significance_plot(analysis: dict, run_child: dict, dest, rewards=None) -> None:
+def _significance_plot(comparisons: list, subtitle: str, dest, rewards=None, show=None) -> None:
+    """The comparisons' picture, each candidate named as ``show`` (default ``display_text``) shows it."""
     from search.analysis.plots import plot_significance
-    from search.analysis.significance import metric_comparisons, study_label
+    from search.analysis.significance import metric_comparisons
+    from search.analysis.tables import display_text
 
-    plot_significance(metric_comparisons(analysis["comparisons"], rewards), dest,
-                      subtitle=f"{analysis['seeds']} seeds, {study_label(analysis, run_child)}")
+    show = show or display_text
+    plot_significance([dict(c, candidate=show(c["candidate"])) for c in metric_comparisons(comparisons, rewards)],
+                      dest, subtitle=subtitle)
 
 
 def _progress_plot(store, dest) -> None:
@@ -291,7 +313,7 @@ def cmd_plot(args) -> int:
             rows = store.top(args.top)
             if not rows:
                 raise UserError(f"{run_dir}: no trained candidate yet; nothing to plot (try --progress)")
-            _function_plot(rows, output, config.rewards)
+            _function_plot(displayed(store, rows), output, config.rewards)
     print(f"wrote {output}")
     return 0
 
@@ -306,9 +328,10 @@ def cmd_report(args) -> int:
     output = _writable(args.output, "report.html")
     run_dir, config, store = _open(args.run_dir)
     with store:
-        rows = ranked(store, config, args.k)
+        rows = displayed(store, ranked(store, config, args.k))
         if not rows:
             raise UserError(f"{run_dir}: no trained candidate yet; nothing to report")
+        show = _shows(rows)
         analysis = current_analysis(store, config)
         functions, progress = io.BytesIO(), io.BytesIO()
         _function_plot(rows[:args.plot_top], functions, config.rewards)
@@ -318,7 +341,7 @@ def cmd_report(args) -> int:
         summary = {"run": run_dir.name, "children": f"{store.evaluated()} / {config.budget.children}",
                    "proposals": store.proposals(), "statuses": _statuses_text({s: n for s, n in counts.items() if n}),
                    "controller updates": store.update_count(), "best reward": best["reward"],
-                   "best candidate": best["text"]}
+                   "best candidate": best["display"]}
         if shows_metric(config.rewards):
             del summary["best reward"]
             summary[f"best {config.rewards.metric}"] = config.rewards.metric_of(best["reward"])
@@ -330,7 +353,8 @@ def cmd_report(args) -> int:
                                        f"baselines, {analysis['seeds']} seeds, "
                                        f"{study_label(analysis, config.to_dict()['child'])}")
             buffer = io.BytesIO()
-            _significance_plot(analysis, config.to_dict()["child"], buffer, config.rewards)
+            _significance_plot(analysis["comparisons"], f"{analysis['seeds']} seeds, "
+                               f"{study_label(analysis, config.to_dict()['child'])}", buffer, config.rewards, show)
             significance_png = buffer.getvalue()
     score = config.rewards.metric if shows_metric(config.rewards) else "reward"
     table = [{"rank": r["rank"], "expression": r["text"], score: r["reward"],
@@ -340,7 +364,7 @@ def cmd_report(args) -> int:
     build_report(output, title=f"actsearch run {run_dir.name}", config=config.to_dict(), summary=summary,
                  top_rows=table, function_png=functions.getvalue(), progress_png=progress.getvalue(),
                  significance=metric_comparisons(analysis["comparisons"], config.rewards) if analysis else None,
-                 wins_table=analysis["wins"] if analysis else None, significance_png=significance_png)
+                 wins_table=analysis["wins"] if analysis else None, significance_png=significance_png, show=show)
     print(f"wrote {output}")
     return 0
 
@@ -351,7 +375,6 @@ def cmd_significance(args) -> int:
         choose_candidates,
         comparisons_count,
         has_split,
-        metric_comparisons,
         metric_note,
         run_significance,
         selection_warning,
@@ -405,11 +428,10 @@ def cmd_significance(args) -> int:
     if metric_note(config.rewards):
         print(metric_note(config.rewards))
     if plot:
-        from search.analysis.plots import plot_significance
         from search.analysis.significance import study_label
 
-        plot_significance(metric_comparisons(result.comparisons, config.rewards), plot,
-                          subtitle=f"{args.seeds} seeds, {study_label({'child': study_child}, run_child)}")
+        _significance_plot(result.comparisons, f"{args.seeds} seeds, {study_label({'child': study_child}, run_child)}",
+                           plot, config.rewards)
         print(f"\nwrote {plot}")
     return 0
 
@@ -446,7 +468,8 @@ def cmd_export(args) -> int:
                                else config.rewards.metric})
         if row["evaluations"] > 1:
             provenance.update(evaluations=row["evaluations"], mean=row["mean"], sd=row["sd"])
-    comparisons = [c for c in (analysis["comparisons"] if analysis else []) if c["candidate"] == expr.text]
+    tested = {expr.text} | ({row["text"]} if row else set())  # any text of the function: displays show the simplest
+    comparisons = [c for c in (analysis["comparisons"] if analysis else []) if c["candidate"] in tested]
     if comparisons:
         from search.analysis.significance import study_label
 

@@ -242,6 +242,13 @@ class Config:
             problem = user_task_problem(self.child.task, self.search_path())
             if problem:
                 out.append(("child.task", problem))
+        if self.child.task == "table" and str(self.child.table).strip():
+            from evaluator.tabular import TableError, load_table
+
+            try:
+                load_table(self.child.table, self.search_path())
+            except TableError as exc:
+                out.append(("child.table", str(exc)))
         if not is_user_task(self.child.task) and (self.rewards.metric != "accuracy" or self.rewards.minimize):
             out.append(("rewards.metric", f"task {self.child.task} reports accuracy (higher is better): metric must "
                                           f"be accuracy and minimize false; got {self.rewards.metric!r}, minimize "

@@ -32,7 +32,7 @@ from search.language.errors import UserError
 from search.loop.config import Config, check_resume_overrides, child_seed, config_with_overrides
 from search.loop.pool import ChildPool, SystemicFailure, child_reward, is_system_failure
 from search.loop.progress import Progress, StopSignal, duration
-from search.loop.rewards import RewardBook
+from search.loop.rewards import STALL_PROPOSALS, RewardBook
 from search.loop.rundir import (
     LOG_FILE,
     check_fingerprints,
@@ -49,7 +49,6 @@ from search.loop.rundir import (
 from search.loop.store import CHILD_STATUSES, Store, StoreError
 
 CHECKPOINT_EVERY_EVENTS = 500  # also checkpoint proposers that never update, so a resume replays little
-STALL_PROPOSALS = 500  # this many proposals in a row without a new function: the space (or the proposer) is spent
 
 
 @dataclass

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from search.language.expression import Expression
 
+STALL_PROPOSALS = 500  # this many proposals in a row without a new function: the space (or the proposer) is spent
+
 
 @dataclass(frozen=True)
 class Judgement:

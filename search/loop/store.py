@@ -444,6 +444,18 @@ class Store:
             out.setdefault(row["fingerprint"], (row["reward"], row["idx"]))
         return out
 
+    def texts_by_fingerprint(self, fingerprints: Iterable[str]) -> dict[str, list[str]]:
+        """Fingerprint -> the distinct texts of the run's candidates with that fingerprint, in index order: a
+        function's duplicates record it under the texts they were proposed as (displays pick the simplest)."""
+        wanted = list(dict.fromkeys(fingerprints))
+        out: dict[str, dict[str, None]] = {}
+        for start in range(0, len(wanted), 500):  # SQLite caps the parameters of one statement
+            chunk = wanted[start:start + 500]
+            for row in self._conn.execute(f"SELECT fingerprint, text FROM candidates WHERE fingerprint IN "
+                                          f"({','.join('?' * len(chunk))}) ORDER BY idx", chunk):
+                out.setdefault(row["fingerprint"], {})[row["text"]] = None
+        return {fingerprint: list(texts) for fingerprint, texts in out.items()}
+
     def top(self, k: int = 10) -> list[dict]:
         """The ``k`` trained candidates with the highest reward (ties: earlier first), each with ``rank`` and
         ``proposed`` (how often the controller proposed that function: 1 + its duplicates)."""

@@ -1,0 +1,131 @@
+"""The simplest text of a function: what tables, reports and plots show in place of a candidate's canonical text.
+
+A candidate's canonical text is its tree printed (``search.language.expression``); the store records it and commands
+look functions up by it. The tree often says more than the function: ``max(relu(x), x)`` is ``relu(x)``,
+``x - relu(x)`` is ``min0(x)``. ``simplest_text`` picks the shortest of the texts it tries that compute the same
+function, judged by ``Expression.fingerprint`` (which makes every beta occurrence its own parameter, so
+``beta * x - beta * x`` is no constant, and the lone ``beta`` is a constant function of x). For displays only: nothing
+recorded changes.
+
+>>> simplest_text(Expression.parse("max(relu(x), x)"))
+'relu(x)'
+"""
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from typing import Iterable, Iterator
+
+import torch
+
+from search.language.errors import ExpressionError
+from search.language.expression import (
+    BETA_START,
+    PROBE_BETAS,
+    PROBE_POINTS,
+    Expression,
+    Node,
+    X,
+    _one_thread,
+    apply,
+    quantize,
+)
+from search.language.ops import UNARY
+
+_ROUNDS = 8  # rewrites of a shorter find are tried again; the length falls each round, this only caps the worst case
+
+
+@lru_cache(maxsize=1 << 16)
+def fingerprint_of(text: str) -> str | None:
+    """``Expression.parse(text).fingerprint()``, or None when ``text`` does not parse. Cached per process: a
+    fingerprint of a one-unit function costs 0.1-1 ms (more with many betas), and displays ask for the same texts
+    again and again."""
+    try:
+        return Expression.parse(text).fingerprint()
+    except ExpressionError:
+        return None
+
+
+_SKETCH_BETAS = (BETA_START, *PROBE_BETAS)
+
+
+@lru_cache(maxsize=1 << 16)
+def _sketch(text: str) -> bytes:
+    """A digest of the function's values on the probe points with every beta at once at 1, at 1.83, 0.37 and -0.61,
+    quantized as the fingerprint quantizes them: one evaluation, where a fingerprint of a function with many betas
+    evaluates hundreds of beta vectors. Functions equal at every beta (up to renumbering the betas, or betas one of
+    them ignores) have equal sketches, so ``simplest_text`` fingerprints only candidates whose sketch is the
+    expression's: ``mix(a, b)`` and ``a`` agree at beta = 1, not at the others."""
+    expr = Expression.parse(text)
+    x = torch.tensor(PROBE_POINTS, dtype=torch.float64)[:, None].repeat(1, len(_SKETCH_BETAS))
+    beta = torch.tensor(_SKETCH_BETAS, dtype=torch.float64)[None, :].repeat(max(expr.n_betas, 1), 1)
+    with torch.no_grad(), _one_thread():  # as the fingerprint: extra threads only wait on busy cores
+        y = expr(x, beta)
+    return hashlib.sha1(quantize(y.numpy()).tobytes()).digest()
+
+
+@lru_cache(maxsize=1 << 16)
+def _canonical(text: str) -> str | None:
+    try:
+        return Expression.parse(text).text
+    except ExpressionError:
+        return None
+
+
+@lru_cache(maxsize=1)
+def _unary_texts() -> tuple[str, ...]:
+    """Every unary of the table on ``x`` and on ``-x``, and their negations: ``relu(x)``, ``relu(-x)``,
+    ``-relu(x)``, ..., ``x``, ``-x``, ``beta``. Their fingerprints are cached once per process."""
+    texts = []
+    for op in UNARY:
+        for arg in (X, apply("neg", X)):
+            node = apply(op, arg)
+            texts += [Expression(node).text, Expression(apply("neg", node)).text]
+    return tuple(dict.fromkeys(texts))
+
+
+def _dropped(node: Node) -> Iterator[Node]:
+    """Trees with one operator replaced by one of its operands: ``max(relu(x), x)`` gives ``relu(x)``, ``x``,
+    ``max(x, x)``."""
+    yield from node.children
+    for i, child in enumerate(node.children):
+        for smaller in _dropped(child):
+            yield Node(node.op, node.children[:i] + (smaller,) + node.children[i + 1:])
+
+
+def _rewrites(root: Node) -> set[str]:
+    """Texts that may compute what ``root`` computes: its subtrees and its trees with one operand dropped."""
+    return {Expression(node).text for node in (*root.walk(), *_dropped(root))}
+
+
+def simplest_text(expr: Expression, known: Iterable[str] = ()) -> str:
+    """The shortest text whose function has ``expr``'s fingerprint; ties go to the alphabetically first, except that
+    ``expr.text`` wins a tie for the shortest.
+
+    Candidates: ``expr.text``, its subtrees and rewrites (one operand dropped), each unary on ``x`` and ``-x`` and its
+    negation, and ``known``: other texts of the same function (a run's duplicates; texts that do not parse are
+    skipped, the rest are printed canonically). When a shorter text is found, its own rewrites are tried too. Only
+    texts shorter than the best so far are tried: sketched (one evaluation), and fingerprinted only when the sketch
+    is ``expr``'s (both cached per process): a one-unit expression takes about a
+    millisecond, an eight-unit one tens.
+    """
+    own = expr.text
+    sketch = _sketch(own)
+    rank = lambda text: (len(text), text != own, text)  # noqa: E731
+    best = own
+    pool = {*_unary_texts(), *(t for t in map(_canonical, known) if t is not None)}
+    tried: set[str] = {own}
+    source = expr.root
+    for _ in range(_ROUNDS):
+        fresh = sorted((t for t in pool | _rewrites(source) if t not in tried and rank(t) < rank(best)), key=rank)
+        found = None
+        for text in fresh:
+            tried.add(text)
+            if _sketch(text) == sketch and fingerprint_of(text) == fingerprint_of(own):
+                found = text
+                break
+        if found is None:
+            break
+        best = found
+        source = Expression.parse(best).root
+    return best

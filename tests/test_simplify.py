@@ -1,0 +1,175 @@
+"""Simplest equivalent texts and baseline marks: what every display shows for a candidate (the store keeps its text)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+import torch
+from conftest import run_cli as cli
+
+from evaluator.activations import BASELINE_TEXTS, BASELINES, baseline_equal
+from search.analysis.tables import display_parts, display_text, top_table
+from search.language.expression import PROBE_POINTS, Expression
+from search.language.simplify import fingerprint_of, simplest_text
+from search.loop.config import config_from_dict
+from search.loop.rundir import create_run
+from search.loop.store import Store
+
+
+def simplest(text: str, known=()) -> str:
+    return simplest_text(Expression.parse(text), known)
+
+
+# ---------------------------------------------------------------- simplest_text
+
+@pytest.mark.parametrize("text, expected", [
+    ("max(relu(x), x)", "relu(x)"),
+    ("max(x, relu(x))", "relu(x)"),
+    ("x - relu(x)", "min0(x)"),
+    ("x * sinc(x)", "sin(x)"),  # sinc is the unnormalised sin(x) / x
+    ("sigmul(-x, exp(x))", "sigmoid(x)"),
+    ("max(x, -x)", "abs(x)"),
+    ("x * x", "x**2"),
+    ("mix(x, x)", "x"),  # beta * x + (1 - beta) * x at every beta
+    ("x - (x + beta)", "-beta"),
+    ("relu(relu(relu(x)))", "relu(x)"),
+    ("max(x, relu(x)) * max(x, relu(x))", "relu(x) * x"),  # via max(x, relu(x)) * x: a find is rewritten again
+])
+def test_simplest_text_finds_the_shorter_equivalent(text, expected):
+    assert simplest(text) == expected
+    assert fingerprint_of(expected) == Expression.parse(text).fingerprint()
+
+
+@pytest.mark.parametrize("text", ["beta - relu(x)", "x * sigmoid(beta * x)", "sigmul(x, -x)", "x - x",
+                                  "beta * x - beta * x",  # two betas: not zero once they move apart
+                                  "max(-x, x + beta)", "relu(x)", "x"])
+def test_a_text_without_a_shorter_equivalent_stays(text):
+    assert simplest(text) == Expression.parse(text).text
+
+
+def test_ties_go_to_the_own_text_then_alphabetically():
+    assert simplest("erf(x) * asinh(x)", ["asinh(x) * erf(x)"]) == "erf(x) * asinh(x)"
+    assert simplest("asinh(x) * erf(x)", ["erf(x) * asinh(x)"]) == "asinh(x) * erf(x)"
+    assert simplest("-x + relu(x)") == "-min0(x)"  # not relu(-x), as short but later in the alphabet
+
+
+def test_known_texts_are_used_when_they_compute_the_same_function():
+    assert simplest("x * sigmoid(x)") == "x * sigmoid(x)"
+    assert simplest("x * sigmoid(x)", ["sigmul(x, x)"]) == "sigmul(x, x)"
+    # another function, text that does not parse, and non-canonical spelling
+    assert simplest("x * sigmoid(x)", ["sin(x)", "sigmul(x,", "", "x"]) == "x * sigmoid(x)"
+    assert simplest("max(x, relu(x)) * sigmoid(x)", ["sigmul( x ,relu(x) )"]) == "sigmul(x, relu(x))"
+
+
+# ---------------------------------------------------------------- baselines and display_text
+
+def test_baseline_texts_compute_their_modules():
+    x = torch.tensor(PROBE_POINTS, dtype=torch.float64)[:, None]
+    for name, text in BASELINE_TEXTS.items():
+        module = BASELINES[name](1, False).double()
+        torch.testing.assert_close(Expression.parse(text)(x), module(x), rtol=1e-12, atol=1e-12, msg=name)
+        assert baseline_equal(Expression.parse(text)) == name
+    assert len({fingerprint_of(t) for t in BASELINE_TEXTS.values()}) == len(BASELINE_TEXTS)
+    assert set(BASELINES) - set(BASELINE_TEXTS) == {"gelu", "selu", "leaky_relu", "prelu"}
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("max(relu(x), x)", "relu(x)  = relu"),
+    ("max(x, 0)", "relu(x)  = relu"),
+    ("x * sigmoid(x)", "x * sigmoid(x)  = silu"),
+    ("sigmul(x, x)", "sigmul(x, x)  = silu"),
+    ("x * sigmoid(beta * x)", "x * sigmoid(beta * x)  = swish"),
+    ("max(x, softplus(x))", "softplus(x)  = softplus"),
+    ("min(abs(x), tanh(x))", "tanh(x)  = tanh"),
+    ("beta - relu(x)", "beta - relu(x)"),  # no baseline: no mark
+    ("x - relu(x)", "min0(x)"),
+    ("relu", "relu"),  # a baseline's name
+    ("GELU", "GELU"),
+    ("sigmul(x,", "sigmul(x,"),  # not an expression: as it is
+])
+def test_display_text_shows_the_simplest_text_and_marks_baselines(text, shown):
+    assert display_text(text) == shown
+
+
+def test_display_parts_separate_the_text_and_the_baseline():
+    assert display_parts("max(relu(x), x)") == ("relu(x)", "relu")
+    assert display_parts("x * sigmoid(x)", ["sigmul(x, x)"]) == ("sigmul(x, x)", "silu")
+    assert display_parts("cos(x) - x") == ("cos(x) - x", None)
+
+
+# ---------------------------------------------------------------- a run's displays
+
+TRAINED = [("max(x, relu(x))", 0.9), ("x * sigmoid(x)", 0.8), ("beta - relu(x)", 0.7)]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A run directory whose store holds three trained candidates and a duplicate of the second one, spelled
+    ``sigmul(x, x)``: written directly, no search needed to test displays."""
+    folder = tmp_path_factory.mktemp("simplify")
+    config = config_from_dict({"seed": 1, "child": {"task": "synthetic"}, "budget": {"children": 3}})
+    create_run(folder / "run", config)
+    texts = [t for t, _ in TRAINED] + ["sigmul(x, x)"]
+    with Store.open(folder / "run") as store:
+        store.record_ask(len(texts), [{"index": i, "tokens": ["x"] * 5, "text": t,
+                                       "fingerprint": Expression.parse(t).fingerprint(), "logp": None,
+                                       "policy_version": 0, "proposal": {}} for i, t in enumerate(texts)])
+        for i, (_, reward) in enumerate(TRAINED):
+            store.record_launch(i, seed=i)
+            store.record_result(i, "ok", reward, metrics={"accuracy": reward})
+        store.record_result(3, "duplicate", 0.8, duplicate_of=1)
+    return folder / "run"
+
+
+def test_top_shows_the_simplest_text_and_the_baseline(run, capsys):
+    code, out, err = cli(capsys, "top", run)
+    assert code == 0, err
+    table = out.splitlines()[-3:]
+    assert "relu(x)  = relu" in table[0] and "max(x, relu(x))" not in out
+    assert "sigmul(x, x)  = silu" in table[1]  # the duplicate's text is the shorter one
+    assert "beta - relu(x)" in table[2] and "=" not in table[2]
+
+    code, out, _ = cli(capsys, "top", run, "--format", "json")
+    rows = json.loads(out)
+    assert [(r["text"], r["simplest"], r["equals"]) for r in rows] == [
+        ("max(x, relu(x))", "relu(x)", "relu"), ("x * sigmoid(x)", "sigmul(x, x)", "silu"),
+        ("beta - relu(x)", "beta - relu(x)", None)]
+
+    code, out, _ = cli(capsys, "top", run, "--format", "csv")
+    parsed = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["expression"], r["simplest"], r["equals"]) for r in parsed] == [
+        ("max(x, relu(x))", "relu(x)", "relu"), ("x * sigmoid(x)", "sigmul(x, x)", "silu"),
+        ("beta - relu(x)", "beta - relu(x)", "")]
+
+    with Store.open(run, readonly=True) as store:  # displays only: the records keep their texts
+        assert [r["text"] for r in store.top(3)] == [t for t, _ in TRAINED]
+        assert store.texts_by_fingerprint([rows[1]["fingerprint"]]) == {
+            rows[1]["fingerprint"]: ["x * sigmoid(x)", "sigmul(x, x)"]}
+
+
+def test_the_table_a_search_ends_with_shows_the_simplest_text(run):
+    with Store.open(run, readonly=True) as store:
+        rows = store.top(3)
+    lines = top_table(rows).splitlines()
+    assert lines[0].split()[:4] == ["rank", "reward", "status", "expression"]
+    assert "relu(x)  = relu" in lines[2] and "x * sigmoid(x)  = silu" in lines[3]  # no duplicates passed
+    assert "relu(x)  = relu" in top_table(rows, "markdown")
+    assert [r["simplest"] for r in json.loads(top_table(rows, "json"))] == ["relu(x)", "x * sigmoid(x)",
+                                                                            "beta - relu(x)"]
+
+
+def test_report_and_export_take_either_text(run, tmp_path, capsys):
+    from conftest import Page
+
+    code, out, err = cli(capsys, "report", run, "-o", tmp_path / "report.html")
+    assert code == 0, err
+    page = Page((tmp_path / "report.html").read_text(encoding="utf-8"))
+    top = next(t for t in page.tables if t[0][:2] == ["rank", "expression"])
+    assert [row[1] for row in top[1:]] == ["relu(x) = relu", "sigmul(x, x) = silu", "beta - relu(x)"]  # folded
+
+    for text in ("relu(x)", "max(x, relu(x))"):  # the shown text finds the run's candidate as its own does
+        code, out, err = cli(capsys, "export", run, text, "-o", tmp_path / "relu.py", "--force")
+        assert code == 0, err
+        assert "rank: 1" in (tmp_path / "relu.py").read_text()
