@@ -1,8 +1,9 @@
 """Controllers: proposers of candidates behind one contract (``controller.base.Proposer``).
 
 Kinds (``ControllerSettings.kind``): ``ppo`` and ``reinforce`` (an LSTM policy, ``controller.policy``, trained by
-``controller.learner``), ``random``, ``exhaustive`` and ``evolution`` (regularized evolution). The loop that drives
-them never needs to know which one runs. A complete synchronous loop on the synthetic task::
+``controller.learner``), ``random``, ``exhaustive``, ``evolution`` (regularized evolution) and ``surrogate`` (a
+Gaussian process on the functions' shapes, ``controller.surrogate``). The loop that drives them never needs to know
+which one runs. A complete synchronous loop on the synthetic task::
 
     import torch
     from controller import ControllerSettings, make_proposer
@@ -61,6 +62,11 @@ def make_proposer(settings: ControllerSettings, space: Space, seed: int) -> Prop
         from controller.exhaustive import ExhaustiveProposer
 
         return ExhaustiveProposer(space, seed)
+    if settings.kind == "surrogate":
+        from controller.surrogate import SurrogateProposer
+
+        return SurrogateProposer(space, seed, settings.surrogate_initial, settings.surrogate_kappa,
+                                 settings.surrogate_pool)
     from controller.evolution import EvolutionProposer
 
     return EvolutionProposer(space, seed, settings.population_size, settings.tournament_size, settings.crossover_prob)

@@ -62,7 +62,6 @@ class EvolutionProposer(Proposer):
         self.rewarded: dict[float, set[str]] = {}
         self.unfingerprinted: dict[float, list[tuple[str, ...]]] = {}
         self.random_asked = 0
-        self._mutable = [p for p, c in enumerate(space.choices) if len(c) > 1]
 
     def _propose(self, n: int) -> list[Proposal]:
         out = []
@@ -87,12 +86,7 @@ class EvolutionProposer(Proposer):
             for unit in range(self.space.core_units):
                 if self.rng.random() < 0.5:
                     tokens[5 * unit: 5 * unit + 5] = other[5 * unit: 5 * unit + 5]
-        if not self._mutable:  # a space with one token string: nothing to mutate
-            return tuple(tokens)
-        position = self.rng.choice(self._mutable)
-        alternatives = [t for t in self.space.choices[position] if t != tokens[position]]
-        tokens[position] = self.rng.choice(alternatives)
-        return tuple(tokens)
+        return mutate(self.space, tokens, self.rng)
 
     def _learn(self, proposal: Proposal, reward: float) -> None:
         self.tells += 1
@@ -139,3 +133,15 @@ class EvolutionProposer(Proposer):
             self.rewarded.setdefault(float(reward), set()).update(fingerprints)
             if pending:
                 self.unfingerprinted.setdefault(float(reward), []).extend(tuple(t) for t in pending)
+
+
+def mutate(space: Space, tokens, rng: random.Random) -> tuple[str, ...]:
+    """``tokens`` with exactly one token changed: a position with more than one legal token, uniformly, gets another
+    legal token, uniformly (unchanged in a space with one token string)."""
+    mutable = [p for p, c in enumerate(space.choices) if len(c) > 1]
+    tokens = list(tokens)
+    if not mutable:
+        return tuple(tokens)
+    position = rng.choice(mutable)
+    tokens[position] = rng.choice([t for t in space.choices[position] if t != tokens[position]])
+    return tuple(tokens)
