@@ -8,7 +8,12 @@ fidelity between two halves of its seeds (how well each fidelity agrees with its
 correlation), and, with ``--table``, between the table's means and the 500-step means. Also the share of the 500-step
 top 10% found in the cheap child's top 10%.
 
-    .venv/bin/python benchmarks/table_fidelity.py --sample 100 --seeds 3 --table tables/mnist1d-150.json
+    .venv/bin/python benchmarks/table_fidelity.py --sample 100 --seeds 3 --json fidelity.json
+    .venv/bin/python benchmarks/table_fidelity.py --from-json fidelity.json --table tables/mnist1d-150.json
+
+(``--from-json``: the statistics of a saved measurement, without training again.) Functions that diverge score 0 at
+both fidelities and agree trivially, so the correlation is also printed over the functions that trained ("ok") at
+every seed of both, and over the better half of those, where the differences are small.
 """
 from __future__ import annotations
 
@@ -67,6 +72,7 @@ def main() -> None:
     p.add_argument("--table", help="also correlate this table's means with the full-fidelity means")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--json", help="write every child's accuracy here")
+    p.add_argument("--from-json", help="print the statistics of a measurement saved with --json; train nothing")
     args = p.parse_args()
 
     from scipy.stats import spearmanr
@@ -77,15 +83,22 @@ def main() -> None:
     config = load_config(args.config)
     cheap = dataclasses.asdict(config.child)
     full = dict(cheap, steps=args.full_steps)
-    texts = sample_functions(args.sample, args.sample_seed)
-    seeds = [derive_seed(4_711, k) for k in range(args.seeds)]
-    jobs = [(settings, t, s) for s in seeds for t in texts for settings in (cheap, full)]
-    print(f"# table fidelity: {machine()}; {len(texts)} functions x {len(seeds)} seeds x steps "
-          f"{cheap['steps']} and {full['steps']} ({len(jobs)} children, {args.workers} workers)")
-    start = time.perf_counter()
-    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        results = pool.map(train, jobs, chunksize=4)
-    print(f"# {time.perf_counter() - start:.0f} s")
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        texts, seeds, results = saved["texts"], saved["seeds"], [tuple(r) for r in saved["results"]]
+        cheap["steps"], full["steps"] = sorted({r[1] for r in results})
+        print(f"# table fidelity: statistics of {args.from_json}: {len(texts)} functions x {len(seeds)} seeds x "
+              f"steps {cheap['steps']} and {full['steps']}")
+    else:
+        texts = sample_functions(args.sample, args.sample_seed)
+        seeds = [derive_seed(4_711, k) for k in range(args.seeds)]
+        jobs = [(settings, t, s) for s in seeds for t in texts for settings in (cheap, full)]
+        print(f"# table fidelity: {machine()}; {len(texts)} functions x {len(seeds)} seeds x steps "
+              f"{cheap['steps']} and {full['steps']} ({len(jobs)} children, {args.workers} workers)")
+        start = time.perf_counter()
+        with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+            results = pool.map(train, jobs, chunksize=4)
+        print(f"# {time.perf_counter() - start:.0f} s")
     acc = {(t, st, s): a for t, st, s, a, _ in results}
     wall = {st: statistics.fmean(w for _, st2, _, _, w in results if st2 == st) for st in (cheap["steps"],
                                                                                            full["steps"])}
@@ -102,6 +115,16 @@ def main() -> None:
         for steps in (lo, hi):
             print(f"spearman within {steps} steps, seeds {list(a)} vs {list(b)} = "
                   f"{spearmanr(means(steps, a), means(steps, b)).statistic:.3f}")
+    trained = [i for i, t in enumerate(texts) if all(acc[(t, st, s)] > 0 for st in (lo, hi) for s in seeds)]
+    lo_all, hi_all = means(lo), means(hi)
+    print(f"functions ok at every seed of both: {len(trained)}; the others scored 0 at both fidelities: "
+          f"{sum(1 for i in range(len(texts)) if i not in trained and lo_all[i] == 0 and hi_all[i] == 0)} of "
+          f"{len(texts) - len(trained)}")
+    print(f"spearman over the {len(trained)} ok at both = "
+          f"{spearmanr([lo_all[i] for i in trained], [hi_all[i] for i in trained]).statistic:.3f}")
+    better = [i for i in trained if hi_all[i] >= statistics.median(hi_all[j] for j in trained)]
+    print(f"spearman over their better half ({len(better)}, by the {hi}-step mean) = "
+          f"{spearmanr([lo_all[i] for i in better], [hi_all[i] for i in better]).statistic:.3f}")
     k = max(1, len(texts) // 10)
     top_hi = set(sorted(texts, key=lambda t: -means(hi)[texts.index(t)])[:k])
     top_lo = set(sorted(texts, key=lambda t: -means(lo)[texts.index(t)])[:k])
@@ -115,7 +138,7 @@ def main() -> None:
         pairs = [(r["mean"], m) for r, m in zip(rows, means(hi)) if r is not None]
         print(f"spearman(table {Path(args.table).name} means, {hi} steps) = "
               f"{spearmanr(*zip(*pairs)).statistic:.3f} over {len(pairs)} functions")
-    if args.json:
+    if args.json and not args.from_json:
         Path(args.json).write_text(json.dumps({"texts": texts, "seeds": seeds, "results": results}))
 
 

@@ -267,8 +267,10 @@ def analyse(store: Store, study: str, candidates: Sequence[str], baselines: Sequ
 class Retrainer:
     """Trains the jobs in a ``ChildPool`` as capacity allows and records each result as it arrives. Single-threaded."""
 
-    def __init__(self, config: Config, study: str, store: Store, progress: Progress, jobs: list[tuple[str, int]]):
+    def __init__(self, config: Config, study: str, store: Store, progress: Progress, jobs: list[tuple[str, int]],
+                 label: str = "significance"):
         self.config, self.study, self.store, self.progress = config, study, store, progress
+        self.label = label  # what the status line calls the work
         self.queue = collections.deque(jobs)
         self.total = len(jobs)
         self.recorded = 0
@@ -318,7 +320,7 @@ class Retrainer:
         rate = self.recorded / elapsed * 60 if elapsed > 0 else 0.0
         left = len(self.queue) + len(self.pool or ())
         eta = f"{left / rate:.1f} min" if rate > 0 else "-"
-        return (f"significance: {self.recorded}/{self.total} re-trainings | {len(self.pool or ())} in flight | "
+        return (f"{self.label}: {self.recorded}/{self.total} re-trainings | {len(self.pool or ())} in flight | "
                 f"{rate:.1f}/min | ETA {eta}")
 
 

@@ -176,7 +176,7 @@ def _train_functions(config: Config, run_dir: Path, functions: Sequence[str], se
         progress.event(f"table of {len(labels)} functions x {seeds} seeds (study {key} of {run_dir}): "
                        f"{len(labels) * seeds - len(jobs)} done, {len(jobs)} to train")
         try:
-            if jobs and Retrainer(config, key, store, progress, jobs).run() != "complete":
+            if jobs and Retrainer(config, key, store, progress, jobs, label="table").run() != "complete":
                 print("stopped; run the same command again to continue", file=stream)
                 return None
         finally:
