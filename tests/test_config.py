@@ -61,13 +61,15 @@ def test_shipped_configs_load(path):
 
 def test_shipped_configs_are_the_ones_promised():
     names = {p.stem for p in CONFIGS.glob("*.yaml")}
-    assert {"quickstart", "paper", "exhaustive", "random", "evolution", "synthetic"} <= names
+    assert {"quickstart", "ppo", "paper", "exhaustive", "random", "evolution", "synthetic", "table"} <= names
     paper = load_config(CONFIGS / "paper.yaml")
     assert (paper.child.task, paper.child.resolved_model, paper.child.steps, paper.child.batch_size) == \
         ("cifar10", "resnet20", 10_000, 128)
     assert paper.resources.gpus_per_child > 0
     quick = load_config(CONFIGS / "quickstart.yaml")
-    assert (quick.child.task, quick.controller.kind, quick.resources.address) == ("mnist1d", "ppo", "")
+    assert (quick.child.task, quick.controller.kind, quick.resources.address) == ("mnist1d", "surrogate", "")
+    ppo = load_config(CONFIGS / "ppo.yaml")
+    assert ppo.controller.kind == "ppo" and ppo.section_differences(quick, ("space", "child", "budget")) == []
     assert quick.resources.gpus_per_child == 0 and quick.child.device == "cpu"
 
 

@@ -9,10 +9,9 @@ not use (figures in docs/tables.md).
 """
 import statistics
 
-import pytest
 import torch
-
 from conftest import REPO
+
 from controller import ControllerSettings, make_proposer
 from evaluator.tabular import load_table
 from search.language.space import Space
@@ -48,8 +47,9 @@ def test_full_table_has_the_paper_the_baselines_and_the_cheap_top_30():
         assert table.by_fingerprint.get(row["fingerprint"]) is not None, row["text"]
 
 
-def best_means(kind: str, seeds, children: int) -> list[float]:
-    """Per seed, the table mean of the best function a search of ``kind`` trained within ``children`` children."""
+def top_means(kind: str, seeds, children: int, top: int = 10) -> list[float]:
+    """Per seed, the mean table mean of the ``top`` best distinct functions a search of ``kind`` trained within
+    ``children`` children (what a search hands on to be re-trained), and the best one's."""
     torch.set_num_threads(1)
     table = load_table(CHEAP)
     space = Space(core_units=1)
@@ -57,5 +57,24 @@ def best_means(kind: str, seeds, children: int) -> list[float]:
     for seed in seeds:
         run = search_table(make_proposer(ControllerSettings(kind=kind), space, seed), space, table, children,
                            seed=seed)
-        out.append(max(table.by_fingerprint[fp]["mean"] for _, fp, _ in run["children"]))
+        means = sorted({table.by_fingerprint[fp]["mean"] for _, fp, _ in run["children"]}, reverse=True)
+        out.append((statistics.fmean(means[:top]), means[0]))
     return out
+
+
+def test_ppo_finds_better_functions_than_random_search_but_not_a_better_best():
+    """PPO against random search on real rewards, default settings, 300 children, 20 seeds. PPO's 10 best functions
+    are better than random search's: seeds 100-159 gave a mean gain of 0.0091 (sd of a 20-seed mean 0.0019); the test
+    asks for 0.003. Its single best is not reliably better (mean gain 0.0043, sd of a 20-seed mean 0.0024: not
+    asserted): see docs/tables.md for why."""
+    ppo, rnd = top_means("ppo", range(20), 300), top_means("random", range(20), 300)
+    gains = [p[0] - r[0] for p, r in zip(ppo, rnd)]
+    assert statistics.fmean(gains) > 0.003, gains
+
+
+def test_surrogate_finds_a_better_best_than_random_search_in_100_children():
+    """The surrogate against random search, 100 children, 10 seeds: seeds 100-159 gave a mean gain of the best
+    function's table mean of 0.0245 (sd of a 10-seed mean 0.0043); the test asks for 0.01."""
+    sur, rnd = top_means("surrogate", range(10), 100), top_means("random", range(10), 100)
+    gains = [s[1] - r[1] for s, r in zip(sur, rnd)]
+    assert statistics.fmean(gains) > 0.01, gains
