@@ -19,6 +19,18 @@ def address():
     ray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module: a controller's tensors are tiny, extra threads only spin against other
+    processes on a shared machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class Page(HTMLParser):
     """An HTML page as tests read it: the tags used, every (tag, attribute, value), the links and sources, and the
     tables (rows of cell texts, white space folded)."""

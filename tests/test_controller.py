@@ -20,13 +20,7 @@ SMALL = Space(1, unary=("x", "neg", "abs", "square", "sin", "relu", "sigmoid", "
 TWO_UNITS = Space(2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # the policy's tensors are tiny: extra threads only spin against other processes on a shared machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def settings(kind: str, **kw) -> ControllerSettings:

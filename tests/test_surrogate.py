@@ -48,12 +48,7 @@ BUDGETS = {1: 100, 2: 128}
 MIN_GAIN = 0.2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def surrogate(space: Space, seed: int, **kw) -> SurrogateProposer:
