@@ -70,6 +70,11 @@ class Table:
     def __init__(self, path: Path, header: dict, rows: list[dict]):
         self.path, self.header, self.rows = path, header, rows
         self.by_fingerprint = {r["fingerprint"]: r for r in rows if r["fingerprint"]}
+        self.by_name: dict[str, dict] = {}  # a row's text, and the baseline it equals -> the first (best) such row
+        for r in rows:
+            for name in (r["text"], r["equals"]):
+                if name:
+                    self.by_name.setdefault(name, r)
         self.seeds = len(header.get("seeds", [])) or (len(rows[0]["accuracy"]) if rows else 0)
 
     @staticmethod
@@ -87,13 +92,11 @@ class Table:
         return 1 + sum(1 for r in self.rows if (r["mean"] or 0) > (row["mean"] or 0))
 
     def find(self, activation: str) -> dict | None:
-        """The row of a baseline name or an expression text (by fingerprint, so any equivalent text finds it)."""
-        name = activation.strip().lower()
-        for r in self.rows:
-            if r["text"] == name or r["equals"] == name:
-                return r
+        """The row of an expression text (by fingerprint, so any equivalent text finds it) or a baseline name."""
         fingerprint = fingerprint_of(activation)
-        return self.by_fingerprint.get(fingerprint) if fingerprint else None
+        if fingerprint is not None:
+            return self.by_fingerprint.get(fingerprint)
+        return self.by_name.get(activation.strip().lower())
 
 
 def write_table(path: str | Path, header: dict, rows: Sequence[dict]) -> int:
@@ -173,9 +176,9 @@ def replay_child(table_path: str, activation: str, seed: int, split: str = "val"
     record = {"status": "failed", "accuracy": None, "split": split, "train_loss": None, "steps": 0, "wall_s": 0.0,
               "images_per_s": None, "device": "table", "error": None, "activation": activation, "seed": seed,
               "fault": "candidate", "table_seconds": None, "table_seed": None}
-    fingerprint = fingerprint_of(activation)
-    row = table.find(activation) if fingerprint is None else table.by_fingerprint.get(fingerprint)
+    row = table.find(activation)
     if row is None:
+        fingerprint = fingerprint_of(activation)
         record["error"] = (f"not in the table {os.path.basename(table.path)} ({len(table.rows)} functions"
                            f"{', fingerprint ' + fingerprint if fingerprint else ''})")
     else:

@@ -148,19 +148,21 @@ def _space_equivalents(config: Config) -> dict[str, list[str]]:
 
 def _train_functions(config: Config, run_dir: Path, functions: Sequence[str], seeds: int, stream: TextIO):
     """Re-train ``functions`` over ``seeds`` seed numbers as a study of ``run_dir``; None if stopped early."""
-    from evaluator.activations import activation_label
+    from evaluator.activations import BASELINE_TEXTS, activation_label
     from search.analysis.significance import Retrainer, study_key
     from search.loop.progress import Progress
     from search.loop.rundir import LOG_FILE, create_run, is_run_dir, require_writable_run_dir, run_lock
     from search.loop.store import Store
 
-    labels, seen = [], set()
+    fingerprints: dict[str, str | None] = {}  # label -> its function's fingerprint (None: a baseline not writable)
+    seen = set()
     for f in functions:
         label = activation_label(f)
-        key = fingerprint_of(_baseline_text(label) or label) or label
-        if key not in seen:
-            seen.add(key)
-            labels.append(label)
+        fingerprint = fingerprint_of(BASELINE_TEXTS.get(label, label))
+        if (fingerprint or label) not in seen:
+            seen.add(fingerprint or label)
+            fingerprints[label] = fingerprint
+    labels = list(fingerprints)
     if run_dir.exists():
         if not is_run_dir(run_dir):
             raise UserError(f"{run_dir} exists but is not a run directory; pick another --name")
@@ -182,53 +184,33 @@ def _train_functions(config: Config, run_dir: Path, functions: Sequence[str], se
         finally:
             progress.close()
         retrained = store.retrainings(key, labels)
-    rows = {}
-    for label in labels:
-        text = _baseline_text(label)
-        rows[label] = {"text": label, "fingerprint": fingerprint_of(text or label), "tokens": "",
-                       "accuracy": [None] * seeds, "status": ["missing"] * seeds, "wall": [None] * seeds}
+    rows = {label: {"text": label, "fingerprint": fingerprint, "tokens": "", "accuracy": [None] * seeds,
+                    "status": ["missing"] * seeds, "wall": [None] * seeds}
+            for label, fingerprint in fingerprints.items()}
     for r in retrained:
         if r["seed_number"] < seeds:
             row = rows[r["activation"]]
             row["status"][r["seed_number"]] = r["status"]
             row["accuracy"][r["seed_number"]] = r["accuracy"] if r["status"] == "ok" else None
             row["wall"][r["seed_number"]] = r["metrics"].get("wall_s")
-    out = [_finish(r, config.rewards.failed, [_baseline_text(r["text"])] if _baseline_text(r["text"]) else [])
-           for r in rows.values()]
+    out = [_finish(r, config.rewards.failed, ()) for r in rows.values()]
     return _ordered(out), {"kind": "functions", "runs": [str(run_dir)], "study": key,
                            "seed_numbers": list(range(seeds))}
 
 
-def _baseline_text(label: str) -> str | None:
-    """The expression text of a named baseline the language can write (relu -> relu(x)), else None."""
-    from evaluator.activations import BASELINE_TEXTS
-
-    return BASELINE_TEXTS.get(label)
-
-
 def _finish(row: dict, failed_reward: float, known: Sequence[str]) -> dict:
-    """Complete a row: mean, sd, seconds, simplest text and the baseline it equals."""
+    """Complete a row: mean, sd, seconds, simplest text (``known``: other texts of the function) and the baseline it
+    equals (a named baseline's row equals itself)."""
     from evaluator.activations import BASELINES
+    from search.analysis.tables import display_parts
 
     mean, sd, _ = summarize(row["accuracy"], row["status"], failed_reward)
     walls = [w for w in row.pop("wall") if w is not None]
     row.update(mean=_round(mean), sd=_round(sd), seconds=round(sum(walls) / len(walls), 2) if walls else None,
                accuracy=[_round(a) for a in row["accuracy"]])
-    if row["text"] in BASELINES:
-        row["simplest"], row["equals"] = row["text"], row["text"]
-    else:
-        row["simplest"], row["equals"] = simplest_and_equal(row["text"], known)
+    row["simplest"], equals = display_parts(row["text"], known)
+    row["equals"] = row["text"] if row["text"] in BASELINES else equals or ""
     return {c: row[c] for c in COLUMNS}
-
-
-def simplest_and_equal(text: str, known: Sequence[str] = ()) -> tuple[str, str]:
-    """The shortest equivalent text of an expression among ``known`` and its own rewrites, and the named baseline it
-    equals ("" if none)."""
-    from evaluator.activations import baseline_equal
-    from search.language.simplify import simplest_text
-
-    expr = Expression.parse(text)
-    return simplest_text(expr, known), baseline_equal(expr) or ""
 
 
 def _round(v: float | None) -> float | None:

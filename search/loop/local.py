@@ -15,8 +15,8 @@ from search.language.expression import Expression
 from search.loop.config import child_seed
 from search.loop.rewards import STALL_PROPOSALS, RewardBook
 
-# score(expression, fingerprint, child seed) -> (reward, trained): trained False for a function that costs no child
-Scorer = Callable[[Expression, str, int], tuple[float, bool]]
+# score(expression, fingerprint, child seed) -> reward: what the child of a new function earns
+Scorer = Callable[[Expression, str, int], float]
 
 
 def search_local(proposer, space, score: Scorer, budget: int, count: str = "proposals", seed: int = 0,
@@ -61,10 +61,9 @@ def search_local(proposer, space, score: Scorer, budget: int, count: str = "prop
             if judgement.status == "new":
                 since_new = 0
                 book.start(judgement.fingerprint)
-                reward, trained = score(expr, judgement.fingerprint, child_seed(seed, proposal.index))
+                reward = score(expr, judgement.fingerprint, child_seed(seed, proposal.index))
                 book.record(judgement.fingerprint, reward)
-                if trained:
-                    children.append((len(rewards), judgement.fingerprint, reward))
+                children.append((len(rewards), judgement.fingerprint, reward))
             rewards.append(reward)
             statuses.append(judgement.status)
             update = proposer.tell(proposal, reward)
@@ -85,9 +84,9 @@ def search_synthetic(proposer, space, budget: int, target: str = "x * sigmoid(x)
     is its similarity to ``target`` (``evaluate_synthetic``, noise seeded by ``seed``), ``screened_reward`` when it
     is not finite."""
 
-    def score(expr: Expression, fingerprint: str, child: int) -> tuple[float, bool]:
+    def score(expr: Expression, fingerprint: str, child: int) -> float:
         result = evaluate_synthetic(expr.text, target=target, noise=noise, seed=seed)
-        return (result["accuracy"] if result["status"] == "ok" else screened_reward), True
+        return result["accuracy"] if result["status"] == "ok" else screened_reward
 
     return search_local(proposer, space, score, budget, "proposals", seed, screened_reward, reject_linear, ask_size)
 
@@ -99,12 +98,12 @@ def search_table(proposer, space, table, children: int, seed: int = 0, failed_re
     when the table lacks the function). ``max_proposals`` (default 50 x children) ends a search that only repeats
     itself, and so does ``STALL_PROPOSALS`` proposals in a row without a new function (as in ``actsearch run``)."""
 
-    def score(expr: Expression, fingerprint: str, child: int) -> tuple[float, bool]:
+    def score(expr: Expression, fingerprint: str, child: int) -> float:
         row = table.by_fingerprint.get(fingerprint)
         if row is None:
-            return failed_reward, True
+            return failed_reward
         _, status, accuracy = table.draw(row, child)
-        return (accuracy if status == "ok" else failed_reward), True
+        return accuracy if status == "ok" else failed_reward
 
     return search_local(proposer, space, score, children, "children", seed, screened_reward, True, ask_size,
                         50 * children if max_proposals is None else max_proposals, STALL_PROPOSALS)
