@@ -42,9 +42,7 @@ def cmd_run(args) -> int:
 
     config = load_config(args.config, args.overrides)
     name = args.name if args.name is not None else Path(args.config).stem
-    if not _NAME.match(name):
-        raise UserError(f"--name {name!r}: use letters, digits, '.', '_' and '-' (no '/'), starting with a letter "
-                        f"or digit")
+    check_run_name(name)
     results = Path(args.results)
     if results.exists() and not results.is_dir():
         raise UserError(f"--results {results}: is a file, not a folder for runs")
@@ -63,6 +61,13 @@ def cmd_run(args) -> int:
     create_run(run_dir, config)
     print(f"created {run_dir}")
     return _run(run_dir, args.top)
+
+
+def check_run_name(name: str) -> None:
+    """``UserError`` unless ``name`` can name a run directory (``--name``)."""
+    if not _NAME.match(name):
+        raise UserError(f"--name {name!r}: use letters, digits, '.', '_' and '-' (no '/'), starting with a letter "
+                        f"or digit")
 
 
 def cmd_resume(args) -> int:

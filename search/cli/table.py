@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
 
 from search.cli import whole
 from search.language.errors import UserError
@@ -69,13 +68,9 @@ def cmd_build(args) -> int:
 
     functions = function_list(args.functions, args.top, args.of)
     if args.name is not None:
-        from search.cli.run import _NAME
+        from search.cli.run import check_run_name
 
-        if not _NAME.match(args.name):
-            raise UserError(f"--name {args.name!r}: use letters, digits, '.', '_' and '-', starting with a letter or "
-                            f"digit")
-    if not Path(args.config).is_file():
-        raise UserError(f"{args.config}: no such config file")
+        check_run_name(args.name)
     command = " ".join(["actsearch table build", shlex.quote(args.config), f"--seeds {args.seeds}",
                         f"--out {shlex.quote(args.out)}"]
                        + [f"--name {shlex.quote(args.name)}"] * (args.name is not None)
