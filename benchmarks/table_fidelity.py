@@ -35,15 +35,11 @@ sys.path.insert(0, str(REPO))
 def sample_functions(n: int, seed: int) -> list[str]:
     """``n`` distinct one-unit functions that pass the screen, drawn at random (fixed by ``seed``): canonical texts of
     each function's first token string."""
-    from controller.exhaustive import fingerprint_of
-    from search.language.space import Space
+    from search.language.space import Space, one_unit_index
 
     space = Space(core_units=1)
-    first: dict[str, tuple[str, ...]] = {}
-    for tokens in space.enumerate():
-        first.setdefault(fingerprint_of(tuple(tokens)), tuple(tokens))
     texts = []
-    for tokens in first.values():
+    for tokens in one_unit_index().values():
         expr = space.decode(tokens)
         if expr.screen().ok:
             texts.append(expr.text)
