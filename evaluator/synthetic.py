@@ -3,7 +3,7 @@
 It exists to test search machinery (controllers, the run loop, resume) with a reward whose optimum is known.
 
 Similarity (the reward, in [0, 1]). Both functions are evaluated in float64 on the probe points of
-``search.language.expression.PROBE_POINTS`` (1,000 N(0, 1) draws clipped to [-5, 5] plus an even grid on [-5, 5]), every beta
+``search.language.identity.PROBE_POINTS`` (1,000 N(0, 1) draws clipped to [-5, 5] plus an even grid on [-5, 5]), every beta
 at 1 (the value a child starts from), together with their slopes (first derivatives, by autograd). The candidate
 ``f``, rescaled and shifted (``a * f + c`` with ``a >= 0``), and the best straight line ``c0 + c1 * x`` are both
 least-squares fits of the target ``t``, counting values and slopes alike:
@@ -38,7 +38,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from search.language.expression import PROBE_POINTS, Expression, ExpressionError
+from search.language.expression import Expression, ExpressionError
+from search.language.identity import PROBE_POINTS
 
 # Below this norm (relative to the function's scale) a centred function or a residual is numerically zero.
 _FLAT = 1e-9

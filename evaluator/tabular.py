@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Sequence
 
 from search.language.errors import UserError
-from search.language.expression import FINGERPRINT_VERSION
+from search.language.identity import FINGERPRINT_VERSION
 from search.language.simplify import fingerprint_of
 
 FORMAT = "actsearch-table"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from search import Expression, Space
-from search.language.expression import BETA_START, PROBE_BETAS, PROBE_POINTS, beta_assignments, quantize
+from search.language.identity import BETA_START, PROBE_BETAS, PROBE_POINTS, beta_assignments, quantize
 
 
 def fp(text: str) -> str:

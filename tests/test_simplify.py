@@ -11,7 +11,8 @@ from conftest import run_cli as cli
 
 from evaluator.activations import BASELINE_TEXTS, BASELINES, baseline_equal
 from search.analysis.tables import display_parts, display_text, top_table
-from search.language.expression import PROBE_POINTS, Expression
+from search.language.expression import Expression
+from search.language.identity import PROBE_POINTS
 from search.language.simplify import fingerprint_of, simplest_text
 from search.loop.config import config_from_dict
 from search.loop.rundir import create_run

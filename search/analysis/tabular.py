@@ -27,7 +27,8 @@ from typing import Sequence, TextIO
 from evaluator.tabular import COLUMNS, Table, load_table, summarize, write_table
 from search.analysis.tables import Column, format_rows
 from search.language.errors import UserError
-from search.language.expression import FINGERPRINT_VERSION, Expression, ExpressionError
+from search.language.expression import Expression, ExpressionError
+from search.language.identity import FINGERPRINT_VERSION
 from search.language.simplify import fingerprint_of
 from search.loop.config import Config, load_config
 

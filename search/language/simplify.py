@@ -19,17 +19,8 @@ from typing import Iterable, Iterator
 import torch
 
 from search.language.errors import ExpressionError
-from search.language.expression import (
-    BETA_START,
-    PROBE_BETAS,
-    PROBE_POINTS,
-    Expression,
-    Node,
-    X,
-    _one_thread,
-    apply,
-    quantize,
-)
+from search.language.expression import Expression, Node, X, apply
+from search.language.identity import BETA_START, PROBE_BETAS, PROBE_POINTS, one_thread, quantize
 from search.language.ops import UNARY
 
 _ROUNDS = 8  # rewrites of a shorter find are tried again; the length falls each round, this only caps the worst case
@@ -59,7 +50,7 @@ def _sketch(text: str) -> bytes:
     expr = Expression.parse(text)
     x = torch.tensor(PROBE_POINTS, dtype=torch.float64)[:, None].repeat(1, len(_SKETCH_BETAS))
     beta = torch.tensor(_SKETCH_BETAS, dtype=torch.float64)[None, :].repeat(max(expr.n_betas, 1), 1)
-    with torch.no_grad(), _one_thread():  # as the fingerprint: extra threads only wait on busy cores
+    with torch.no_grad(), one_thread():  # as the fingerprint: extra threads only wait on busy cores
         y = expr(x, beta)
     return hashlib.sha1(quantize(y.numpy()).tobytes()).digest()
 
