@@ -18,9 +18,11 @@ from search.analysis.stats import (
     compare,
     compare_all,
     holm,
+    rank_direction,
     seeds_needed,
     sign_test,
     signed_rank_null,
+    verdict,
     wilcoxon_test,
     wins_table,
 )
@@ -252,6 +254,48 @@ def test_too_few_seeds_cannot_give_a_verdict():
     scores = {"c": {s: 1.0 + s for s in range(k)}, "relu": {s: 0.0 for s in range(k)},
               "gelu": {s: 0.1 for s in range(k)}}
     assert {c.verdict for c in compare_all(scores, ["c"], ["relu", "gelu"])} == {"better"}
+
+
+@pytest.mark.parametrize("small, large, rank_side", [(0.001, -1.0, "the candidate"), (-0.001, 1.0, "the baseline")])
+def test_rank_test_and_interval_on_opposite_sides_are_no_evidence(small, large, rank_side):
+    """Issue 20 item 12: 21 seeds at +0.001 and 4 at -1.0: the signed-rank test favours the candidate (p = 0.046)
+    while the interval is (-0.319, -0.039); the verdict was "worse". The two must agree (and mirrored)."""
+    cand = {s: small for s in range(21)} | {s: large for s in range(21, 25)}
+    comp = compare(cand, {s: 0.0 for s in range(25)})
+    assert comp.wilcoxon_p == pytest.approx(0.0463, abs=1e-4)
+    assert rank_direction(comp.diffs) == (1 if small > 0 else -1)
+    assert (comp.ci_high < 0) if small > 0 else (comp.ci_low > 0)
+    assert comp.verdict == "no evidence"
+    assert comp.reason.startswith(f"the rank test favours {rank_side} but the interval") and "disagree" in comp.reason
+    # the same p with the interval on the rank test's side is a verdict
+    agree = compare({s: -small for s in range(21)} | {s: -large * 0.0001 for s in range(21, 25)},
+                    {s: 0.0 for s in range(25)})
+    assert agree.verdict == ("worse" if small > 0 else "better") and agree.reason == ""
+
+
+def test_rank_direction_and_the_verdict_rule():
+    assert rank_direction([0.1, 0.2, -0.05]) == 1 and rank_direction([-0.1, -0.2, 0.05]) == -1
+    assert rank_direction([0.0, 0.0]) == 0 and rank_direction([0.1, -0.1]) == 0
+    assert verdict(0.01, -0.3, -0.1) == "worse" and verdict(0.01, -0.3, -0.1, direction=1) == "no evidence"
+    assert verdict(0.01, 0.1, 0.3, direction=1) == "better" and verdict(0.01, 0.1, 0.3, direction=-1) == "no evidence"
+
+
+def test_ties_lower_the_effective_n_and_the_reason_says_so():
+    """Issue 20 item 13: 6 seeds, 1 tied and 5 won: p = 2 / 2**5 = 0.0625, no evidence although 6 seeds would do;
+    the reason counts the non-zero differences, not the seeds."""
+    comp = compare({s: 0.0 if s == 0 else 0.01 * s for s in range(6)}, {s: 0.0 for s in range(6)})
+    assert (comp.wins, comp.ties, comp.losses) == (5, 1, 0) and comp.wilcoxon_p == pytest.approx(0.0625)
+    assert seeds_needed(1) == 6 and comp.verdict == "no evidence"
+    assert comp.reason == "5 non-zero differences (1 tied seed dropped): a verdict at alpha 0.05 needs at least 6"
+    # over two comparisons Holm needs 7; the reason names the family
+    scores = {"c": {s: 1.0 + s for s in range(6)}, "relu": {s: 0.0 for s in range(6)},
+              "gelu": {s: 0.1 for s in range(6)}}
+    reasons = {c.reason for c in compare_all(scores, ["c"], ["relu", "gelu"])}
+    assert reasons == {"6 non-zero differences: a verdict at alpha 0.05 over 2 comparisons needs at least 7"}
+    # a significant rank test whose interval covers 0, and a p above alpha with enough differences, say so too
+    loose = compare({s: 0.01 * (s + 1) * (-1) ** (s % 3 == 0) for s in range(12)}, {s: 0.0 for s in range(12)})
+    assert loose.verdict == "no evidence" and loose.reason.startswith("Holm-adjusted Wilcoxon p ")
+    assert Comparison.from_dict(json.loads(json.dumps(comp.to_dict()))).reason == comp.reason
 
 
 def test_significant_ranks_but_interval_across_zero_is_no_evidence():

@@ -33,15 +33,19 @@ For each (candidate, baseline) pair, ``compare`` reports:
 ``compare_all`` applies Holm's step-down correction across all its comparisons (separately to the Wilcoxon p-values and
 to the sign-test p-values) and decides each verdict:
 
-- "better": Holm-adjusted two-sided Wilcoxon p < alpha AND the bootstrap interval lies above 0;
-- "worse":  Holm-adjusted two-sided Wilcoxon p < alpha AND the interval lies below 0;
-- "no evidence" otherwise (including a significant rank test whose interval for the mean still covers 0: the two
-  disagree about the sign or the size, so we claim nothing).
+- "better": Holm-adjusted two-sided Wilcoxon p < alpha AND the rank test favours the candidate (its positive rank
+  sum above its mean) AND the bootstrap interval lies above 0;
+- "worse":  Holm-adjusted two-sided Wilcoxon p < alpha AND the rank test favours the baseline AND the interval lies
+  below 0;
+- "no evidence" otherwise: a significant rank test whose interval for the mean still covers 0, or lies on the other
+  side (many small gains against a few large losses: the ranks favour one, the mean the other), claims nothing.
+  ``Comparison.reason`` says why.
 
-With n seeds the smallest two-sided Wilcoxon p is 2 / 2**n (every difference on one side), so 5 seeds can never reach
-0.05 and Holm over m comparisons needs m * 2 / 2**n < alpha; ``seeds_needed`` says how many seeds make a verdict
-possible at all. Ties among the |d| do not lower that floor; they coarsen the distribution, so results short of
-unanimous need more seeds than without ties.
+With n non-zero differences the smallest two-sided Wilcoxon p is 2 / 2**n (every difference on one side), so 5 can
+never reach 0.05 and Holm over m comparisons needs m * 2 / 2**n < alpha; ``seeds_needed`` says how many make a
+verdict possible at all. Tied seeds (zero differences) are dropped, so they lower the effective n: 6 seeds with one
+tie and five wins give p = 2 / 2**5 = 0.0625. Ties among the |d| do not lower the floor; they coarsen the
+distribution, so results short of unanimous need more than that.
 """
 from __future__ import annotations
 
@@ -86,6 +90,7 @@ class Comparison:
     alpha: float = ALPHA
     n_boot: int = N_BOOT
     diffs: list[float] = field(default_factory=list)  # per paired seed, in seed order, rounded to TIE_DECIMALS
+    reason: str = ""  # why the verdict is "no evidence" ("" for better / worse)
 
     def to_dict(self) -> dict:
         """JSON-safe dict (no NaN: undefined values are None)."""
@@ -192,20 +197,58 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return adjusted
 
 
-def verdict(p_adjusted: float, ci_low: float | None, ci_high: float | None, alpha: float = ALPHA) -> str:
-    """The decision rule: significant adjusted Wilcoxon p AND a confidence interval on one side of zero."""
+def rank_direction(diffs: Sequence[float]) -> int:
+    """Which side the signed-rank test favours: 1 the candidate (positive rank sum above its mean n (n + 1) / 4),
+    -1 the baseline, 0 neither (no non-zero difference, or the sums balance)."""
+    d = tie_round(diffs)
+    d = d[d != 0]
+    if d.size == 0:
+        return 0
+    doubled = np.rint(2 * sps.rankdata(np.abs(d), method="average")).astype(np.int64)
+    return int(np.sign(2 * int(doubled[d > 0].sum()) - int(doubled.sum())))
+
+
+def verdict(p_adjusted: float, ci_low: float | None, ci_high: float | None, alpha: float = ALPHA,
+            direction: int | None = None) -> str:
+    """The decision rule: significant adjusted Wilcoxon p AND a confidence interval on one side of zero AND (when
+    ``direction`` is given, see ``rank_direction``) the rank test favouring that same side."""
     if ci_low is None or ci_high is None or not p_adjusted < alpha:
         return "no evidence"
-    if ci_low > 0:
+    if ci_low > 0 and direction in (None, 1):
         return "better"
-    if ci_high < 0:
+    if ci_high < 0 and direction in (None, -1):
         return "worse"
     return "no evidence"
 
 
+def verdict_reason(comp: Comparison, n_comparisons: int = 1) -> str:
+    """Why ``comp``'s verdict is "no evidence" (one clause), or "" for better / worse. Counts the effective n: the
+    non-zero differences the rank test uses, not the seeds."""
+    if comp.verdict != "no evidence":
+        return ""
+    if comp.n == 0:
+        return "no seed scored on both sides"
+    nonzero = comp.wins + comp.losses
+    need = seeds_needed(n_comparisons, comp.alpha)
+    family = f" over {n_comparisons} comparisons" if n_comparisons > 1 else ""
+    ties = f" ({comp.ties} tied seed{'s' * (comp.ties != 1)} dropped)" if comp.ties else ""
+    if nonzero < need:
+        return (f"{nonzero} non-zero difference{'s' * (nonzero != 1)}{ties}: a verdict at alpha {comp.alpha:g}"
+                f"{family} needs at least {need}")
+    if not comp.wilcoxon_p_holm < comp.alpha:
+        return f"Holm-adjusted Wilcoxon p {format_p(comp.wilcoxon_p_holm)} is not below {comp.alpha:g}{ties}"
+    favoured = {1: "the candidate", -1: "the baseline", 0: "neither"}[rank_direction(comp.diffs)]
+    if comp.ci_low > 0 or comp.ci_high < 0:
+        side = "above" if comp.ci_low > 0 else "below"
+        return (f"the rank test favours {favoured} but the interval of the mean difference lies {side} 0 "
+                f"({comp.ci_low:+.4g}, {comp.ci_high:+.4g}): they disagree")
+    return f"the interval of the mean difference covers 0 ({comp.ci_low:+.4g}, {comp.ci_high:+.4g})"
+
+
 def seeds_needed(n_comparisons: int = 1, alpha: float = ALPHA) -> int:
-    """Fewest seeds with which the Holm-adjusted two-sided Wilcoxon p can fall below ``alpha`` at all: the smallest n
-    with ``n_comparisons * 2 / 2**n < alpha`` (every seed on one side; ties do not lower that floor)."""
+    """Fewest non-zero differences (seeds that do not tie) with which the Holm-adjusted two-sided Wilcoxon p can fall
+    below ``alpha`` at all: the smallest n with ``n_comparisons * 2 / 2**n < alpha`` (every one on one side). Tied
+    seeds are dropped, so seeds that tie need that many more."""
     n = 1
     while n_comparisons * 2.0 / 2.0**n >= alpha:
         n += 1
@@ -253,12 +296,19 @@ def compare(candidate_scores: Mapping[int, float | None], baseline_scores: Mappi
     else:
         ci_low = ci_high = None
         means = (None, None, None)
-    return Comparison(
+    comp = Comparison(
         candidate=candidate, baseline=baseline, n=len(seeds), seeds=[int(s) for s in seeds], n_unpaired=unpaired,
         candidate_mean=means[0], baseline_mean=means[1], mean_diff=means[2], ci_low=ci_low, ci_high=ci_high,
         wins=wins, ties=ties, losses=losses, wilcoxon_stat=stat, wilcoxon_p=p_w, sign_p=p_s,
-        wilcoxon_p_holm=p_w, sign_p_holm=p_s, verdict=verdict(p_w, ci_low, ci_high, alpha),
-        alpha=alpha, n_boot=n_boot, diffs=[float(v) for v in d])
+        wilcoxon_p_holm=p_w, sign_p_holm=p_s, verdict="no evidence", alpha=alpha, n_boot=n_boot,
+        diffs=[float(v) for v in d])
+    _decide(comp, 1)
+    return comp
+
+
+def _decide(comp: Comparison, n_comparisons: int) -> None:
+    comp.verdict = verdict(comp.wilcoxon_p_holm, comp.ci_low, comp.ci_high, comp.alpha, rank_direction(comp.diffs))
+    comp.reason = verdict_reason(comp, n_comparisons)
 
 
 def compare_all(scores: Mapping[str, Mapping[int, float | None]], candidates: Sequence[str],
@@ -276,7 +326,7 @@ def compare_all(scores: Mapping[str, Mapping[int, float | None]], candidates: Se
            for c in candidates for b in baselines if c != b]
     for comp, p_w, p_s in zip(out, holm([c.wilcoxon_p for c in out]), holm([c.sign_p for c in out])):
         comp.wilcoxon_p_holm, comp.sign_p_holm = p_w, p_s
-        comp.verdict = verdict(p_w, comp.ci_low, comp.ci_high, alpha)
+        _decide(comp, len(out))
     return out
 
 
