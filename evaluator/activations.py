@@ -12,7 +12,7 @@ from torch import nn
 
 from search.language.expression import Expression, ExpressionError
 from search.language.kernel import activation_module
-from search.language.simplify import fingerprint_of
+from search.language.simplify import agree_widely, fingerprint_of
 
 ActivationFactory = Callable[[int], nn.Module]
 DEFAULT_BASELINES = ("relu", "swish", "gelu")  # what a candidate is compared with when nobody names baselines
@@ -56,9 +56,11 @@ def _baseline_fingerprints() -> dict[str, str]:
 
 
 def baseline_equal(expr: Expression) -> str | None:
-    """The name of the baseline ``expr`` computes (its fingerprint is that of a ``BASELINE_TEXTS`` entry), or None:
-    ``max(relu(x), x)`` -> ``"relu"``. Fingerprints are cached per process."""
-    return _baseline_fingerprints().get(fingerprint_of(expr.text))
+    """The name of the baseline ``expr`` computes (its fingerprint is that of a ``BASELINE_TEXTS`` entry and the two
+    agree on [-50, 50], ``simplify.agree_widely``), or None: ``max(relu(x), x)`` -> ``"relu"``, ``max(sqrt(x),
+    softplus(x))`` -> None (softplus on [-5, 5] only). Fingerprints are cached per process."""
+    name = _baseline_fingerprints().get(fingerprint_of(expr.text))
+    return name if name is not None and agree_widely(expr.text, BASELINE_TEXTS[name]) else None
 
 
 @functools.lru_cache(maxsize=1024)

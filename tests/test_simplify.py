@@ -13,7 +13,7 @@ from evaluator.activations import BASELINE_TEXTS, BASELINES, baseline_equal
 from search.analysis.tables import display_parts, display_text, top_table
 from search.language.expression import Expression
 from search.language.identity import PROBE_POINTS
-from search.language.simplify import fingerprint_of, simplest_text
+from search.language.simplify import agree_widely, fingerprint_of, same_function, simplest_text
 from search.loop.config import config_from_dict
 from search.loop.rundir import create_run
 from search.loop.store import Store
@@ -65,6 +65,52 @@ def test_known_texts_are_used_when_they_compute_the_same_function():
 
 
 # ---------------------------------------------------------------- baselines and display_text
+
+@pytest.mark.parametrize("text, like", [
+    ("max(sqrt(x), softplus(x))", "softplus(x)"),  # sqrt's floor sqrt(max(x, 1e-5)) wins below x = -5.76
+    ("max(softplus(x), sqrt(x))", "softplus(x)"),
+])
+def test_equal_on_the_probe_range_only_is_no_equality(text, like):
+    """Issue 20 item 14: equal fingerprints on [-5, 5] are checked on [-50, 50] (and betas -2, 2.5) before a display
+    claims an equality: no ``= softplus`` tag, no simplification to it."""
+    assert fingerprint_of(text) == fingerprint_of(like)  # the fingerprint cannot tell them apart
+    assert not agree_widely(text, like) and not same_function(text, like)
+    x = torch.tensor([-6.0], dtype=torch.float64)
+    one = torch.ones(1, 1, dtype=torch.float64)
+    assert float(Expression.parse(text)(x, one)) == pytest.approx(0.00316, abs=1e-5)
+    assert float(Expression.parse(like)(x, one)) == pytest.approx(0.00248, abs=1e-5)
+    assert baseline_equal(Expression.parse(text)) is None and display_text(text) == text
+    assert simplest(text) == text
+
+
+def test_agree_widely_keeps_true_equalities():
+    for a, b in [("max(relu(x), x)", "relu(x)"), ("x - softplus(x)", "-softplus(-x)"), ("cosh(x) - sinh(x)",
+                                                                                           "exp(-x)"),
+                 ("relu(relu(relu(x)))", "relu(x)"), ("x - (x + beta)", "-beta"), ("x * sinc(x)", "sin(x)")]:
+        assert agree_widely(a, b) and same_function(a, b), (a, b)
+    assert not agree_widely("relu(x)", "x**2") and not agree_widely("relu(x)", "max(x,")
+
+
+def test_the_shipped_one_unit_table_keeps_its_shown_texts():
+    """The wide check changes no row of the complete one-unit table: its ``simplest`` and ``equals`` columns are what
+    displays compute now (a rebuild writes the same rows)."""
+    from conftest import REPO
+
+    from search.language.space import Space
+
+    data = json.loads((REPO / "tables" / "mnist1d-150.json").read_text())
+    space = Space(**data["header"]["space"])
+    known: dict[str, list[str]] = {}
+    for tokens in space.enumerate():
+        try:
+            text = space.decode(tokens).text
+        except ValueError:
+            continue
+        known.setdefault(fingerprint_of(text), []).append(text)
+    for row in data["rows"][::7]:  # a deterministic seventh of the rows: the whole table takes ~4 s
+        simplest_shown, equals = display_parts(row[0], known.get(row[3], ()))
+        assert (simplest_shown, equals or "") == (row[1], row[2]), row[0]
+
 
 def test_baseline_texts_compute_their_modules():
     x = torch.tensor(PROBE_POINTS, dtype=torch.float64)[:, None]

@@ -4,8 +4,9 @@ A candidate's canonical text is its tree printed (``search.language.expression``
 look functions up by it. The tree often says more than the function: ``max(relu(x), x)`` is ``relu(x)``,
 ``x - relu(x)`` is ``min0(x)``. ``simplest_text`` picks the shortest of the texts it tries that compute the same
 function, judged by ``Expression.fingerprint`` (which makes every beta occurrence its own parameter, so
-``beta * x - beta * x`` is no constant, and the lone ``beta`` is a constant function of x). For displays only: nothing
-recorded changes.
+``beta * x - beta * x`` is no constant, and the lone ``beta`` is a constant function of x) and checked where a child
+uses the function, far outside the fingerprint's probe range [-5, 5] (``agree_widely``: ``max(sqrt(x), softplus(x))``
+is softplus on [-5, 5] only, ``sqrt``'s floor decides below -5.76). For displays only: nothing recorded changes.
 
 >>> simplest_text(Expression.parse("max(relu(x), x)"))
 'relu(x)'
@@ -16,6 +17,7 @@ import hashlib
 from functools import lru_cache
 from typing import Iterable, Iterator
 
+import numpy as np
 import torch
 
 from search.language.errors import ExpressionError
@@ -55,6 +57,42 @@ def _sketch(text: str) -> bytes:
     return hashlib.sha1(quantize(y.numpy()).tobytes()).digest()
 
 
+# Where ``agree_widely`` compares two functions: x on [-50, 50] (inputs a child's activations reach, ten times the
+# fingerprint's range), every beta at once at the start, the probe betas and further out (trained betas go there).
+WIDE_POINTS = np.linspace(-50.0, 50.0, 2001)
+WIDE_BETAS = (BETA_START, *PROBE_BETAS, -2.0, 2.5)
+WIDE_RTOL, WIDE_ATOL = 1e-6, 1e-6  # float64 rounding of two trees of one function stays below (cancellation aside)
+
+
+@lru_cache(maxsize=1 << 14)
+def _wide(text: str) -> np.ndarray:
+    """The function's values on ``WIDE_POINTS`` x ``WIDE_BETAS`` (every beta occurrence at the same value)."""
+    expr = Expression.parse(text)
+    x = torch.tensor(WIDE_POINTS, dtype=torch.float64)[:, None].repeat(1, len(WIDE_BETAS))
+    beta = torch.tensor(WIDE_BETAS, dtype=torch.float64)[None, :].repeat(max(expr.n_betas, 1), 1)
+    with torch.no_grad(), one_thread():
+        return expr(x, beta).numpy()
+
+
+def agree_widely(a: str, b: str) -> bool:
+    """Whether two expression texts compute the same values on [-50, 50] at the ``WIDE_BETAS`` (within ``WIDE_RTOL``
+    relative, ``WIDE_ATOL`` absolute; NaN and infinities where both have them): what a fingerprint's equality must
+    also pass before a display claims two functions are one. False when either does not parse."""
+    try:
+        va, vb = _wide(a), _wide(b)
+    except ExpressionError:
+        return False
+    with np.errstate(invalid="ignore"):
+        close = np.isclose(va, vb, rtol=WIDE_RTOL, atol=WIDE_ATOL, equal_nan=True)
+    return bool(close.all())
+
+
+def same_function(a: str, b: str) -> bool:
+    """Equal fingerprints (cached) and ``agree_widely``: the equality displays claim."""
+    fingerprint = fingerprint_of(a)
+    return fingerprint is not None and fingerprint == fingerprint_of(b) and agree_widely(a, b)
+
+
 @lru_cache(maxsize=1 << 16)
 def _canonical(text: str) -> str | None:
     try:
@@ -90,8 +128,8 @@ def _rewrites(root: Node) -> set[str]:
 
 
 def simplest_text(expr: Expression, known: Iterable[str] = ()) -> str:
-    """The shortest text whose function has ``expr``'s fingerprint; ties go to the alphabetically first, except that
-    ``expr.text`` wins a tie for the shortest.
+    """The shortest text whose function has ``expr``'s fingerprint and agrees with it on [-50, 50] (``same_function``);
+    ties go to the alphabetically first, except that ``expr.text`` wins a tie for the shortest.
 
     Candidates: ``expr.text``, its subtrees and rewrites (one operand dropped), each unary on ``x`` and ``-x`` and its
     negation, and ``known``: other texts of the same function (a run's duplicates; texts that do not parse are
@@ -112,7 +150,7 @@ def simplest_text(expr: Expression, known: Iterable[str] = ()) -> str:
         found = None
         for text in fresh:
             tried.add(text)
-            if _sketch(text) == sketch and fingerprint_of(text) == fingerprint_of(own):
+            if _sketch(text) == sketch and same_function(text, own):
                 found = text
                 break
         if found is None:
