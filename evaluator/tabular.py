@@ -75,7 +75,11 @@ class Table:
             for name in (r["text"], r["equals"]):
                 if name:
                     self.by_name.setdefault(name, r)
-        self.seeds = len(header.get("seeds", [])) or (len(rows[0]["accuracy"]) if rows else 0)
+        self.seeds = len(header["seeds"])
+        means = sorted(((r["mean"] or 0) for r in rows), reverse=True)
+        self._ranks = {}  # mean -> 1-based rank, computed once (a table show asks for many)
+        for k, m in enumerate(means):
+            self._ranks.setdefault(m, k + 1)
 
     @staticmethod
     def draw(row: dict, seed: int) -> tuple[int, str, float | None]:
@@ -89,7 +93,10 @@ class Table:
 
     def rank_of(self, row: dict) -> int:
         """1-based rank of ``row`` by mean (ties share the better rank)."""
-        return 1 + sum(1 for r in self.rows if (r["mean"] or 0) > (row["mean"] or 0))
+        mean = row["mean"] or 0
+        if mean in self._ranks:
+            return self._ranks[mean]
+        return 1 + sum(1 for r in self.rows if (r["mean"] or 0) > mean)
 
     def find(self, activation: str) -> dict | None:
         """The row of an expression text (by fingerprint, so any equivalent text finds it) or a baseline name."""
@@ -118,6 +125,31 @@ def load_table(path: str | Path, search_path: Sequence[str] | None = None) -> Ta
     return _load(str(found), stat.st_mtime_ns, stat.st_size)
 
 
+def check_replay_space(table_path: str | Path, space, search_path: Sequence[str] | None = None) -> None:
+    """Raises ``TableError`` unless the table holds the space a replay searches: a table of a space covers the same
+    space or a part of it (as many core units, operators among its own); a table of named functions covers none.
+    The one line says how much of the run's space the table holds. space: a ``search.language.space.Space``."""
+    from search.language.space import Space
+
+    table = load_table(table_path, search_path)
+    own = table.header["space"]
+    name = os.path.basename(table.path)
+    if table.header["kind"] != "space":
+        raise TableError(f"child.table: {name} holds {len(table.rows)} named functions, not a space: a search "
+                         f"replaying it would fail nearly every child; replay a table of a space")
+    unary = [op for op in space.unary if op in own["unary"]]
+    binary = [op for op in space.binary if op in own["binary"]]
+    if space.core_units == own["core_units"] and len(unary) == len(space.unary) and len(binary) == len(space.binary):
+        return
+    held = Space(space.core_units, unary, binary).size if space.core_units == own["core_units"] and unary and binary \
+        else 0
+    extra = [op for op in (*space.unary, *space.binary) if op not in (*unary, *binary)]
+    what = (f"core_units {space.core_units} (the table's: {own['core_units']})" if space.core_units != own["core_units"]
+            else f"operators it lacks ({', '.join(extra[:6])}{', ...' if len(extra) > 6 else ''})")
+    raise TableError(f"space: the table {name} holds {held / space.size:.1%} of this space's {space.size:,} token "
+                     f"strings: {what}; search the table's space or a part of it")
+
+
 def resolve_table_path(path: str | Path, search_path: Sequence[str] | None = None) -> Path:
     if not str(path).strip():
         raise TableError("child.table: name the table file (e.g. tables/mnist1d-150.json) for task table")
@@ -126,6 +158,9 @@ def resolve_table_path(path: str | Path, search_path: Sequence[str] | None = Non
     for place in places:
         if place.is_file():
             return place.resolve()
+    folder = next((place for place in places if place.is_dir()), None)
+    if folder is not None:
+        raise TableError(f"{path}: is a folder, not a table file (name the .json file in it)")
     raise TableError(f"{path}: no such table file" + (" (also looked in " + ", ".join(map(str, search_path)) + ")"
                                                        if search_path and not path.is_absolute() else ""))
 
@@ -137,34 +172,158 @@ def _load(path: str, mtime_ns: int, size: int) -> Table:
 
     try:
         with open(path, "rb") as fh:
-            data = json.loads(fh.read().decode("utf-8"))
+            raw_text = fh.read().decode("utf-8")
+        data = json.loads(raw_text)
+    except RecursionError:
+        raise bad("not a readable table file (JSON nested too deeply)") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise bad(f"not a readable table file ({type(exc).__name__}: {str(exc).splitlines()[0][:100]})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise bad(f"not an actsearch table (no \"format\": \"{FORMAT}\")")
     if data.get("version") != VERSION:
-        raise bad(f"table format version {data.get('version')!r}; this actsearch reads version {VERSION}")
+        raise bad(f"table format version {str(data.get('version'))[:20]!r}; this actsearch reads version {VERSION}")
     header, columns, raw = data.get("header"), data.get("columns"), data.get("rows")
     if not isinstance(header, dict) or columns != list(COLUMNS) or not isinstance(raw, list):
         raise bad("damaged table: header, columns or rows missing or of the wrong shape")
     if header.get("fingerprint_version") != FINGERPRINT_VERSION:
-        raise bad(f"built with fingerprint version {header.get('fingerprint_version')!r}, this actsearch computes "
-                  f"version {FINGERPRINT_VERSION}: rebuild the table")
-    rows = []
+        raise bad(f"built with fingerprint version {str(header.get('fingerprint_version'))[:20]!r}, this actsearch "
+                  f"computes version {FINGERPRINT_VERSION}: rebuild the table")
+    problem = _header_problem(header)
+    if problem:
+        raise bad(f"damaged table: header {problem}")
+    first_line = _first_row_line(raw_text, len(raw))
+    rows: list[dict] = []
+    texts: dict[str, int] = {}
+    fingerprints: dict[str, int] = {}
     for i, values in enumerate(raw):
+        place = [f"line {first_line + i}"] if first_line else []
         if not isinstance(values, list) or len(values) != len(COLUMNS):
             raise bad(f"damaged table: row {i + 1} has not {len(COLUMNS)} columns")
         row = dict(zip(COLUMNS, values))
-        acc, status = row["accuracy"], row["status"]
-        if (not isinstance(acc, list) or not isinstance(status, list) or len(acc) != len(status) or not acc
-                or any(s not in STATUSES for s in status)
-                or any(not (a is None or isinstance(a, (int, float)) and math.isfinite(a)) for a in acc)
-                or not isinstance(row["text"], str)):
-            raise bad(f"damaged table: row {i + 1} ({str(row['text'])[:40]}) has bad accuracies or statuses")
-        row["statuses"] = status  # per seed; "status" is made the row's summary below
-        row["status"] = summarize(acc, status, header.get("failed_reward", 0.0))[2]
+        if isinstance(row["text"], str) and row["text"]:
+            place.append(repr(row["text"][:60]))
+        where = f"row {i + 1}" + (f" ({': '.join(place)})" if place else "")
+        problem = _row_problem(row, header)
+        if problem is None:
+            for key, seen, what in ((row["text"], texts, "text"), (row["fingerprint"], fingerprints, "function")):
+                if key is not None and key in seen:
+                    problem = f"repeats the {what} of row {seen[key] + 1}"
+                    break
+                if key is not None:
+                    seen[key] = i
+        if problem is None and rows and _order(rows[-1]) > _order(row):
+            problem = "is out of order (rows go by mean, best first, then by text)"
+        if problem:
+            raise bad(f"{where}: {problem}")
+        row["statuses"] = row["status"]  # per seed; "status" is made the row's summary below
+        row["status"] = summarize(row["accuracy"], row["statuses"], header["failed_reward"])[2]
         rows.append(row)
     return Table(Path(path), header, rows)
+
+
+def _order(row: dict) -> tuple:
+    """The order ``search.analysis.tabular`` writes rows in: best mean first (no mean last), then by text."""
+    return -(row["mean"] if row["mean"] is not None else -1.0), row["text"]
+
+
+def _first_row_line(text: str, rows: int) -> int | None:
+    """The line of the first row in a file laid out as ``write_table`` writes it (one row a line), else None."""
+    lines = text.split("\n")
+    start = next((k for k, line in enumerate(lines) if line.startswith('"rows": [')), None)
+    if start is None or len(lines) < start + rows + 2:
+        return None
+    return start + 2
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _texts(v) -> bool:
+    return isinstance(v, list) and all(isinstance(s, str) for s in v)
+
+
+def _optional(check):
+    return lambda v: v is None or check(v)
+
+
+# header field -> (check, what it must be); write_table's headers hold every one of them
+_HEADER_FIELDS = {
+    "child": (lambda v: isinstance(v, dict), "a mapping of child settings"),
+    "space": (lambda v: isinstance(v, dict) and isinstance(v.get("core_units"), int) and _texts(v.get("unary"))
+              and _texts(v.get("binary")), "a mapping with core_units (a whole number), unary and binary (lists of "
+                                           "operator names)"),
+    "seeds": (lambda v: isinstance(v, list) and 0 < len(v) <= 1000 and len(set(v)) == len(v)
+              and all(isinstance(s, int) and not isinstance(s, bool) for s in v), "a list of distinct whole numbers"),
+    "failed_reward": (_number, "a number"),
+    "kind": (lambda v: v in ("space", "functions"), '"space" or "functions"'),
+    "seed_kind": (_optional(lambda v: isinstance(v, str)), "text"),
+    "reward": (_optional(lambda v: isinstance(v, str)), "text"),
+    "runs": (_optional(_texts), "a list of run folders"),
+    "study": (_optional(lambda v: isinstance(v, str)), "text or null"),
+    "screened": (_optional(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+                 "a count or null"),
+    "commit": (_optional(lambda v: isinstance(v, str)), "text or null"),
+    "dirty": (_optional(lambda v: isinstance(v, bool)), "true, false or null"),
+    "torch": (_optional(lambda v: isinstance(v, str)), "text or null"),
+    "machine": (_optional(lambda v: isinstance(v, str)), "text or null"),
+    "date": (_optional(lambda v: isinstance(v, str)), "text or null"),
+    "command": (_optional(lambda v: isinstance(v, str)), "text or null"),
+    "written_after_s": (_optional(lambda v: _number(v) and v >= 0), "seconds or null"),
+}
+_REQUIRED = ("child", "space", "seeds", "failed_reward", "kind")
+_HEX = frozenset("0123456789abcdef")
+MEAN_TOLERANCE = 1e-5  # accuracies, means and sds are stored to 5 decimals (search.analysis.tabular._round)
+
+
+def _header_problem(header: dict) -> str | None:
+    for name in _REQUIRED:
+        if name not in header:
+            return f"has no {name!r}"
+    for name, (check, what) in _HEADER_FIELDS.items():
+        if name in header and not check(header[name]):
+            return f"{name!r} must be {what}, got {json.dumps(header[name])[:60]}"
+    return None
+
+
+def _row_problem(row: dict, header: dict) -> str | None:
+    """What is wrong with one row (before duplicates and order), or None."""
+    from evaluator.activations import BASELINE_TEXTS
+
+    text, fingerprint, acc, status = row["text"], row["fingerprint"], row["accuracy"], row["status"]
+    if not isinstance(text, str) or not text.strip():
+        return f"text must be an expression or a baseline name, got {json.dumps(text)[:40]}"
+    for name in ("simplest", "equals", "tokens"):
+        if not isinstance(row[name], str):
+            return f"{name} must be text, got {json.dumps(row[name])[:40]}"
+    seeds = len(header["seeds"])
+    if not isinstance(status, list) or len(status) != seeds or any(s not in STATUSES for s in status):
+        return f"status must be a list of {seeds} of {', '.join(STATUSES)}, got {json.dumps(status)[:60]}"
+    if not isinstance(acc, list) or len(acc) != seeds:
+        return f"accuracy must be a list of {seeds} (one per seed), got {json.dumps(acc)[:60]}"
+    for k, (a, s) in enumerate(zip(acc, status)):
+        if s == "ok" and not (_number(a) and 0.0 <= a <= 1.0):
+            return f"seed {k} is ok but its accuracy {json.dumps(a)[:20]} is not a number in [0, 1]"
+        if s != "ok" and a is not None:
+            return f"seed {k} is {s} but has an accuracy ({json.dumps(a)[:20]}); only an ok seed has one"
+    mean, sd, _ = summarize(acc, status, header["failed_reward"])
+    for name, value in (("mean", mean), ("sd", sd)):
+        stored = row[name]
+        if stored is not None and not _number(stored):
+            return f"{name} must be a number or null, got {json.dumps(stored)[:20]}"
+        if (stored is None) != (value is None) or value is not None and abs(stored - value) > MEAN_TOLERANCE:
+            return (f"{name} {json.dumps(stored)[:20]} is not the {name} of its seeds' rewards "
+                    f"({'null' if value is None else f'{value:.5f}'})")
+    if row["seconds"] is not None and not (_number(row["seconds"]) and row["seconds"] >= 0):
+        return f"seconds must be a number >= 0 or null, got {json.dumps(row['seconds'])[:20]}"
+    if fingerprint is not None and not (isinstance(fingerprint, str) and len(fingerprint) == 16
+                                        and set(fingerprint) <= _HEX):
+        return f"fingerprint must be 16 hex digits or null, got {json.dumps(fingerprint)[:40]}"
+    own = fingerprint_of(BASELINE_TEXTS.get(text.strip().lower(), text))
+    if own != fingerprint:
+        return (f"fingerprint {json.dumps(fingerprint)} is not that of its text ({own})" if own else
+                f"has fingerprint {fingerprint} but its text is no expression of the language")
+    return None
 
 
 def replay_child(table_path: str, activation: str, seed: int, split: str = "val",

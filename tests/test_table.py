@@ -76,6 +76,38 @@ def test_build_again_continues_and_changes_nothing(built, capsys):
     assert code == 2 and "child.noise" in err and err.count("\n") == 1
 
 
+def test_a_table_of_functions_never_mixes_seeds_or_another_run(built, capsys):
+    """Issue 20 item 6: a --functions table is a study keyed by the child settings and the run seed; rebuilding with
+    another seed, or pointing --name at a run of other settings, is refused (one line, nothing written)."""
+    folder, config, out = built
+    named = folder / "named.json"
+    args = ["table", "build", config, "--seeds", "2", "--out", named, "--results", folder / "results", "--name",
+            "named", "--functions", "relu(x),sin(x) + x"]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 0, err
+    table = load_table(named)
+    assert table.header["kind"] == "functions" and len(table.rows) == 2 and table.header["seeds"] == [0, 1]
+    written = named.read_bytes()
+    code, _, err = run_cli(capsys, *args, "--set", "seed=6")
+    assert code == 2 and "named: was built with seed 5, this table needs 6" in err and err.count("\n") == 1, err
+    # the search run of this table's seed 1 was made with run seed 6: not a home for a study of seed 5
+    args[args.index("named")] = "small-seed1"
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and "small-seed1: was built with seed 6, this table needs 5" in err, err
+    assert named.read_bytes() == written
+
+
+def test_study_key_holds_the_run_seed():
+    from search.analysis.significance import study_key
+    from search.loop.config import config_from_dict
+
+    child = {"task": "synthetic", "noise": 0.01}
+    assert study_key(config_from_dict({"seed": 5, "child": child})) != study_key(config_from_dict({"seed": 6,
+                                                                                                    "child": child}))
+    assert study_key(config_from_dict({"seed": 5, "child": child})) == study_key(config_from_dict({"seed": 5,
+                                                                                                    "child": child}))
+
+
 def test_show_prints_top_bottom_and_ranks(built, capsys):
     folder, config, out = built
     code, stdout, err = run_cli(capsys, "table", "show", out, "--top", "3", "--bottom", "2", "--rank", "relu",
@@ -106,6 +138,114 @@ def test_bad_table_files_exit_2_naming_the_file(tmp_path, capsys, content, says)
     assert code == 2 and says in err and "t.json" in err and err.count("\n") == 1
 
 
+def shipped_rows(k: int = 5) -> dict:
+    """The shipped cheap table cut to its best ``k`` rows: a valid table to damage."""
+    from conftest import REPO
+
+    data = json.loads((REPO / "tables" / "mnist1d-150.json").read_text())
+    data["rows"] = data["rows"][:k]
+    return data
+
+
+def write_raw(path, data: dict) -> None:
+    """``data`` laid out as ``write_table`` writes a table (one row a line), whatever its rows hold."""
+    path.write_text(f'{{"format": "actsearch-table", "version": 1,\n"header": {json.dumps(data["header"])},\n'
+                    f'"columns": {json.dumps(list(COLUMNS))},\n"rows": [\n'
+                    + ",\n".join(json.dumps(r) for r in data["rows"]) + "\n]}\n")
+
+
+def _set(column: str, row: int, value):
+    def change(data):
+        data["rows"][row][COLUMNS.index(column)] = value
+    return change
+
+
+def _header(field: str, value):
+    def change(data):
+        data["header"][field] = value
+    return change
+
+
+def _swap_first_two(data):
+    data["rows"][:2] = data["rows"][1::-1]
+
+
+def _repeat_first(data):
+    data["rows"].insert(1, list(data["rows"][0]))
+
+
+def _same_function_twice(data):
+    twin = list(data["rows"][0])
+    twin[0] = "(" + twin[0] + ")"  # another text of the same function: sorts before it at the same mean
+    data["rows"].insert(0, twin)
+
+
+def _percent(data):
+    for row in data["rows"]:
+        row[COLUMNS.index("accuracy")] = [None if a is None else round(a * 100, 2) for a in row[5]]
+        row[COLUMNS.index("mean")] = None if row[7] is None else round(row[7] * 100, 3)
+
+
+@pytest.mark.parametrize("damage, says", [
+    (_set("fingerprint", 1, ["3f339f4c93b62bb9"]), "row 2 (line 6: '(x + beta) * atan(x)'): fingerprint must be 16"),
+    (_set("fingerprint", 1, None), "row 2 (line 6: '(x + beta) * atan(x)'): fingerprint null is not that of its"),
+    (_set("fingerprint", 1, "0123456789abcdef"), 'fingerprint "0123456789abcdef" is not that of its text'),
+    (_set("mean", 2, "0.92"), "row 3 (line 7: 'cos(x) - softplus(x)'): mean must be a number or null"),
+    (_set("mean", 2, 0.95), "mean 0.95 is not the mean of its seeds' rewards (0.92050)"),
+    (_set("sd", 2, 0.5), "sd 0.5 is not the sd of its seeds' rewards"),
+    (_set("accuracy", 0, [None, 0.928]), "row 1 (line 5: 'softplus(x) - cos(x)'): seed 0 is ok but its accuracy null"),
+    (_set("accuracy", 0, [1.931, 0.928]), "seed 0 is ok but its accuracy 1.931 is not a number in [0, 1]"),
+    (_set("accuracy", 0, [-0.1, 0.928]), "is not a number in [0, 1]"),
+    (_set("accuracy", 0, [0.931]), "accuracy must be a list of 2 (one per seed)"),
+    (_set("status", 0, ["ok", "great"]), "status must be a list of 2 of ok, diverged"),
+    (_set("status", 0, ["ok", "diverged"]), "seed 1 is diverged but has an accuracy (0.928)"),
+    (_set("text", 0, None), "row 1 (line 5): text must be an expression or a baseline name, got null"),
+    (_set("tokens", 0, ["x", "x"]), "tokens must be text"),
+    (_set("seconds", 0, -1), "seconds must be a number >= 0 or null"),
+    (_percent, "row 1 (line 5: 'softplus(x) - cos(x)'): seed 0 is ok but its accuracy 93.1 is not a number in [0, 1]"),
+    (_swap_first_two, "row 2 (line 6: 'softplus(x) - cos(x)'): is out of order"),
+    (_repeat_first, "row 2 (line 6: 'softplus(x) - cos(x)'): repeats the text of row 1"),
+    (_same_function_twice, "row 2 (line 6: 'softplus(x) - cos(x)'): repeats the function of row 1"),
+    (_header("seeds", 2), "header 'seeds' must be a list of distinct whole numbers, got 2"),
+    (_header("seeds", [0, 0]), "header 'seeds' must be a list"),
+    (_header("failed_reward", "0"), "header 'failed_reward' must be a number"),
+    (_header("kind", "mine"), "header 'kind' must be"),
+    (_header("space", {"core_units": "1"}), "header 'space' must be a mapping with core_units"),
+    (_header("dirty", "yes"), "header 'dirty' must be true, false or null"),
+    (lambda data: data["header"].pop("seeds"), "header has no 'seeds'"),
+])
+def test_every_column_and_header_field_is_checked(tmp_path, capsys, damage, says):
+    """Valid JSON that is no valid table: one line naming the file and the row (its line and text), exit 2."""
+    data = shipped_rows()
+    path = tmp_path / "t.json"
+    write_raw(path, data)
+    assert len(load_table(path).rows) == 5  # undamaged, the cut table loads
+    damage(data)
+    write_raw(path, data)
+    code, _, err = run_cli(capsys, "table", "show", path)
+    assert code == 2 and says in err and "t.json" in err and err.count("\n") == 1, err
+
+
+def test_json_nested_deeply_and_a_folder_are_one_line(tmp_path, capsys):
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"format": "actsearch-table", "version": 1, "header": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    code, _, err = run_cli(capsys, "table", "show", deep)
+    assert code == 2 and "deep.json: not a readable table file (JSON nested too deeply)" in err
+    assert err.count("\n") == 1
+    code, _, err = run_cli(capsys, "table", "show", tmp_path)
+    assert code == 2 and f"{tmp_path}: is a folder, not a table file" in err and err.count("\n") == 1
+
+
+def test_shown_ranks_are_those_of_a_scan_of_every_row(tmp_path):
+    """Ranks are computed once per table (table show --top N asked each row's by scanning all rows)."""
+    path = tmp_path / "t.json"
+    write_raw(path, shipped_rows(40))
+    table = load_table(path)
+    ranks = [table.rank_of(row) for row in table.rows]
+    assert ranks == [1 + sum(1 for r in table.rows if r["mean"] > row["mean"]) for row in table.rows]
+    assert len(set(ranks)) < len(ranks)  # means tie among them: tied rows share the better rank
+
+
 def test_damaged_row_and_fingerprint_version(built, tmp_path):
     folder, config, out = built
     data = json.loads(out.read_text())
@@ -126,18 +266,18 @@ def test_replay_returns_a_recorded_seed_chosen_by_the_child_seed(built):
     table = load_table(out)
     row = table.rows[0]
     for seed in range(6):
-        r = replay_child(str(out), row["text"], seed)
+        r = replay_child(str(out), row["text"], seed).to_dict()
         assert r["status"] == "ok" and r["accuracy"] == row["accuracy"][seed % 2] and r["table_seed"] == seed % 2
-        assert replay_child(str(out), row["simplest"], seed)["accuracy"] == r["accuracy"]  # deterministic, any text
-    missing = replay_child(str(out), "cos(x) * x", 3)
+        assert replay_child(str(out), row["simplest"], seed).to_dict()["accuracy"] == r["accuracy"]  # deterministic, any text
+    missing = replay_child(str(out), "cos(x) * x", 3).to_dict()
     assert missing["status"] == "failed" and "not in the table" in missing["error"]
 
 
 def test_a_search_replays_the_table_through_actsearch_run(built, capsys, address):
     folder, config, out = built
     replay = folder / "replay.yaml"
-    replay.write_text(f"seed: 1\nspace:\n  core_units: 1\n  unary: [x, neg, relu, sin, tanh, sigmoid, beta, cos]\n"
-                      f"  binary: [add, mul, max]\ncontroller:\n  kind: random\nchild:\n  task: table\n"
+    replay.write_text(f"seed: 1\nspace:\n  core_units: 1\n  unary: [x, neg, relu, sin, tanh, beta]\n"
+                      f"  binary: [add, max]\ncontroller:\n  kind: random\nchild:\n  task: table\n"
                       f"  table: {out}\nbudget:\n  children: 40\nresources:\n  address: {address}\n")
     code, stdout, err = run_cli(capsys, "run", replay, "--results", folder / "runs")
     assert code == 0, err
@@ -147,14 +287,43 @@ def test_a_search_replays_the_table_through_actsearch_run(built, capsys, address
     with Store.open(folder / "runs" / "replay", readonly=True) as store:
         trained = store.candidates(("ok", "failed"))
     assert len(trained) == 40
-    ok = [c for c in trained if c["status"] == "ok"]
-    failed = [c for c in trained if c["status"] == "failed"]
-    assert ok and failed  # functions with cos are not in the table: failed, saying why
-    assert all("not in the table" in c["reason"] for c in failed)
-    for c in ok:
+    assert all(c["status"] == "ok" for c in trained)  # a part of the table's space: every function is in the table
+    for c in trained:
         row = table.by_fingerprint[c["fingerprint"]]
         assert c["reward"] == row["accuracy"][child_seed(1, c["index"]) % 2]
     # a missing table file: exit 2, naming it, and no run directory
     code, _, err = run_cli(capsys, "run", replay, "--results", folder / "runs", "--name", "x",
                            "--set", "child.table=nowhere.json")
     assert code == 2 and "nowhere.json" in err and not (folder / "runs" / "x").exists()
+
+
+@pytest.mark.parametrize("change, says", [
+    ("space.unary=[x, neg, relu, sin, tanh, sigmoid, beta, cos]", "holds 76.6% of this space's 192 token strings: "
+                                                                   "operators it lacks (cos)"),
+    ("space.core_units=2", "holds 0.0% of this space's"),
+])
+def test_a_replay_of_a_space_the_table_does_not_hold_is_refused(built, capsys, change, says):
+    """A two-unit search of a one-unit table, or one with operators the table lacks, would fail most children: the
+    run is refused before it exists, saying how much of its space the table holds."""
+    folder, config, out = built
+    replay = folder / "replay-other.yaml"
+    replay.write_text(f"seed: 1\n{SMALL_SPACE}controller:\n  kind: random\nchild:\n  task: table\n"
+                      f"  table: {out}\nbudget:\n  children: 40\n")
+    code, _, err = run_cli(capsys, "run", replay, "--results", folder / "runs", "--set", change)
+    assert code == 2 and says in err and "small.json" in err and err.count("\n") == 1, err
+    assert not (folder / "runs" / "replay-other").exists()
+
+
+def test_replay_space_check_accepts_the_space_and_its_parts_and_refuses_named_functions(built, tmp_path):
+    from evaluator.tabular import check_replay_space
+    from search.language.space import Space
+
+    out = built[2]
+    check_replay_space(out, Space(1, ("x", "neg", "relu", "sin", "tanh", "sigmoid", "beta"), ("add", "mul", "max")))
+    check_replay_space(out, Space(1, ("x", "sin"), ("mul",)))
+    data = json.loads(out.read_text())
+    data["header"]["kind"] = "functions"
+    named = tmp_path / "named.json"
+    named.write_text(json.dumps(data))
+    with pytest.raises(TableError, match="named functions, not a space"):
+        check_replay_space(named, Space(1, ("x", "sin"), ("mul",)))

@@ -58,8 +58,10 @@ SPLITS = ("val", "test")
 
 
 def study_key(config: Config) -> str:
-    """12-hex key of the child settings: re-trainings under the same settings belong to one study."""
-    text = json.dumps(dataclasses.asdict(config.child), sort_keys=True)
+    """12-hex key of what defines a re-training: the child settings and the run seed (each child's seed is
+    ``retrain_seed(config.seed, s)``). Re-trainings under the same key belong to one study; another seed is another
+    study, never mixed in."""
+    text = json.dumps({"child": dataclasses.asdict(config.child), "seed": config.seed}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

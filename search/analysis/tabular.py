@@ -78,23 +78,14 @@ def build_table(config_path: str, seeds: int, out: str | Path, results: str | Pa
 def _search_space(config: Config, results: Path, name: str, seeds: int, stream: TextIO):
     """One exhaustive run per seed (created or resumed), then the rows of their stores; None if a run stopped."""
     from search.loop.driver import run_search
-    from search.loop.rundir import create_run, is_run_dir, run_config
-    from search.loop.store import Store
+    from search.loop.rundir import create_run
 
     run_dirs = []
     for k in range(seeds):
         seeded = dataclasses.replace(config, seed=config.seed + k)
         run_dir = results / f"{name}-seed{k}"
         if run_dir.exists():
-            if not is_run_dir(run_dir):
-                raise UserError(f"{run_dir} exists but is not a run directory; pick another --name")
-            with Store.open(run_dir, readonly=True) as store:
-                stored = run_config(run_dir, store)
-            differences = stored.section_differences(seeded, ("seed", "space", "controller", "child", "rewards"))
-            if differences:
-                field, old, new = differences[0]
-                raise UserError(f"{run_dir}: was built with {field} {old!r}, this table needs {new!r}; pick another "
-                                f"--name (or --results) for a table with other settings")
+            _require_same_run(run_dir, seeded)
         else:
             create_run(run_dir, seeded)
         print(f"table seed {k}: {run_dir}", file=stream)
@@ -104,6 +95,23 @@ def _search_space(config: Config, results: Path, name: str, seeds: int, stream: 
             return None
         run_dirs.append(run_dir)
     return _rows_from_runs(config, run_dirs)
+
+
+def _require_same_run(run_dir: Path, config: Config) -> None:
+    """``UserError`` unless ``run_dir`` is a run made with ``config``'s seed, space, controller, child and rewards:
+    a table never mixes in children of other settings (or of a search run it was pointed at)."""
+    from search.loop.rundir import is_run_dir, run_config
+    from search.loop.store import Store
+
+    if not is_run_dir(run_dir):
+        raise UserError(f"{run_dir} exists but is not a run directory; pick another --name")
+    with Store.open(run_dir, readonly=True) as store:
+        stored = run_config(run_dir, store)
+    differences = stored.section_differences(config, ("seed", "space", "controller", "child", "rewards"))
+    if differences:
+        field, old, new = differences[0]
+        raise UserError(f"{run_dir}: was built with {field} {old!r}, this table needs {new!r}; pick another "
+                        f"--name (or --results) for a table with other settings")
 
 
 def _rows_from_runs(config: Config, run_dirs: Sequence[Path]) -> tuple[list[dict], dict]:
@@ -152,7 +160,7 @@ def _train_functions(config: Config, run_dir: Path, functions: Sequence[str], se
     from evaluator.activations import BASELINE_TEXTS, activation_label
     from search.analysis.significance import Retrainer, study_key
     from search.loop.progress import Progress
-    from search.loop.rundir import LOG_FILE, create_run, is_run_dir, require_writable_run_dir, run_lock
+    from search.loop.rundir import LOG_FILE, create_run, require_writable_run_dir, run_lock
     from search.loop.store import Store
 
     fingerprints: dict[str, str | None] = {}  # label -> its function's fingerprint (None: a baseline not writable)
@@ -165,12 +173,11 @@ def _train_functions(config: Config, run_dir: Path, functions: Sequence[str], se
             fingerprints[label] = fingerprint
     labels = list(fingerprints)
     if run_dir.exists():
-        if not is_run_dir(run_dir):
-            raise UserError(f"{run_dir} exists but is not a run directory; pick another --name")
+        _require_same_run(run_dir, config)
     else:
         create_run(run_dir, config)
     run_dir = require_writable_run_dir(run_dir)
-    key = study_key(config)
+    key = study_key(config)  # the child settings and the run seed: another seed is another study
     with run_lock(run_dir), Store.open(run_dir) as store, open(run_dir / LOG_FILE, "a") as log:
         progress = Progress(stream, log, 30.0)
         store.record_study(key, config.to_dict()["child"], [])
