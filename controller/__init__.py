@@ -1,6 +1,6 @@
 """Controllers: proposers of candidates behind one contract (``controller.base.Proposer``).
 
-Kinds (``ControllerSettings.kind``): ``ppo`` and ``reinforce`` (an LSTM policy, ``controller.policy``, trained by
+Kinds (``ControllerSettings.kind``, found in ``controller.kinds.KINDS``): ``ppo`` and ``reinforce`` (an LSTM policy, ``controller.policy``, trained by
 ``controller.learner``), ``random``, ``exhaustive``, ``evolution`` (regularized evolution) and ``surrogate`` (a
 Gaussian process on the functions' shapes, ``controller.surrogate``). The loop that drives them never needs to know
 which one runs. A complete synchronous loop on the synthetic task::
@@ -37,36 +37,18 @@ order; proposals carry what the learner needs (behaviour log-probability, policy
 from __future__ import annotations
 
 from controller.base import Proposal, Proposer
-from controller.settings import KINDS, ControllerSettings
+from controller.kinds import KINDS, Kind
+from controller.settings import ControllerSettings
+from search.language.errors import UserError
 from search.language.space import Space
 
-__all__ = ["ControllerSettings", "KINDS", "Proposal", "Proposer", "make_proposer"]
+__all__ = ["ControllerSettings", "KINDS", "Kind", "Proposal", "Proposer", "make_proposer"]
 
 
 def make_proposer(settings: ControllerSettings, space: Space, seed: int) -> Proposer:
-    """The proposer ``settings.kind`` names, for ``space``, seeded with ``seed``; ``UserError`` for bad settings."""
+    """The proposer ``settings.kind`` names (``KINDS``), for ``space``, seeded with ``seed``; ``UserError`` for bad
+    settings (a wrong kind lists the valid ones)."""
     problems = settings.problems()
     if problems:
-        from search.language.errors import UserError
-
         raise UserError("; ".join(f"controller.{name}: {what}" for name, what in problems))
-    if settings.kind in ("ppo", "reinforce"):
-        from controller.policy import PolicyProposer
-
-        return PolicyProposer(space, seed, settings, reinforce=settings.kind == "reinforce")
-    if settings.kind == "random":
-        from controller.random_search import RandomProposer
-
-        return RandomProposer(space, seed)
-    if settings.kind == "exhaustive":
-        from controller.exhaustive import ExhaustiveProposer
-
-        return ExhaustiveProposer(space, seed)
-    if settings.kind == "surrogate":
-        from controller.surrogate import SurrogateProposer
-
-        return SurrogateProposer(space, seed, settings.surrogate_initial, settings.surrogate_kappa,
-                                 settings.surrogate_pool)
-    from controller.evolution import EvolutionProposer
-
-    return EvolutionProposer(space, seed, settings.population_size, settings.tournament_size, settings.crossover_prob)
+    return KINDS[settings.kind].build(settings, space, seed)

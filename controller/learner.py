@@ -46,10 +46,12 @@ from __future__ import annotations
 import copy
 import math
 import statistics
+from typing import TYPE_CHECKING
 
 import torch
 
-from controller.settings import ControllerSettings
+if TYPE_CHECKING:  # the settings module imports the proposers (controller.kinds)
+    from controller.settings import ControllerSettings
 
 _RANK_STD = math.sqrt(12.0)  # 1 / the standard deviation of a uniform percentile: rank advantages get unit variance
 

@@ -12,14 +12,17 @@ legal tokens of every position: the controller starts as random search and must 
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from controller.base import Proposal, Proposer
 from controller.learner import Learner
-from controller.settings import ControllerSettings
 from search.language.space import Space
+
+if TYPE_CHECKING:  # the settings module imports the proposers (controller.kinds)
+    from controller.settings import ControllerSettings
 
 
 class Policy(nn.Module):

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-KINDS = ("ppo", "reinforce", "random", "exhaustive", "evolution", "surrogate")
+from controller.kinds import KINDS
+from search.language.checks import Problems
 
 
 @dataclass
@@ -98,33 +99,11 @@ class ControllerSettings:
     surrogate_pool: int = 2000
 
     def problems(self) -> list[tuple[str, str]]:
-        """``(field, what is wrong and what is allowed)`` for every bad value; empty when the settings are usable."""
-        out: list[tuple[str, str]] = []
-
-        def need(name: str, ok: bool, allowed: str) -> None:
-            if not ok:
-                out.append((name, f"must be {allowed}, got {getattr(self, name)!r}"))
-
-        need("kind", self.kind in KINDS, "one of " + ", ".join(KINDS))
-        need("hidden_size", 1 <= self.hidden_size <= 4096, "from 1 to 4096")
-        need("embedding_size", 1 <= self.embedding_size <= 4096, "from 1 to 4096")
-        need("num_layers", 1 <= self.num_layers <= 16, "from 1 to 16")
-        need("temperature", self.temperature > 0, "> 0")
-        need("tanh_cap", self.tanh_cap >= 0, ">= 0 (0 = no cap)")
-        need("batch_size", 1 <= self.batch_size <= 100_000, "from 1 to 100,000")
-        need("lr", self.lr > 0, "> 0")
-        need("epochs", 1 <= self.epochs <= 1000, "from 1 to 1000")
-        need("clip", self.clip > 0, "> 0")
-        need("target_kl", self.target_kl >= 0, ">= 0 (0 = no early stop)")
-        need("rank_window", 0 <= self.rank_window <= 100_000, "from 0 (= moving-average baseline) to 100,000")
-        need("entropy_weight", self.entropy_weight >= 0, ">= 0")
-        need("baseline_decay", 0 <= self.baseline_decay < 1, "in [0, 1)")
-        need("grad_clip", self.grad_clip >= 0, ">= 0 (0 = no clipping)")
-        need("population_size", 2 <= self.population_size <= 1_000_000, "from 2 to 1,000,000")
-        need("tournament_size", 1 <= self.tournament_size <= self.population_size,
-             f">= 1 and <= population_size ({self.population_size})")
-        need("crossover_prob", 0 <= self.crossover_prob <= 1, "in [0, 1]")
-        need("surrogate_initial", 1 <= self.surrogate_initial <= 1_000_000, "from 1 to 1,000,000")
-        need("surrogate_kappa", 0 <= self.surrogate_kappa <= 100, "from 0 to 100")
-        need("surrogate_pool", 16 <= self.surrogate_pool <= 100_000, "from 16 to 100,000")
+        """``(field, what is wrong and what is allowed)`` for every bad value; empty when the settings are usable. Each
+        kind checks the knobs it reads; every knob is checked whichever kind runs (a bad value is never silently
+        kept for a later run of another kind)."""
+        out = Problems()
+        out.one_of("kind", self.kind, tuple(KINDS))
+        for kind in {type(k): k for k in KINDS.values()}.values():
+            out += kind.problems(self)
         return out

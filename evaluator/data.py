@@ -19,6 +19,8 @@ import numpy as np
 import torch
 
 from evaluator.settings import ChildSettings
+from evaluator.tasks import TASKS, task_named
+from search.language.errors import UserError
 from search.language.files import atomic_write
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -113,13 +115,13 @@ def load_task(settings: ChildSettings, device: torch.device | str = "cpu") -> Ta
 
 
 def _load(settings: ChildSettings) -> TaskData:
-    if settings.task in ("cifar10", "cifar100"):
+    dataset = task_named(settings.task).dataset
+    if dataset == "cifar":
         return _load_cifar(settings)
-    if settings.task == "mnist1d":
+    if dataset == "mnist1d":
         return _load_mnist1d(settings)
-    from search.language.errors import UserError
-
-    raise UserError(f"child.task: {settings.task!r} has no dataset (datasets: mnist1d, cifar10, cifar100)")
+    raise UserError(f"child.task: {settings.task!r} has no dataset (datasets: "
+                    f"{', '.join(name for name, task in TASKS.items() if task.dataset)})")
 
 
 def _data_dir(settings: ChildSettings) -> str:
@@ -179,7 +181,7 @@ def _load_cifar(settings: ChildSettings) -> TaskData:
         eval_x, eval_y = train_x[val_idx], train_y[val_idx]
     else:
         eval_x, eval_y = test_x, test_y
-    num_classes = 10 if settings.task == "cifar10" else 100
+    num_classes = task_named(settings.task).num_classes
     return TaskData(settings.task, torch.from_numpy(train_x[train_idx]), torch.from_numpy(train_y[train_idx]),
                     torch.from_numpy(np.ascontiguousarray(eval_x)), torch.from_numpy(np.ascontiguousarray(eval_y)),
                     num_classes, settings.split)

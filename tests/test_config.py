@@ -157,3 +157,59 @@ def test_an_unreachable_ray_cluster_exits_2_and_creates_nothing(tmp_path, capsys
                            "--results", results)
     assert code == 2 and "resources.address: nothing answers at '127.0.0.1:1'" in err
     assert not results.exists()
+
+
+# ---------------------------------------------------------------- checks are shapes only; module shadowing
+
+def test_a_config_is_checked_without_loading_the_child(tmp_path):
+    """Loading a config reads no table and imports no user code: a missing file is refused by check_child_code (what
+    `run` calls before it creates a run), never by load_config (what `top`, `report`, ... call)."""
+    from search.loop.config import check_child_code
+
+    for overrides, field in ((["child.task=nowhere/gone.py:train", "rewards.metric=loss"], "child.task"),
+                             (["child.task=table", "child.table=nowhere.json"], "child.table"),
+                             ([f"resources.working_dir={tmp_path / 'nothing'}"], "resources.working_dir")):
+        config = load_config(None, overrides)
+        with pytest.raises(UserError, match=rf"^{field}: .*(no such|nowhere)"):
+            check_child_code(config)
+
+
+SHADOWS = [("evaluator.py", "evaluator"), ("search.py", "search"), ("controller/__init__.py", "controller")]
+
+
+@pytest.mark.parametrize("file, package", SHADOWS)
+def test_a_folder_that_shadows_a_package_is_named(tmp_path, file, package):
+    from search.language.shadowing import check_shadowing, shadowing_problem
+
+    (tmp_path / file).parent.mkdir(exist_ok=True)
+    (tmp_path / file).write_text("x = 1\n")
+    problem = shadowing_problem([str(tmp_path)])
+    assert problem and str(tmp_path / file.removesuffix("/__init__.py")) in problem and repr(package) in problem
+    with pytest.raises(UserError, match="shadows actsearch's package"):  # what a worker checks at start-up
+        check_shadowing([str(tmp_path)])
+    assert shadowing_problem([str(Path(__file__).resolve().parents[1])]) is None  # the installation itself
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "search").mkdir()  # a folder without __init__.py shadows nothing
+    assert shadowing_problem([str(tmp_path / "other")]) is None
+
+
+def test_a_working_dir_or_py_module_that_shadows_is_refused_before_a_run(tmp_path):
+    from search.loop.config import check_child_code
+
+    (tmp_path / "evaluator.py").write_text("x = 1\n")
+    with pytest.raises(UserError, match=r"^resources.working_dir: .*evaluator.py shadows actsearch's package"):
+        check_child_code(load_config(None, [f"resources.working_dir={tmp_path}"]))
+    with pytest.raises(UserError, match=r"^resources.py_modules: .*evaluator.py would be imported on the workers"):
+        check_child_code(load_config(None, [f"resources.py_modules=[{tmp_path / 'evaluator.py'}]"]))
+
+
+def test_the_command_line_names_a_shadowing_file_from_the_current_folder(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "evaluator.py").write_text("raise SystemExit('the user module ran')\n")
+    done = subprocess.run([sys.executable, "-m", "search.cli", "expr", "relu(x)"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(tmp_path / "evaluator.py") in lines[0] and "'evaluator'" in lines[0]

@@ -305,3 +305,26 @@ def test_significance_counts_a_lower_metric_as_better(user_run, capsys):
     with Store.open(run_dir, readonly=True) as store:
         rows = store.retrainings(store.significance()[-1]["study"], ["relu"])
     assert rows and all(r["metrics"]["metrics"]["split_seen"] == 1.0 for r in rows)  # re-trained on the test split
+
+
+def test_inspecting_a_run_needs_none_of_its_code(address, tmp_path, capsys, monkeypatch):
+    """A run made with a user child from a relative file: once the file is gone, top, plot, report and export still
+    work from another folder (they read the store and config.yaml; checking a config never imports the child)."""
+    folder = tmp_path / "project"
+    write_child(folder / "code", "uc_gone_child.py")
+    config = write_config(folder, config_dict("code/uc_gone_child.py:train", address, budget=3))
+    monkeypatch.chdir(folder)
+    code, _, err = cli(capsys, "run", config, "--name", "gone", "--results", folder / "results")
+    assert code == 0, err
+    (folder / "code" / "uc_gone_child.py").unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run_dir = folder / "results" / "gone"
+    for argv in (["top", run_dir], ["plot", run_dir, "-o", "p.png"], ["report", run_dir, "-o", "r.html"],
+                 ["export", run_dir, "1", "-o", "act.py"]):
+        code, _, err = cli(capsys, *argv)
+        assert code == 0, (argv[0], err)
+    assert all((elsewhere / name).stat().st_size > 0 for name in ("p.png", "r.html", "act.py"))
+    code, _, err = cli(capsys, "resume", run_dir)  # training again needs the code: refused in one line
+    assert code == 2 and "child.task" in err and "no such file" in err and len(err.strip().splitlines()) == 1

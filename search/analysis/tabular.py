@@ -39,6 +39,8 @@ SHOWN_BASELINES = ("relu", "swish", "silu", "gelu", "elu", "selu", "leaky_relu",
                    "sigmoid")
 
 
+MAX_SEEDS = 100  # seeds per function a table build trains
+
 # ---------------------------------------------------------------- building
 
 def build_table(config_path: str, seeds: int, out: str | Path, results: str | Path = "results",
@@ -56,8 +58,8 @@ def build_table(config_path: str, seeds: int, out: str | Path, results: str | Pa
         raise UserError(f"--out {out}: is a folder; name the table file, e.g. {out}/table.json")
     if not out.parent.is_dir():
         raise UserError(f"--out {out}: the folder {out.parent} does not exist")
-    if not 1 <= seeds <= 100:
-        raise UserError(f"--seeds: must be from 1 to 100, got {seeds}")
+    if not 1 <= seeds <= MAX_SEEDS:  # the one check of the range (the command line reads a whole number only)
+        raise UserError(f"--seeds: must be from 1 to {MAX_SEEDS}, got {seeds}")
     started = time.time()
     if functions:
         done = _train_functions(config, Path(results) / name, functions, seeds, stream)

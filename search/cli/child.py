@@ -101,19 +101,16 @@ def split_activations(text: str) -> list[str]:
     return parts
 
 
-def _check_ready(settings: ChildSettings, activations: list[str]) -> None:
+def _check_ready(settings: ChildSettings, activations: list[str], search_path: list[str] | None = None) -> None:
     """Fail fast, with one line, on input the user can fix: activations, device, dataset."""
     from evaluator.activations import activation_label
-    from evaluator.user import is_user_task
+    from evaluator.tasks import task_named
 
     for activation in activations:
         activation_label(activation)
-    if settings.task == "table":
-        from evaluator.tabular import load_table
-
-        load_table(settings.table)
-        return
-    if settings.task == "synthetic" or is_user_task(settings.task):
+    task = task_named(settings.task)
+    task.prepare(settings, search_path)  # a table file, a user's function
+    if task.dataset is None:
         return
     from evaluator.data import load_task
     from evaluator.train import resolve_device
@@ -142,7 +139,7 @@ def cmd_train(args) -> int:
     from evaluator.train import train_child
 
     settings = child_settings_from_args(args)
-    _check_ready(settings, [args.activation])
+    _check_ready(settings, [args.activation], args.search_path)
     record = train_child(settings, args.activation, args.seed, search_path=args.search_path)
     if not args.json and record.get("traceback"):
         print(record["traceback"].rstrip(), file=sys.stderr)
@@ -174,7 +171,7 @@ def cmd_calibrate(args) -> int:
     if args.seeds < 1:
         raise UserError(f"--seeds: must be >= 1, got {args.seeds}")
     activations = split_activations(args.activations)
-    _check_ready(settings, activations)
+    _check_ready(settings, activations, args.search_path)
     rows, records = [], []
     if not args.json:
         print(f"task {settings.task}, model {settings.resolved_model}, {settings.steps} steps of batch "

@@ -173,8 +173,31 @@ def render_config() -> str:
         for group in dict.fromkeys(groups[n] for n in names if n in groups):
             members = [n for n in names if groups.get(n) == group]
             out += ["", f"### {name}: {group}", ""] + _field_table(cls, f"{name}.", members, docs)
-        out += _SECTION_NOTES.get(name, [])
+        out += _registry_table(name) + _SECTION_NOTES.get(name, [])
     return "\n".join(out) + "\n"
+
+
+def _registry_table(section: str) -> list[str]:
+    """The kinds (``controller``) or tasks (``child``) a section names, from their registries: each with the keys it
+    reads or the models it trains."""
+    if section == "controller":
+        from controller.kinds import KINDS
+
+        rows = [f"| {code_cell(name)} | {cell(_summary(type(kind)))} | "
+                f"{', '.join(code_cell('controller.' + knob) for knob in kind.knobs) or 'none'} |"
+                for name, kind in KINDS.items()]
+        return ["", "### controller.kind: the proposers (`controller/kinds.py`)", "",
+                "| kind | what it is | the keys it reads |", "|---|---|---|", *rows]
+    if section == "child":
+        from evaluator.tasks import TASKS, UserTask
+
+        rows = [f"| {code_cell(name)} | {cell(_summary(type(task)))} | "
+                f"{', '.join(code_cell(m) for m in task.models)} |" for name, task in TASKS.items()]
+        rows.append(f"| `MODULE:FUNCTION`, `FILE.py:FUNCTION` | {cell(_summary(UserTask))} | its own "
+                    f"(`child.options`) |")
+        return ["", "### child.task: the tasks (`evaluator/tasks.py`)", "",
+                "| task | what it is | models (`auto` = the first) |", "|---|---|---|", *rows]
+    return []
 
 
 _SECTION_NOTES: dict[str, list[str]] = {

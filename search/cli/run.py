@@ -37,10 +37,12 @@ def register(sub) -> None:
 
 
 def cmd_run(args) -> int:
-    from search.loop.config import load_config
+    from evaluator.tasks import task_named
+    from search.loop.config import check_child_code, load_config
     from search.loop.rundir import create_run, is_run_dir
 
     config = load_config(args.config, args.overrides)
+    check_child_code(config)  # the user's module, the table file: refused before the run directory exists
     name = args.name if args.name is not None else Path(args.config).stem
     check_run_name(name)
     results = Path(args.results)
@@ -93,6 +95,7 @@ def _run(run_dir: Path, top: int, overrides=(), config_file=None) -> int:
 
     if config_file is not None:
         overrides = _resume_overrides(run_dir, config_file)
+    _check_resumed_child_code(run_dir, overrides)
     result = run_search(run_dir, overrides=tuple(overrides))
     from search.loop.rundir import run_config
 
@@ -117,6 +120,22 @@ def _run(run_dir: Path, top: int, overrides=(), config_file=None) -> int:
         print(f"\nstopped; continue with `actsearch resume {run_dir}`", file=sys.stderr)
         return 130
     return 0
+
+
+def _check_resumed_child_code(run_dir: Path, overrides) -> None:
+    """``check_child_code`` on the config a session of the run in ``run_dir`` would run, so a user's module or a table
+    that no longer loads is refused in one line before the session starts. A folder that is no run is left to
+    ``run_search`` to name."""
+    from search.loop.config import check_child_code, check_resume_overrides, config_with_overrides
+    from search.loop.rundir import is_run_dir, run_config
+    from search.loop.store import Store
+
+    if not is_run_dir(run_dir):
+        return
+    check_resume_overrides(overrides)
+    with Store.open(run_dir, readonly=True) as store:
+        config = config_with_overrides(run_config(run_dir, store), overrides)
+    check_child_code(config)
 
 
 def _resume_overrides(run_dir: Path, config) -> list[str]:

@@ -11,20 +11,18 @@ are and why the default::
     resources:  {address, cpus_per_child, gpus_per_child, ...}     ResourceSettings (here)
     rewards:    {screened, failed, reject_linear}                  RewardSettings (here)
 
-Anything left out takes its default. ``load_config(path, overrides)`` applies ``--set key.path=value`` overrides (values
-parsed as YAML scalars), checks every key and type generically, then asks each section's ``problems()`` for
-out-of-range or unknown values. Bad input raises ``search.language.errors.UserError`` with one line naming the field path, e.g.
-``child.steps: must be >= 1, got 0``.
+Anything left out takes its default. ``load_config(path, overrides)`` reads the file (``search.loop.config_yaml``),
+applies ``--set key.path=value`` overrides (``search.loop.overrides``), checks every key and type generically
+(``search.loop.fields``), then asks each section's ``problems()`` for out-of-range or unknown values. Bad input raises
+``search.language.errors.UserError`` with one line naming the field path, e.g. ``child.steps: must be >= 1, got 0``.
+Only shapes and ranges are checked, so any run's config loads anywhere; ``check_child_code`` loads what the children
+need (the user's module, the table file) and is called by ``run`` before it creates or continues a run.
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import inspect
 import math
 import re
-import reprlib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +32,19 @@ import yaml
 
 from controller.settings import ControllerSettings
 from evaluator.settings import ChildSettings
+from evaluator.tasks import find_task, task_named
 from search.language.errors import UserError
 from search.language.ops import BINARY, BINARY_BY_NAME, UNARY, UNARY_BY_NAME
+from search.language.shadowing import PACKAGES, ROOT, shadowing_problem
 from search.language.space import MAX_CORE_UNITS, Space
+from search.loop.config_yaml import describe, did_you_mean, read_yaml_file, yaml_scalar
+from search.loop.fields import build_settings, coerce, field_docs, field_list, raise_first
+from search.loop.overrides import apply_override, check_overrides, parse_override
+
+__all__ = ["Config", "SECTIONS", "RESUMABLE_SECTIONS", "SEARCH_SECTIONS", "SpaceSettings", "BudgetSettings",
+           "ResourceSettings", "RewardSettings", "load_config", "config_from_dict", "config_with_overrides",
+           "check_overrides", "check_resume_overrides", "parse_override", "describe", "field_docs", "derive_seed",
+           "child_seed", "retrain_seed", "check_child_code"]
 
 
 @dataclass
@@ -134,11 +142,6 @@ class ResourceSettings:
                 out.append((name, f"must be from 0 to 100, got {getattr(self, name)}"))
         if self.child_timeout_s > 10**7:
             out.append(("child_timeout_s", f"must be at most 10,000,000 s, got {self.child_timeout_s}"))
-        if self.working_dir and "://" not in self.working_dir and not Path(self.working_dir).is_dir():
-            out.append(("working_dir", f"no such folder {self.working_dir!r}"))
-        for module in self.py_modules:
-            if "://" not in module and not Path(module).exists():
-                out.append(("py_modules", f"no such package or file {module!r}"))
         if self.child_timeout_s < 0:
             out.append(("child_timeout_s", f"must be >= 0 (0 = derived from child.time_limit_s), "
                                            f"got {self.child_timeout_s}"))
@@ -236,20 +239,8 @@ class Config:
         if self.child.device == "cuda" and self.resources.gpus_per_child == 0:
             out.append(("resources.gpus_per_child", "must be > 0 when child.device is cuda: Ray gives a child no "
                                                     "GPU unless it reserves one"))
-        from evaluator.user import is_user_task, user_task_problem
-
-        if is_user_task(self.child.task):
-            problem = user_task_problem(self.child.task, self.search_path())
-            if problem:
-                out.append(("child.task", problem))
-        if self.child.task == "table" and str(self.child.table).strip():
-            from evaluator.tabular import TableError, load_table
-
-            try:
-                load_table(self.child.table, self.search_path())
-            except TableError as exc:
-                out.append(("child.table", str(exc)))
-        if not is_user_task(self.child.task) and (self.rewards.metric != "accuracy" or self.rewards.minimize):
+        task = find_task(self.child.task)
+        if task is not None and task.reports_accuracy and (self.rewards.metric != "accuracy" or self.rewards.minimize):
             out.append(("rewards.metric", f"task {self.child.task} reports accuracy (higher is better): metric must "
                                           f"be accuracy and minimize false; got {self.rewards.metric!r}, minimize "
                                           f"{str(self.rewards.minimize).lower()}"))
@@ -284,13 +275,13 @@ class Config:
         if not comments:
             return yaml.safe_dump(self.to_dict(), sort_keys=False)
         lines = ["# Resolved actsearch search config: every setting, defaults filled in.",
-                 f"seed: {_yaml_scalar(self.seed)}  # {field_docs(Config).get('seed', '')}".rstrip(" #")]
+                 f"seed: {yaml_scalar(self.seed)}  # {field_docs(Config).get('seed', '')}".rstrip(" #")]
         for name, cls in SECTIONS.items():
             docs = field_docs(cls)
             lines.append(f"{name}:")
             for key, value in self.to_dict()[name].items():
                 doc = docs.get(key)
-                lines.append(f"  {key}: {_yaml_scalar(value)}" + (f"  # {doc}" if doc else ""))
+                lines.append(f"  {key}: {yaml_scalar(value)}" + (f"  # {doc}" if doc else ""))
         return "\n".join(lines) + "\n"
 
     def section_differences(self, other: "Config", sections: Sequence[str]) -> list[tuple[str, Any, Any]]:
@@ -308,188 +299,53 @@ class Config:
         return out
 
 
-def _yaml_scalar(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").strip()
-
-
-# ---------------------------------------------------------------- field documentation
-
-_FIELD_LINE = re.compile(r"^\s+(\w+)\s*:[^#]*?(?:#\s*(.+?))?\s*$")
-_COMMENT_LINE = re.compile(r"^\s+#\s?(.*?)\s*$")
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """Field name -> its documentation: the ``#`` comment on its line, else the comment lines just above it.
-
-    Empty dict when the source is unavailable.
-    """
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return {}
-    names = {f.name for f in dataclasses.fields(cls)}
-    docs: dict[str, str] = {}
-    above: list[str] = []
-    for line in source.splitlines():
-        comment = _COMMENT_LINE.match(line)
-        if comment:
-            above.append(comment.group(1))
-            continue
-        m = _FIELD_LINE.match(line)
-        if m and m.group(1) in names and m.group(1) not in docs:
-            doc = m.group(2) or " ".join(a for a in above if not a.startswith("--"))
-            if doc:
-                docs[m.group(1)] = doc
-        above = []
-    return docs
-
-
 # ---------------------------------------------------------------- loading
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
     """Read a YAML config (``None``: all defaults), apply ``key.path=value`` overrides, validate.
 
-    Returns a ``Config``; raises ``UserError`` naming the file or field path and what is allowed.
+    Returns a ``Config``; raises ``UserError`` naming the file or field path and what is allowed. Only shapes and
+    ranges are checked: the child's code and table file are loaded by ``check_child_code`` (``run``'s pre-flight).
     """
-    raw: Any = {}
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise UserError(f"config {path}: no such file")
-        if path.is_dir():
-            raise UserError(f"config {path}: is a directory; give a YAML file such as configs/quickstart.yaml")
-        try:
-            raw = _load_yaml(path.read_text(), f"config {path}")
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise UserError(f"config {path}{where}: not valid YAML: {problem}") from None
-        except UnicodeDecodeError:
-            raise UserError(f"config {path}: not a text file") from None
-        if raw is None:
-            raw = {}
+    raw: Any = {} if path is None else read_yaml_file(Path(path))
+    if raw is None:
+        raw = {}
     if not isinstance(raw, dict):
         raise UserError(f"config {path}: the top level must be a mapping of sections "
                         f"(seed, {', '.join(SECTIONS)}), got {type(raw).__name__}")
     for override in overrides:
-        apply_override(raw, override)
+        apply_override(raw, override, SECTIONS)
     return config_from_dict(raw)
 
 
-MAX_CONFIG_VALUES = 10_000  # a config is a few dozen values; aliases that expand past this are a bomb, not a config
-MAX_INT = 10**15  # no setting needs more; bigger integers are refused before any arithmetic on them
-
-
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key given twice in one mapping (the second would silently win)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise UserError(f"{self.name}: line {key_node.start_mark.line + 1}: {str(key)[:60]!r} is given twice")
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-def _load_yaml(text: str, name: str) -> Any:
-    """Parse YAML safely: duplicate keys refused, and aliases may not expand past ``MAX_CONFIG_VALUES`` values."""
-    loader = _Loader(text)
-    loader.name = name
+def check_child_code(config: Config) -> None:
+    """Load what the config's children need beyond their settings, as ``run`` does before it creates or resumes a
+    run: ``resources.working_dir`` and ``py_modules`` must exist here and shadow none of actsearch's packages, the
+    user's function must import and take the four arguments, the table file must read. ``UserError`` naming the field.
+    Read-only commands never call it: inspecting a run needs none of its code."""
+    r = config.resources
+    local = [m for m in (r.working_dir, *r.py_modules) if m and "://" not in m]
+    if r.working_dir in local and not Path(r.working_dir).is_dir():
+        raise UserError(f"resources.working_dir: no such folder {r.working_dir!r}")
+    for module in r.py_modules:
+        if module in local and not Path(module).exists():
+            raise UserError(f"resources.py_modules: no such package or file {module!r}")
+    # Ray puts the working_dir first on the workers' path, and each py_module under its own name
+    problem = shadowing_problem([r.working_dir] if r.working_dir in local else [])
+    if problem:
+        raise UserError(f"resources.working_dir: {problem}")
+    for module in r.py_modules:
+        name = Path(module).stem if module.endswith(".py") else Path(module.rstrip("/")).name
+        if module in local and name in PACKAGES and Path(module).resolve() != (ROOT / name).resolve():
+            raise UserError(f"resources.py_modules: {module} would be imported on the workers instead of actsearch's "
+                            f"package {name!r}; rename it")
+    task = task_named(config.child.task)
     try:
-        data = loader.get_single_data()
-    finally:
-        loader.dispose()
-    if _expanded_size(data) > MAX_CONFIG_VALUES:
-        raise UserError(f"{name}: its aliases expand to more than {MAX_CONFIG_VALUES:,} values; write the values out")
-    return data
-
-
-def _expanded_size(value: Any) -> int:
-    """How many values ``value`` holds once every alias is expanded; counted over shared objects, never expanded."""
-    sizes: dict[int, int] = {}
-
-    def size(v: Any) -> int:
-        if not isinstance(v, (dict, list)):
-            return 1
-        if id(v) in sizes:
-            return sizes[id(v)]
-        sizes[id(v)] = MAX_CONFIG_VALUES + 1  # a cycle (a self-referencing alias) counts as too big
-        items = list(v.keys()) + list(v.values()) if isinstance(v, dict) else v
-        total = 1
-        for item in items:
-            total += size(item)
-            if total > MAX_CONFIG_VALUES:
-                break
-        sizes[id(v)] = total
-        return total
-
-    return size(value)
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"child.steps=500"`` -> ``(["child", "steps"], 500)``: the value is parsed as a YAML scalar or flow list."""
-    key, sep, value = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise UserError(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. child.steps=500")
-    parts = key.split(".")
-    if any(not p for p in parts):
-        raise UserError(f"--set {text!r}: {key!r} is not a dotted key path like child.steps")
-    try:
-        parsed = _load_yaml(value, f"--set {key}") if value.strip() else ""
-    except yaml.YAMLError:
-        raise UserError(f"--set {key}: cannot read {value!r} as a YAML value") from None
-    if isinstance(parsed, dict):
-        raise UserError(f"--set {key}: give one value per --set, not a mapping")
-    return parts, parsed
-
-
-def apply_override(raw: dict, text: str) -> None:
-    """Apply one ``key.path=value`` override to the raw config mapping, in place."""
-    parts, value = parse_override(text)
-    if parts[0] == "seed":
-        if len(parts) != 1:
-            raise UserError(f"--set {'.'.join(parts)}: seed is a single value, not a section")
-        raw["seed"] = value
-        return
-    if parts[0] not in SECTIONS:
-        raise UserError(f"--set {'.'.join(parts)}: unknown section {parts[0]!r}; "
-                        f"allowed: seed, {', '.join(SECTIONS)}" + _did_you_mean(parts[0], ["seed", *SECTIONS]))
-    mapping_field = len(parts) == 3 and _is_mapping_field(SECTIONS[parts[0]], parts[1])  # child.options.NAME=VALUE
-    if len(parts) != 2 and not mapping_field:
-        raise UserError(f"--set {'.'.join(parts)}: expected SECTION.FIELD=VALUE, e.g. {parts[0]}."
-                        f"{dataclasses.fields(SECTIONS[parts[0]])[0].name}=...")
-    section = _mapping_in(raw, parts[0], "must be a mapping of settings")
-    if mapping_field:
-        section = _mapping_in(section, parts[1], "must be a mapping of names to values", parts[0] + ".")
-    section[parts[-1]] = value
-
-
-def _mapping_in(parent: dict, key: str, what: str, prefix: str = "") -> dict:
-    """``parent[key]``, made an empty mapping when missing; ``UserError`` when it holds something else."""
-    value = parent.get(key)
-    if value is None:
-        value = parent[key] = {}
-    if not isinstance(value, dict):
-        raise UserError(f"{prefix}{key}: {what}, got {describe(value)}")
-    return value
-
-
-def _is_mapping_field(cls: type, name: str) -> bool:
-    hint = typing.get_type_hints(cls).get(name)
-    return hint is dict or typing.get_origin(hint) is dict
-
-
-def check_overrides(overrides: Sequence[str], allowed: Sequence[str], who: str) -> None:
-    """``UserError`` for the first ``--set`` override outside the ``allowed`` sections; ``who`` says who refuses."""
-    for override in overrides:
-        section = parse_override(override)[0][0]
-        if section not in allowed:
-            raise UserError(f"--set {override}: {who} can change only "
-                            f"{' and '.join(s + '.*' for s in allowed)} settings")
+        task.prepare(config.child, config.search_path())
+    except UserError as exc:
+        field = "child.table" if task.reads_table else "child.task"
+        message = str(exc)
+        raise UserError(message if message.startswith(field) else f"{field}: {message}") from None
 
 
 def check_resume_overrides(overrides: Sequence[str]) -> None:
@@ -502,7 +358,7 @@ def config_with_overrides(config: Config, overrides: Sequence[str]) -> Config:
         return config
     raw = config.to_dict()
     for override in overrides:
-        apply_override(raw, override)
+        apply_override(raw, override, SECTIONS)
     return config_from_dict(raw)
 
 
@@ -512,136 +368,18 @@ def config_from_dict(raw: dict) -> Config:
     if unknown:
         key = str(unknown[0])
         raise UserError(f"{key}: unknown section; allowed: seed, {', '.join(SECTIONS)}"
-                        + _did_you_mean(key, ["seed", *SECTIONS]))
+                        + did_you_mean(key, ["seed", *SECTIONS]))
     hints = typing.get_type_hints(Config)
     kwargs: dict[str, Any] = {}
     if "seed" in raw:
-        kwargs["seed"] = _coerce(raw["seed"], hints["seed"], "seed")
+        kwargs["seed"] = coerce(raw["seed"], hints["seed"], "seed")
     for name, cls in SECTIONS.items():
         data = raw.get(name)
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise UserError(f"{name}: must be a mapping of settings ({_field_list(cls)}), got {describe(data)}")
+            raise UserError(f"{name}: must be a mapping of settings ({field_list(cls)}), got {describe(data)}")
         kwargs[name] = build_settings(cls, data, name)
     config = Config(**kwargs)
-    _raise_first(config.problems(), "")
+    raise_first(config.problems(), "")
     return config
-
-
-def build_settings(cls: type, data: dict, path: str) -> Any:
-    """An instance of dataclass ``cls`` from ``data``: generic key and type checks, then ``cls.problems()``.
-
-    ``path`` is the section's name, prefixed to every field named in an error.
-    """
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in names:
-            raise UserError(f"{path}.{key}: unknown setting{_did_you_mean(str(key), names)}; {path} has: "
-                            f"{', '.join(names)}")
-    hints = typing.get_type_hints(cls)
-    values = {key: _coerce(value, hints[key], f"{path}.{key}") for key, value in data.items()}
-    try:
-        settings = cls(**values)
-    except (TypeError, ValueError) as exc:  # a __post_init__ that validates on its own
-        raise UserError(f"{path}: {exc}") from None
-    _raise_first(settings.problems(), path + ".")
-    return settings
-
-
-def _raise_first(problems: list[tuple[str, str]], prefix: str) -> None:
-    if problems:
-        name, message = problems[0]
-        more = f" (and {len(problems) - 1} more problem{'s' * (len(problems) > 2)})" if len(problems) > 1 else ""
-        raise UserError(f"{prefix}{name}: {message}{more}")
-
-
-def _coerce(value: Any, hint: Any, path: str) -> Any:
-    """``value`` as the annotated type ``hint``, or ``UserError`` naming ``path`` and the expected type."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) == 1:
-            return _coerce(value, inner[0], path)
-        raise TypeError(f"unsupported settings type {hint} at {path}")
-    if origin is tuple:
-        items = value
-        if isinstance(value, str):  # "relu, tanh" on the command line
-            items = [part for part in re.split(r"[,\s]+", value) if part]
-        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
-            raise UserError(f"{path}: must be a list of names, got {describe(value)}")
-        return tuple(items)
-    if hint is dict or origin is dict:
-        if value is None:
-            return {}
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise UserError(f"{path}: must be a mapping of names to values, got {describe(value)}")
-        return dict(value)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise UserError(f"{path}: must be true or false, got {describe(value)}")
-    if hint is int:
-        number = _number(value)
-        if isinstance(number, float) and number.is_integer() and abs(number) <= MAX_INT:
-            number = int(number)
-        if not isinstance(number, int):
-            raise UserError(f"{path}: must be an integer, got {describe(value)}")
-        if abs(number) > MAX_INT:
-            raise UserError(f"{path}: must be between {-MAX_INT:.0e} and {MAX_INT:.0e}, got {describe(value)}")
-        return number
-    if hint is float:
-        number = _number(value)
-        try:
-            number = None if number is None else float(number)
-        except OverflowError:  # an integer of hundreds of digits
-            number = math.inf
-        if number is None or not math.isfinite(number):
-            raise UserError(f"{path}: must be a finite number, got {describe(value)}")
-        return number
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise UserError(f"{path}: must be a string, got {describe(value)}")
-    raise TypeError(f"unsupported settings type {hint} at {path}")
-
-
-def _number(value: Any) -> float | int | None:
-    """A number from an int, float or numeric string (PyYAML reads ``5e-4`` as a string); None otherwise."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value.replace("_", ""))
-        except ValueError:
-            pass
-        try:
-            return float(value.replace("_", ""))
-        except ValueError:
-            return None
-    return None
-
-
-_SHORT = reprlib.Repr()
-_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 2, 4, 4, 60, 60, 40
-
-
-def describe(value: Any) -> str:
-    """A value as an error message shows it: at most about 80 characters, however large or deep the value is."""
-    if value is None:
-        return "nothing (null)"
-    return f"{_SHORT.repr(value)} ({type(value).__name__})"
-
-
-def _field_list(cls: type) -> str:
-    return ", ".join(f.name for f in dataclasses.fields(cls))
-
-
-def _did_you_mean(key: str, options: Sequence[str]) -> str:
-    close = difflib.get_close_matches(key, list(options), n=1)
-    return f" (did you mean {close[0]}?)" if close else ""

@@ -1,0 +1,178 @@
+"""The child tasks, one class each, found by name in ``TASKS`` (``child.task``); a user's ``"module:function"`` or
+``"file.py:function"`` is a ``UserTask``. A task owns the checks of its part of the ``child:`` section (shapes and
+ranges only), what it loads before a child runs (``prepare``: a table file, a user's module), and how it scores a
+child that is not trained by ``evaluator.train``'s own loop (``evaluate``).
+
+    task = task_named("table")            # UserError listing the valid names when there is no such task
+    task.problems(settings)               # [(field, what is wrong)]: no file is read, no code imported
+    task.prepare(settings, search_path)   # loads the table / the user's function; UserError naming it
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Sequence
+
+from evaluator.synthetic import evaluate_synthetic, synthetic_target_problem
+from evaluator.tabular import load_table, replay_child
+from evaluator.user import is_user_task, load_user_function
+from search.language.errors import UserError
+
+if TYPE_CHECKING:
+    from evaluator.settings import ChildSettings
+
+IMAGE_MODELS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "preact_resnet164", "wrn_28_10")
+CIFAR_TRAIN_IMAGES = 50_000
+Problems = list[tuple[str, str]]
+
+
+class Task:
+    """A built-in task: the models it trains, the data it loads, and the checks of its settings."""
+
+    name = ""
+    models: tuple[str, ...] = ("none",)  # models it accepts besides auto; the first is what auto means
+    dataset: str | None = None  # the built-in dataset evaluator.data loads for it; None: no training here
+    num_classes = 0
+    images = False  # image batches: augmentation, channels_last
+    held_out = True  # scored on examples held out of the training data (split val needs val_size >= 1)
+    retrains_on_split = True  # significance re-trains it on the test split (a table and the synthetic task cannot)
+    reports_accuracy = True  # its metric is accuracy, higher is better (a user's child names its own)
+    reads_table = False
+
+    def problems(self, s: ChildSettings) -> Problems:
+        """``(field, what is wrong)`` for this task's settings; nothing is loaded."""
+        out: Problems = []
+        if s.model != "auto" and s.model not in self.models:
+            out.append(("model", f"task {self.name} trains one of auto, {', '.join(self.models)}; got {s.model!r}"))
+        if s.options:
+            out.append(("options", f"only a user-defined child (task MODULE:FUNCTION) takes options; task "
+                                   f"{self.name} got {sorted(s.options)[:3]}"))
+        if str(s.table).strip() and not self.reads_table:
+            out.append(("table", f"only task table reads a table; task {self.name} got table {s.table!r}"))
+        if self.held_out and s.split == "val" and s.val_size == 0:
+            out.append(("val_size", "must be >= 1 when split is val (the accuracy is measured on it)"))
+        return out
+
+    def prepare(self, s: ChildSettings, search_path: Sequence[str] | None = None) -> None:
+        """Load what a child needs beyond its settings (a table, a user's function); ``UserError`` naming it."""
+
+    def evaluate(self, s: ChildSettings, activation: str, seed: int,
+                 search_path: Sequence[str] | None = None) -> dict | None:
+        """The result record of a child this task scores itself; None where ``train_child`` trains the network."""
+        return None
+
+    def train_size(self, s: ChildSettings) -> int:
+        """Training examples when ``train_size`` is 0."""
+        return 0
+
+
+class Mnist1dTask(Task):
+    """The offline proxy: a small 1-D CNN on generated mnist1d signals."""
+
+    name, models, dataset, num_classes = "mnist1d", ("cnn1d",), "mnist1d", 10
+
+    def train_size(self, s: ChildSettings) -> int:
+        return 4_000  # generated signals
+
+
+class CifarTask(Task):
+    """CIFAR-10 or CIFAR-100 through torchvision, a ResNet child."""
+
+    models, dataset, images = IMAGE_MODELS, "cifar", True
+
+    def __init__(self, name: str, num_classes: int):
+        self.name, self.num_classes = name, num_classes
+
+    def problems(self, s: ChildSettings) -> Problems:
+        out = super().problems(s)
+        if s.train_size + s.val_size > CIFAR_TRAIN_IMAGES:
+            out.append(("train_size", f"train_size + val_size must be <= {CIFAR_TRAIN_IMAGES:,} "
+                                      f"(CIFAR's training images), got {s.train_size} + {s.val_size}"))
+        return out
+
+    def train_size(self, s: ChildSettings) -> int:
+        return CIFAR_TRAIN_IMAGES - s.val_size  # every image not held out
+
+
+class SyntheticTask(Task):
+    """No training: a function's similarity to ``child.target`` is its reward (tests the search)."""
+
+    name, held_out, retrains_on_split = "synthetic", False, False
+
+    def problems(self, s: ChildSettings) -> Problems:
+        out = super().problems(s)
+        problem = synthetic_target_problem(s.target) if isinstance(s.target, str) else None
+        if problem:
+            out.append(("target", problem))
+        return out
+
+    def evaluate(self, s, activation, seed, search_path=None):
+        time.sleep(s.delay_s)  # a child that takes time, without training one
+        return evaluate_synthetic(activation, target=s.target, noise=s.noise, seed=seed, split=s.split)
+
+
+class TableTask(Task):
+    """Replays a tabular benchmark (``child.table``): a child looks its function up and returns a recorded seed."""
+
+    name, retrains_on_split, reads_table = "table", False, True
+
+    def problems(self, s: ChildSettings) -> Problems:
+        out = super().problems(s)
+        if not str(s.table).strip():
+            out.append(("table", "task table replays a table file: name it, e.g. table: tables/mnist1d-150.json"))
+        return out
+
+    def prepare(self, s, search_path=None):
+        load_table(s.table, search_path)
+
+    def evaluate(self, s, activation, seed, search_path=None):
+        return replay_child(s.table, activation, seed, s.split, search_path)
+
+
+class UserTask(Task):
+    """A user's own child: ``child.task`` names a function ``train(activation, seed, device, options) -> metrics``
+    (``evaluator.user``)."""
+
+    reports_accuracy = False
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def problems(self, s: ChildSettings) -> Problems:
+        out: Problems = []
+        if s.model != "auto":
+            out.append(("model", f"a user-defined child builds its own model: leave model at auto, got {s.model!r}"))
+        if "split" in s.options:
+            out.append(("options", "'split' is set by actsearch (val during the search, test for significance); "
+                                   "use another name"))
+        if str(s.table).strip():
+            out.append(("table", f"only task table reads a table; task {self.name} got table {s.table!r}"))
+        if s.split == "val" and s.val_size == 0:
+            out.append(("val_size", "must be >= 1 when split is val (the accuracy is measured on it)"))
+        return out
+
+    def prepare(self, s, search_path=None):
+        load_user_function(s.task, search_path)
+
+    def evaluate(self, s, activation, seed, search_path=None):
+        from evaluator.train import train_user_child  # train imports the settings, which import this registry
+
+        return train_user_child(s, activation, seed, search_path)
+
+
+TASKS: dict[str, Task] = {"mnist1d": Mnist1dTask(), "cifar10": CifarTask("cifar10", 10),
+                          "cifar100": CifarTask("cifar100", 100), "synthetic": SyntheticTask(), "table": TableTask()}
+
+
+def find_task(name: str) -> Task | None:
+    """The task ``child.task`` names (a ``UserTask`` for ``module:function``); None when there is none."""
+    if is_user_task(name):
+        return UserTask(name)
+    return TASKS.get(name) if isinstance(name, str) else None
+
+
+def task_named(name: str) -> Task:
+    """The task ``child.task`` names; ``UserError`` listing the valid names when there is none."""
+    task = find_task(name)
+    if task is None:
+        raise UserError(f"child.task: must be one of {', '.join(TASKS)} or MODULE:FUNCTION; got {name!r}")
+    return task
