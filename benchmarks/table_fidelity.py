@@ -35,11 +35,12 @@ sys.path.insert(0, str(REPO))
 def sample_functions(n: int, seed: int) -> list[str]:
     """``n`` distinct one-unit functions that pass the screen, drawn at random (fixed by ``seed``): canonical texts of
     each function's first token string."""
-    from search.language.space import Space, one_unit_index
+    from search.language.index import FunctionIndex
+    from search.language.space import Space
 
     space = Space(core_units=1)
     texts = []
-    for tokens in one_unit_index().values():
+    for tokens in FunctionIndex.of(space).distinct().values():
         expr = space.decode(tokens)
         if expr.screen().ok:
             texts.append(expr.text)

@@ -20,25 +20,28 @@ class Proposal:
     index: 0, 1, 2, ... in ask order (unique per proposer). tokens: the token string (``space.decode`` gives the
     expression). logp: log-probability of the tokens under the policy that sampled them (None for proposers without a
     policy); the learner needs it when the reward comes back after the policy changed. policy_version: the proposer's
-    ``version`` when it was sampled.
+    ``version`` when it was sampled. fingerprint: the function's fingerprint when the proposer knows it already (from
+    the space's ``search.language.index.FunctionIndex``), so the search loop need not compute it; None otherwise.
     """
 
     index: int
     tokens: tuple[str, ...]
     logp: float | None = None
     policy_version: int = 0
+    fingerprint: str | None = None
 
     def to_dict(self) -> dict:
         """JSON-safe form."""
         return {"index": self.index, "tokens": list(self.tokens), "logp": self.logp,
-                "policy_version": self.policy_version}
+                "policy_version": self.policy_version, "fingerprint": self.fingerprint}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Proposal":
-        """Inverse of ``to_dict``."""
-        logp = d.get("logp")
+        """Inverse of ``to_dict`` (a dict without a fingerprint, as runs before it was added hold, gives None)."""
+        logp, fingerprint = d.get("logp"), d.get("fingerprint")
         return cls(index=int(d["index"]), tokens=tuple(d["tokens"]), logp=None if logp is None else float(logp),
-                   policy_version=int(d.get("policy_version", 0)))
+                   policy_version=int(d.get("policy_version", 0)),
+                   fingerprint=None if fingerprint is None else str(fingerprint))
 
 
 def space_to_dict(space: Space) -> dict:

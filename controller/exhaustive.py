@@ -1,25 +1,18 @@
 """Exhaustive search: every distinct function of the space exactly once, in a fixed order, resumable mid-way.
 
 Token strings are walked in ``space.enumerate()`` order (lexicographic by position); a token string is proposed when
-its function (``Expression.fingerprint``) has not been proposed before, so each distinct function is proposed once, by
-its first token string. Fingerprints are computed lazily, only as far as ``ask`` needs, so creating the proposer costs
-nothing however large the space; one ``ask(n)`` fingerprints the next token strings until it has n new functions.
+its function (its fingerprint, from the space's ``FunctionIndex``) has not been proposed before, so each distinct
+function is proposed once, by its first token string. Fingerprints are computed lazily, only as far as ``ask`` needs,
+so creating the proposer costs nothing however large the space (the walk has no size limit); one ``ask(n)``
+fingerprints the next token strings until it has n new functions. Proposals carry their fingerprint.
 The state is the position in the walk and the fingerprints proposed so far: a restored proposer continues the walk.
 Every function is proposed, degenerate ones included; the search loop's ``RewardBook`` screens those.
 """
 from __future__ import annotations
 
-from functools import lru_cache
-
 from controller.base import Proposal, Proposer
-from search.language.expression import Expression
-from search.language.space import Space, tokens_to_node
-
-
-@lru_cache(maxsize=1 << 16)
-def fingerprint_of(tokens: tuple[str, ...]) -> str:
-    """Fingerprint of the function a (valid) token string computes; cached per process."""
-    return Expression(tokens_to_node(tokens)).fingerprint()
+from search.language.index import FunctionIndex
+from search.language.space import Space
 
 
 class ExhaustiveProposer(Proposer):
@@ -29,6 +22,7 @@ class ExhaustiveProposer(Proposer):
 
     def __init__(self, space: Space, seed: int):
         super().__init__(space, seed)
+        self.index = FunctionIndex.of(space)
         self.cursor = 0  # enumeration position of the next token string to examine
         self.seen: set[str] = set()  # fingerprints already proposed
 
@@ -39,21 +33,13 @@ class ExhaustiveProposer(Proposer):
     def _propose(self, n: int) -> list[Proposal]:
         out: list[Proposal] = []
         while len(out) < n and not self.finished:
-            tokens = self.tokens_at(self.cursor)
+            tokens = self.space.tokens_at(self.cursor)
             self.cursor += 1
-            fp = fingerprint_of(tokens)
+            fp = self.index.fingerprint(tokens)
             if fp not in self.seen:
                 self.seen.add(fp)
-                out.append(Proposal(self._new_index(), tokens))
+                out.append(Proposal(self._new_index(), tokens, fingerprint=fp))
         return out
-
-    def tokens_at(self, position: int) -> tuple[str, ...]:
-        """The token string at ``position`` of ``space.enumerate()`` (mixed-radix, last position fastest)."""
-        out = []
-        for choices in reversed(self.space.choices):
-            position, i = divmod(position, len(choices))
-            out.append(choices[i])
-        return tuple(reversed(out))
 
     def _learn(self, proposal: Proposal, reward: float) -> None:
         return None

@@ -2,7 +2,7 @@
 are those with the highest upper confidence bound, a batch at a time.
 
 Features (``shape_features``). A candidate is described by its shape at beta = 1 (where training starts) on
-``FEATURE_POINTS``, 64 of the probe points (``search.language.expression.PROBE_POINTS``) spread as those are: dense
+``FEATURE_POINTS``, 64 of the probe points (``search.language.identity.PROBE_POINTS``) spread as those are: dense
 near 0, where most pre-activations fall, and reaching -5 and 5. The vector is the values minus their mean followed by
 the secant slopes between neighbouring points, scaled to unit length: blind to the offset and the (positive) scale
 that the next layer absorbs, not to a sign flip. A function that is not finite at a point, or constant, has no
@@ -10,9 +10,9 @@ features and is never proposed. Only the shape is used (no statistics of a child
 
 Pool. The candidates the acquisition chooses from:
 
-- A space of at most ``ENUMERATE_UP_TO`` token strings (the one-unit space: 6,250) is enumerated once per process:
-  one token string per distinct function (``Expression.fingerprint``; the first in ``space.enumerate()`` order, as
-  ``exhaustive`` proposes it), minus the functions ``Expression.screen`` rejects (linear ones included: a linear
+- An enumerable space (``search.language.index.ENUMERATION_LIMIT`` token strings at most; the one-unit space has
+  6,250) is enumerated once per process: one token string per distinct function (``FunctionIndex.distinct``: the
+  first in ``space.enumerate()`` order, as ``exhaustive`` proposes it), minus the functions ``Expression.screen`` rejects (linear ones included: a linear
   activation makes the network linear). The one-unit space leaves 3,954 functions. ``finished`` once all of them
   were proposed.
 - A larger space is sampled: every ask adds ``REFRESH`` new functions to the pool, half uniformly random token
@@ -22,12 +22,15 @@ Pool. The candidates the acquisition chooses from:
   finite at the feature points, constant or linear there, does not join (the screen's beta = 1 part, on fewer points;
   the few it lets through earn the screening penalty like any proposal), nor one with the features of a member.
   Fingerprints (~0.5 ms each, twice the features' cost) are computed only for the members picked: one whose function
-  was proposed already (by another token string) is dropped instead of proposed.
+  was proposed already (by another token string) is dropped instead of proposed. An ask that finds no new function
+  while no proposal is in flight leaves the proposer ``finished`` (a space of few distinct functions is spent).
 
 Model. A Gaussian process (scikit-learn's ``GaussianProcessRegressor``) on the features, kernel ``C * Matern(nu=2.5)
-+ White``, its three hyperparameters fitted by maximum marginal likelihood on every refit (deterministic: L-BFGS from
-fixed starting values, no random restarts; beyond ``HYPER_FIT`` rewards on an even spread of them). Rewards enter as normal scores of their ranks (ties share a rank): a
-screening penalty of 0 among accuracies near 0.9 would otherwise squash every difference that matters. A function is
++ White``, its three hyperparameters fitted by maximum marginal likelihood (deterministic: L-BFGS from fixed starting
+values, no random restarts) on every refit up to ``HYPER_FIT`` rewards, beyond that on an even spread of ``HYPER_FIT``
+of them once ``HYPER_EVERY`` new rewards came. The process is conditioned on at most ``FIT_LIMIT`` rewards: the best
+half and an even spread of the rest. Rewards enter as normal scores of their ranks among all rewards (ties share a
+rank): a screening penalty of 0 among accuracies near 0.9 would otherwise squash every difference that matters. A function is
 rewarded once (nothing is proposed twice), and the rewards are fitted in proposal order, so the order of the tells
 does not matter. The fit is redone lazily, at the first ask after new rewards, on one BLAS thread.
 
@@ -40,16 +43,19 @@ each pick for that one, the process is conditioned on the function's reward bein
 believer"): the mean stays, the sd near it shrinks, so a batch spreads out and many workers are kept busy without
 crowding one neighbourhood.
 
-Cost per ask (n rewards, m pool members, p proposals in flight): the refit O(n^3) per likelihood evaluation, scoring
-O(n^2 m), conditioning O((m + p)(n + p)) per pick; a sampled pool also featurises ``REFRESH`` new functions (~0.3 ms
-each). Measured figures: docs/controllers.md. ``tell`` only records the reward.
+Cost per ask (n rewards, f = min(n, ``FIT_LIMIT``), m pool members, p proposals in flight): the hyperparameter fit
+O(min(n, ``HYPER_FIT``)^3) per likelihood evaluation, conditioning O(f^3), scoring O(f^2 m), O((m + p)(f + p)) per
+pick; a sampled pool also featurises ``REFRESH`` new functions (~0.3 ms each). Measured: benchmarks/surrogate_cost.py
+(ask after a tell, two-unit space, one thread: 0.34 / 1.9 s at 1,000 / 3,000 rewards before the bounds). ``tell``
+only records the reward.
 
-State: the proposed fingerprints, the rewards with their token strings, the random-number state and a sampled pool's
-token strings. Features are recomputed from token strings (deterministic), so a restored proposer proposes exactly
+State: the proposed fingerprints, the rewards with their token strings, the last hyperparameters and the reward count
+they were fitted at, the random-number state and a sampled pool's token strings. Features are recomputed from token strings (deterministic), so a restored proposer proposes exactly
 what the original would.
 """
 from __future__ import annotations
 
+import heapq
 import math
 import random
 import warnings
@@ -62,17 +68,22 @@ from threadpoolctl import threadpool_limits
 
 from controller.base import Proposal, Proposer
 from controller.evolution import mutate
-from controller.exhaustive import fingerprint_of
 from controller.random_search import rng_state, sample_tokens, set_rng_state
-from search.language.expression import PROBE_POINTS, Expression
+from search.language.expression import Expression
+from search.language.identity import PROBE_POINTS
+from search.language.index import FunctionIndex
 from search.language.space import Space, tokens_to_node
 
-ENUMERATE_UP_TO = 50_000  # token strings: a space this small is enumerated (one-unit: 6,250 -> ~3,800 functions)
 REFRESH = 256  # new functions added to a sampled pool per ask
 PARENTS = 8  # a sampled pool's mutations are of this many best rewarded functions
-# Rewards the hyperparameters are fitted to, at most (an even spread in proposal order; the process then conditions on
-# all): each likelihood evaluation costs O(n^3), and at 1,000 rewards fitting on all took 1.7 s per ask instead of 0.1.
+# Rewards the hyperparameters are fitted to, at most (an even spread in proposal order): each likelihood evaluation
+# costs O(n^3), and at 1,000 rewards fitting on all took 1.7 s per ask instead of 0.1.
 HYPER_FIT = 256
+# Beyond HYPER_FIT rewards the hyperparameters change slowly: they are refitted once this many new rewards came.
+HYPER_EVERY = 64
+# Rewards the process is conditioned on, at most: the best half of them and an even spread (in proposal order) of the
+# rest. Conditioning and scoring cost O(n^3) and O(n^2 m): on all 3,000 rewards an ask took 1.9 s.
+FIT_LIMIT = 500
 RANDOM_TRIES = 1000  # draws for a random proposal in a sampled space before settling for a degenerate one
 
 
@@ -121,18 +132,15 @@ def features_of(tokens: tuple[str, ...]) -> np.ndarray | None:
 
 @lru_cache(maxsize=4)
 def enumerated_pool(space: Space) -> tuple[list[tuple[str, ...]], list[str], np.ndarray]:
-    """The pool of a small space: ``(token strings, fingerprints, features (m, 127))``, one per distinct function
-    that passes ``Expression.screen`` and has features, in enumeration order; built once per process."""
-    tokens, fingerprints, features, seen = [], [], [], set()
-    for t in space.enumerate():
-        fp = fingerprint_of(t)
-        if fp in seen:
+    """The pool of an enumerable space: ``(token strings, fingerprints, features (m, 127))``, one per distinct function
+    (``FunctionIndex.distinct``) that passes ``Expression.screen`` and has features, in enumeration order; built once
+    per process."""
+    index = FunctionIndex.of(space)
+    tokens, fingerprints, features = [], [], []
+    for fp, t in index.distinct().items():
+        if not index.verdict(t, reject_linear=True).ok:
             continue
-        seen.add(fp)
-        expr = Expression(tokens_to_node(t))
-        if not expr.screen(reject_linear=True).ok:
-            continue
-        f = shape_features(expr)
+        f = features_of(t)
         if f is not None:
             tokens.append(t)
             fingerprints.append(fp)
@@ -151,30 +159,58 @@ def normal_scores(rewards: np.ndarray) -> np.ndarray:
     return norm.ppf((rankdata(rewards) - 0.5) / len(rewards))
 
 
+def fitted_rows(rewards: np.ndarray) -> np.ndarray:
+    """Rows (in proposal order) the process is conditioned on: all up to ``FIT_LIMIT``, else the best half of
+    ``FIT_LIMIT`` (ties: the earlier) and an even spread of the rest."""
+    n = len(rewards)
+    if n <= FIT_LIMIT:
+        return np.arange(n)
+    best = np.argsort(-rewards, kind="stable")[:FIT_LIMIT // 2]
+    rest = np.setdiff1d(np.arange(n), best)
+    spread = rest[np.linspace(0, len(rest) - 1, FIT_LIMIT - len(best)).round().astype(int)]
+    return np.union1d(best, spread)
+
+
+def kernel_with(theta: np.ndarray | None):
+    """The covariance ``C * Matern(nu=2.5) + White`` (at its starting values, or at fitted ``theta``: log values)."""
+    from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+
+    # Features are unit vectors (distances 0 to 2) and the targets normal scores (variance ~1): bounds to match.
+    kernel = ConstantKernel(1.0, (0.05, 20.0)) * Matern(0.5, (0.02, 5.0), nu=2.5) + WhiteKernel(0.05, (1e-4, 1.0))
+    return kernel if theta is None else kernel.clone_with_theta(np.asarray(theta, dtype=np.float64))
+
+
+def fit_hyperparameters(features: np.ndarray, rewards: np.ndarray, seed: int) -> np.ndarray:
+    """The kernel's log hyperparameters by maximum marginal likelihood on an even spread of at most ``HYPER_FIT``
+    rewards (L-BFGS from fixed starting values: deterministic)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.gaussian_process import GaussianProcessRegressor
+
+    keep = np.linspace(0, len(rewards) - 1, min(len(rewards), HYPER_FIT)).round().astype(int)
+    gp = GaussianProcessRegressor(kernel_with(None), alpha=1e-8, random_state=seed % 2**32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # a hyperparameter at its bound is fine here
+        gp.fit(features[keep], normal_scores(rewards)[keep])
+    return gp.kernel_.theta
+
+
 class Posterior:
-    """A Gaussian process fitted to ``(features, rewards)``, and the batch acquisition on it."""
+    """A Gaussian process with log hyperparameters ``theta`` conditioned on ``(features, rewards)`` (the rows
+    ``fitted_rows`` picks; targets: normal scores among all rewards), and the batch acquisition on it."""
 
-    def __init__(self, features: np.ndarray, rewards: np.ndarray, seed: int):
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.gaussian_process import GaussianProcessRegressor
-        from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+    def __init__(self, features: np.ndarray, rewards: np.ndarray, theta: np.ndarray):
+        from scipy.linalg import cho_solve, cholesky
 
-        # Features are unit vectors (distances 0 to 2) and the targets normal scores (variance ~1): bounds to match.
-        kernel = (ConstantKernel(1.0, (0.05, 20.0)) * Matern(0.5, (0.02, 5.0), nu=2.5)
-                  + WhiteKernel(0.05, (1e-4, 1.0)))
-        targets = normal_scores(rewards)
-        gp = GaussianProcessRegressor(kernel, alpha=1e-8, random_state=seed % 2**32)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)  # a hyperparameter at its bound is fine here
-            if len(targets) <= HYPER_FIT:
-                gp.fit(features, targets)
-            else:  # hyperparameters from an even spread of the rewards; then the process on all of them
-                keep = np.linspace(0, len(targets) - 1, HYPER_FIT).round().astype(int)
-                gp.fit(features[keep], targets[keep])
-                gp = GaussianProcessRegressor(gp.kernel_, alpha=1e-8, optimizer=None).fit(features, targets)
-        self.gp = gp
-        self.signal = gp.kernel_.k1  # C * Matern: the latent function's covariance
-        self.noise = float(gp.kernel_.k2.noise_level)
+        keep = fitted_rows(rewards)
+        kernel = kernel_with(theta)
+        # as GaussianProcessRegressor(kernel, alpha=1e-8, optimizer=None).fit computes it, less its likelihood
+        self.x = features[keep]
+        covariance = kernel(self.x)
+        covariance[np.diag_indices_from(covariance)] += 1e-8
+        self.cholesky = cholesky(covariance, lower=True, check_finite=False)
+        self.weights = cho_solve((self.cholesky, True), normal_scores(rewards)[keep], check_finite=False)
+        self.signal = kernel.k1  # C * Matern: the latent function's covariance
+        self.noise = float(kernel.k2.noise_level)
 
     def select(self, candidates: np.ndarray, pending: np.ndarray, n: int, kappa: float,
                accept: Callable[[int], bool]) -> list[int]:
@@ -185,9 +221,9 @@ class Posterior:
 
         m = len(candidates)
         rows = np.concatenate([candidates, pending]) if len(pending) else candidates
-        cross = self.signal(rows, self.gp.X_train_)
-        mean = cross @ self.gp.alpha_
-        v = solve_triangular(self.gp.L_, cross.T, lower=True)
+        cross = self.signal(rows, self.x)
+        mean = cross @ self.weights
+        v = solve_triangular(self.cholesky, cross.T, lower=True)
         var = self.signal.diag(rows) - np.einsum("ij,ij->j", v, v)
         factors = np.zeros((len(rows), len(pending) + min(n, m)))
 
@@ -218,7 +254,8 @@ class SurrogateProposer(Proposer):
     policy (``version`` stays 0); ``finished`` once an enumerated pool is spent.
 
     proposed: fingerprints asked so far. rewards: ``(index, tokens, reward)`` per tell. pool (sampled spaces only):
-    token strings, oldest first.
+    token strings, oldest first. hyper: ``(rewards, log hyperparameters)`` of the last hyperparameter fit.
+    exhausted: an ask found no new function while none was in flight (a sampled space of few distinct functions).
     """
 
     kind = "surrogate"
@@ -228,17 +265,22 @@ class SurrogateProposer(Proposer):
         self.initial = initial
         self.kappa = kappa
         self.pool_size = pool_size
-        self.enumerated = space.size <= ENUMERATE_UP_TO
+        self.index = FunctionIndex.of(space)
+        self.enumerated = self.index.enumerable
         self.rng = random.Random(self.seed)
         self.proposed: set[str] = set()
         self.rewards: list[tuple[int, tuple[str, ...], float]] = []
         self.pool: list[tuple[str, ...]] = []
+        self.hyper: tuple[int, list[float]] | None = None
+        self.exhausted = False
         self._posterior: tuple[int, Posterior] | None = None  # (rewards it was fitted to, model): a cache
 
     @property
     def finished(self) -> bool:
         # every proposal of an enumerated space is a member of its pool
-        return self.enumerated and len(self.proposed) >= len(enumerated_pool(self.space)[1])
+        if self.enumerated and len(self.proposed) >= len(enumerated_pool(self.space)[1]):
+            return True
+        return self.exhausted
 
     # -- ask
 
@@ -256,7 +298,9 @@ class SurrogateProposer(Proposer):
             if tokens is None:
                 break
             out.append(tokens)
-        return [Proposal(self._new_index(), tokens) for tokens in out]
+        if n and not out and not self._outstanding:  # nothing new, and no reward to come could change that
+            self.exhausted = True
+        return [Proposal(self._new_index(), tokens, fingerprint=self.index.fingerprint(tokens)) for tokens in out]
 
     def _informed(self) -> bool:
         """Whether the rewards so far can guide a model: at least two different values (all equal say nothing)."""
@@ -278,7 +322,7 @@ class SurrogateProposer(Proposer):
                 features = features_of(chosen)
                 # the first RANDOM_TRIES draws must be able to join the pool, later ones need only features
                 if features is not None and (usable(features) or tries >= RANDOM_TRIES):
-                    fp = fingerprint_of(chosen)
+                    fp = self.index.fingerprint(chosen)
                     if fp not in self.proposed:
                         break
             else:
@@ -307,10 +351,11 @@ class SurrogateProposer(Proposer):
         def accept(row: int) -> bool:
             # a sampled pool holds functions by their features; another token string of a function already proposed
             # is refused here (and leaves the pool)
-            if fingerprint_of(tokens[row]) in self.proposed:
+            fp = self.index.fingerprint(tokens[row])
+            if fp in self.proposed:
                 refused.add(row)
                 return False
-            self.proposed.add(fingerprint_of(tokens[row]))
+            self.proposed.add(fp)
             return True
 
         # small matrices: one BLAS thread is faster (threads only spin against each other) and gives the same
@@ -323,16 +368,19 @@ class SurrogateProposer(Proposer):
         return [tokens[i] for i in picks]
 
     def _model(self) -> Posterior:
-        if self._posterior is None or self._posterior[0] != len(self.rewards):
+        n = len(self.rewards)
+        if self._posterior is None or self._posterior[0] != n:
             ordered = sorted(self.rewards)  # proposal order: the fit does not depend on the order of the tells
             features = np.stack([features_of(t) for _, t, _ in ordered])
             rewards = np.array([r for _, _, r in ordered])
-            self._posterior = (len(self.rewards), Posterior(features, rewards, self.seed))
+            if self.hyper is None or n <= HYPER_FIT or n >= self.hyper[0] + HYPER_EVERY:
+                self.hyper = (n, [float(v) for v in fit_hyperparameters(features, rewards, self.seed)])
+            self._posterior = (n, Posterior(features, rewards, np.array(self.hyper[1])))
         return self._posterior[1]
 
     def _refresh(self) -> None:
         """Add ``REFRESH`` new functions to a sampled pool (module docstring); keep the ``pool_size`` latest."""
-        parents = [t for _, t, _ in sorted(self.rewards, key=lambda e: (-e[2], e[0]))[:PARENTS]]
+        parents = [t for _, t, _ in heapq.nsmallest(PARENTS, self.rewards, key=lambda e: (-e[2], e[0]))]
         known = {features_of(t).tobytes() for t in self.pool}
         added = 0
         for _ in range(4 * REFRESH):  # bounded: in a space of mostly degenerate functions the pool just grows less
@@ -361,11 +409,15 @@ class SurrogateProposer(Proposer):
     def _state(self) -> dict:
         return {"rng": rng_state(self.rng), "proposed": sorted(self.proposed),
                 "rewards": [[i, list(t), r] for i, t, r in self.rewards],
-                "pool": [list(t) for t in self.pool]}
+                "pool": [list(t) for t in self.pool], "exhausted": self.exhausted,
+                "hyper": None if self.hyper is None else [self.hyper[0], list(self.hyper[1])]}
 
     def _load(self, state: dict) -> None:
         set_rng_state(self.rng, state["rng"])
         self.proposed = set(state["proposed"])
         self.rewards = [(int(i), tuple(t), float(r)) for i, t, r in state["rewards"]]
         self.pool = [tuple(t) for t in state["pool"]]
+        self.exhausted = bool(state.get("exhausted", False))  # checkpoints before these keys: not, none yet
+        hyper = state.get("hyper")
+        self.hyper = None if hyper is None else (int(hyper[0]), [float(v) for v in hyper[1]])
         self._posterior = None

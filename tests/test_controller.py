@@ -12,7 +12,8 @@ from controller.learner import Learner, rank_advantages
 from evaluator.synthetic import evaluate_synthetic, similarity, synthetic_target_problem
 from search.language.errors import UserError
 from search.language.expression import Expression
-from search.language.space import Space, one_unit_index
+from search.language.index import FunctionIndex
+from search.language.space import Space
 from search.loop.rewards import RewardBook
 
 SMALL = Space(1, unary=("x", "neg", "abs", "square", "sin", "relu", "sigmoid", "beta"),
@@ -271,8 +272,8 @@ def test_exhaustive_proposes_every_distinct_function_of_the_one_unit_space_once(
     while not proposer.finished:
         proposals += proposer.ask(500)
     assert proposer.ask(10) == []
-    # one_unit_index (search.language.space) maps each fingerprint to its first token string in enumeration order
-    expected = sorted(one_unit_index().values(), key=lambda t: Space(1).indices_from_tokens(t))
+    # FunctionIndex.distinct maps each fingerprint to its first token string in enumeration order
+    expected = sorted(FunctionIndex.of(Space(1)).distinct().values(), key=lambda t: Space(1).indices_from_tokens(t))
     assert [p.tokens for p in proposals] == expected
 
 

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from search import Expression, ExpressionError, Space
+from search.language.index import FunctionIndex
 from search.language.kernel import activation_module
 from search.language.space import format_tokens, parse_tokens
 
@@ -229,7 +230,7 @@ def test_random_token_strings_round_trip(case):
     assert str(again) == text
     assert again.fingerprint() == expr.fingerprint()
     # a token string the space proposes re-encodes to a token string computing the same function
-    encoded = space.encode(again)
+    encoded = FunctionIndex.of(space).encode(again)
     assert encoded is not None
     assert space.decode(encoded).fingerprint() == expr.fingerprint()
     assert parse_tokens(format_tokens(tokens)) == tokens

@@ -24,10 +24,20 @@ import torch
 from test_learning import top_mean
 
 from controller import ControllerSettings, Proposal, make_proposer
-from controller.exhaustive import fingerprint_of
-from controller.surrogate import Posterior, SurrogateProposer, enumerated_pool, shape_features
+from controller.surrogate import (
+    FIT_LIMIT,
+    HYPER_EVERY,
+    HYPER_FIT,
+    Posterior,
+    SurrogateProposer,
+    enumerated_pool,
+    fit_hyperparameters,
+    fitted_rows,
+    shape_features,
+)
 from search.language.errors import UserError
 from search.language.expression import Expression
+from search.language.index import FunctionIndex
 from search.language.space import Space
 from search.loop.local import search_synthetic
 
@@ -60,7 +70,9 @@ def surrogate(space: Space, seed: int, **kw) -> SurrogateProposer:
 def reward_of(space: Space, proposal: Proposal) -> float:
     """A deterministic reward that differs between most functions (a third share the penalty 0), so the model
     chooses from the first asks after the initial design."""
-    value = int(fingerprint_of(proposal.tokens)[:8], 16) / 16 ** 8
+    fingerprint = space.decode(proposal.tokens).fingerprint()
+    assert proposal.fingerprint == fingerprint  # proposals carry their function's fingerprint
+    value = int(fingerprint[:8], 16) / 16 ** 8
     return 0.0 if value < 1 / 3 else value
 
 
@@ -133,7 +145,7 @@ def test_late_rewards_and_proposals_never_told():
         rng.shuffle(late)
         for p in late:
             proposer.tell(p, reward_of(TWO_UNITS, p))
-    fingerprints = [fingerprint_of(p.tokens) for p in asked]
+    fingerprints = [TWO_UNITS.decode(p.tokens).fingerprint() for p in asked]
     assert len(set(fingerprints)) == len(fingerprints)
     assert set(proposer.outstanding) >= {p.index for p in stale}
 
@@ -149,8 +161,29 @@ def test_enumerated_space_proposes_each_function_once_then_finishes():
         asked += batch
         for p in batch:
             proposer.tell(p, reward_of(SMALL, p))
-    assert sorted(fingerprint_of(p.tokens) for p in asked) == sorted(fingerprints)
+    assert sorted(SMALL.decode(p.tokens).fingerprint() for p in asked) == sorted(fingerprints)
     assert proposer.ask(4) == []
+
+
+def test_sampled_space_of_few_functions_ends_exhausted():
+    """Issue 20, item 15: three units of [x, neg, abs] and [add, max] (209,952 token strings, sampled, few distinct
+    functions): the sampled pool runs dry after ~100 proposals; the proposer must then be finished, not silent. The
+    synthetic config's budget of 300 children, on the proposer directly."""
+    space = Space(3, unary=("x", "neg", "abs"), binary=("add", "max"))
+    assert not FunctionIndex.of(space).enumerable
+    proposer = surrogate(space, 0, surrogate_initial=16, surrogate_pool=2000)
+    asked = 0
+    while not proposer.finished and asked < 300:
+        batch = proposer.ask(4)
+        assert batch or proposer.finished, "an ask that proposes nothing, with nothing in flight, must finish"
+        asked += len(batch)
+        for p in batch:
+            proposer.tell(p, reward_of(space, p))
+    assert proposer.finished and asked < 300
+    assert proposer.ask(4) == []
+    restored = surrogate(space, 1)
+    restored.load_state_dict(through_torch_save(proposer.state_dict()))
+    assert restored.finished  # a resume ends as exhausted too
 
 
 def test_bad_settings_are_reported_by_field():
@@ -181,7 +214,8 @@ def test_a_function_in_flight_is_believed_and_its_neighbourhood_left_alone():
         return shape_features(Expression.parse(text))
 
     observed = np.stack([f(t) for t in ("relu(x)", "tanh(x)", "sin(x)", "x * sigmoid(x)", "abs(x)", "x ** 2")])
-    model = Posterior(observed, np.array([0.6, 0.4, 0.1, 0.9, 0.0, 0.0]), seed=0)
+    rewards = np.array([0.6, 0.4, 0.1, 0.9, 0.0, 0.0])
+    model = Posterior(observed, rewards, fit_hyperparameters(observed, rewards, seed=0))
     candidates = np.stack([f("softplus(x)"), f("x * tanh(x)"), f("cos(x)")])
     first = model.select(candidates, np.zeros((0, candidates.shape[1])), 1, 10.0, lambda row: True)
     batch = model.select(candidates, np.zeros((0, candidates.shape[1])), 3, 10.0, lambda row: True)
@@ -190,6 +224,25 @@ def test_a_function_in_flight_is_believed_and_its_neighbourhood_left_alone():
     assert in_flight != first  # its sd shrank: another function leads now
     refused = model.select(candidates, candidates[:0], 3, 10.0, lambda row: row != first[0])
     assert len(refused) == 2 and first[0] not in refused  # a refused row is skipped, the rest still picked
+
+
+def test_long_searches_fit_a_bounded_subset_and_refit_hyperparameters_in_steps():
+    rewards = np.array([0.5] * (FIT_LIMIT + 300) + [0.9, 0.1])
+    rows = fitted_rows(rewards)
+    assert len(rows) == FIT_LIMIT and len(set(rows)) == FIT_LIMIT and list(rows) == sorted(rows)
+    assert len(rewards) - 2 in rows  # the best is always among them
+    assert np.array_equal(fitted_rows(rewards[:FIT_LIMIT]), np.arange(FIT_LIMIT))
+    proposer = surrogate(TWO_UNITS, 0)
+    drive(proposer, TWO_UNITS, 3, 8, random.Random(0))
+    proposer.ask(1)
+    assert proposer.hyper[0] == len(proposer.rewards) <= HYPER_FIT  # refitted on every ask while rewards are few
+    proposer.hyper = (HYPER_FIT + 1, [0.0, 0.0, -3.0])  # as if fitted at HYPER_FIT + 1 rewards
+    proposer.rewards += [(10_000 + i, p.tokens, 0.5) for i, p in enumerate(proposer.ask(HYPER_FIT))]
+    proposer.ask(1)
+    assert proposer.hyper == (HYPER_FIT + 1, [0.0, 0.0, -3.0])  # kept: fewer than HYPER_EVERY new rewards
+    proposer.rewards += [(20_000 + i, p.tokens, 0.4) for i, p in enumerate(proposer.ask(HYPER_EVERY))]
+    proposer.ask(1)
+    assert proposer.hyper[0] == len(proposer.rewards)
 
 
 # ---------------------------------------------------------------- learning

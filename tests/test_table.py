@@ -42,12 +42,12 @@ def test_build_writes_every_function_once_per_seed(built):
     assert h["seeds"] == [5, 6] and h["kind"] == "space" and h["child"]["task"] == "synthetic"
     assert h["commit"] and h["machine"] and h["date"] and h["command"].startswith("actsearch table build")
     # every distinct trainable function of the space, each with 2 seeds that differ (the noise is per seed)
-    from controller.exhaustive import fingerprint_of
+    from search.language.index import FunctionIndex
     from search.language.space import Space
 
     space = Space(core_units=1, unary=("x", "neg", "relu", "sin", "tanh", "sigmoid", "beta"),
                   binary=("add", "mul", "max"))
-    trainable = {fingerprint_of(t) for t in space.enumerate() if space.decode(t).screen().ok}
+    trainable = {FunctionIndex.of(space).fingerprint(t) for t in space.enumerate() if space.decode(t).screen().ok}
     assert {r["fingerprint"] for r in table.rows} == trainable
     assert all(len(r["accuracy"]) == 2 for r in table.rows)
     assert sum(r["accuracy"][0] != r["accuracy"][1] for r in table.rows) > len(table.rows) // 2

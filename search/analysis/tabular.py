@@ -29,6 +29,7 @@ from search.analysis.tables import Column, format_rows
 from search.language.errors import UserError
 from search.language.expression import Expression, ExpressionError
 from search.language.identity import FINGERPRINT_VERSION
+from search.language.index import FunctionIndex
 from search.language.simplify import fingerprint_of
 from search.loop.config import Config, load_config
 
@@ -142,19 +143,11 @@ def _rows_from_runs(config: Config, run_dirs: Sequence[Path]) -> tuple[list[dict
 
 def _space_equivalents(config: Config) -> dict[str, list[str]]:
     """Fingerprint -> texts of every token string of the space (the known equivalents of each function); {} for a
-    space too large to enumerate."""
-    from controller.exhaustive import fingerprint_of
-
-    space = config.space.build()
-    if space.size > 100_000:
+    space too large to enumerate (``search.language.index.ENUMERATION_LIMIT``)."""
+    index = FunctionIndex.of(config.space.build())
+    if not index.enumerable:
         return {}
-    out: dict[str, list[str]] = {}
-    for tokens in space.enumerate():
-        try:
-            out.setdefault(fingerprint_of(tuple(tokens)), []).append(space.decode(tokens).text)
-        except ExpressionError:
-            continue
-    return out
+    return {fp: [index.expression(t).text for t in group] for fp, group in index.functions().items()}
 
 
 def _train_functions(config: Config, run_dir: Path, functions: Sequence[str], seeds: int, stream: TextIO):

@@ -7,7 +7,8 @@ import random
 from search.cli import whole
 from search.language.expression import Expression
 from search.language.ops import operator_table_markdown
-from search.language.space import ENUMERATION_LIMIT, MAX_CORE_UNITS, Space, format_tokens
+from search.language.index import ENUMERATION_LIMIT, FunctionIndex
+from search.language.space import MAX_CORE_UNITS, Space, format_tokens
 
 
 def register(sub) -> None:
@@ -35,7 +36,7 @@ def cmd_expr(args) -> int:
     if args.core_units is not None:
         Space(args.core_units)  # a bad number is refused (UserError) before any work
     for units in [args.core_units] if args.core_units else [1, 2]:  # the smallest space that holds it
-        tokens = Space(units).encode(expr)
+        tokens = FunctionIndex.of(Space(units)).encode(expr)
         if tokens:
             break
     info = {
@@ -69,18 +70,17 @@ def _space_from_args(args) -> Space:
 
 def space_summary(space: Space, sample: int = 20_000, seed: int = 0) -> dict:
     """Token strings, distinct functions and screen passes: exact when enumerable, else estimated from a sample."""
-    exact = space.size <= ENUMERATION_LIMIT
+    index = FunctionIndex.of(space)
+    exact = index.enumerable
     if exact:
-        strings = list(space.enumerate())
+        first = index.distinct()  # fingerprint -> its first token string
     else:
         rng = random.Random(seed)
         strings = [tuple(rng.choice(c) for c in space.choices) for _ in range(sample)]
-    verdicts: dict[str, bool] = {}
-    for tokens in strings:
-        expr = space.decode(tokens)
-        fp = expr.fingerprint()
-        if fp not in verdicts:
-            verdicts[fp] = expr.screen().ok
+        first = {}
+        for tokens in strings:
+            first.setdefault(index.fingerprint(tokens), tokens)
+    verdicts = [index.verdict(tokens, reject_linear=True).ok for tokens in first.values()]
     out = {
         "core_units": space.core_units,
         "unary": len(space.unary),
@@ -90,11 +90,11 @@ def space_summary(space: Space, sample: int = 20_000, seed: int = 0) -> dict:
     }
     if exact:
         out["distinct_functions"] = len(verdicts)
-        out["passing_screen"] = sum(verdicts.values())
+        out["passing_screen"] = sum(verdicts)
     else:
         out["sampled"] = len(strings)
         out["distinct_in_sample"] = len(verdicts)
-        out["passing_screen_in_sample"] = sum(verdicts.values())
+        out["passing_screen_in_sample"] = sum(verdicts)
     return out
 
 

@@ -136,7 +136,7 @@ class Verdict:
     reason: str = "ok"
 
 
-class _Memo(dict):
+class Memo(dict):
     """A dict that forgets its oldest entries beyond ``MEMO_LIMIT``."""
 
     def put(self, key, value):
@@ -146,8 +146,8 @@ class _Memo(dict):
         return value
 
 
-_FINGERPRINTS: _Memo = _Memo()
-_VERDICTS: _Memo = _Memo()
+_FINGERPRINTS: Memo = Memo()
+_VERDICTS: Memo = Memo()
 
 
 def probe(expr: "Expression", dtype: torch.dtype, grad: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -19,9 +19,6 @@ POSITION_KINDS = ("input", "input", "unary", "unary", "binary")
 
 MAX_CORE_UNITS = 8  # the paper searched up to 3; 8 units is already 10^38 token strings
 
-# Beyond this many token strings a space is not enumerated (distinct-function counts become estimates).
-ENUMERATION_LIMIT = 200_000
-
 
 @dataclass(frozen=True)
 class Space:
@@ -83,6 +80,14 @@ class Space:
         """Every token string, in a fixed (lexicographic by position) order."""
         return itertools.product(*self.choices)
 
+    def tokens_at(self, position: int) -> tuple[str, ...]:
+        """The token string at ``position`` of ``enumerate()`` (mixed-radix, last position fastest)."""
+        out = []
+        for choices in reversed(self.choices):
+            position, i = divmod(position, len(choices))
+            out.append(choices[i])
+        return tuple(reversed(out))
+
     # -- to and from expressions
 
     def decode(self, tokens: Sequence[str]) -> Expression:
@@ -90,24 +95,19 @@ class Space:
         self.validate(tokens)
         return Expression(tokens_to_node(tokens))
 
-    def encode(self, expr: Expression) -> tuple[str, ...] | None:
-        """A token string of this space computing ``expr``, or ``None`` (structural match, then a one-unit lookup).
-
-        The lookup goes by fingerprint, so its token string may number the betas differently from ``expr``, or have a
-        beta the function ignores (the same function up to its parameters' names: it trains the same; see
-        ``Expression.fingerprint``)."""
+    def match(self, expr: Expression) -> tuple[str, ...] | None:
+        """A token string of this space whose units build ``expr``'s tree (structurally), or ``None``. To find one
+        computing the same function by another tree, see ``search.language.index.FunctionIndex.encode``."""
         units = _units_of(expr.root)
-        if units is not None and len(units) <= self.core_units:
-            tokens = _pad(units, self.core_units)
-            if self._allowed(tokens):
-                return tokens
-        if self.core_units >= 1:
-            found = one_unit_index().get(expr.fingerprint())
-            if found is not None:
-                tokens = _pad([found], self.core_units)
-                if self._allowed(tokens):
-                    return tokens
-        return None
+        if units is None or len(units) > self.core_units:
+            return None
+        return self.pad_units(*units)
+
+    def pad_units(self, *units: Sequence[str]) -> tuple[str, ...] | None:
+        """The token string whose last units are ``units`` (5 tokens each; the leading unused units compute
+        ``x + x``), or ``None`` when it is not of this space."""
+        tokens = _pad([tuple(u) for u in units], self.core_units)
+        return tokens if self._allowed(tokens) else None
 
     def _allowed(self, tokens: Sequence[str]) -> bool:
         try:
@@ -235,20 +235,3 @@ def _pad(units: list[tuple[str, ...]], core_units: int) -> tuple[str, ...]:
 
 def _shift_ref(ref: str, shift: int) -> str:
     return ref if ref == "x" else f"u{int(ref[1:]) + shift}"
-
-
-_ONE_UNIT_INDEX: dict[str, tuple[str, ...]] | None = None
-
-
-def one_unit_index() -> dict[str, tuple[str, ...]]:
-    """Fingerprint -> first token string (in enumeration order) of the full one-unit space; built once per process.
-
-    Fingerprints ignore the order of betas and betas a function does not use, so the entry for the fingerprint of
-    ``max(x + beta, beta * x)`` is ``x x scale shift max`` (``max(beta * x, x + beta)``)."""
-    global _ONE_UNIT_INDEX
-    if _ONE_UNIT_INDEX is None:
-        index: dict[str, tuple[str, ...]] = {}
-        for tokens in Space(1).enumerate():
-            index.setdefault(Expression(tokens_to_node(tokens)).fingerprint(), tokens)
-        _ONE_UNIT_INDEX = index
-    return _ONE_UNIT_INDEX

@@ -43,9 +43,12 @@ class RewardBook:
         self.in_flight: set[str] = set()
         self._screened: dict[str, str] = {}  # fingerprint -> reason (the screen is deterministic: run it once)
 
-    def judge(self, expr: Expression) -> Judgement:
-        """The judgement for ``expr``; screened verdicts are remembered, nothing else changes."""
-        fp = expr.fingerprint()
+    def judge(self, expr: Expression, fingerprint: str | None = None) -> Judgement:
+        """The judgement for ``expr``; screened verdicts are remembered, nothing else changes. ``fingerprint``: the
+        function's fingerprint when the caller knows it already (``Proposal.fingerprint``, or the store's copy on a
+        resume): it is not computed again. The screen runs once per function and process (``identity.screen``
+        memoises it, shared with the proposers' ``FunctionIndex``)."""
+        fp = expr.fingerprint() if fingerprint is None else fingerprint
         if fp in self._screened:
             return Judgement(fp, "screened", self.screened_reward, self._screened[fp])
         if fp in self.rewards:
