@@ -29,13 +29,13 @@ import functools
 import json
 import math
 import os
-import statistics
 import time
 from pathlib import Path
 from typing import Sequence
 
 from search.language.errors import UserError
 from search.language.identity import FINGERPRINT_VERSION
+from search.language.numbers import mean_sd
 from search.language.simplify import fingerprint_of
 
 FORMAT = "actsearch-table"
@@ -58,8 +58,7 @@ def summarize(accuracy: Sequence[float | None], status: Sequence[str], failed_re
     """``(mean, sd, row status)`` of one function's seeds. Row status: "ok" when every seed is ok, else the non-ok
     statuses, e.g. "diverged" or "ok+diverged"."""
     scores = row_scores(accuracy, status, failed_reward)
-    mean = statistics.fmean(scores) if scores else None
-    sd = statistics.stdev(scores) if len(scores) > 1 else None
+    mean, sd = mean_sd(scores)
     kinds = list(dict.fromkeys(sorted(status, key=STATUSES.index)))
     return mean, sd, "+".join(kinds)
 

@@ -25,6 +25,7 @@ CONFIG = {"seed": 0, "space": {"core_units": 1}, "controller": {"kind": "ppo", "
 DEEP = "sin(" * 200 + "x" + ")" * 200
 LONG = " + ".join(["x"] * 500)
 HUGE = "9" * 400
+UNWRITABLE = "/sys"  # a folder no process may create files in, root included
 
 
 class InlinePool:
@@ -280,6 +281,23 @@ CASES = [
     ("not-a-run", ["top", "TMP"], None, ["not a run directory"]),
     ("unknown-baseline", ["significance", "RUN", "--baselines", "frobnicate"], None, ["--baselines"]),
     ("unknown-flag", ["top", "RUN", "--frobnicate"], None, ["--frobnicate"]),
+    # 10. output paths, checked before any work (issue 20, items 5 and 10): a folder, a missing folder, a file as the
+    # folder, a folder no one may write in (sysfs refuses even root), a name too long, the wrong suffix
+    *[(f"{command}-out-{kind}", [*argv, flag, path], change, [flag, *words])
+      for command, argv, flag, suffix in (
+          ("report", ["report", "RUN"], "-o", ".html"), ("plot", ["plot", "RUN"], "-o", ".png"),
+          ("export", ["export", "RUN", "1"], "-o", ".py"),
+          ("significance", ["significance", "RUN", "--seeds", "2", "--top", "1"], "--plot", ".png"),
+          ("table-build", ["table", "build", "TMP/run.yaml", "--results", "TMP/out"], "--out", ".json"))
+      for kind, path, change, words in (
+          ("folder", "TMP", None, ["is a directory"]),
+          ("missing-folder", f"TMP/missing/out{suffix}", None, ["no such directory", "missing"]),
+          ("file-as-folder", f"TMP/file/out{suffix}", write_file("file", "x"), ["is not a directory"]),
+          ("unwritable", f"{UNWRITABLE}/out{suffix}", None, ["cannot write there"]),
+          ("name-too-long", f"TMP/{'n' * 300}{suffix}", None, ["cannot write there"]))],
+    ("report-out-png", ["report", "RUN", "-o", "TMP/report.png"], None, ["-o", "must end in .html"]),
+    ("plot-out-html", ["plot", "RUN", "-o", "TMP/x.html"], None, ["-o", ".png, .pdf or .svg"]),
+    ("significance-plot-txt", ["significance", "RUN", "--plot", "TMP/s.txt"], None, ["--plot", ".png, .pdf or .svg"]),
 ]
 
 

@@ -240,3 +240,34 @@ def plot_significance(comparisons: Sequence[Mapping[str, Any] | Any], path: str 
     fig.suptitle(title + (f"\n{subtitle}" if subtitle else ""), fontsize=10.5)
     fig.savefig(path, dpi=DPI, format=_format(path))
     plt.close(fig)
+
+
+# ---------------------------------------------------------------- pictures of a run
+
+def plot_ranked(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike | IO[bytes], rewards: Any = None) -> None:
+    """``plot_functions`` of ranked rows (``search.analysis.ranking.displayed``: ``text``, ``rank``, ``reward``,
+    ``display``), each titled ``#rank (reward) simplest text``; rewards: the run's ``RewardSettings`` (a named or
+    minimised metric is shown as that metric)."""
+    from search.analysis.tables import metric_rows, shows_metric
+
+    name = f"{rewards.metric} " if shows_metric(rewards) else ""
+    plot_functions([r["text"] for r in rows], path,
+                   titles=[f"#{r['rank']} ({name}{'-' if r['reward'] is None else format(r['reward'], '.4f')}) "
+                           f"{r['display']}" for r in metric_rows(rows, rewards, ("reward",))])
+
+
+def plot_comparisons(comparisons: Sequence[Any], path: str | os.PathLike | IO[bytes], subtitle: str,
+                     rewards: Any = None, show=None) -> None:
+    """``plot_significance`` of a study's comparisons in the units of ``rewards.metric``, each candidate named as
+    ``show`` (default ``search.analysis.tables.display_text``) shows it."""
+    from search.analysis.significance import metric_comparisons
+    from search.analysis.tables import display_text
+
+    show = show or display_text
+    plot_significance([dict(c, candidate=show(c["candidate"])) for c in metric_comparisons(comparisons, rewards)],
+                      path, subtitle=subtitle)
+
+
+def plot_run_progress(store: Any, path: str | os.PathLike | IO[bytes]) -> None:
+    """``plot_progress`` of a run store: every candidate's reward and the controller's updates."""
+    plot_progress([c["reward"] for c in store.candidates()], store.updates(), path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import importlib.metadata
+import io
 import json
 import os
 from pathlib import Path
@@ -15,8 +16,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
-from search.analysis.stats import ALPHA, TIE_DECIMALS, WinsTable, format_p
-from search.analysis.tables import display_text
+from search.analysis.stats import ALPHA, TIE_DECIMALS, WinsTable
+from search.analysis.tables import SIGNIFICANCE_COLUMNS, comparison_rows, display_text
 from search.language.errors import UserError
 from search.language.files import atomic_write
 
@@ -94,10 +95,6 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def _signed(v: float | None) -> str:
-    return DASH if v is None else f"{v:+.4f}"
-
-
 def _badge(verdict: str) -> str:
     kind = {"better": "better", "worse": "worse"}.get(verdict, "none")
     return f'<span class="badge {kind}">{_e(verdict)}</span>'
@@ -145,33 +142,31 @@ def _table(rows: Sequence[Mapping[str, Any]], empty: str, show: Callable[[str], 
 
 
 def _significance(rows: Sequence[Mapping[str, Any]], show: Callable[[str], str] = str) -> str:
+    """The comparisons as ``SIGNIFICANCE_COLUMNS`` define them (the command's text table), one block of rows per
+    candidate with its name shown once, the verdict as a badge and a Holm p below alpha in bold."""
     alpha = rows[0].get("alpha", ALPHA) if rows else ALPHA
-    head = ("<tr><th>candidate</th><th>baseline</th><th class='num'>seeds</th><th class='num'>candidate<br>mean</th>"
-            "<th class='num'>baseline<br>mean</th><th class='num'>mean<br>diff</th>"
-            "<th class='num'>95% CI<br>of diff</th>"
-            "<th class='num'>Wilcoxon<br>p</th><th class='num'>Holm<br>p</th><th class='num'>sign test<br>p</th>"
-            "<th class='num'>w/t/l</th><th>verdict</th></tr>")
+    head = "<tr>" + "".join(f"<th class='{'num' if c.right else ''}'>{_e(c.header)}</th>"
+                            for c in SIGNIFICANCE_COLUMNS) + "</tr>"
     groups: dict[str, list[Mapping[str, Any]]] = {}
-    for r in rows:  # one block of rows per candidate, its name shown once
+    for r in comparison_rows(rows):
         groups.setdefault(str(r["candidate"]), []).append(r)
     body = []
     for candidate, group in groups.items():
         for i, r in enumerate(group):
-            ci = (f"[{_signed(r.get('ci_low'))}, {_signed(r.get('ci_high'))}]"
-                  if r.get("ci_low") is not None else DASH)
-            holm_p = r.get("wilcoxon_p_holm")
-            strong = holm_p is not None and holm_p < alpha
-            first = (f"<td class='expr cand' rowspan='{len(group)}'>{_e(show(candidate))}</td>" if i == 0 else "")
-            body.append(
-                f"<tr class='{'group' if i == 0 else ''}'>{first}<td class='expr'>{_e(r['baseline'])}</td>"
-                f"<td class='num'>{_e(r.get('n', ''))}</td><td class='num'>{_e(_cell(r.get('candidate_mean')))}</td>"
-                f"<td class='num'>{_e(_cell(r.get('baseline_mean')))}</td>"
-                f"<td class='num'>{_e(_signed(r.get('mean_diff')))}</td><td class='num'>{_e(ci)}</td>"
-                f"<td class='num'>{format_p(r.get('wilcoxon_p'), DASH)}</td>"
-                f"<td class='num'>{'<b>' if strong else ''}{format_p(holm_p, DASH)}{'</b>' if strong else ''}</td>"
-                f"<td class='num'>{format_p(r.get('sign_p'), DASH)}</td>"
-                f"<td class='num'>{r.get('wins', 0)}/{r.get('ties', 0)}/{r.get('losses', 0)}</td>"
-                f"<td>{_badge(str(r.get('verdict', 'no evidence')))}</td></tr>")
+            cells = []
+            for c in SIGNIFICANCE_COLUMNS:
+                value = r.get(c.key)
+                text = _e(DASH if value is None else c.show(value))
+                if c.key == "candidate":
+                    if i == 0:
+                        cells.append(f"<td class='expr cand' rowspan='{len(group)}'>{_e(show(candidate))}</td>")
+                    continue
+                if c.key == "verdict":
+                    text = _badge(str(value or "no evidence"))
+                elif c.key == "wilcoxon_p_holm" and value is not None and value < alpha:
+                    text = f"<b>{text}</b>"
+                cells.append(f"<td class='{'num' if c.right else 'expr' if c.key == 'baseline' else ''}'>{text}</td>")
+            body.append(f"<tr class='{'group' if i == 0 else ''}'>{''.join(cells)}</tr>")
     note = (f"Runs are paired by seed (same initialisation and data order); differences are candidate minus baseline, "
             f"rounded to 1e-{TIE_DECIMALS} so that equal gains tie exactly. The Wilcoxon p is the exact "
             f"two-sided signed-rank test (zero differences dropped, tied |differences| share their midrank). "
@@ -261,3 +256,51 @@ def build_report(path: str | os.PathLike, *, title: str, config: Mapping[str, An
             f"<title>{_e(title)}</title><style>{CSS}</style></head>\n<body><main>\n"
             + "\n".join(p for p in parts if p) + "\n</main></body></html>\n")
     atomic_write(path, page)  # a reader never sees half a page
+
+
+# ---------------------------------------------------------------- a run's page
+
+def write_run_report(path: str | os.PathLike, run_dir: Path, config, store, k: int, plot_top: int) -> None:
+    """``build_report`` of a run: its ``k`` best candidates (``search.analysis.ranking.ranked``), the shapes of the
+    first ``plot_top``, its progress, and the current significance analysis when there is one. config: the run's
+    ``Config``; store: its ``Store`` (read-only is enough). Raises ``UserError`` for a run without a trained
+    candidate."""
+    from search.analysis.plots import plot_comparisons, plot_ranked, plot_run_progress
+    from search.analysis.ranking import current_analysis, displayed, ranked, shows, statuses_text, verdicts_text
+    from search.analysis.significance import metric_comparisons, study_label
+    from search.analysis.tables import metric_rows, shows_metric
+
+    rows = displayed(store, ranked(store, config, k))
+    if not rows:
+        raise UserError(f"{run_dir}: no trained candidate yet; nothing to report")
+    show = shows(rows)
+    analysis = current_analysis(store, config)
+    functions, progress = io.BytesIO(), io.BytesIO()
+    plot_ranked(rows[:plot_top], functions, config.rewards)
+    plot_run_progress(store, progress)
+    best = rows[0]
+    summary = {"run": run_dir.name, "children": f"{store.evaluated()} / {config.budget.children}",
+               "proposals": store.proposals(), "statuses": statuses_text(store.counts()),
+               "controller updates": store.update_count(), "best reward": best["reward"],
+               "best candidate": best["display"]}
+    if shows_metric(config.rewards):
+        del summary["best reward"]
+        summary[f"best {config.rewards.metric}"] = config.rewards.metric_of(best["reward"])
+        summary["reward"] = f"{config.rewards.metric}, {'lower' if config.rewards.minimize else 'higher'} is better"
+    significance_png = None
+    if analysis:
+        study = f"{analysis['seeds']} seeds, {study_label(analysis, config.to_dict()['child'])}"
+        summary["significance"] = (f"{len(analysis['candidates'])} candidates x {len(analysis['baselines'])} "
+                                   f"baselines, {study}")
+        buffer = io.BytesIO()
+        plot_comparisons(analysis["comparisons"], buffer, study, config.rewards, show)
+        significance_png = buffer.getvalue()
+    score = config.rewards.metric if shows_metric(config.rewards) else "reward"
+    table = [{"rank": r["rank"], "expression": r["text"], score: r["reward"],
+              "mean": r["mean"] if r["evaluations"] > 1 else None, "sd": r["sd"], "evaluations": r["evaluations"],
+              "statuses": statuses_text(r["statuses"]), "proposed": r["proposed"], "candidate": r["index"],
+              "significance": verdicts_text(r["significance"]) or None} for r in metric_rows(rows, config.rewards)]
+    build_report(path, title=f"actsearch run {run_dir.name}", config=config.to_dict(), summary=summary,
+                 top_rows=table, function_png=functions.getvalue(), progress_png=progress.getvalue(),
+                 significance=metric_comparisons(analysis["comparisons"], config.rewards) if analysis else None,
+                 wins_table=analysis["wins"] if analysis else None, significance_png=significance_png, show=show)

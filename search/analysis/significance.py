@@ -40,11 +40,10 @@ from search.analysis.stats import (
     Comparison,
     WinsTable,
     compare_all,
-    format_p,
     seeds_needed,
     wins_table,
 )
-from search.analysis.tables import Column, format_rows
+from search.analysis.tables import SIGNIFICANCE_COLUMNS, Column, comparison_rows, format_rows
 from search.language.errors import UserError
 from search.loop.config import Config, check_overrides, config_with_overrides, parse_override, retrain_seed
 from search.loop.pool import ChildPool, SystemicFailure, child_reward
@@ -328,30 +327,6 @@ class Retrainer:
 
 # ---------------------------------------------------------------- tables
 
-def _signed(v: float | None) -> str:
-    return "-" if v is None else f"{v:+.4f}"
-
-
-def _mean(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4f}"
-
-
-SIGNIFICANCE_COLUMNS = (
-    Column("candidate", "candidate"),
-    Column("baseline", "baseline"),
-    Column("n", "seeds", str, right=True),
-    Column("candidate_mean", "cand. mean", _mean, right=True),
-    Column("baseline_mean", "base. mean", _mean, right=True),
-    Column("mean_diff", "mean diff", _signed, right=True),
-    Column("ci", "95% CI", str, right=True),
-    Column("wilcoxon_p", "Wilcoxon p", format_p, right=True),
-    Column("wilcoxon_p_holm", "Holm p", format_p, right=True),
-    Column("sign_p", "sign p", format_p, right=True),
-    Column("wtl", "w/t/l", str, right=True),
-    Column("verdict", "verdict"),
-)
-
-
 def metric_comparisons(comparisons: Sequence[Comparison | dict], rewards) -> list[dict]:
     """The comparisons as dicts in the units of ``rewards.metric``: when minimising, the scores compared are rewards
     (minus the metric, so that higher is better for the statistics), and this turns the means back into the metric
@@ -387,11 +362,7 @@ def significance_table(comparisons: Sequence[Comparison | dict], fmt: str = "tab
     """The comparisons (``Comparison`` or its dict) as ``fmt`` (table | markdown | csv | json): one row each.
     rewards: the run's ``RewardSettings``; with a minimised metric the means and differences are in that metric
     (``metric_comparisons``)."""
-    rows = []
-    for d in metric_comparisons(comparisons, rewards):
-        d["ci"] = (f"[{_signed(d['ci_low'])}, {_signed(d['ci_high'])}]" if d.get("ci_low") is not None else "-")
-        d["wtl"] = f"{d['wins']}/{d['ties']}/{d['losses']}"
-        rows.append(d)
+    rows = comparison_rows(metric_comparisons(comparisons, rewards))
     if fmt == "json":
         return json.dumps([{k: v for k, v in r.items() if k not in ("ci", "wtl")} for r in rows], indent=2)
     return format_rows(rows, SIGNIFICANCE_COLUMNS, fmt)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from evaluator.activations import BASELINE_TEXTS, BASELINES, baseline_equal
+from search.analysis.stats import format_p
 from search.language.expression import Expression, ExpressionError
 from search.language.simplify import simplest_text
 
@@ -34,6 +35,10 @@ def _number(digits: int) -> Callable[[Any], str]:
 
 def _plain(v: Any) -> str:
     return "-" if v is None else str(v)
+
+
+def _signed(v: float | None) -> str:
+    return "-" if v is None else f"{v:+.4f}"
 
 
 # ---------------------------------------------------------------- how a candidate's function is shown
@@ -162,6 +167,30 @@ def top_table(rows: Sequence[dict], fmt: str = "table", rewards: Any = None,
         return json.dumps([{k: (list(r[k]) if isinstance(r.get(k), tuple) else r.get(k)) for k in keep}
                            for r in rows], indent=2)
     return format_rows(rows, shown_columns(score_columns(TOP_COLUMNS, rewards), fmt), fmt)
+
+
+# A significance study's comparisons, one row each (``comparison_rows``): the text tables and the report's HTML.
+SIGNIFICANCE_COLUMNS = (
+    Column("candidate", "candidate"),
+    Column("baseline", "baseline"),
+    Column("n", "seeds", _plain, right=True),
+    Column("candidate_mean", "cand. mean", _number(4), right=True),
+    Column("baseline_mean", "base. mean", _number(4), right=True),
+    Column("mean_diff", "mean diff", _signed, right=True),
+    Column("ci", "95% CI", _plain, right=True),
+    Column("wilcoxon_p", "Wilcoxon p", format_p, right=True),
+    Column("wilcoxon_p_holm", "Holm p", format_p, right=True),
+    Column("sign_p", "sign p", format_p, right=True),
+    Column("wtl", "w/t/l", _plain, right=True),
+    Column("verdict", "verdict"),
+)
+
+
+def comparison_rows(comparisons: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """Comparison records (``Comparison.to_dict()``) with the shown ``ci`` (``[low, high]`` of the mean difference)
+    and ``wtl`` (wins/ties/losses) added, as ``SIGNIFICANCE_COLUMNS`` show them."""
+    return [dict(c, ci=f"[{_signed(c['ci_low'])}, {_signed(c['ci_high'])}]" if c.get("ci_low") is not None else "-",
+                 wtl=f"{c.get('wins', 0)}/{c.get('ties', 0)}/{c.get('losses', 0)}") for c in comparisons]
 
 
 def format_rows(rows: Sequence[dict], columns: Sequence[Column], fmt: str = "table") -> str:

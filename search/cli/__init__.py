@@ -2,39 +2,25 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
-import re
 import sys
 
-from search.language.errors import UserError
+from search.language.shadowing import exit_if_shadowed
 
-# Modules that contribute subcommands, in help order.
-COMMAND_MODULES = ("search.cli.space", "search.cli.child", "search.cli.run", "search.cli.inspect", "search.cli.table")
+exit_if_shadowed()  # a user's evaluator.py or search/ ahead on the path would break the imports below: say which
+from search.cli import child, export, inspect, run, significance, space, table  # noqa: E402
+from search.cli.common import Parser  # noqa: E402
+from search.language.errors import UserError  # noqa: E402
 
-
-class Parser(argparse.ArgumentParser):
-    """argparse that reports a bad command line in one line (no usage block) with exit code 2, like every other
-    input error; ``actsearch COMMAND --help`` shows the usage."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message[:240]} (see {self.prog} --help)\n")
-
-
-def whole(low: int, high: int):
-    """An argparse ``type``: a whole number from ``low`` to ``high``, read without arithmetic on huge text."""
-    def parse(text: str) -> int:
-        if not re.fullmatch(r"\s*[-+]?\d{1,18}\s*", text, re.ASCII) or not low <= int(text) <= high:
-            raise argparse.ArgumentTypeError(f"must be a whole number from {low:,} to {high:,}, got {text[:40]!r}")
-        return int(text)
-    return parse
+# The modules that contribute subcommands, in help order: each has a ``register(subparsers)``.
+COMMANDS = (space, child, run, inspect, significance, export, table)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="actsearch", description="Search for activation functions.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for module in COMMANDS:
+        module.register(sub)
     return parser
 
 

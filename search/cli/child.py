@@ -14,8 +14,9 @@ import statistics
 import sys
 
 from evaluator.settings import IMAGE_MODELS, TASKS, ChildSettings
-from search.cli import whole
+from search.cli.common import whole
 from search.language.errors import UserError
+from search.language.numbers import mean_sd
 
 # Command-line flags that set a ChildSettings field: (flag, field, type, help).
 _CHILD_FLAGS = (
@@ -151,12 +152,13 @@ def summarize(activation: str, records: list[dict], metric: str = "accuracy") ->
     """Mean, standard deviation (over seeds, n-1), range and mean wall time of one activation's children (their
     ``metric``; a child without a finite one counts as not ok)."""
     accs = [_score(r, metric) for r in records if r["status"] == "ok" and _score(r, metric) is not None]
+    mean, sd = mean_sd(accs)
     return {
         "activation": records[0]["activation"] if records else activation,
         "children": len(records),
         "ok": len(accs),
-        "mean": statistics.fmean(accs) if accs else None,
-        "std": statistics.stdev(accs) if len(accs) > 1 else None,
+        "mean": mean,
+        "std": sd,
         "min": min(accs) if accs else None,
         "max": max(accs) if accs else None,
         "s_per_child": statistics.fmean(r["wall_s"] for r in records) if records else None,

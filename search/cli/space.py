@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import random
 
-from search.cli import whole
+from search.cli.common import whole
 from search.language.expression import Expression
 from search.language.ops import operator_table_markdown
 from search.language.index import ENUMERATION_LIMIT, FunctionIndex

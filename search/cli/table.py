@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import shlex
 
-from search.cli import whole
+from search.cli.common import output_file, whole
 from search.language.errors import UserError
 
 
@@ -66,6 +66,7 @@ def function_list(items: list[str], top: int | None, of: str | None) -> list[str
 def cmd_build(args) -> int:
     from search.analysis.tabular import build_table
 
+    output_file(args.out, "--out", "table.json")  # before hours of training
     functions = function_list(args.functions, args.top, args.of)
     if args.name is not None:
         from search.cli.run import check_run_name
