@@ -29,13 +29,13 @@ import functools
 import json
 import math
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Sequence
 
 from search.language.errors import UserError
 from search.language.identity import FINGERPRINT_VERSION
-from search.language.numbers import mean_sd
 from search.language.simplify import fingerprint_of
 
 FORMAT = "actsearch-table"
@@ -58,7 +58,8 @@ def summarize(accuracy: Sequence[float | None], status: Sequence[str], failed_re
     """``(mean, sd, row status)`` of one function's seeds. Row status: "ok" when every seed is ok, else the non-ok
     statuses, e.g. "diverged" or "ok+diverged"."""
     scores = row_scores(accuracy, status, failed_reward)
-    mean, sd = mean_sd(scores)
+    mean = statistics.fmean(scores) if scores else None
+    sd = statistics.stdev(scores) if len(scores) > 1 else None
     kinds = list(dict.fromkeys(sorted(status, key=STATUSES.index)))
     return mean, sd, "+".join(kinds)
 
@@ -180,12 +181,12 @@ def _load(path: str, mtime_ns: int, size: int) -> Table:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise bad(f"not an actsearch table (no \"format\": \"{FORMAT}\")")
     if data.get("version") != VERSION:
-        raise bad(f"table format version {str(data.get('version'))[:20]!r}; this actsearch reads version {VERSION}")
+        raise bad(f"table format version {json.dumps(data.get('version'))[:20]}; this actsearch reads version {VERSION}")
     header, columns, raw = data.get("header"), data.get("columns"), data.get("rows")
     if not isinstance(header, dict) or columns != list(COLUMNS) or not isinstance(raw, list):
         raise bad("damaged table: header, columns or rows missing or of the wrong shape")
     if header.get("fingerprint_version") != FINGERPRINT_VERSION:
-        raise bad(f"built with fingerprint version {str(header.get('fingerprint_version'))[:20]!r}, this actsearch "
+        raise bad(f"built with fingerprint version {json.dumps(header.get('fingerprint_version'))[:20]}, this actsearch "
                   f"computes version {FINGERPRINT_VERSION}: rebuild the table")
     problem = _header_problem(header)
     if problem:

@@ -5,7 +5,7 @@ import re
 import sys
 from pathlib import Path
 
-from search.cli.common import whole
+from search.cli import whole
 from search.language.errors import UserError
 
 RESULTS_DIR = "results"
@@ -57,6 +57,10 @@ def cmd_run(args) -> int:
             raise UserError(f"{run_dir} exists but is not a run directory; pick another --name")
         return _run(run_dir, args.top, args.overrides, config_file=config)
     _check_proposer(config)
+    if task_named(config.child.task).reads_table:  # a replay of a space the table lacks would fail most children
+        from evaluator.tabular import check_replay_space
+
+        check_replay_space(config.child.table, config.space.build(), config.search_path())
     from search.loop.pool import check_address
 
     check_address(config)  # an unreachable cluster fails here, before the run directory exists
