@@ -4,8 +4,6 @@
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from controller.base import Proposer
 from controller.evolution import EvolutionProposer
 from controller.exhaustive import ExhaustiveProposer
@@ -15,20 +13,18 @@ from controller.surrogate import SurrogateProposer
 from search.language.checks import Problems
 from search.language.space import Space
 
-if TYPE_CHECKING:
-    from controller.settings import ControllerSettings
-
 
 class Kind:
-    """A proposer kind: the knobs it reads, their checks, and its proposer."""
+    """A proposer kind: the knobs it reads, their checks, and its proposer. ``s`` is the ``ControllerSettings``
+    (not imported here: it imports this registry)."""
 
     knobs: tuple[str, ...] = ()  # the controller: fields it reads besides kind
 
-    def problems(self, s: ControllerSettings) -> Problems:
+    def problems(self, s) -> Problems:
         """``(field, what is wrong)`` for the knobs this kind reads."""
         return Problems()
 
-    def build(self, s: ControllerSettings, space: Space, seed: int) -> Proposer:
+    def build(self, s, space: Space, seed: int) -> Proposer:
         raise NotImplementedError
 
 

@@ -46,12 +46,10 @@ from __future__ import annotations
 import copy
 import math
 import statistics
-from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:  # the settings module imports the proposers (controller.kinds)
-    from controller.settings import ControllerSettings
+# ``settings`` below is a controller.settings.ControllerSettings, not imported: that module imports the proposers.
 
 _RANK_STD = math.sqrt(12.0)  # 1 / the standard deviation of a uniform percentile: rank advantages get unit variance
 

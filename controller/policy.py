@@ -12,7 +12,6 @@ legal tokens of every position: the controller starts as random search and must 
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -21,8 +20,7 @@ from controller.base import Proposal, Proposer
 from controller.learner import Learner
 from search.language.space import Space
 
-if TYPE_CHECKING:  # the settings module imports the proposers (controller.kinds)
-    from controller.settings import ControllerSettings
+# ``settings`` below is a controller.settings.ControllerSettings, not imported: that module imports the proposers.
 
 
 class Policy(nn.Module):

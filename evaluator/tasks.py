@@ -10,15 +10,12 @@ child that is not trained by ``evaluator.train``'s own loop (``evaluate``).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 from evaluator.synthetic import evaluate_synthetic, synthetic_target_problem
 from evaluator.tabular import load_table, replay_child
 from evaluator.user import is_user_task, load_user_function
 from search.language.errors import UserError
-
-if TYPE_CHECKING:
-    from evaluator.settings import ChildSettings
 
 IMAGE_MODELS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "preact_resnet164", "wrn_28_10")
 CIFAR_TRAIN_IMAGES = 50_000
@@ -26,7 +23,8 @@ Problems = list[tuple[str, str]]
 
 
 class Task:
-    """A built-in task: the models it trains, the data it loads, and the checks of its settings."""
+    """A built-in task: the models it trains, the data it loads, and the checks of its settings. ``s`` is the
+    ``ChildSettings`` (not imported here: it imports this registry)."""
 
     name = ""
     models: tuple[str, ...] = ("none",)  # models it accepts besides auto; the first is what auto means
@@ -37,8 +35,9 @@ class Task:
     retrains_on_split = True  # significance re-trains it on the test split (a table and the synthetic task cannot)
     reports_accuracy = True  # its metric is accuracy, higher is better (a user's child names its own)
     reads_table = False
+    user = False  # a user's function, trained by evaluator.train.train_user_child
 
-    def problems(self, s: ChildSettings) -> Problems:
+    def problems(self, s) -> Problems:
         """``(field, what is wrong)`` for this task's settings; nothing is loaded."""
         out: Problems = []
         if s.model != "auto" and s.model not in self.models:
@@ -52,15 +51,15 @@ class Task:
             out.append(("val_size", "must be >= 1 when split is val (the accuracy is measured on it)"))
         return out
 
-    def prepare(self, s: ChildSettings, search_path: Sequence[str] | None = None) -> None:
+    def prepare(self, s, search_path: Sequence[str] | None = None) -> None:
         """Load what a child needs beyond its settings (a table, a user's function); ``UserError`` naming it."""
 
-    def evaluate(self, s: ChildSettings, activation: str, seed: int,
+    def evaluate(self, s, activation: str, seed: int,
                  search_path: Sequence[str] | None = None) -> dict | None:
         """The result record of a child this task scores itself; None where ``train_child`` trains the network."""
         return None
 
-    def train_size(self, s: ChildSettings) -> int:
+    def train_size(self, s) -> int:
         """Training examples when ``train_size`` is 0."""
         return 0
 
@@ -70,7 +69,7 @@ class Mnist1dTask(Task):
 
     name, models, dataset, num_classes = "mnist1d", ("cnn1d",), "mnist1d", 10
 
-    def train_size(self, s: ChildSettings) -> int:
+    def train_size(self, s) -> int:
         return 4_000  # generated signals
 
 
@@ -82,14 +81,14 @@ class CifarTask(Task):
     def __init__(self, name: str, num_classes: int):
         self.name, self.num_classes = name, num_classes
 
-    def problems(self, s: ChildSettings) -> Problems:
+    def problems(self, s) -> Problems:
         out = super().problems(s)
         if s.train_size + s.val_size > CIFAR_TRAIN_IMAGES:
             out.append(("train_size", f"train_size + val_size must be <= {CIFAR_TRAIN_IMAGES:,} "
                                       f"(CIFAR's training images), got {s.train_size} + {s.val_size}"))
         return out
 
-    def train_size(self, s: ChildSettings) -> int:
+    def train_size(self, s) -> int:
         return CIFAR_TRAIN_IMAGES - s.val_size  # every image not held out
 
 
@@ -98,7 +97,7 @@ class SyntheticTask(Task):
 
     name, held_out, retrains_on_split = "synthetic", False, False
 
-    def problems(self, s: ChildSettings) -> Problems:
+    def problems(self, s) -> Problems:
         out = super().problems(s)
         problem = synthetic_target_problem(s.target) if isinstance(s.target, str) else None
         if problem:
@@ -115,7 +114,7 @@ class TableTask(Task):
 
     name, retrains_on_split, reads_table = "table", False, True
 
-    def problems(self, s: ChildSettings) -> Problems:
+    def problems(self, s) -> Problems:
         out = super().problems(s)
         if not str(s.table).strip():
             out.append(("table", "task table replays a table file: name it, e.g. table: tables/mnist1d-150.json"))
@@ -132,12 +131,12 @@ class UserTask(Task):
     """A user's own child: ``child.task`` names a function ``train(activation, seed, device, options) -> metrics``
     (``evaluator.user``)."""
 
-    reports_accuracy = False
+    reports_accuracy, user = False, True
 
     def __init__(self, name: str):
         self.name = name
 
-    def problems(self, s: ChildSettings) -> Problems:
+    def problems(self, s) -> Problems:
         out: Problems = []
         if s.model != "auto":
             out.append(("model", f"a user-defined child builds its own model: leave model at auto, got {s.model!r}"))
@@ -152,11 +151,6 @@ class UserTask(Task):
 
     def prepare(self, s, search_path=None):
         load_user_function(s.task, search_path)
-
-    def evaluate(self, s, activation, seed, search_path=None):
-        from evaluator.train import train_user_child  # train imports the settings, which import this registry
-
-        return train_user_child(s, activation, seed, search_path)
 
 
 TASKS: dict[str, Task] = {"mnist1d": Mnist1dTask(), "cifar10": CifarTask("cifar10", 10),
