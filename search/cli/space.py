@@ -6,8 +6,8 @@ import random
 
 from search.cli.common import whole
 from search.language.expression import Expression
-from search.language.ops import operator_table_markdown
 from search.language.index import ENUMERATION_LIMIT, FunctionIndex
+from search.language.ops import operator_table_markdown
 from search.language.space import MAX_CORE_UNITS, Space, format_tokens
 
 

@@ -150,7 +150,7 @@ _FINGERPRINTS: Memo = Memo()
 _VERDICTS: Memo = Memo()
 
 
-def probe(expr: "Expression", dtype: torch.dtype, grad: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def probe(expr: Expression, dtype: torch.dtype, grad: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(x, beta, y)`` on the probe points at every beta vector of ``beta_assignments``, all in one call.
 
     x: (N, K), column j the probe points; beta: (max(n_betas, 1), K), column j the j-th beta vector (each column is
@@ -165,7 +165,7 @@ def probe(expr: "Expression", dtype: torch.dtype, grad: bool = False) -> tuple[t
     return x, beta, expr(x, beta)
 
 
-def fingerprint(expr: "Expression") -> str:
+def fingerprint(expr: Expression) -> str:
     """16 hex digits, the same for functions that compute the same values on the probe points at every probe beta.
 
     Values are computed in float64 at each beta vector of ``beta_assignments`` and rounded by ``quantize``; the
@@ -184,7 +184,7 @@ def fingerprint(expr: "Expression") -> str:
     return _FINGERPRINTS.put(expr.text, hashlib.sha1(b"".join(columns)).hexdigest()[:16])
 
 
-def screen(expr: "Expression", reject_linear: bool = True) -> Verdict:
+def screen(expr: Expression, reject_linear: bool = True) -> Verdict:
     """A cheap verdict before any child trains, in float32 as a child computes.
 
     Rejects a function with a non-finite output, or gradient for x or a beta, on the probe points with every beta at
@@ -202,7 +202,7 @@ def screen(expr: "Expression", reject_linear: bool = True) -> Verdict:
         return _VERDICTS.put(key, _screen(expr, bool(reject_linear)))
 
 
-def _screen(expr: "Expression", reject_linear: bool) -> Verdict:
+def _screen(expr: Expression, reject_linear: bool) -> Verdict:
     x, beta, y = probe(expr, torch.float32, grad=True)
     if not torch.isfinite(y[:, 0]).all():
         return Verdict(False, f"non-finite output on [-5, 5] (beta={BETA_START})")

@@ -47,7 +47,7 @@ class FunctionIndex:
 
     @staticmethod
     @lru_cache(maxsize=16)
-    def of(space: Space) -> "FunctionIndex":
+    def of(space: Space) -> FunctionIndex:
         """The index of ``space``, shared by everything in this process that asks for the same space."""
         return FunctionIndex(space)
 
