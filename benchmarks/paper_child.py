@@ -87,7 +87,7 @@ def time_child(settings: ChildSettings, steps: int) -> tuple[float, dict]:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     start = time.perf_counter()
-    record = train_child(settings, CANDIDATE, seed=0)
+    record = train_child(settings, CANDIDATE, seed=0).to_dict()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     if record["status"] not in ("ok", "diverged"):

@@ -55,7 +55,7 @@ def train(job: tuple[dict, str, int]) -> tuple[str, int, int, float, float]:
 
     settings, text, seed = job
     torch.set_num_threads(1)
-    r = train_child(ChildSettings(**settings), text, seed)
+    r = train_child(ChildSettings(**settings), text, seed).to_dict()
     return text, settings["steps"], seed, (r["accuracy"] if r["status"] == "ok" else 0.0), r["wall_s"]
 
 

@@ -38,6 +38,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from evaluator.result import ChildResult
 from search.language.expression import Expression, ExpressionError
 from search.language.identity import PROBE_POINTS
 
@@ -141,7 +142,7 @@ def _noise_rng(activation: str, seed: int) -> np.random.Generator:
 
 
 def evaluate_synthetic(activation: str, target: str = "x * sigmoid(x)", noise: float = 0.0, seed: int = 0,
-                       split: str = "val") -> dict:
+                       split: str = "val") -> ChildResult:
     """A child's result record for the synthetic task; never raises.
 
     activation: the candidate's expression text, or a baseline's name (``relu``, ``gelu``, ... of
@@ -149,29 +150,26 @@ def evaluate_synthetic(activation: str, target: str = "x * sigmoid(x)", noise: f
     Gaussian noise added to the similarity (the result is clipped back to [0, 1]); the noise is drawn from a generator
     seeded by ``seed`` and the activation text, so the same (activation, seed) gives the same reward and different
     candidates of one run get independent noise. split: recorded as given.
-    Returns the record of ``evaluator.train.train_child``: ``status`` "ok" with ``accuracy`` = the (noisy)
-    similarity; "diverged" (no accuracy) when the candidate (or its slope) is not finite on the probe points; "failed" with
-    ``error`` for unparseable text or an unusable target.
+    Returns a ``ChildResult``, as ``evaluator.train.train_child`` does: ``status`` "ok" with ``accuracy`` = the
+    (noisy) similarity; "diverged" (no accuracy) when the candidate (or its slope) is not finite on the probe points;
+    "failed" with ``error`` for unparseable text or an unusable target.
     """
     start = time.perf_counter()
-    record = {"status": "failed", "accuracy": None, "split": split, "train_loss": None, "steps": 0, "wall_s": 0.0,
-              "images_per_s": None, "device": "cpu", "error": None, "activation": activation, "seed": seed}
+    label = activation
     try:
-        candidate, record["activation"] = _resolve(activation)
+        candidate, label = _resolve(activation)
         value = similarity(candidate, target)
     except (ExpressionError, ValueError) as exc:
-        record["error"] = f"{type(exc).__name__}: {exc}"
+        result = ChildResult.failed(label, seed, f"{type(exc).__name__}: {exc}", "candidate", split=split)
     else:
         if value is None:
-            record["status"] = "diverged"
-            record["error"] = "non-finite values on the probe points"
+            result = ChildResult.diverged(label, seed, "non-finite values on the probe points", split=split)
         else:
             if noise > 0:
-                value += float(_noise_rng(record["activation"], seed).normal(0.0, noise))
+                value += float(_noise_rng(label, seed).normal(0.0, noise))
                 value = min(1.0, max(0.0, value))
-            record["status"] = "ok"
-            record["accuracy"] = float(value)
             # 1 - similarity plays the part of a loss: 0 when the candidate is the target.
-            record["train_loss"] = 1.0 - value
-    record["wall_s"] = time.perf_counter() - start
-    return record
+            result = ChildResult.ok(label, seed, float(value), split=split, train_loss=1.0 - value)
+    result.device = "cpu"
+    result.wall_s = time.perf_counter() - start
+    return result

@@ -29,13 +29,14 @@ import functools
 import json
 import math
 import os
-import statistics
 import time
 from pathlib import Path
 from typing import Sequence
 
+from evaluator.result import ChildResult
 from search.language.errors import UserError
 from search.language.identity import FINGERPRINT_VERSION
+from search.language.numbers import mean_sd
 from search.language.simplify import fingerprint_of
 
 FORMAT = "actsearch-table"
@@ -58,8 +59,7 @@ def summarize(accuracy: Sequence[float | None], status: Sequence[str], failed_re
     """``(mean, sd, row status)`` of one function's seeds. Row status: "ok" when every seed is ok, else the non-ok
     statuses, e.g. "diverged" or "ok+diverged"."""
     scores = row_scores(accuracy, status, failed_reward)
-    mean = statistics.fmean(scores) if scores else None
-    sd = statistics.stdev(scores) if len(scores) > 1 else None
+    mean, sd = mean_sd(scores)
     kinds = list(dict.fromkeys(sorted(status, key=STATUSES.index)))
     return mean, sd, "+".join(kinds)
 
@@ -327,26 +327,29 @@ def _row_problem(row: dict, header: dict) -> str | None:
 
 
 def replay_child(table_path: str, activation: str, seed: int, split: str = "val",
-                 search_path: Sequence[str] | None = None) -> dict:
-    """The ``table`` task's child: look ``activation`` up and return the seed ``seed mod S`` it recorded, in
-    ``train_child``'s record format. Never raises for the candidate's sake; ``TableError`` propagates (a setup fault)."""
+                 search_path: Sequence[str] | None = None) -> ChildResult:
+    """The ``table`` task's child: look ``activation`` up and return the seed ``seed mod S`` it recorded, as a
+    ``ChildResult``. Never raises for the candidate's sake; ``TableError`` propagates (a setup fault)."""
     start = time.perf_counter()
     table = load_table(table_path, search_path)
-    record = {"status": "failed", "accuracy": None, "split": split, "train_loss": None, "steps": 0, "wall_s": 0.0,
-              "images_per_s": None, "device": "table", "error": None, "activation": activation, "seed": seed,
-              "fault": "candidate", "table_seconds": None, "table_seed": None}
     row = table.find(activation)
     if row is None:
         fingerprint = fingerprint_of(activation)
-        record["error"] = (f"not in the table {os.path.basename(table.path)} ({len(table.rows)} functions"
-                           f"{', fingerprint ' + fingerprint if fingerprint else ''})")
+        which = f", fingerprint {fingerprint}" if fingerprint else ""
+        result = ChildResult.failed(activation, seed, f"not in the table {os.path.basename(table.path)} "
+                                    f"({len(table.rows)} functions{which})", "candidate", split=split,
+                                    extra={"table_seconds": None, "table_seed": None})
     else:
         k, status, accuracy = table.draw(row, seed)
-        record.update(status=status, accuracy=accuracy if status == "ok" else None, table_seconds=row["seconds"],
-                      table_seed=k,
-                      activation=row["text"], steps=table.header.get("child", {}).get("steps", 0))
-        record["fault"] = None if record["status"] == "ok" else "candidate"
-        if record["status"] != "ok":
-            record["error"] = f"recorded {record['status']} in the table (seed {k})"
-    record["wall_s"] = time.perf_counter() - start
-    return record
+        facts = {"split": split, "steps": table.header.get("child", {}).get("steps", 0),
+                 "extra": {"table_seconds": row["seconds"], "table_seed": k}}
+        if status == "ok":
+            result = ChildResult.ok(row["text"], seed, accuracy, **facts)
+        elif status == "diverged":
+            result = ChildResult.diverged(row["text"], seed, f"recorded diverged in the table (seed {k})", **facts)
+        else:
+            result = getattr(ChildResult, status)(row["text"], seed, f"recorded {status} in the table (seed {k})",
+                                                  fault="candidate", **facts)
+    result.device = "table"
+    result.wall_s = time.perf_counter() - start
+    return result

@@ -21,8 +21,10 @@ from torch import nn
 from evaluator.activations import activation_factory, activation_label
 from evaluator.data import TaskData, load_task, random_crop_flip
 from evaluator.models import build_model
+from evaluator.result import ChildResult, one_line
 from evaluator.settings import ChildSettings
-from evaluator.user import clean_metrics, is_user_task, load_user_function, make_activation, one_line
+from evaluator.tasks import task_named
+from evaluator.user import clean_metrics, load_user_function, make_activation
 
 TRAIN_LOSS_WINDOW = 20  # the reported training loss is the mean over this many final steps (one batch is noisy)
 CUDA_CHECK_EVERY = 10  # on CUDA, reading the loss waits for the GPU: check for a non-finite loss every 10 steps
@@ -51,7 +53,7 @@ def _bf16(settings: ChildSettings, device: torch.device) -> bool:
 
 
 def _channels_last(settings: ChildSettings, device: torch.device) -> bool:
-    images = settings.task in ("cifar10", "cifar100")
+    images = task_named(settings.task).images
     return images and (settings.channels_last == "on" or (settings.channels_last == "auto" and device.type == "cuda"))
 
 
@@ -198,68 +200,56 @@ def evaluate(model: nn.Module, data: TaskData, device: torch.device | None = Non
 
 # ---------------------------------------------------------------- the child's whole life
 
-def train_child(settings: ChildSettings, activation: str, seed: int, search_path: list[str] | None = None) -> dict:
+def train_child(settings: ChildSettings, activation: str, seed: int,
+                search_path: list[str] | None = None) -> ChildResult:
     """Train one child with ``activation`` (a baseline name or an expression text) from ``seed``; never raises.
 
-    Returns the result record (JSON-serialisable): ``status`` "ok" | "diverged" (non-finite loss or outputs) |
+    Returns the ``evaluator.result.ChildResult``: ``status`` "ok" | "diverged" (non-finite loss or outputs) |
     "failed" (an exception; ``error`` holds its message) | "timeout" (over ``settings.time_limit_s``); ``accuracy``
     on the ``split`` (None unless ok); ``train_loss`` (mean of the last steps); ``steps`` done; ``wall_s`` (the whole
     call); ``images_per_s`` (training steps after the first, which pays for compilation); ``device``; ``error``;
     ``activation`` (the baseline name or canonical expression); ``seed``; ``fault``: whose failure a non-ok status is,
     "candidate" (it diverged, or its math raised while training) or "system" (the worker could not load the data or
     set up, or the child ran out of time: both say more about the machine than the function), None when ok.
-    The synthetic task returns ``evaluator.synthetic.evaluate_synthetic``'s record instead (no training); a
-    user-defined child (``task`` "module:function" or "file.py:function", looked for in ``search_path`` too) returns
-    ``train_user_child``'s record, which adds the ``metrics`` the function returned.
+    The synthetic task returns ``evaluator.synthetic.evaluate_synthetic``'s result instead (no training), the table
+    task ``evaluator.tabular.replay_child``'s; a user-defined child (``task`` "module:function" or
+    "file.py:function", looked for in ``search_path`` too) returns ``train_user_child``'s, which adds the ``metrics``
+    the function returned.
     """
-    if is_user_task(settings.task):
+    task = task_named(settings.task)
+    if task.user:
         return train_user_child(settings, activation, seed, search_path)
-    if settings.task == "table":
-        from evaluator.tabular import replay_child
-
-        return replay_child(settings.table, activation, seed, settings.split, search_path)
-    if settings.task == "synthetic":
-        from evaluator.synthetic import evaluate_synthetic
-
-        time.sleep(settings.delay_s)  # a child that takes time, without training one
-        return evaluate_synthetic(activation, target=settings.target, noise=settings.noise, seed=seed,
-                                  split=settings.split)
+    evaluated = task.evaluate(settings, activation, seed, search_path)
+    if evaluated is not None:  # synthetic, table: the task scores it
+        return evaluated
     start = time.perf_counter()
-    record = {"status": "failed", "accuracy": None, "split": settings.split, "train_loss": None, "steps": 0,
-              "wall_s": 0.0, "images_per_s": None, "device": None, "error": None, "activation": activation,
-              "seed": seed, "fault": "candidate"}
+    state = {"activation": activation, "seed": seed, "split": settings.split, "fault": "candidate"}
     try:
-        _train(settings, activation, seed, record, start)
+        result = _train(settings, state, start)
     except Exception as exc:  # a crashing candidate is a result, not a crash of the search
-        record["status"] = "failed"
-        record["error"] = _one_line(exc)
-    record["wall_s"] = time.perf_counter() - start
-    return record
-
-
-def _one_line(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" (at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno})" if frames else ""
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {message}{where}"
+        result = ChildResult.failed(error=one_line(exc, where=True), **state)
+    result.wall_s = time.perf_counter() - start
+    return result
 
 
 def _device_name(device: torch.device) -> str:
     return f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
 
 
-def _train(settings: ChildSettings, activation: str, seed: int, record: dict, start: float) -> None:
-    """The body of ``train_child``: fills ``record`` in place; may raise."""
-    record["activation"] = activation_label(activation)
-    record["fault"] = "system"  # the device and the data are the worker's business, not the function's
+def _train(settings: ChildSettings, state: dict, start: float) -> ChildResult:
+    """The body of ``train_child``: its result; keeps what is known so far in ``state`` (what a result of an exception
+    raised here is built from); may raise."""
+    activation, seed = state["activation"], state["seed"]
+    state["activation"] = activation_label(activation)
+    state["fault"] = "system"  # the device and the data are the worker's business, not the function's
     device = resolve_device(settings.device)
-    record["device"] = _device_name(device)
+    state["device"] = _device_name(device)
     if settings.threads and device.type == "cpu":
         torch.set_num_threads(settings.threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions once
     data = load_task(settings, _data_device(settings, device))
-    record["fault"] = "candidate"  # from here on an exception or a divergence is the candidate's own
+    state["fault"] = "candidate"  # from here on an exception or a divergence is the candidate's own
     model = build_child(settings, activation, seed, device, data.num_classes)
     bf16, channels_last = _bf16(settings, device), _channels_last(settings, device)
     stream = BatchStream(data, settings.batch_size, seed, settings.augment, device, channels_last)
@@ -279,74 +269,68 @@ def _train(settings: ChildSettings, activation: str, seed: int, record: dict, st
     for step in range(settings.steps):
         x, y = stream.next()
         loss = train_step(net, optimizer, x, y, learning_rate(step, settings), bf16)
-        record["steps"] = step + 1
+        state["steps"] = step + 1
         if step >= settings.steps - TRAIN_LOSS_WINDOW:
             window += loss
         nonfinite |= ~torch.isfinite(loss)
         if (not on_cuda or step % CUDA_CHECK_EVERY == 0 or step == settings.steps - 1) and bool(nonfinite):
-            record["status"], record["error"] = "diverged", f"non-finite training loss by step {step + 1}"
-            return
+            return ChildResult.diverged(error=f"non-finite training loss by step {step + 1}", **_facts(state))
         if step == 0:
             if on_cuda:
                 torch.cuda.synchronize(device)
             first_step_done = time.perf_counter()
         if limit and time.perf_counter() - start > limit:
-            record["status"], record["fault"] = "timeout", "system"
-            record["error"] = f"time limit of {limit:g} s reached after {step + 1} of {settings.steps} steps"
-            return
+            return ChildResult.timeout(error=f"time limit of {limit:g} s reached after {step + 1} of "
+                                             f"{settings.steps} steps", **_facts(state))
     if on_cuda:
         torch.cuda.synchronize(device)
     train_s = time.perf_counter() - first_step_done
-    record["images_per_s"] = (settings.steps - 1) * stream.batch_size / train_s if settings.steps > 1 else None
-    record["train_loss"] = window.item() / min(TRAIN_LOSS_WINDOW, settings.steps)
+    state["images_per_s"] = (settings.steps - 1) * stream.batch_size / train_s if settings.steps > 1 else None
+    state["train_loss"] = window.item() / min(TRAIN_LOSS_WINDOW, settings.steps)
     accuracy = evaluate(model, data, device, bf16, channels_last)
     if accuracy is None:
-        record["status"], record["error"] = "diverged", f"non-finite outputs on the {settings.split} set"
-        return
-    record["status"], record["accuracy"], record["fault"] = "ok", accuracy, None
+        return ChildResult.diverged(error=f"non-finite outputs on the {settings.split} set", **_facts(state))
+    return ChildResult.ok(accuracy=accuracy, **_facts(state))
+
+
+def _facts(state: dict) -> dict:
+    """What a result is built from, less the fault (each outcome's constructor says whose fault it is)."""
+    return {k: v for k, v in state.items() if k != "fault"}
 
 
 # ---------------------------------------------------------------- a user-defined child
 
 def train_user_child(settings: ChildSettings, activation: str, seed: int,
-                     search_path: list[str] | None = None) -> dict:
+                     search_path: list[str] | None = None) -> ChildResult:
     """One user-defined child (``evaluator.user``): ``child.task``'s function called with the ``Activation``, ``seed``,
-    the device and ``child.options`` plus ``split``; never raises. The record has ``train_child``'s keys plus
-    ``metrics`` (what the function returned, when it is a dict of numbers) and, when the function raised,
-    ``traceback`` (the driver writes it into run.log and keeps it out of the store). A function that cannot be loaded
-    on this worker, or a device that is missing, is the system's fault; an exception of the function, or a return
-    value that is not a dict of numbers, is the candidate's."""
+    the device and ``child.options`` plus ``split``; never raises (not even for a ``sys.exit`` in the user's code).
+    The result has the ``metrics`` the function returned (when it is a dict of numbers; at most
+    ``evaluator.result.MAX_METRICS`` of them) and, when the function raised, the ``traceback`` (the driver writes it
+    into run.log and keeps it out of the store). A function that cannot be loaded on this worker, or a device that is
+    missing, is the system's fault; an exception of the function, or a return value that is not a dict of numbers, is
+    the candidate's."""
     start = time.perf_counter()
-    record = {"status": "failed", "accuracy": None, "split": settings.split, "train_loss": None, "steps": 0,
-              "wall_s": 0.0, "images_per_s": None, "device": None, "error": None, "activation": activation,
-              "seed": seed, "fault": "system", "metrics": None}
+    state = {"activation": activation, "seed": seed, "split": settings.split}
     try:
         fn = load_user_function(settings.task, search_path)
         device = resolve_device(settings.device)
-        record["device"] = _device_name(device)
+        state["device"] = _device_name(device)
         if settings.threads and device.type == "cpu":
             torch.set_num_threads(settings.threads)
         act = make_activation(activation, compile=_activation_compile(settings))
-        record["activation"] = act.name
-    except Exception as exc:  # the worker cannot set up the user's code or the device: never the function's fault
-        record["error"] = one_line(exc)
-        record["wall_s"] = time.perf_counter() - start
-        return record
-    record["fault"] = "candidate"
+        state["activation"] = act.name
+    except (Exception, SystemExit) as exc:  # the worker cannot set up the user's code or the device: not the function
+        return ChildResult.failed(error=one_line(exc), fault="system", wall_s=time.perf_counter() - start, **state)
     try:
         returned = fn(act, seed, device, {**settings.options, "split": settings.split})
-    except Exception as exc:  # the user's child raised: a result of this candidate, not a crash of the search
-        record["error"] = one_line(exc)
-        record["traceback"] = traceback.format_exc()
+    except (Exception, SystemExit) as exc:  # the user's child raised: a result of this candidate, not a crash
+        result = ChildResult.failed(error=one_line(exc), fault="candidate", traceback=traceback.format_exc(), **state)
     else:
         metrics, why = clean_metrics(returned)
         if why:
-            record["error"] = why
+            result = ChildResult.failed(error=why, fault="candidate", **state)
         else:
-            record["metrics"] = metrics
-            for key in ("accuracy", "train_loss"):
-                if isinstance(metrics.get(key), float):
-                    record[key] = metrics[key]
-            record["status"], record["fault"] = "ok", None
-    record["wall_s"] = time.perf_counter() - start
-    return record
+            scores = {key: metrics[key] for key in ("accuracy", "train_loss") if isinstance(metrics.get(key), float)}
+            result = ChildResult.ok(metrics=metrics, **{"accuracy": None, **scores}, **state).bounded()
+    result.wall_s = time.perf_counter() - start
+    return result

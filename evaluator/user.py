@@ -20,7 +20,7 @@ which the driver writes into run.log and keeps out of the store); a return value
 numbers is "failed" with the reason. ``child.time_limit_s`` is not checked inside the function (actsearch cannot
 stop it between steps): the pool cancels a child after ``resources.child_timeout_s`` (by default twice the limit plus
 a minute) and records "timeout". Whether the reward metric is present and finite is judged by the search
-(``search.loop.pool.child_reward``), which knows ``rewards.metric``.
+(``evaluator.result.reward``), which knows ``rewards.metric``.
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ from typing import Any, Callable, Sequence
 
 from torch import nn
 
+from evaluator.result import one_line
 from search.language.errors import UserError
 
 ARGUMENTS = ("activation", "seed", "device", "options")
@@ -188,21 +189,6 @@ def make_activation(activation: str, compile: bool | None = None) -> Activation:
 
         expression = Expression.parse(SWISH)
     return Activation(activation_label(activation), activation_factory(activation, compile=compile), expression)
-
-
-def metric_value(record: dict, name: str = "accuracy"):
-    """Metric ``name`` of a result record: from ``metrics`` (what a user-defined child returned) when the record has
-    them, else the record's own key (the built-in tasks' ``accuracy``)."""
-    metrics = record.get("metrics")
-    return metrics.get(name) if isinstance(metrics, dict) else record.get(name)
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception in one line: its type and its message's last line (a UserError: its message)."""
-    if isinstance(exc, UserError):
-        return str(exc)
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[-1].strip() if lines else ''}".rstrip(": ")
 
 
 def clean_metrics(value: Any) -> tuple[dict | None, str | None]:

@@ -28,36 +28,13 @@ HUGE = "9" * 400
 UNWRITABLE = "/sys"  # a folder no process may create files in, root included
 
 
-class InlinePool:
-    """The child pool's interface, training each synthetic child at once in this process."""
-
-    def __init__(self, config):
-        from evaluator.train import train_child
-
-        self.train, self.settings, self.held, self.done = train_child, config.child, [], []
-
-    def __len__(self):  # trained but not yet collected: in flight, as far as the driver can tell
-        return len(self.done)
-
-    def capacity(self):
-        return 2
-
-    def has_room(self):
-        return len(self.done) < 2
-
-    def submit(self, key, activation, seed, name="child"):
-        self.done.append((key, self.train(self.settings, activation, seed)))
-
-    def poll(self, timeout):
-        done, self.done = self.done, []
-        return done
-
-
 def make_run(folder: Path, name: str = "run", **changes) -> Path:
     """A finished 12-child synthetic run (PPO, with checkpoints) in ``folder/name``."""
     import io
 
     from search.loop.driver import Driver
+    from search.loop.engine import Engine
+    from search.loop.executor import LocalExecutor
     from search.loop.progress import Progress, StopSignal
     from search.loop.store import Store
 
@@ -67,11 +44,11 @@ def make_run(folder: Path, name: str = "run", **changes) -> Path:
     run_dir = folder / name
     create_run(run_dir, config)
     with Store.open(run_dir) as store:
-        driver = Driver(run_dir, config, store, Progress(io.StringIO(), io.StringIO(), 60))
+        progress = Progress(io.StringIO(), io.StringIO(), 60)
+        driver = Driver(run_dir, config, store, progress)
         driver.restore()
-        driver.pool = InlinePool(config)
         with StopSignal(lambda text: None) as stop:
-            assert driver.loop(stop) == "finished"
+            assert Engine(LocalExecutor(config, capacity=2), driver, progress, config.rewards).run(stop) == "finished"
         driver.checkpoint()
     return run_dir
 
@@ -371,6 +348,8 @@ def test_a_space_with_fewer_functions_than_the_budget_stops_early(tmp_path):
     import io
 
     from search.loop.driver import STALL_PROPOSALS, Driver
+    from search.loop.engine import Engine
+    from search.loop.executor import LocalExecutor
     from search.loop.progress import Progress, StopSignal
     from search.loop.store import Store
 
@@ -380,11 +359,11 @@ def test_a_space_with_fewer_functions_than_the_budget_stops_early(tmp_path):
     config = load_config(tmp_path / "tiny.yaml")
     create_run(tmp_path / "tiny", config)
     with Store.open(tmp_path / "tiny") as store:
-        driver = Driver(tmp_path / "tiny", config, store, Progress(io.StringIO(), io.StringIO(), 60))
+        progress = Progress(io.StringIO(), io.StringIO(), 60)
+        driver = Driver(tmp_path / "tiny", config, store, progress)
         driver.restore()
-        driver.pool = InlinePool(config)
         with StopSignal(lambda text: None) as stop:
-            assert driver.loop(stop) == "stalled"
+            assert Engine(LocalExecutor(config, capacity=2), driver, progress, config.rewards).run(stop) == "stalled"
         assert store.evaluated() <= 4 and store.proposals() <= STALL_PROPOSALS + 50
 
 

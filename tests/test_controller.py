@@ -373,37 +373,37 @@ def test_reward_book_gives_duplicates_the_recorded_reward_and_pending_while_trai
 # ---------------------------------------------------------------- the synthetic task
 
 def test_synthetic_record_has_the_child_result_keys():
-    record = evaluate_synthetic("x * sigmoid(x)", seed=3)
+    record = evaluate_synthetic("x * sigmoid(x)", seed=3).to_dict()
     assert set(record) == {"status", "accuracy", "split", "train_loss", "steps", "wall_s", "images_per_s", "device",
-                           "error", "activation", "seed"}
+                           "error", "activation", "seed", "fault"}
     assert record["status"] == "ok" and record["accuracy"] == pytest.approx(1.0) and record["seed"] == 3
     json.dumps(record)
 
 
 def test_synthetic_similarity_gives_degenerate_functions_nothing():
     for text in ("beta", "x", "beta * x", "-x", "x + beta", "-x * sigmoid(x)", "abs(x)"):
-        assert evaluate_synthetic(text)["accuracy"] == 0.0, text
-    assert evaluate_synthetic("exp(exp(exp(x)))")["status"] == "diverged"
-    ranked = [evaluate_synthetic(t)["accuracy"]
+        assert evaluate_synthetic(text).to_dict()["accuracy"] == 0.0, text
+    assert evaluate_synthetic("exp(exp(exp(x)))").to_dict()["status"] == "diverged"
+    ranked = [evaluate_synthetic(t).to_dict()["accuracy"]
               for t in ("relu(x)", "x * tanh(softplus(x))", "x * sigmoid(x) + x * sigmoid(x)")]
     assert 0.5 < ranked[0] < ranked[1] < ranked[2] == pytest.approx(1.0)
 
 
 def test_synthetic_noise_is_seeded_per_candidate():
-    a = evaluate_synthetic("relu(x)", noise=0.05, seed=1)["accuracy"]
-    assert evaluate_synthetic("relu(x)", noise=0.05, seed=1)["accuracy"] == a
-    assert evaluate_synthetic("relu(x)", noise=0.05, seed=2)["accuracy"] != a
-    others = {evaluate_synthetic(t, noise=0.05, seed=1)["accuracy"] - evaluate_synthetic(t)["accuracy"]
+    a = evaluate_synthetic("relu(x)", noise=0.05, seed=1).to_dict()["accuracy"]
+    assert evaluate_synthetic("relu(x)", noise=0.05, seed=1).to_dict()["accuracy"] == a
+    assert evaluate_synthetic("relu(x)", noise=0.05, seed=2).to_dict()["accuracy"] != a
+    others = {evaluate_synthetic(t, noise=0.05, seed=1).to_dict()["accuracy"] - evaluate_synthetic(t).to_dict()["accuracy"]
               for t in ("relu(x)", "softplus(x)", "x * tanh(x)")}
     assert len(others) == 3  # not one offset shared by every candidate of a run
 
 
 def test_synthetic_bad_input_is_a_failed_record_or_a_problem_line():
-    record = evaluate_synthetic("x +")
+    record = evaluate_synthetic("x +").to_dict()
     assert record["status"] == "failed" and "ExpressionError" in record["error"]
     assert synthetic_target_problem("x * sigmoid(x)") is None
     assert "linear" in synthetic_target_problem("beta * x + beta")
-    assert evaluate_synthetic("relu(x)", target="x")["status"] == "failed"
+    assert evaluate_synthetic("relu(x)", target="x").to_dict()["status"] == "failed"
 
 
 def test_evolution_lucky_reward_ages_out_despite_its_duplicates():

@@ -98,7 +98,7 @@ def test_cifar_loads_through_torchvision_with_a_held_out_validation_split(tiny_c
 
 def test_resnet20_child_trains_on_cifar_with_augmentation(tiny_cifar):
     settings, *_ = tiny_cifar
-    record = train_child(settings, "relu", seed=0)
+    record = train_child(settings, "relu", seed=0).to_dict()
     assert record["status"] == "ok", record["error"]
     assert record["steps"] == 3 and 0.0 <= record["accuracy"] <= 1.0
 
@@ -109,7 +109,7 @@ def test_missing_cifar_says_where_to_put_the_files(tmp_path):
         load_task(settings)
     assert "\n" not in str(info.value) and str(tmp_path) in str(info.value)
     # Inside a child the same problem is a failed result, not an exception.
-    record = train_child(settings, "relu", seed=0)
+    record = train_child(settings, "relu", seed=0).to_dict()
     assert record["status"] == "failed" and "cifar-100-python" in record["error"]
     assert record["fault"] == "system"  # a node without the data says nothing about the function
 
@@ -163,8 +163,8 @@ def test_a_process_loads_each_dataset_once(proxy):
 
 def test_proxy_child_learns_far_above_chance_and_ranks_identity_below_relu(proxy):
     settings = dataclasses.replace(proxy, steps=300)
-    relu = train_child(settings, "relu", seed=0)
-    identity = train_child(settings, "x", seed=0)
+    relu = train_child(settings, "relu", seed=0).to_dict()
+    identity = train_child(settings, "x", seed=0).to_dict()
     assert set(relu) == RECORD_KEYS and json.loads(json.dumps(relu)) == relu
     assert relu["status"] == "ok" and relu["steps"] == 300 and relu["device"] == "cpu"
     assert relu["accuracy"] > 0.8  # chance is 0.1
@@ -174,28 +174,28 @@ def test_proxy_child_learns_far_above_chance_and_ranks_identity_below_relu(proxy
 
 @pytest.mark.parametrize("activation, lr", [("exp(x)**3", 0.1), ("relu", 1e4)])
 def test_a_child_that_blows_up_reports_diverged_quickly(proxy, activation, lr):
-    record = train_child(dataclasses.replace(proxy, steps=400, lr=lr), activation, seed=0)
+    record = train_child(dataclasses.replace(proxy, steps=400, lr=lr), activation, seed=0).to_dict()
     assert record["status"] == "diverged" and record["accuracy"] is None
     assert record["steps"] < 50 and "non-finite" in record["error"]
     assert record["fault"] == "candidate"
 
 
 def test_time_limit_gives_timeout(proxy):
-    record = train_child(dataclasses.replace(proxy, steps=10**6, time_limit_s=0.5), "relu", seed=0)
+    record = train_child(dataclasses.replace(proxy, steps=10**6, time_limit_s=0.5), "relu", seed=0).to_dict()
     assert record["status"] == "timeout" and 0 < record["steps"] < 10**6 and record["accuracy"] is None
     assert record["fault"] == "system"  # a busy machine, as likely as a slow function: tried again, never a reward
 
 
 def test_an_unusable_activation_is_a_failed_result_not_an_exception(proxy):
-    record = train_child(proxy, "frobnicate(x)", seed=0)
+    record = train_child(proxy, "frobnicate(x)", seed=0).to_dict()
     assert record["status"] == "failed" and "frobnicate" in record["error"]
     assert record["fault"] == "candidate"
 
 
 def test_same_seed_reproduces_a_child_bit_for_bit_on_cpu(proxy):
     settings = dataclasses.replace(proxy, steps=60)
-    a, b = (train_child(settings, "x * sigmoid(beta * x)", seed=3) for _ in range(2))
-    c = train_child(settings, "x * sigmoid(beta * x)", seed=4)
+    a, b = (train_child(settings, "x * sigmoid(beta * x)", seed=3).to_dict() for _ in range(2))
+    c = train_child(settings, "x * sigmoid(beta * x)", seed=4).to_dict()
     timing = ("wall_s", "images_per_s")
     assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
     assert a["train_loss"] != c["train_loss"]
@@ -220,7 +220,7 @@ def test_learning_rate_warms_up_then_decays_to_zero():
 
 
 def test_synthetic_task_is_dispatched_without_training():
-    record = train_child(ChildSettings(task="synthetic"), "x * sigmoid(x)", seed=0)
+    record = train_child(ChildSettings(task="synthetic"), "x * sigmoid(x)", seed=0).to_dict()
     assert record["status"] == "ok" and record["accuracy"] == pytest.approx(1.0) and record["steps"] == 0
 
 

@@ -9,6 +9,7 @@ import torch
 import yaml
 from conftest import run_cli
 
+from evaluator.result import ChildResult
 from search.language.space import Space
 from search.loop.config import child_seed, load_config
 from search.loop.rundir import CHECKPOINT_DIR, CHECKPOINT_FILE
@@ -204,17 +205,18 @@ def test_a_child_that_raises_or_loses_its_worker_is_a_failed_result(local_ray):
     def garbage():
         return {"status": "great"}
 
-    record = child_result(raises.remote(), "x * sigmoid(x)", 7, "val", max_retries=0)
-    assert record["status"] == "failed" and record["error"] == "ZeroDivisionError: the candidate blew up"
-    assert record["activation"] == "x * sigmoid(x)" and record["seed"] == 7 and record["accuracy"] is None
-    record = child_result(dies.remote(), "relu(x)", 1, "val", max_retries=0)
-    assert record["status"] == "failed" and record["error"].startswith("system failure after 0 retries")
-    record = child_result(garbage.remote(), "relu(x)", 1, "val", max_retries=0)
-    assert record["status"] == "failed" and "malformed result record" in record["error"]
+    result = child_result(raises.remote(), "x * sigmoid(x)", 7, "val", max_retries=0)
+    assert result.status == "failed" and result.error == "ZeroDivisionError: the candidate blew up"
+    assert result.activation == "x * sigmoid(x)" and result.seed == 7 and result.accuracy is None
+    assert result.system_failure
+    result = child_result(dies.remote(), "relu(x)", 1, "val", max_retries=0)
+    assert result.status == "failed" and result.error.startswith("system failure after 0 retries")
+    result = child_result(garbage.remote(), "relu(x)", 1, "val", max_retries=0)
+    assert result.status == "failed" and "malformed result record" in result.error and result.system_failure
 
 
 class HandPool:
-    """A stand-in for the Ray child pool: the test plays the workers (``launch_next`` submits, ``_record_child``
+    """A stand-in for the Ray child pool: the test plays the workers (``launch_next`` submits, ``deliver``
     delivers)."""
 
     def __init__(self):
@@ -232,12 +234,16 @@ class HandPool:
     def submit(self, key, activation, seed, name="child"):
         self.submitted.append(key)
 
+    def cancel_all(self):
+        return []
+
 
 def _driver(tmp_path: Path, **sections):
     """A Driver on a fresh (or the existing) run directory, driven by hand (no Ray)."""
     import io
 
     from search.loop.driver import Driver
+    from search.loop.engine import Engine
     from search.loop.progress import Progress
     from search.loop.rundir import create_run
 
@@ -246,51 +252,51 @@ def _driver(tmp_path: Path, **sections):
     if not run_dir.exists():
         create_run(run_dir, config)
     store = Store.open(run_dir)
-    driver = Driver(run_dir, config, store, Progress(io.StringIO(), io.StringIO(), 60))
+    progress = Progress(io.StringIO(), io.StringIO(), 60)
+    driver = Driver(run_dir, config, store, progress)
     driver.restore()
-    driver.pool = HandPool()
-    return driver, store
+    return Engine(HandPool(), driver, progress, config.rewards, config.resources.system_retries), store
 
 
-def _launch_next(driver) -> int:
+def _launch_next(engine) -> int:
     """Dispatch the next queued candidate (asking the proposer until one is queued); returns its index."""
-    while not driver.ready:
-        driver._ask()
-    driver._dispatch()
-    return driver.pool.submitted[-1]
+    while not engine.work.ready:
+        engine.work.ask(1)
+    engine.dispatch()
+    return engine.executor.submitted[-1]
 
 
 def test_a_system_failure_is_retried_and_never_becomes_the_functions_reward(tmp_path):
-    from search.loop.pool import failure_record
+    from search.loop.pool import lost_child
 
     sections = {"controller": {"kind": "random"}, "resources": {"cpus_per_child": 1, "system_retries": 2}}
-    driver, store = _driver(tmp_path, **sections)
-    index = _launch_next(driver)
+    engine, store = _driver(tmp_path, **sections)
+    driver = engine.work
+    index = _launch_next(engine)
     fp = driver.fps[index]
-    lost = failure_record("failed", "system failure after 3 retries: WorkerCrashedError", driver.texts[index], 1,
+    lost = lost_child("failed", "system failure after 3 retries: WorkerCrashedError", driver.texts[index], 1,
                           "val")
     for attempt in range(2):  # re-queued, not recorded: the same candidate trains again with the same seed
-        driver._record_child(index, lost)
+        engine.deliver(index, lost)
         assert list(driver.ready) == [index] and store.candidate(index)["status"] == "running"
         assert driver.book.judge(driver.space.decode(driver.open[index].tokens)).status == "pending"
-        assert _launch_next(driver) == index
+        assert _launch_next(engine) == index
     assert store.candidate(index)["attempts"] == 3
-    driver._record_child(index, lost)  # retries spent: recorded as failed, but the function keeps no reward
+    engine.deliver(index, lost)  # retries spent: recorded as failed, but the function keeps no reward
     row = store.candidate(index)
     assert row["status"] == "failed" and row["metrics"]["fault"] == "system"
     assert driver.book.judge(driver.space.decode(row["tokens"])).status == "new"
     store.close()
     resumed, store = _driver(tmp_path, **sections)  # after a resume too
-    assert fp not in resumed.book.rewards
+    assert fp not in resumed.work.book.rewards
     store.close()
 
 
 def test_a_candidates_own_failure_is_its_functions_reward(tmp_path):
-    driver, store = _driver(tmp_path, controller={"kind": "random"})
-    index = _launch_next(driver)
-    record = {"status": "diverged", "accuracy": None, "error": "non-finite training loss by step 3",
-              "fault": "candidate", "seed": 1}
-    driver._record_child(index, record)
+    engine, store = _driver(tmp_path, controller={"kind": "random"})
+    driver = engine.work
+    index = _launch_next(engine)
+    engine.deliver(index, ChildResult.diverged(driver.texts[index], 1, "non-finite training loss by step 3"))
     assert not driver.ready and store.candidate(index)["status"] == "diverged"
     judged = driver.book.judge(driver.space.decode(store.candidate(index)["tokens"]))
     assert judged.status == "duplicate" and judged.reward == driver.config.rewards.failed

@@ -84,7 +84,7 @@ def test_identity_is_judged_worse_than_relu_on_the_proxy_on_the_test_split(addre
     assert not {r["seed"] for r in retrained} & {child_seed(5, i) for i in range(1000)}
     # ... and that seed is the whole story: training relu with it on the test split here gives the stored score
     settings = config_from_dict({"child": {**child, "split": "test"}}).child
-    assert train_child(settings, "relu", retrain_seed(5, 0))["accuracy"] == scores["relu", 0]
+    assert train_child(settings, "relu", retrain_seed(5, 0)).to_dict()["accuracy"] == scores["relu", 0]
 
 
 def test_the_split_of_a_study(tmp_path):

@@ -266,10 +266,10 @@ def test_replay_returns_a_recorded_seed_chosen_by_the_child_seed(built):
     table = load_table(out)
     row = table.rows[0]
     for seed in range(6):
-        r = replay_child(str(out), row["text"], seed)
+        r = replay_child(str(out), row["text"], seed).to_dict()
         assert r["status"] == "ok" and r["accuracy"] == row["accuracy"][seed % 2] and r["table_seed"] == seed % 2
-        assert replay_child(str(out), row["simplest"], seed)["accuracy"] == r["accuracy"]  # deterministic, any text
-    missing = replay_child(str(out), "cos(x) * x", 3)
+        assert replay_child(str(out), row["simplest"], seed).to_dict()["accuracy"] == r["accuracy"]  # deterministic, any text
+    missing = replay_child(str(out), "cos(x) * x", 3).to_dict()
     assert missing["status"] == "failed" and "not in the table" in missing["error"]
 
 

@@ -19,13 +19,13 @@ import yaml
 from conftest import REPO, Page
 from conftest import run_cli as cli
 
+from evaluator.result import reward as child_reward
 from evaluator.settings import ChildSettings
 from evaluator.train import train_child
 from evaluator.user import load_user_function, make_activation
 from search.cli import main
 from search.language.errors import UserError
 from search.loop.config import RewardSettings, config_from_dict
-from search.loop.pool import child_reward
 from search.loop.store import Store
 
 CHILD = textwrap.dedent('''
@@ -101,23 +101,24 @@ def test_the_activation_is_a_factory_with_its_expression():
 
 def test_a_user_child_returns_its_metrics_and_the_split(tmp_path):
     path = write_child(tmp_path)
-    record = train_child(settings(f"{path}:train"), "swish", 3)
+    record = train_child(settings(f"{path}:train"), "swish", 3).to_dict()
     assert record["status"] == "ok" and record["fault"] is None
     assert record["metrics"]["val_loss"] < 0.01 and record["metrics"]["split_seen"] == 0.0
     relu = train_child(settings(f"{path}:train"), "relu", 3)
-    assert relu["metrics"]["val_loss"] > 0.02
+    assert relu.metrics["val_loss"] > 0.02
     status, reward, _ = child_reward(relu, RewardSettings(metric="val_loss", minimize=True, failed=-9, screened=-9))
-    assert status == "ok" and reward == -relu["metrics"]["val_loss"]  # lower loss, higher reward
-    test = train_child(ChildSettings(task=f"{path}:train", device="cpu", split="test"), "relu", 3)
+    assert status == "ok" and reward == -relu.metrics["val_loss"]  # lower loss, higher reward
+    test = train_child(ChildSettings(task=f"{path}:train", device="cpu", split="test"), "relu", 3).to_dict()
     assert test["metrics"]["split_seen"] == 1.0
 
 
 def test_a_child_that_raises_is_failed_with_the_last_line_and_the_traceback(tmp_path):
     path = write_child(tmp_path)
-    record = train_child(settings(f"{path}:train", raise_every=1), "relu", 4)
-    assert record["status"] == "failed" and record["fault"] == "candidate"
-    assert record["error"] == "ValueError: its last line says why"
-    assert "Traceback" in record["traceback"] and "the child broke" in record["traceback"]
+    result = train_child(settings(f"{path}:train", raise_every=1), "relu", 4)
+    assert result.status == "failed" and result.fault == "candidate"
+    assert result.error == "ValueError: its last line says why"
+    assert "Traceback" in result.traceback and "the child broke" in result.traceback
+    assert "traceback" not in result.to_dict()  # run.log gets it, the store never does
 
 
 @pytest.mark.parametrize("options, seed, reason", [
@@ -129,14 +130,14 @@ def test_no_metric_or_a_non_finite_one_is_failed_with_the_reason(tmp_path, optio
     record = train_child(settings(f"{path}:train", **options), "relu", seed)
     rewards = RewardSettings(metric="val_loss", minimize=True, failed=-9.0, screened=-9.0)
     status, reward, out = child_reward(record, rewards)
-    assert (status, reward, out["fault"]) == ("failed", -9.0, "candidate")
-    assert reason in out["error"]
+    assert (status, reward, out.fault) == ("failed", -9.0, "candidate")
+    assert reason in out.error
 
 
 def test_a_return_value_that_is_not_metrics_is_failed(tmp_path):
     path = tmp_path / "odd.py"
     path.write_text("def train(activation, seed, device, options):\n    return 0.5\n")
-    record = train_child(settings(f"{path}:train"), "relu", 0)
+    record = train_child(settings(f"{path}:train"), "relu", 0).to_dict()
     assert record["status"] == "failed" and "returned float, not a dict of metrics" in record["error"]
 
 

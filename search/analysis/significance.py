@@ -4,7 +4,7 @@ One significance test of a run, in data-flow order: the run's config, changed by
 overrides (a bigger child, another task, other machines) and by the split the scores come from (``study_overrides``:
 the test split unless told otherwise, see below) -> a *study*: the child settings, keyed by a hash of them ->
 jobs: every activation (candidates and baselines) x seed number ``s`` in 0..n-1, minus the re-trainings the store
-already holds for that study -> Ray workers train them with the search's own child task (``search.loop.driver.submit_child``)
+already holds for that study -> Ray workers train them with the search's own child task (``search.analysis.retrain``, through the engine)
 and child seed ``retrain_seed(run seed, s)``: the same for every activation at seed number ``s``, so run ``s`` of
 every candidate and baseline shares its initialisation and data order -> each result is written to the store as it
 arrives (``Store.record_retraining``) -> once every job has a result: ``search.analysis.stats.compare_all`` (Holm over all
@@ -28,11 +28,12 @@ import hashlib
 import json
 import sys
 import textwrap
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence, TextIO
 
+from evaluator.tasks import SyntheticTask, find_task
+from search.analysis.retrain import retrain
 from search.analysis.stats import (
     ALPHA,
     EXACT_MAX_N,
@@ -45,9 +46,8 @@ from search.analysis.stats import (
 )
 from search.analysis.tables import SIGNIFICANCE_COLUMNS, Column, comparison_rows, format_rows
 from search.language.errors import UserError
-from search.loop.config import Config, check_overrides, config_with_overrides, parse_override, retrain_seed
-from search.loop.pool import ChildPool, SystemicFailure, child_reward
-from search.loop.progress import Progress, StopSignal
+from search.loop.config import Config, check_overrides, config_with_overrides, parse_override
+from search.loop.progress import Progress
 from search.loop.rundir import LOG_FILE, require_run_dir, require_writable_run_dir, run_config, run_lock
 from search.loop.store import Store
 
@@ -86,7 +86,7 @@ def has_split(child: Config | dict) -> bool:
     """Whether the task scores on a held-out split at all (the synthetic task does not). child: a Config or the
     ``child`` section as a dict."""
     task = child.child.task if isinstance(child, Config) else child.get("task")
-    return task not in ("synthetic", "table")  # a table records one held-out score per seed
+    return find_task(str(task)).retrains_on_split  # a table records one held-out score per seed
 
 
 def study_overrides(run_dir: Path, overrides: Sequence[str] = (), split: str | None = None) -> list[str]:
@@ -163,7 +163,7 @@ def baseline_labels(names: Sequence[str], config: Config) -> list[str]:
             label = activation_label(name)
         except UserError as exc:
             raise UserError(f"--baselines: {exc}") from None
-        if config.child.task == "synthetic" and label in BASELINES:
+        if isinstance(find_task(config.child.task), SyntheticTask) and label in BASELINES:
             raise UserError(f"--baselines: {name!r}: the synthetic task scores expressions only; write it as one, "
                             f"e.g. relu(x) or x * sigmoid(beta * x)")
         labels.append(label)
@@ -237,11 +237,9 @@ def run_significance(run_dir: str | Path, candidates: Sequence[str], baselines: 
                        f"baseline(s), {seeds} seeds: {total} re-trainings, {result.reused} already done, "
                        f"{len(jobs)} to train")
         if jobs:
-            trainer = Retrainer(config, key, store, progress, jobs)
             try:
-                result.outcome = trainer.run()
+                result.outcome, result.trained = retrain(config, key, store, progress, jobs)
             finally:
-                result.trained = trainer.recorded
                 progress.close()
         if result.outcome == "complete":
             result.comparisons, result.wins = analyse(store, key, candidates, baselines, seeds, config.seed)
@@ -263,66 +261,6 @@ def analyse(store: Store, study: str, candidates: Sequence[str], baselines: Sequ
             scores[row["activation"]][row["seed_number"]] = row["score"]
     comparisons = compare_all(scores, candidates, baselines, seed=run_seed)
     return comparisons, wins_table(scores, candidates, baselines, unit="seed")
-
-
-class Retrainer:
-    """Trains the jobs in a ``ChildPool`` as capacity allows and records each result as it arrives. Single-threaded."""
-
-    def __init__(self, config: Config, study: str, store: Store, progress: Progress, jobs: list[tuple[str, int]],
-                 label: str = "significance"):
-        self.config, self.study, self.store, self.progress = config, study, store, progress
-        self.label = label  # what the status line calls the work
-        self.queue = collections.deque(jobs)
-        self.total = len(jobs)
-        self.recorded = 0
-        self.started = time.monotonic()
-        self.pool: ChildPool | None = None
-
-    def run(self) -> str:
-        """Train until every job has a result ("complete") or a stop is requested ("interrupted")."""
-        # the same guard as the search: first results all failing one way mean a broken setup, not the functions
-        probation = not any(r["status"] != "failed" for r in self.store.retrainings(self.study))
-        with ChildPool(self.config, probation, noun="re-trainings") as self.pool:
-            self.progress.event(f"Ray: {self.pool.cluster['CPU']:g} CPU, {self.pool.cluster['GPU']:g} GPU; up to "
-                                f"{self.pool.cluster['children_at_once']} re-trainings at once")
-            with StopSignal(self.progress.event) as stop:
-                while (self.queue or len(self.pool)) and not stop.requested:
-                    while self.queue and self.pool.has_room():
-                        activation, s = self.queue.popleft()
-                        self.pool.submit((activation, s), activation, retrain_seed(self.config.seed, s),
-                                         f"retrain-{activation[:40]}-{s}")
-                    try:
-                        finished = self.pool.poll(0.25)
-                    except SystemicFailure as exc:
-                        raise UserError(f"{exc} (a broken setup, not the functions: fix it and run the same command "
-                                        f"again)") from None
-                    for (activation, s), record in finished:
-                        self._record(activation, s, record)
-                    self.progress.status(self.status_line())
-            if self.pool.held and not self.queue:  # fewer jobs than probation needs: the functions' own failures
-                for (activation, s), record in self.pool.release_held():
-                    self._record(activation, s, record)
-        return "complete" if self.recorded == self.total else "interrupted"
-
-    def _record(self, activation: str, s: int, record: dict) -> None:
-        status, score, record = child_reward(record, self.config.rewards)
-        trace = record.pop("traceback", None)
-        if trace:
-            self.progress.event(f"{activation} seed #{s} raised:\n{trace.rstrip()}", show=False)
-        self.store.record_retraining(self.study, activation, s, retrain_seed(self.config.seed, s), status, score,
-                                     record, node=record.get("node"))
-        self.recorded += 1
-        error = f", {record['error']}" if record.get("error") else ""
-        self.progress.event(f"retrained {activation} seed #{s}: {status} score {score:.4f} "
-                            f"({record.get('wall_s') or 0:.1f} s{error})", show=False)
-
-    def status_line(self) -> str:
-        elapsed = time.monotonic() - self.started
-        rate = self.recorded / elapsed * 60 if elapsed > 0 else 0.0
-        left = len(self.queue) + len(self.pool or ())
-        eta = f"{left / rate:.1f} min" if rate > 0 else "-"
-        return (f"{self.label}: {self.recorded}/{self.total} re-trainings | {len(self.pool or ())} in flight | "
-                f"{rate:.1f}/min | ETA {eta}")
 
 
 # ---------------------------------------------------------------- tables

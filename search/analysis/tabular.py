@@ -9,7 +9,7 @@ command again):
   function that passes the screen trains once per seed. The rows come from those runs' stores.
 - **Named functions** (``functions``: expression texts and baseline names): each is re-trained with seed numbers
   0..S-1 (child seed ``retrain_seed(config.seed, s)``: every function shares the initialisation and data order of
-  seed number ``s``), as a study of the run directory ``RESULTS/NAME`` (``search.analysis.significance.Retrainer``).
+  seed number ``s``), as a study of the run directory ``RESULTS/NAME`` (``search.analysis.retrain``).
 
 Either way the table is written only when every child has a result; a stopped build continues where it stopped.
 """
@@ -153,7 +153,8 @@ def _space_equivalents(config: Config) -> dict[str, list[str]]:
 def _train_functions(config: Config, run_dir: Path, functions: Sequence[str], seeds: int, stream: TextIO):
     """Re-train ``functions`` over ``seeds`` seed numbers as a study of ``run_dir``; None if stopped early."""
     from evaluator.activations import BASELINE_TEXTS, activation_label
-    from search.analysis.significance import Retrainer, study_key
+    from search.analysis.retrain import retrain
+    from search.analysis.significance import study_key
     from search.loop.progress import Progress
     from search.loop.rundir import LOG_FILE, create_run, require_writable_run_dir, run_lock
     from search.loop.store import Store
@@ -181,7 +182,7 @@ def _train_functions(config: Config, run_dir: Path, functions: Sequence[str], se
         progress.event(f"table of {len(labels)} functions x {seeds} seeds (study {key} of {run_dir}): "
                        f"{len(labels) * seeds - len(jobs)} done, {len(jobs)} to train")
         try:
-            if jobs and Retrainer(config, key, store, progress, jobs, label="table").run() != "complete":
+            if jobs and retrain(config, key, store, progress, jobs)[0] != "complete":
                 print("stopped; run the same command again to continue", file=stream)
                 return None
         finally:

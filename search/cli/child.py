@@ -120,9 +120,9 @@ def _check_ready(settings: ChildSettings, activations: list[str], search_path: l
 
 
 def _score(r: dict, metric: str):
-    from evaluator.user import metric_value
+    from evaluator.result import ChildResult
 
-    value = metric_value(r, metric)
+    value = ChildResult.from_dict(r).metric(metric)
     return value if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
@@ -141,9 +141,10 @@ def cmd_train(args) -> int:
 
     settings = child_settings_from_args(args)
     _check_ready(settings, [args.activation], args.search_path)
-    record = train_child(settings, args.activation, args.seed, search_path=args.search_path)
-    if not args.json and record.get("traceback"):
-        print(record["traceback"].rstrip(), file=sys.stderr)
+    result = train_child(settings, args.activation, args.seed, search_path=args.search_path)
+    if not args.json and result.traceback:
+        print(result.traceback.rstrip(), file=sys.stderr)
+    record = result.to_dict()
     print(json.dumps(record) if args.json else _format_record(record, args.metric))
     return 0
 
@@ -182,7 +183,8 @@ def cmd_calibrate(args) -> int:
               f"seeds, {args.metric} on {settings.split} ({'lower' if args.minimize else 'higher'} is better)",
               flush=True)
     for activation in activations:
-        mine = [train_child(settings, activation, seed, search_path=args.search_path) for seed in range(args.seeds)]
+        mine = [train_child(settings, activation, seed, search_path=args.search_path).to_dict()
+                for seed in range(args.seeds)]
         records += mine
         rows.append(summarize(activation, mine, args.metric))
         if not args.json:

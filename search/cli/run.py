@@ -5,7 +5,7 @@ import re
 import sys
 from pathlib import Path
 
-from search.cli import whole
+from search.cli.common import whole
 from search.language.errors import UserError
 
 RESULTS_DIR = "results"

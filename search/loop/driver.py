@@ -28,10 +28,13 @@ from typing import TextIO
 import torch
 
 from controller import Proposal, make_proposer
+from evaluator.result import ChildResult
+from evaluator.result import reward as child_reward
 from search.language.errors import UserError
 from search.loop.config import Config, check_resume_overrides, child_seed, config_with_overrides
-from search.loop.pool import ChildPool, SystemicFailure, child_reward, is_system_failure
-from search.loop.progress import Progress, StopSignal, duration
+from search.loop.engine import Engine, SystemicFailure
+from search.loop.pool import ChildPool
+from search.loop.progress import Progress, StopSignal
 from search.loop.rewards import STALL_PROPOSALS, RewardBook
 from search.loop.rundir import (
     LOG_FILE,
@@ -67,20 +70,24 @@ class RunResult:
 
 
 class Driver:
-    """The search loop of one session on one run directory. Single-threaded; the only writer of the store.
+    """A search, as the engine's work (``search.loop.engine``): one session on one run store. Single-threaded; the only
+    writer of the store.
 
-    ``pool`` (a ``ChildPool``) is attached by ``run_search`` after ``restore``, so a damaged run fails before Ray starts.
+    ``run_dir`` is None for a search kept in memory (``search.loop.local``: no checkpoints). ``proposer``: the
+    proposer to drive (default: the one ``config.controller`` names, seeded with ``config.seed``).
     """
 
-    def __init__(self, run_dir: Path, config: Config, store: Store, progress: Progress):
+    noun = "children"
+
+    def __init__(self, run_dir: Path | None, config: Config, store: Store, progress: Progress, proposer=None):
         self.run_dir, self.config, self.store, self.progress = run_dir, config, store, progress
         self.space = config.space.build()
-        self.proposer = make_proposer(config.controller, self.space, config.seed)
+        self.proposer = proposer if proposer is not None else make_proposer(config.controller, self.space,
+                                                                            config.seed)
         self.book = RewardBook(config.rewards.screened, config.rewards.reject_linear)
-        self.checkpoint_path = checkpoint_path(run_dir)
+        self.checkpoint_path = checkpoint_path(run_dir) if run_dir is not None else None
         self.budget = config.budget.children
         self.proposal_limit = config.budget.proposal_limit
-        self.pool: ChildPool | None = None
 
         self.open: dict[int, Proposal] = {}  # asked, reward not yet told
         self.texts: dict[int, str] = {}
@@ -89,7 +96,6 @@ class Driver:
         self.waiting: dict[str, list[int]] = {}  # fingerprint -> candidates waiting for the child of that function
         self.active: dict[str, int] = {}  # fingerprint -> the candidate whose child is queued or running
         self.first_child: dict[str, int] = {}  # fingerprint -> the candidate whose child gave the function's reward
-        self.system_failures: collections.Counter[int] = collections.Counter()  # candidate -> re-queues this session
 
         self.evaluated = store.evaluated()
         self.proposed = store.proposals()
@@ -98,7 +104,6 @@ class Driver:
         self.ask_blocked = False  # the proposer returned nothing; ask again after the next tell
         self.since_new = 0  # proposals in a row judged screened, duplicate or pending (this session)
         self.session_children = 0
-        self.started = time.monotonic()
         self.best = store.best()
 
     def on_probation(self) -> bool:
@@ -112,7 +117,7 @@ class Driver:
 
         Returns the number of journal events replayed. Raises ``StoreError`` if the proposer does not repeat itself.
         """
-        checkpoint = read_checkpoint(self.checkpoint_path)
+        checkpoint = read_checkpoint(self.checkpoint_path) if self.checkpoint_path is not None else None
         if checkpoint is not None:
             try:
                 self.proposer.load_state_dict(checkpoint["proposer"])
@@ -139,7 +144,7 @@ class Driver:
             raise StoreError(f"the controller has made {self.proposer.version} updates, the store records "
                              f"{self.store.update_count()}")
         for row in rows:
-            self._route(row["index"], self.book.judge(self.space.decode(row["tokens"])))
+            self._route(row["index"], self._judge(row["index"]))
         return len(events)
 
     def _replay(self, event: dict) -> None:
@@ -171,47 +176,50 @@ class Driver:
             return True
         return not self.proposer.finished and self.proposed < self.proposal_limit
 
-    # ------------------------------------------------------------ the loop
+    # ------------------------------------------------------------ the engine's questions
 
-    def loop(self, stop: StopSignal) -> str:
-        """Run until the budget is spent, the proposer is done, or a stop is requested; returns the outcome."""
-        while not stop.requested:
-            self._dispatch()
-            if self.evaluated >= self.budget and not len(self.pool):
-                return "finished"
-            if self.since_new >= STALL_PROPOSALS and not len(self.pool) and not self.ready:
-                return "stalled"
-            if self._ask():
-                continue
-            if not len(self.pool):
-                if self.pool.held:  # fewer children than probation needs: they were the candidates' own failures
-                    for index, record in self.pool.release_held():
-                        self._record_child(index, record)
-                    continue
-                if not self.ready:
-                    if self.proposer.finished:
-                        return "exhausted"
-                    if self.proposed >= self.proposal_limit:
-                        return "proposal-limit"
-                    raise RuntimeError("the controller proposes nothing while no child is in flight")
-            self._collect(0.25)
-            if self.last_seq - self.checkpoint_seq >= CHECKPOINT_EVERY_EVENTS:
-                self.checkpoint()
-            self.progress.status(self.status_line())
-        return "interrupted"
+    def finished(self, in_flight: int) -> str | None:
+        if self.evaluated >= self.budget and not in_flight:
+            return "finished"
+        if self.since_new >= STALL_PROPOSALS and not in_flight and not self.ready:
+            return "stalled"
+        return None
 
-    def _committed(self) -> int:
-        """Children spent or promised: trained, running, queued, or held back on probation."""
-        return self.evaluated + len(self.pool) + len(self.ready) + len(self.pool.held)
+    def idle(self) -> str:
+        """Nothing in flight or queued and nothing asked: why the search ends."""
+        if self.proposer.finished:
+            return "exhausted"
+        if self.proposed >= self.proposal_limit:
+            return "proposal-limit"
+        raise RuntimeError("the controller proposes nothing while no child is in flight")
 
-    # ------------------------------------------------------------ ask
+    def room(self, committed: int) -> int:
+        """Candidates the budget still allows beyond those trained and committed."""
+        if self.ask_blocked or self.proposer.finished:
+            return 0
+        return min(self.budget - self.evaluated - committed, self.proposal_limit - self.proposed)
 
-    def _ask(self) -> bool:
-        """Ask the proposer for as many candidates as there are free slots and budget; True if it proposed any."""
-        room = min(self.pool.capacity() - len(self.pool) - len(self.ready),
-                   self.budget - self._committed(), self.proposal_limit - self.proposed)
-        if room <= 0 or self.ask_blocked or self.proposer.finished:
-            return False
+    def may_launch(self, committed: int) -> bool:
+        return self.evaluated + committed < self.budget
+
+    def tick(self) -> None:
+        if self.last_seq - self.checkpoint_seq >= CHECKPOINT_EVERY_EVENTS:
+            self.checkpoint()
+
+    def status_parts(self) -> tuple[int, int, int, str]:
+        rewards = self.config.rewards
+        score = (f"{rewards.metric} {rewards.metric_of(self.best['reward']):.4f}" if self.best and rewards.minimize
+                 else f"{self.best['reward']:.4f}" if self.best else "")
+        best = f"best {score} {self.best['text']}" if self.best else "best -"
+        return self.evaluated, self.budget, self.session_children, f"{self.proposed} proposed | {best}"
+
+    # ------------------------------------------------------------ ask, judge, route
+
+    def _judge(self, index: int):
+        return self.book.judge(self.space.decode(self.open[index].tokens))
+
+    def ask(self, room: int) -> bool:
+        """Ask the proposer for ``room`` candidates, journal and route them; True if it proposed any."""
         proposals = self.proposer.ask(room)
         judged = []
         for p in proposals:
@@ -252,38 +260,29 @@ class Driver:
                 self.active[fp] = index
             self.ready.append(index)
 
-    # ------------------------------------------------------------ dispatch and collect
+    # ------------------------------------------------------------ launch, record, tell
 
-    def _dispatch(self) -> None:
-        while self.ready and self.pool.has_room() and self._committed() - len(self.ready) < self.budget:
-            index = self.ready.popleft()
-            seed = child_seed(self.config.seed, index)
-            self.store.record_launch(index, seed)
-            self.pool.submit(index, self.texts[index], seed, f"child-{index}")
+    def launch(self, index: int) -> tuple[str, int, str]:
+        seed = child_seed(self.config.seed, index)
+        self.store.record_launch(index, seed)
+        return self.texts[index], seed, f"child-{index}"
 
-    def _collect(self, timeout: float) -> None:
-        for index, record in self.pool.poll(timeout):
-            self._record_child(index, record)
+    def requeued(self, index: int, result: ChildResult, attempt: int, retries: int) -> None:
+        self.progress.event(f"#{index} {result.status} for the system's reasons ({result.error}); "
+                            f"queued again ({attempt} of {retries})", show=False)
 
-    # ------------------------------------------------------------ record and tell
+    def abandon(self, index: int) -> None:
+        self.book.abandon(self.fps[index])
 
-    def _record_child(self, index: int, record: dict) -> None:
+    def record(self, index: int, result: ChildResult) -> None:
+        """A child's final result: write its reward, tell it, and settle the candidates waiting for it."""
         fp = self.fps[index]
-        system = is_system_failure(record)
-        if system and self.system_failures[index] < self.config.resources.system_retries:
-            # Not the candidate's doing: train it again later (same seed) instead of giving the function a zero.
-            self.system_failures[index] += 1
-            self.ready.append(index)
-            self.progress.event(f"#{index} {record['status']} for the system's reasons ({record.get('error')}); "
-                                f"queued again ({self.system_failures[index]} of "
-                                f"{self.config.resources.system_retries})", show=False)
-            return
-        status, reward, record = child_reward(record, self.config.rewards)
-        trace = record.pop("traceback", None)
-        if trace:  # the user's child raised: the whole traceback goes to run.log, its last line to the store
-            self.progress.event(f"#{index} {self.texts[index]} raised:\n{trace.rstrip()}", show=False)
-        seq = self.store.record_result(index, status, reward, metrics=record, reason=record.get("error"),
-                                       node=record.get("node"))
+        system = result.system_failure
+        status, reward, result = child_reward(result, self.config.rewards)
+        if result.traceback:  # the user's child raised: the whole traceback goes to run.log, its last line to the store
+            self.progress.event(f"#{index} {self.texts[index]} raised:\n{result.traceback.rstrip()}", show=False)
+        seq = self.store.record_result(index, status, reward, metrics=result.to_dict(), reason=result.error,
+                                       node=result.extra.get("node"))
         self.evaluated += 1
         self.session_children += 1
         self.active.pop(fp, None)
@@ -297,13 +296,13 @@ class Driver:
             rewards = self.config.rewards
             shown = f"{rewards.metric} {rewards.metric_of(reward):.4f}" if rewards.minimize else f"{reward:.4f}"
             self.progress.event(f"new best  #{index}  {shown}  {self.texts[index]}", show=True)
-        error = f", {record['error']}" if record.get("error") else ""
-        self.progress.event(f"#{index} {status} reward={reward:.4f} {self.texts[index]} (seed {record.get('seed')}, "
-                            f"{record.get('wall_s') or 0:.1f} s{error})", show=False)
+        error = f", {result.error}" if result.error else ""
+        self.progress.event(f"#{index} {status} reward={reward:.4f} {self.texts[index]} (seed {result.seed}, "
+                            f"{result.wall_s or 0:.1f} s{error})", show=False)
         self._tell(index, reward, seq)
         for twin in self.waiting.pop(fp, []):
             if system:
-                self._route(twin, self.book.judge(self.space.decode(self.open[twin].tokens)))
+                self._route(twin, self._judge(twin))
             else:
                 self._record_free(twin, "duplicate", reward, f"same function as candidate {index}",
                                   duplicate_of=index)
@@ -332,30 +331,13 @@ class Driver:
         self.checkpoint()
 
     def checkpoint(self) -> None:
-        """Write the proposer's state as of journal event ``last_seq`` (atomic)."""
+        """Write the proposer's state as of journal event ``last_seq`` (atomic); nothing for a search in memory."""
+        if self.checkpoint_path is None:
+            return
         write_checkpoint(self.checkpoint_path, {"format": 1, "event_seq": self.last_seq,
                                                 "version": self.proposer.version,
                                                 "proposer": self.proposer.state_dict()})
         self.checkpoint_seq = self.last_seq
-
-    def stop_children(self) -> None:
-        """Cancel running children (a stopped session); they stay "running" in the store and rerun on resume."""
-        for index in self.pool.cancel_all():
-            self.book.abandon(self.fps[index])
-
-    # ------------------------------------------------------------ reporting
-
-    def status_line(self) -> str:
-        elapsed = time.monotonic() - self.started
-        rate = self.session_children / elapsed * 60 if elapsed > 0 else 0.0
-        remaining = self.budget - self.evaluated
-        eta = duration(remaining / rate * 60) if rate > 0 else "-"
-        rewards = self.config.rewards
-        score = (f"{rewards.metric} {rewards.metric_of(self.best['reward']):.4f}" if self.best and rewards.minimize
-                 else f"{self.best['reward']:.4f}" if self.best else "")
-        best = f"best {score} {self.best['text']}" if self.best else "best -"
-        return (f"{self.evaluated}/{self.budget} children | {len(self.pool)} in flight | {self.proposed} proposed "
-                f"| {best} | {rate:.1f}/min | ETA {eta}")
 
 
 # ---------------------------------------------------------------- one session
@@ -401,8 +383,9 @@ def _session(run_dir: Path, stored: Config, config: Config, store: Store, progre
     progress.event(f"{'resuming' if resumed else 'starting'} {run_dir}: {driver.evaluated}/{driver.budget} children "
                    f"done, {len(driver.open)} open candidates, {replayed} journal events replayed")
     outcome, session = "error", None
-    with ChildPool(config, probation=driver.on_probation()) as pool:
-        driver.pool = pool
+    with ChildPool(config) as pool:
+        engine = Engine(pool, driver, progress, config.rewards, config.resources.system_retries,
+                        probation=driver.on_probation())
         if changes:  # the session has started: now the new budget / resources settings are the run's
             write_run_config(run_dir, config)
             for name, old, new in changes:
@@ -418,7 +401,7 @@ def _session(run_dir: Path, stored: Config, config: Config, store: Store, progre
             with StopSignal(progress.event) as stop:
                 clean = False
                 try:
-                    outcome = driver.loop(stop)
+                    outcome = engine.run(stop)
                     clean = True
                 except SystemicFailure as exc:
                     raise UserError(f"{exc} (a broken setup, not the candidates: fix it and resume with "
@@ -427,7 +410,7 @@ def _session(run_dir: Path, stored: Config, config: Config, store: Store, progre
                     outcome = "interrupted"
                     raise
                 finally:
-                    driver.stop_children()
+                    engine.stop()
                     if clean:  # after an exception the proposer may be ahead of the store: no checkpoint then
                         driver.checkpoint()
             return _result(outcome, driver, store, cpu_start)

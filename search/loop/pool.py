@@ -1,12 +1,10 @@
-"""The child pool: the only code that talks to Ray. The search driver and the significance re-training both use it.
+"""The child pool: the only code that talks to Ray; the engine's executor (``search.loop.executor``) for real runs.
 
 A pool trains children on Ray workers: it connects (or starts an embedded Ray), knows how many children fit on the
 cluster now (re-read every few seconds: nodes come and go), submits a child under a key of the caller's choosing,
-polls for finished children, cancels children past their deadline, and holds back the first failures of a fresh
-setup (probation): when the first ``PROBATION_CHILDREN`` children all fail with one error, the setup is broken, not the
-candidates, and ``SystemicFailure`` stops the caller before it spends its budget on failures.
+polls for finished children and cancels children past their deadline.
 
-    with ChildPool(config, probation=True) as pool:          # connects; UserError when no child fits
+    with ChildPool(config) as pool:                          # connects; UserError when no child fits
         pool.submit(key, "x * sigmoid(x)", seed)
         for key, record in pool.poll(0.25):                    # result records, as ``train_child`` returns them
             ...
@@ -26,63 +24,33 @@ from typing import Hashable
 
 import ray
 
-from evaluator.user import metric_value
+from evaluator.result import ChildResult, one_line
 from search.language.errors import UserError
 from search.loop.config import Config
-from search.loop.store import CHILD_STATUSES
+from search.loop.executor import Executor
 
-PROBATION_CHILDREN = 3  # the first children of a setup all failing with one error: a broken setup, not candidates
 CAPACITY_REFRESH_S = 5.0  # how often the pool re-reads the cluster's resources
 TIMEOUT_GRACE_S = 60.0
-
-
-class SystemicFailure(Exception):
-    """The first children of a setup all failed the same way: the setup is broken, not the candidates."""
 
 
 @ray.remote
 def _train_on_worker(settings, activation: str, seed: int, search_path: list[str] | None = None) -> dict:
     """One child on a Ray worker: ``train_child(settings, activation, seed)`` plus where it ran. Receives the expression
-    text and the ``ChildSettings``, never a model; returns the JSON-safe result record. ``search_path``: the driver's
-    folders (``Config.search_path``) where a user-defined child's relative file or module is looked for when the
-    worker's own directory (a runtime environment's working_dir) does not have it."""
+    text and the ``ChildSettings``, never a model; returns the result's record (``ChildResult.to_dict``) and its
+    traceback, if any. ``search_path``: the driver's folders (``Config.search_path``) where a user-defined child's
+    relative file or module is looked for when the worker's own directory (a runtime environment's working_dir) does
+    not have it."""
     from evaluator.train import train_child
 
-    record = train_child(settings, activation, seed, search_path=search_path)
-    record["node"] = ray.get_runtime_context().get_node_id()
-    record["host"] = socket.gethostname()
-    return record
+    result = train_child(settings, activation, seed, search_path=search_path)
+    result.extra.update(node=ray.get_runtime_context().get_node_id(), host=socket.gethostname())
+    return {**result.to_dict(), "traceback": result.traceback}
 
 
-def failure_record(status: str, error: str, activation: str, seed: int, split: str) -> dict:
-    """A result record (the shape ``train_child`` returns) for a child that produced none itself: the system's fault
-    (``train_child`` never raises, so a child without a record of its own was lost, cancelled or broken outside it)."""
-    return {"status": status, "accuracy": None, "split": split, "train_loss": None, "steps": 0, "wall_s": None,
-            "images_per_s": None, "device": None, "error": error, "activation": activation, "seed": seed,
-            "fault": "system"}
-
-
-def is_system_failure(record: dict) -> bool:
-    """Whether a result record failed for reasons outside the candidate (see ``train_child``'s ``fault``)."""
-    return record.get("status") != "ok" and record.get("fault") == "system"
-
-
-def child_reward(record: dict, rewards) -> tuple[str, float, dict]:
-    """A child's ``(status, reward, record)``: for "ok", the reward of its ``rewards.metric`` (the metric, or minus it
-    when ``rewards.minimize``), else ``rewards.failed``. An "ok" record without that metric, or with a non-finite one,
-    becomes "failed", the candidate's fault (the returned record says why). ``rewards``: a ``RewardSettings``, or a
-    plain number (the failed reward, with the metric accuracy)."""
-    if isinstance(rewards, (int, float)):
-        from search.loop.config import RewardSettings
-
-        rewards = RewardSettings(failed=float(rewards))
-    status, value = record["status"], metric_value(record, rewards.metric)
-    good = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if status == "ok" and not good:
-        why = (f"the child returned no metric {rewards.metric!r}" if value is None
-               else f"the child's {rewards.metric} is {value}, not a finite number")
-        status, record = "failed", {**record, "status": "failed", "error": why, "fault": "candidate"}
-    return status, (rewards.reward_of(float(value)) if status == "ok" else rewards.failed), record
+def lost_child(status: str, error: str, activation: str, seed: int, split: str) -> ChildResult:
+    """The result of a child that produced none itself: the system's fault (``train_child`` never raises, so a child
+    without a result of its own was lost, cancelled or broken outside it)."""
+    return getattr(ChildResult, status)(activation, seed, error=error, fault="system", split=split, wall_s=None)
 
 
 def child_timeout(config: Config) -> float | None:
@@ -94,21 +62,17 @@ def child_timeout(config: Config) -> float | None:
     return limit or None
 
 
-def child_result(ref: ray.ObjectRef, activation: str, seed: int, split: str, max_retries: int) -> dict:
-    """The result record of a finished child task; never raises (see the module docstring)."""
+def child_result(ref: ray.ObjectRef, activation: str, seed: int, split: str, max_retries: int) -> ChildResult:
+    """The result of a finished child task; never raises (see the module docstring)."""
     try:
         record = ray.get(ref)
     except ray.exceptions.RayTaskError as exc:  # raised outside train_child (which never raises): the worker's setup
         cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-        message = str(cause).strip().splitlines()
-        return failure_record("failed", f"{type(cause).__name__}: {message[0] if message else ''}", activation,
-                              seed, split)
+        return lost_child("failed", one_line(cause), activation, seed, split)
     except ray.exceptions.RayError as exc:  # worker or node died more often than max_retries allows
-        return failure_record("failed", f"system failure after {max_retries} retries: {type(exc).__name__}",
-                              activation, seed, split)
-    if not isinstance(record, dict) or record.get("status") not in CHILD_STATUSES:
-        return failure_record("failed", f"malformed result record: {str(record)[:200]}", activation, seed, split)
-    return record
+        return lost_child("failed", f"system failure after {max_retries} retries: {type(exc).__name__}",
+                          activation, seed, split)
+    return ChildResult.from_dict(record)
 
 
 def check_address(config: Config) -> None:
@@ -182,19 +146,12 @@ class _Flight:
     deadline: float | None
 
 
-class ChildPool:
-    """Children in flight on Ray, keyed by the caller. Single-threaded; see the module docstring for an example.
+class ChildPool(Executor):
+    """Children in flight on Ray, keyed by the caller: the engine's executor for real searches (the other is
+    ``search.loop.executor.LocalExecutor``). Single-threaded; see the module docstring for an example."""
 
-    config: the run's config (``child`` settings, ``resources``). probation: hold back failures until a child of this
-    setup succeeds (a fresh run or study); False once the setup has proven itself. noun: what messages call the
-    children.
-    """
-
-    def __init__(self, config: Config, probation: bool, noun: str = "children"):
-        self.config = config
-        self.noun = noun  # what the children are called in messages ("re-trainings" for significance)
-        self.probation = probation
-        self.held: list[tuple[Hashable, dict]] = []  # failures held back while on probation
+    def __init__(self, config: Config):
+        super().__init__(config)
         self.timeout = child_timeout(config)
         self.search_path = config.search_path()
         self._flights: dict[ray.ObjectRef, _Flight] = {}
@@ -237,9 +194,6 @@ class ChildPool:
         """Children in flight."""
         return len(self._flights)
 
-    def has_room(self) -> bool:
-        return len(self._flights) < self.capacity()
-
     def keys(self) -> list[Hashable]:
         """Keys of the children in flight."""
         return [f.key for f in self._flights.values()]
@@ -256,11 +210,9 @@ class ChildPool:
         deadline = time.monotonic() + self.timeout if self.timeout else None
         self._flights[ref] = _Flight(key, activation, seed, deadline)
 
-    def poll(self, timeout: float) -> list[tuple[Hashable, dict]]:
-        """Wait up to ``timeout`` s; return ``(key, record)`` of the children that finished or passed their deadline.
-
-        Raises ``SystemicFailure`` when probation ends in the first children all failing one way.
-        """
+    def poll(self, timeout: float) -> list[tuple[Hashable, ChildResult]]:
+        """Wait up to ``timeout`` s; return ``(key, result)`` of the children that finished or passed their
+        deadline."""
         if not self._flights:
             time.sleep(timeout)
             return []
@@ -277,34 +229,10 @@ class ChildPool:
             if flight.deadline is not None and now > flight.deadline:
                 ray.cancel(ref, force=True)
                 del self._flights[ref]
-                finished.append((flight.key, failure_record(
+                finished.append((flight.key, lost_child(
                     "timeout", f"cancelled by the driver after {self.timeout:g} s", flight.activation, flight.seed,
                     split)))
-        return self._probation(finished)
-
-    def _probation(self, finished: list[tuple[Hashable, dict]]) -> list[tuple[Hashable, dict]]:
-        out = []
-        for key, record in finished:
-            if not self.probation:
-                out.append((key, record))
-            elif record["status"] == "failed":
-                self.held.append((key, record))
-                if len(self.held) >= PROBATION_CHILDREN:
-                    errors = {r.get("error") for _, r in self.held}
-                    if len(errors) == 1:
-                        raise SystemicFailure(f"the first {len(self.held)} {self.noun} all failed with: {errors.pop()}")
-                    out += self.release_held()
-            else:
-                out += self.release_held()
-                out.append((key, record))
-        return out
-
-    def release_held(self) -> list[tuple[Hashable, dict]]:
-        """End probation and return the failures held back (fewer children than probation needs, or mixed errors:
-        they were the candidates' own)."""
-        self.probation = False
-        held, self.held = self.held, []
-        return held
+        return finished
 
     def cancel_all(self) -> list[Hashable]:
         """Cancel every child in flight (a stopped session); returns their keys. They rerun, same seed, next time."""

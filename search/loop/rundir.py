@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from search.language.errors import UserError
-from search.language.identity import FINGERPRINT_VERSION
 from search.language.files import atomic_write
+from search.language.identity import FINGERPRINT_VERSION
 from search.loop.config import SEARCH_SECTIONS, Config, config_from_dict, describe, load_config
 from search.loop.store import STORE_FILE, Store, StoreError
 

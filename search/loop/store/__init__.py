@@ -24,8 +24,9 @@ Tables
 - ``significance`` (schema 2): each analysis of a study (candidates, baselines, seeds, the comparisons and the
   wins / ties / losses table, as ``search.analysis.stats`` dicts); the latest one per study is the current one.
 
-Adding tables later (significance tests, reports): append a list of DDL statements to ``MIGRATIONS``; ``SCHEMA_VERSION``
-follows, existing run files are upgraded when a writer opens them, and the new data gets its methods here.
+The schema (statuses and the DDL of every version) is ``search.loop.store.schema``; the studies' reads and writes are
+``search.loop.store.studies``; the rest is here. Adding tables later: append a list of DDL statements to
+``MIGRATIONS``; existing run files are upgraded when a writer opens them, and the new data gets its methods here.
 """
 from __future__ import annotations
 
@@ -39,136 +40,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from search.language.errors import UserError
-
-CHILD_STATUSES = ("ok", "diverged", "failed", "timeout")  # a child was trained: counts against the budget
-FREE_STATUSES = ("screened", "duplicate")  # a reward without a child
-FINAL_STATUSES = CHILD_STATUSES + FREE_STATUSES
-OPEN_STATUSES = ("proposed", "pending", "running")  # no reward yet
-
-# Version 1: the tables above. Each later entry is the DDL that upgrades the previous version by one.
-MIGRATIONS: list[list[str]] = [
-    [
-        """CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
-        """CREATE TABLE candidates (
-            idx INTEGER PRIMARY KEY,
-            tokens TEXT NOT NULL,
-            text TEXT NOT NULL,
-            fingerprint TEXT NOT NULL,
-            logp REAL,
-            policy_version INTEGER NOT NULL,
-            proposal TEXT NOT NULL,
-            status TEXT NOT NULL,
-            reward REAL,
-            accuracy REAL,
-            metrics TEXT,
-            reason TEXT,
-            duplicate_of INTEGER REFERENCES candidates(idx),
-            seed INTEGER,
-            node TEXT,
-            attempts INTEGER NOT NULL DEFAULT 0,
-            proposed_at REAL NOT NULL,
-            started_at REAL,
-            finished_at REAL,
-            CHECK ((status IN ('proposed', 'pending', 'running')) = (reward IS NULL))
-        )""",
-        "CREATE INDEX candidates_fingerprint ON candidates(fingerprint)",
-        "CREATE INDEX candidates_status ON candidates(status)",
-        "CREATE INDEX candidates_reward ON candidates(reward)",
-        """CREATE TABLE events (
-            seq INTEGER PRIMARY KEY,
-            kind TEXT NOT NULL CHECK (kind IN ('ask', 'tell')),
-            n INTEGER,
-            first_index INTEGER,
-            count INTEGER,
-            candidate INTEGER REFERENCES candidates(idx),
-            at REAL NOT NULL
-        )""",
-        "CREATE UNIQUE INDEX events_one_tell ON events(candidate) WHERE kind = 'tell'",
-        """CREATE TABLE updates (
-            version INTEGER PRIMARY KEY,
-            event_seq INTEGER NOT NULL REFERENCES events(seq),
-            stats TEXT NOT NULL,
-            at REAL NOT NULL
-        )""",
-        """CREATE TABLE consumed (
-            candidate INTEGER PRIMARY KEY REFERENCES candidates(idx),
-            version INTEGER NOT NULL REFERENCES updates(version)
-        )""",
-        """CREATE TABLE sessions (
-            id INTEGER PRIMARY KEY,
-            started_at REAL NOT NULL,
-            ended_at REAL,
-            outcome TEXT,
-            host TEXT,
-            pid INTEGER,
-            driver_cpu_s REAL,
-            info TEXT
-        )""",
-    ],
-    # Version 2: significance re-trainings and their analyses.
-    [
-        """CREATE TABLE studies (
-            key TEXT PRIMARY KEY,
-            child TEXT NOT NULL,
-            overrides TEXT NOT NULL,
-            created_at REAL NOT NULL
-        )""",
-        """CREATE TABLE retrainings (
-            study TEXT NOT NULL REFERENCES studies(key),
-            activation TEXT NOT NULL,
-            seed_number INTEGER NOT NULL,
-            seed INTEGER NOT NULL,
-            status TEXT NOT NULL CHECK (status IN ('ok', 'diverged', 'failed', 'timeout')),
-            score REAL NOT NULL,
-            accuracy REAL,
-            metrics TEXT NOT NULL,
-            node TEXT,
-            finished_at REAL NOT NULL,
-            PRIMARY KEY (study, activation, seed_number)
-        )""",
-        """CREATE TABLE significance (
-            id INTEGER PRIMARY KEY,
-            study TEXT NOT NULL REFERENCES studies(key),
-            candidates TEXT NOT NULL,
-            baselines TEXT NOT NULL,
-            seeds INTEGER NOT NULL,
-            comparisons TEXT NOT NULL,
-            wins TEXT NOT NULL,
-            at REAL NOT NULL
-        )""",
-    ],
-]
-SCHEMA_VERSION = len(MIGRATIONS)
-
-STORE_FILE = "store.sqlite"
+from search.loop.store.schema import (  # noqa: F401  (the store's names, importable from here)
+    CHILD_STATUSES,
+    FINAL_STATUSES,
+    FREE_STATUSES,
+    MIGRATIONS,
+    OPEN_STATUSES,
+    SCHEMA_VERSION,
+    STORE_FILE,
+    StoreError,
+    _Connection,
+)
+from search.loop.store.studies import StudyRecords
 
 
-class StoreError(UserError):
-    """The store is damaged, or contradicts itself or the caller (e.g. a second reward for one candidate)."""
-
-
-class _Connection(sqlite3.Connection):
-    """A connection whose failures to read or write the file come out as one-line ``StoreError``s naming it."""
-
-    path: Path
-
-    def execute(self, *args, **kwargs):
-        return self._plainly(super().execute, *args, **kwargs)
-
-    def executemany(self, *args, **kwargs):
-        return self._plainly(super().executemany, *args, **kwargs)
-
-    def _plainly(self, call, *args, **kwargs):
-        try:
-            return call(*args, **kwargs)
-        except sqlite3.IntegrityError:  # a rule of the schema: the store's own methods turn these into StoreErrors
-            raise
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path}: the run store cannot be read or written ({exc})") from None
-
-
-class Store:
+class Store(StudyRecords):
     """One run's SQLite store. Writers: the run's driver only. Use as a context manager or call ``close()``."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, readonly: bool):
@@ -219,6 +105,17 @@ class Store:
                 conn.close()
             raise StoreError(f"{exc}; nothing was changed (restore the file from a backup, or start a new run)") \
                 from None
+        return store
+
+    @classmethod
+    def in_memory(cls) -> "Store":
+        """A fresh store that lives in this process only (searches in memory: ``search.loop.local``)."""
+        conn = sqlite3.connect(":memory:", isolation_level=None, factory=_Connection)
+        conn.path = Path(":memory:")
+        conn.row_factory = sqlite3.Row
+        store = cls(conn, Path(":memory:"), False)
+        conn.execute("PRAGMA foreign_keys=ON")
+        store._migrate()
         return store
 
     def close(self) -> None:
@@ -537,97 +434,6 @@ class Store:
         for row in self._conn.execute("SELECT * FROM sessions ORDER BY id"):
             item = dict(row)
             item["info"] = json.loads(item["info"]) if item["info"] else {}
-            out.append(item)
-        return out
-
-    # ------------------------------------------------------------ significance (schema 2)
-
-    def _has_table(self, name: str) -> bool:
-        # a reader of a store written before schema 2 sees no significance tables: it has no significance data
-        return self._conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
-                                  (name,)).fetchone() is not None
-
-    def record_study(self, key: str, child: dict, overrides: Sequence[str]) -> bool:
-        """Register the child settings ``child`` (a plain dict) under ``key``, with the ``--set`` overrides that
-        made them from the run's. Returns True when new, False when ``key`` was already registered."""
-        with self._tx() as db:
-            cur = db.execute("INSERT OR IGNORE INTO studies (key, child, overrides, created_at) VALUES (?, ?, ?, ?)",
-                             (key, json.dumps(child, sort_keys=True), json.dumps(list(overrides)), time.time()))
-            return cur.rowcount == 1
-
-    def studies(self) -> list[dict]:
-        """Every study in creation order: ``key``, ``child`` (dict), ``overrides`` (list), ``created_at``."""
-        if not self._has_table("studies"):
-            return []
-        out = []
-        for row in self._conn.execute("SELECT * FROM studies ORDER BY created_at, key"):
-            item = dict(row)
-            item["child"], item["overrides"] = json.loads(item["child"]), json.loads(item["overrides"])
-            out.append(item)
-        return out
-
-    def record_retraining(self, study: str, activation: str, seed_number: int, seed: int, status: str,
-                          score: float, metrics: dict, node: str | None = None, at: float | None = None) -> None:
-        """Record one finished re-training of ``activation`` with seed number ``seed_number`` (child seed ``seed``)
-        in ``study``. Raises ``StoreError`` when that re-training is already recorded (it never runs twice)."""
-        if status not in CHILD_STATUSES:
-            raise ValueError(f"status must be one of {', '.join(CHILD_STATUSES)}, got {status!r}")
-        if not math.isfinite(score):
-            raise ValueError(f"score of {activation!r} seed {seed_number} is {score}; scores must be finite")
-        accuracy = metrics.get("accuracy") if status == "ok" else None
-        try:
-            with self._tx() as db:
-                db.execute("INSERT INTO retrainings (study, activation, seed_number, seed, status, score, accuracy, "
-                           "metrics, node, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           (study, activation, int(seed_number), int(seed), status, float(score), accuracy,
-                            json.dumps(metrics, default=str), node, time.time() if at is None else at))
-        except sqlite3.IntegrityError as exc:
-            raise StoreError(f"re-training of {activation!r} with seed number {seed_number} in study {study} is "
-                             f"already recorded (or the study is unknown): {exc}") from None
-
-    def retrainings(self, study: str | None = None, activations: Sequence[str] | None = None) -> list[dict]:
-        """Recorded re-trainings (of ``study`` and ``activations`` when given), ordered by study, activation and seed
-        number; each with ``metrics`` as a dict."""
-        if not self._has_table("retrainings"):
-            return []
-        sql, args = "SELECT * FROM retrainings WHERE 1", []
-        if study is not None:
-            sql += " AND study = ?"
-            args.append(study)
-        if activations is not None:
-            sql += f" AND activation IN ({','.join('?' * len(activations))})"
-            args += list(activations)
-        out = []
-        for row in self._conn.execute(sql + " ORDER BY study, activation, seed_number", args):
-            item = dict(row)
-            item["metrics"] = json.loads(item["metrics"])
-            out.append(item)
-        return out
-
-    def record_significance(self, study: str, candidates: Sequence[str], baselines: Sequence[str], seeds: int,
-                            comparisons: Sequence[dict], wins: dict) -> int:
-        """Store one analysis of ``study``: ``comparisons`` (``Comparison.to_dict()`` records) and ``wins`` (a
-        ``WinsTable.to_dict()``) over seed numbers 0..seeds-1. Returns its id; the latest per study is current."""
-        with self._tx() as db:
-            cur = db.execute("INSERT INTO significance (study, candidates, baselines, seeds, comparisons, wins, at) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             (study, json.dumps(list(candidates)), json.dumps(list(baselines)), int(seeds),
-                              json.dumps(list(comparisons)), json.dumps(wins), time.time()))
-            return cur.lastrowid
-
-    def significance(self) -> list[dict]:
-        """The current (latest) analysis of each study, oldest study first: ``id, study, candidates, baselines,
-        seeds, comparisons, wins, at`` plus the study's ``child`` and ``overrides``."""
-        if not self._has_table("significance"):
-            return []
-        rows = self._conn.execute(
-            "SELECT s.*, t.child, t.overrides, t.created_at FROM significance s JOIN studies t ON t.key = s.study "
-            "WHERE s.id = (SELECT MAX(id) FROM significance WHERE study = s.study) ORDER BY t.created_at, s.study")
-        out = []
-        for row in rows:
-            item = dict(row)
-            for key in ("candidates", "baselines", "comparisons", "wins", "child", "overrides"):
-                item[key] = json.loads(item[key])
             out.append(item)
         return out
 

@@ -1,0 +1,104 @@
+"""The run store's re-training studies (schema 2): the child settings of each study, every re-training as it
+arrives, and each analysis of a study (significance). A mixin of ``search.loop.store.Store``."""
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from typing import Sequence
+
+from search.loop.store.schema import CHILD_STATUSES, StoreError
+
+
+class StudyRecords:
+    """What ``Store`` reads and writes about re-training studies (uses its ``_conn`` and ``_tx``)."""
+
+    def _has_table(self, name: str) -> bool:
+        # a reader of a store written before schema 2 sees no significance tables: it has no significance data
+        return self._conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                                  (name,)).fetchone() is not None
+
+    def record_study(self, key: str, child: dict, overrides: Sequence[str]) -> bool:
+        """Register the child settings ``child`` (a plain dict) under ``key``, with the ``--set`` overrides that
+        made them from the run's. Returns True when new, False when ``key`` was already registered."""
+        with self._tx() as db:
+            cur = db.execute("INSERT OR IGNORE INTO studies (key, child, overrides, created_at) VALUES (?, ?, ?, ?)",
+                             (key, json.dumps(child, sort_keys=True), json.dumps(list(overrides)), time.time()))
+            return cur.rowcount == 1
+
+    def studies(self) -> list[dict]:
+        """Every study in creation order: ``key``, ``child`` (dict), ``overrides`` (list), ``created_at``."""
+        if not self._has_table("studies"):
+            return []
+        out = []
+        for row in self._conn.execute("SELECT * FROM studies ORDER BY created_at, key"):
+            item = dict(row)
+            item["child"], item["overrides"] = json.loads(item["child"]), json.loads(item["overrides"])
+            out.append(item)
+        return out
+
+    def record_retraining(self, study: str, activation: str, seed_number: int, seed: int, status: str,
+                          score: float, metrics: dict, node: str | None = None, at: float | None = None) -> None:
+        """Record one finished re-training of ``activation`` with seed number ``seed_number`` (child seed ``seed``)
+        in ``study``. Raises ``StoreError`` when that re-training is already recorded (it never runs twice)."""
+        if status not in CHILD_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(CHILD_STATUSES)}, got {status!r}")
+        if not math.isfinite(score):
+            raise ValueError(f"score of {activation!r} seed {seed_number} is {score}; scores must be finite")
+        accuracy = metrics.get("accuracy") if status == "ok" else None
+        try:
+            with self._tx() as db:
+                db.execute("INSERT INTO retrainings (study, activation, seed_number, seed, status, score, accuracy, "
+                           "metrics, node, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (study, activation, int(seed_number), int(seed), status, float(score), accuracy,
+                            json.dumps(metrics, default=str), node, time.time() if at is None else at))
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"re-training of {activation!r} with seed number {seed_number} in study {study} is "
+                             f"already recorded (or the study is unknown): {exc}") from None
+
+    def retrainings(self, study: str | None = None, activations: Sequence[str] | None = None) -> list[dict]:
+        """Recorded re-trainings (of ``study`` and ``activations`` when given), ordered by study, activation and seed
+        number; each with ``metrics`` as a dict."""
+        if not self._has_table("retrainings"):
+            return []
+        sql, args = "SELECT * FROM retrainings WHERE 1", []
+        if study is not None:
+            sql += " AND study = ?"
+            args.append(study)
+        if activations is not None:
+            sql += f" AND activation IN ({','.join('?' * len(activations))})"
+            args += list(activations)
+        out = []
+        for row in self._conn.execute(sql + " ORDER BY study, activation, seed_number", args):
+            item = dict(row)
+            item["metrics"] = json.loads(item["metrics"])
+            out.append(item)
+        return out
+
+    def record_significance(self, study: str, candidates: Sequence[str], baselines: Sequence[str], seeds: int,
+                            comparisons: Sequence[dict], wins: dict) -> int:
+        """Store one analysis of ``study``: ``comparisons`` (``Comparison.to_dict()`` records) and ``wins`` (a
+        ``WinsTable.to_dict()``) over seed numbers 0..seeds-1. Returns its id; the latest per study is current."""
+        with self._tx() as db:
+            cur = db.execute("INSERT INTO significance (study, candidates, baselines, seeds, comparisons, wins, at) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (study, json.dumps(list(candidates)), json.dumps(list(baselines)), int(seeds),
+                              json.dumps(list(comparisons)), json.dumps(wins), time.time()))
+            return cur.lastrowid
+
+    def significance(self) -> list[dict]:
+        """The current (latest) analysis of each study, oldest study first: ``id, study, candidates, baselines,
+        seeds, comparisons, wins, at`` plus the study's ``child`` and ``overrides``."""
+        if not self._has_table("significance"):
+            return []
+        rows = self._conn.execute(
+            "SELECT s.*, t.child, t.overrides, t.created_at FROM significance s JOIN studies t ON t.key = s.study "
+            "WHERE s.id = (SELECT MAX(id) FROM significance WHERE study = s.study) ORDER BY t.created_at, s.study")
+        out = []
+        for row in rows:
+            item = dict(row)
+            for key in ("candidates", "baselines", "comparisons", "wins", "child", "overrides"):
+                item[key] = json.loads(item[key])
+            out.append(item)
+        return out

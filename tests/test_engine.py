@@ -1,0 +1,146 @@
+"""The one engine: a search replayed in this process (``search.loop.local``) is the search ``actsearch run`` makes on
+Ray with one worker; re-training studies go through the same loop (system failures queued again, probation)."""
+import io
+
+import pytest
+import yaml
+from conftest import REPO, run_cli
+
+from evaluator.result import ChildResult
+from search.loop.config import load_config
+from search.loop.engine import Engine, SystemicFailure
+from search.loop.executor import LocalExecutor
+from search.loop.local import search_local
+from search.loop.progress import Progress, StopSignal
+from search.loop.store import Store
+
+TABLE = REPO / "tables" / "mnist1d-150.json"
+
+
+def _rows(store: Store) -> list[tuple]:
+    return [(c["index"], c["tokens"], c["status"], c["reward"], c["seed"], c["duplicate_of"])
+            for c in store.candidates()]
+
+
+@pytest.mark.parametrize("kind", ["ppo", "evolution"])
+def test_a_replay_in_process_is_the_run_on_ray_with_one_worker(tmp_path, capsys, address, one_thread, kind):
+    raw = {"seed": 11, "space": {"core_units": 1}, "controller": {"kind": kind, "batch_size": 4},
+           "child": {"task": "table", "table": str(TABLE)}, "budget": {"children": 40},
+           "resources": {"address": address, "max_in_flight": 1}}
+    if kind != "ppo":
+        raw["controller"] = {"kind": kind}
+    (tmp_path / "replay.yaml").write_text(yaml.safe_dump(raw))
+    code, out, err = run_cli(capsys, "run", tmp_path / "replay.yaml", "--name", "replay", "--results",
+                             tmp_path / "results")
+    assert code == 0, err
+    local = search_local(load_config(tmp_path / "replay.yaml"), capacity=1)
+    with Store.open(tmp_path / "results" / "replay", readonly=True) as store:
+        on_ray = _rows(store)
+        updates = [u["consumed"] for u in store.updates()]
+    assert local["outcome"] == "finished" and local["evaluated"] == 40
+    assert _rows(local["store"]) == on_ray
+    assert [u["consumed"] for u in local["updates"]] == updates
+    assert kind != "ppo" or len(updates) >= 5  # the policy learned along the way, identically
+
+
+def _study(config, jobs, executor):
+    from search.analysis.retrain import retrain
+
+    store = Store.in_memory()
+    store.record_study("s", config.to_dict()["child"], [])
+    progress = Progress(io.StringIO(), io.StringIO(), 60)
+    return store, retrain(config, "s", store, progress, jobs, executor)
+
+
+def _synthetic(tmp_path, **child):
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"child": {"task": "synthetic", **child},
+                                                     "resources": {"system_retries": 2}}))
+    return load_config(tmp_path / "c.yaml")
+
+
+def test_a_study_trains_every_job_once_through_the_engine(tmp_path):
+    config = _synthetic(tmp_path, noise=0.05)
+    jobs = [(a, s) for s in range(3) for a in ("relu", "x * sigmoid(x)", "exp(exp(exp(x)))")]
+    store, (outcome, recorded) = _study(config, jobs, LocalExecutor(config, capacity=2))
+    assert (outcome, recorded) == ("complete", 9)
+    rows = store.retrainings("s")
+    assert sorted((r["activation"], r["seed_number"]) for r in rows) == sorted(jobs)
+    assert {r["status"] for r in rows if r["activation"] == "exp(exp(exp(x)))"} == {"diverged"}
+    seeds = {r["seed_number"]: r["seed"] for r in rows}
+    assert all(r["seed"] == seeds[r["seed_number"]] for r in rows)  # paired: one child seed per seed number
+
+
+class _FlakyExecutor(LocalExecutor):
+    """Loses every child the first ``losses`` times it runs (a worker that dies), then trains it."""
+
+    def __init__(self, config, losses):
+        super().__init__(config, capacity=1)
+        self.losses, self.calls = losses, {}
+
+    def poll(self, timeout):
+        out = []
+        for key, activation, seed in self._queued:
+            self.calls[key] = self.calls.get(key, 0) + 1
+            if self.calls[key] <= self.losses:
+                out.append((key, ChildResult.failed(activation, seed, "worker died", "system")))
+            else:
+                out.append((key, self._train(self.config.child, activation, seed)))
+        self._queued = []
+        return out
+
+
+@pytest.mark.parametrize("losses, status", [(2, "ok"), (3, "failed")])
+def test_a_study_queues_a_system_failure_again_like_a_search(tmp_path, losses, status):
+    config = _synthetic(tmp_path)  # resources.system_retries: 2
+    store, (outcome, _) = _study(config, [("relu", 0)], _FlakyExecutor(config, losses))
+    assert outcome == "complete" and [r["status"] for r in store.retrainings("s")] == [status]
+
+
+def test_probation_stops_a_broken_setup_in_process(tmp_path):
+    from search.loop.driver import Driver
+
+    config = _synthetic(tmp_path)
+    executor = LocalExecutor(config, capacity=2)
+    executor._train = lambda settings, activation, seed, search_path=None: ChildResult.failed(  # all fail one way
+        activation, seed, "OSError: no data at /nowhere", "candidate")
+    store = Store.in_memory()
+    progress = Progress(io.StringIO(), io.StringIO(), 60)
+    driver = Driver(None, config, store, progress)
+    driver.restore()
+    with pytest.raises(SystemicFailure, match="the first 3 children all failed with: OSError"), \
+            StopSignal(print) as stop:
+        Engine(executor, driver, progress, config.rewards, probation=True).run(stop)
+    assert store.evaluated() == 0  # nothing of a broken setup is recorded
+
+
+USER_CHILDREN = ("def nan(activation, seed, device, options):\n    return {'val_loss': float('nan')}\n\n"
+                 "def fine(activation, seed, device, options):\n    return {'val_loss': 0.5}\n")
+LOSS = {"minimize": True, "failed": -9.0, "screened": -9.0}
+
+
+@pytest.mark.parametrize("child, rewards, says", [
+    ({"task": "children.py:fine"}, {"metric": "val_los", **LOSS}, "the child returned no metric 'val_los'"),
+    ({"task": "children.py:nan"}, {"metric": "val_loss", **LOSS}, "the child's val_loss is nan, not a finite number"),
+])
+def test_a_reward_no_child_can_give_is_a_broken_setup(tmp_path, monkeypatch, child, rewards, says):
+    from search.loop.driver import Driver
+
+    (tmp_path / "children.py").write_text(USER_CHILDREN)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"child": child, "rewards": rewards,
+                                                     "budget": {"children": 20}}))
+    config = load_config(tmp_path / "c.yaml")
+    store, progress = Store.in_memory(), Progress(io.StringIO(), io.StringIO(), 60)
+    driver = Driver(None, config, store, progress)
+    driver.restore()
+    with pytest.raises(SystemicFailure, match=says), StopSignal(print) as stop:
+        Engine(LocalExecutor(config, capacity=2), driver, progress, config.rewards, probation=True).run(stop)
+    assert store.evaluated() == 0
+
+
+def test_one_error_reported_with_different_ids_is_one_error():
+    from search.loop.engine import same_error
+
+    assert same_error("TaskCancelledError: task 3f2a9c81d4e5 cancelled after 12.5 s") == \
+        same_error("TaskCancelledError: task 9b1c77aa0e12 cancelled after 3 s")
+    assert same_error("OSError: no data") != same_error("ValueError: bad shape")
