@@ -1,7 +1,8 @@
 """A child's result: one typed record, built by one constructor per outcome, serialised in one place, and one reward.
 
 Every way a child can end is a ``ChildResult``: ``ok`` (with its score), ``diverged`` (a non-finite loss or output:
-the candidate's doing), ``failed`` (an exception, a missing metric, a lost worker) or ``timeout``; ``fault`` says whose
+the candidate's doing), ``failed`` (an exception, a missing metric, a lost worker), ``timeout``, or ``stopped`` (early
+stopping ended it at a rung, ``search.loop.fidelity``: its score there is its metric); ``fault`` says whose
 failure a non-ok result is, "candidate" or "system" (the worker, the data, the clock: such a failure is queued again
 and never becomes the function's reward). The training loop, the synthetic task, the table replay, user-defined
 children and the child pool all build results through the constructors below; ``to_dict`` is the record the run
@@ -19,7 +20,7 @@ from typing import Any
 
 from search.language.errors import UserError
 
-STATUSES = ("ok", "diverged", "failed", "timeout")
+STATUSES = ("ok", "diverged", "failed", "timeout", "stopped")
 FAULTS = ("candidate", "system")
 MAX_METRICS = 64  # user metrics kept per child (a child's record is stored with every candidate; reports read them all)
 MAX_TEXT = 2_000  # characters of an error message kept in the store (the whole traceback goes to run.log)
@@ -74,6 +75,16 @@ class ChildResult:
     @classmethod
     def failed(cls, activation: str, seed: int, error: str, fault: str, **kw) -> "ChildResult":
         return cls("failed", activation, seed, fault=fault, error=error, **kw)
+
+    @classmethod
+    def stopped(cls, activation: str, seed: int, value: float, rung: int, step: int, metric: str = "accuracy",
+                **kw) -> "ChildResult":
+        """Stopped by early stopping at ``rung`` (after ``step`` steps) with ``value`` of its ``metric`` there."""
+        extra = {**kw.pop("extra", {}), "rung": rung, "rung_step": step}
+        if metric == "accuracy":
+            return cls("stopped", activation, seed, accuracy=value, steps=step, extra=extra, **kw)
+        metrics = {**(kw.pop("metrics", None) or {}), metric: value}
+        return cls("stopped", activation, seed, metrics=metrics, steps=step, extra=extra, **kw)
 
     @classmethod
     def timeout(cls, activation: str, seed: int, error: str, fault: str = "system", **kw) -> "ChildResult":
@@ -132,14 +143,15 @@ def reward(result: ChildResult, rewards) -> tuple[str, float, ChildResult]:
     """A child's ``(status, reward, result)``: for "ok", the reward of its ``rewards.metric`` (the metric, or minus it
     when ``rewards.minimize``), else ``rewards.failed``. An "ok" result without that metric, or with a non-finite one,
     becomes "failed", the candidate's fault (the returned result says why). ``rewards``: the run's ``rewards:``
-    settings (``metric``, ``minimize``, ``failed``). The one place a reward is computed."""
+    settings (``metric``, ``minimize``, ``failed``). A child stopped early earns the score it reached (lower fidelity,
+    usually lower than where it would have ended). The one place a reward is computed."""
     value = result.metric(rewards.metric)
     good = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if result.status == "ok" and not good:
+    if result.status in ("ok", "stopped") and not good:
         why = (f"the child returned no metric {rewards.metric!r}" if value is None
                else f"the child's {rewards.metric} is {value}, not a finite number")
         result = ChildResult(**{**{f: getattr(result, f) for f in _FIELDS}, "status": "failed", "error": why,
                                 "fault": "candidate"})
-    if result.status != "ok":
+    if result.status not in ("ok", "stopped"):
         return result.status, float(rewards.failed), result
-    return "ok", (-float(value) if rewards.minimize else float(value)), result
+    return result.status, (-float(value) if rewards.minimize else float(value)), result

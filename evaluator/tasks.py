@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
+from evaluator.result import ChildResult
 from evaluator.synthetic import evaluate_synthetic, synthetic_target_problem
 from evaluator.tabular import load_table, replay_child
 from evaluator.user import is_user_task, load_user_function
@@ -54,9 +55,10 @@ class Task:
     def prepare(self, s, search_path: Sequence[str] | None = None) -> None:
         """Load what a child needs beyond its settings (a table, a user's function); ``UserError`` naming it."""
 
-    def evaluate(self, s, activation: str, seed: int,
-                 search_path: Sequence[str] | None = None) -> dict | None:
-        """The result record of a child this task scores itself; None where ``train_child`` trains the network."""
+    def evaluate(self, s, activation: str, seed: int, search_path: Sequence[str] | None = None,
+                 report=None) -> ChildResult | None:
+        """The result of a child this task scores itself; None where ``train_child`` trains the network. ``report``:
+        early stopping's reporter (``train_child``), or None."""
         return None
 
     def train_size(self, s) -> int:
@@ -104,9 +106,17 @@ class SyntheticTask(Task):
             out.append(("target", problem))
         return out
 
-    def evaluate(self, s, activation, seed, search_path=None):
+    def evaluate(self, s, activation, seed, search_path=None, report=None):
         time.sleep(s.delay_s)  # a child that takes time, without training one
-        return evaluate_synthetic(activation, target=s.target, noise=s.noise, seed=seed, split=s.split)
+        result = evaluate_synthetic(activation, target=s.target, noise=s.noise, seed=seed, split=s.split)
+        if result.status == "ok":
+            result.steps = s.steps  # nominal: the steps a trained child would have taken (what early stopping saves)
+        if report is not None and result.status == "ok":  # its score is known at once: the same at every rung
+            for step in report.rungs:
+                if not report(step, result.accuracy):
+                    return ChildResult.stopped(result.activation, seed, result.accuracy, report.stopped_at[0], step,
+                                               split=s.split, device="cpu", wall_s=result.wall_s)
+        return result
 
 
 class TableTask(Task):
@@ -123,8 +133,8 @@ class TableTask(Task):
     def prepare(self, s, search_path=None):
         load_table(s.table, search_path)
 
-    def evaluate(self, s, activation, seed, search_path=None):
-        return replay_child(s.table, activation, seed, s.split, search_path)
+    def evaluate(self, s, activation, seed, search_path=None, report=None):
+        return replay_child(s.table, activation, seed, s.split, search_path)  # a table without curves never stops
 
 
 class UserTask(Task):

@@ -201,7 +201,7 @@ def evaluate(model: nn.Module, data: TaskData, device: torch.device | None = Non
 # ---------------------------------------------------------------- the child's whole life
 
 def train_child(settings: ChildSettings, activation: str, seed: int,
-                search_path: list[str] | None = None) -> ChildResult:
+                search_path: list[str] | None = None, report=None) -> ChildResult:
     """Train one child with ``activation`` (a baseline name or an expression text) from ``seed``; never raises.
 
     Returns the ``evaluator.result.ChildResult``: ``status`` "ok" | "diverged" (non-finite loss or outputs) |
@@ -215,17 +215,21 @@ def train_child(settings: ChildSettings, activation: str, seed: int,
     task ``evaluator.tabular.replay_child``'s; a user-defined child (``task`` "module:function" or
     "file.py:function", looked for in ``search_path`` too) returns ``train_user_child``'s, which adds the ``metrics``
     the function returned.
+
+    ``report``: early stopping's reporter (``search.loop.fidelity.Reporter``; None: the child trains all its steps):
+    the child reports its held-out score at each rung (``report.due(step)``) and stops when ``report(step, score)``
+    says so, with the result ``stopped``.
     """
     task = task_named(settings.task)
     if task.user:
-        return train_user_child(settings, activation, seed, search_path)
-    evaluated = task.evaluate(settings, activation, seed, search_path)
+        return train_user_child(settings, activation, seed, search_path, report)
+    evaluated = task.evaluate(settings, activation, seed, search_path, report)
     if evaluated is not None:  # synthetic, table: the task scores it
         return evaluated
     start = time.perf_counter()
     state = {"activation": activation, "seed": seed, "split": settings.split, "fault": "candidate"}
     try:
-        result = _train(settings, state, start)
+        result = _train(settings, state, start, report)
     except Exception as exc:  # a crashing candidate is a result, not a crash of the search
         result = ChildResult.failed(error=one_line(exc, where=True), **state)
     result.wall_s = time.perf_counter() - start
@@ -236,7 +240,7 @@ def _device_name(device: torch.device) -> str:
     return f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
 
 
-def _train(settings: ChildSettings, state: dict, start: float) -> ChildResult:
+def _train(settings: ChildSettings, state: dict, start: float, report=None) -> ChildResult:
     """The body of ``train_child``: its result; keeps what is known so far in ``state`` (what a result of an exception
     raised here is built from); may raise."""
     activation, seed = state["activation"], state["seed"]
@@ -279,6 +283,15 @@ def _train(settings: ChildSettings, state: dict, start: float) -> ChildResult:
             if on_cuda:
                 torch.cuda.synchronize(device)
             first_step_done = time.perf_counter()
+        if report is not None and report.due(step + 1):
+            score = evaluate(model, data, device, bf16, channels_last)
+            if score is None:
+                return ChildResult.diverged(error=f"non-finite outputs on the {settings.split} set at step {step + 1}",
+                                            **_facts(state))
+            if not report(step + 1, score):
+                rung = report.stopped_at[0]
+                facts = {k: v for k, v in _facts(state).items() if k != "steps"}
+                return ChildResult.stopped(value=score, rung=rung, step=step + 1, **facts)
         if limit and time.perf_counter() - start > limit:
             return ChildResult.timeout(error=f"time limit of {limit:g} s reached after {step + 1} of "
                                              f"{settings.steps} steps", **_facts(state))
@@ -301,14 +314,16 @@ def _facts(state: dict) -> dict:
 # ---------------------------------------------------------------- a user-defined child
 
 def train_user_child(settings: ChildSettings, activation: str, seed: int,
-                     search_path: list[str] | None = None) -> ChildResult:
+                     search_path: list[str] | None = None, report=None) -> ChildResult:
     """One user-defined child (``evaluator.user``): ``child.task``'s function called with the ``Activation``, ``seed``,
     the device and ``child.options`` plus ``split``; never raises (not even for a ``sys.exit`` in the user's code).
     The result has the ``metrics`` the function returned (when it is a dict of numbers; at most
     ``evaluator.result.MAX_METRICS`` of them) and, when the function raised, the ``traceback`` (the driver writes it
     into run.log and keeps it out of the store). A function that cannot be loaded on this worker, or a device that is
     missing, is the system's fault; an exception of the function, or a return value that is not a dict of numbers, is
-    the candidate's."""
+    the candidate's. With early stopping on, ``options["report"]`` is ``report(step, value) -> bool`` (value: the
+    child's ``rewards.metric`` so far): the function reports at will and returns early when it answers False; the
+    result is then ``stopped`` with that value. A child that never reports trains as it likes."""
     start = time.perf_counter()
     state = {"activation": activation, "seed": seed, "split": settings.split}
     try:
@@ -322,12 +337,19 @@ def train_user_child(settings: ChildSettings, activation: str, seed: int,
     except (Exception, SystemExit) as exc:  # the worker cannot set up the user's code or the device: not the function
         return ChildResult.failed(error=one_line(exc), fault="system", wall_s=time.perf_counter() - start, **state)
     try:
-        returned = fn(act, seed, device, {**settings.options, "split": settings.split})
+        options = {**settings.options, "split": settings.split}
+        if report is not None:
+            options["report"] = report
+        returned = fn(act, seed, device, options)
     except (Exception, SystemExit) as exc:  # the user's child raised: a result of this candidate, not a crash
         result = ChildResult.failed(error=one_line(exc), fault="candidate", traceback=traceback.format_exc(), **state)
     else:
         metrics, why = clean_metrics(returned)
-        if why:
+        stopped = getattr(report, "stopped_at", None)
+        if stopped is not None:  # the function was told to stop at a rung: that is its result
+            rung, step, value = stopped
+            result = ChildResult.stopped(value=value, rung=rung, step=step, metric=report.metric, **state)
+        elif why:
             result = ChildResult.failed(error=why, fault="candidate", **state)
         else:
             scores = {key: metrics[key] for key in ("accuracy", "train_loss") if isinstance(metrics.get(key), float)}

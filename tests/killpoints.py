@@ -9,7 +9,7 @@ spec kills nothing. The product code knows nothing of this.
 Points: ask (proposals in memory, not recorded), asked (recorded, not yet judged), dispatch (a child submitted),
 result (a result arrived, not recorded), told (recorded, not yet told to the proposer), update (an update recorded,
 no checkpoint yet), checkpoint (half of the checkpoint's temporary file written and synced), retrained (a
-significance re-training recorded).
+significance re-training recorded), rungs (early stopping's decisions recorded, the children's results not yet).
 """
 from __future__ import annotations
 
@@ -109,6 +109,7 @@ def main(spec: str, argv: list[str]) -> int:
     after(Store, "record_update", "update")
     wrap_checkpoint_write()
     after(Store, "record_retraining", "retrained")
+    after(Store, "record_rungs", "rungs")
     from search.cli import main as actsearch
 
     return actsearch(argv)

@@ -178,3 +178,39 @@ def test_ctrl_c_stops_and_resume_continues(address, reference, tmp_path, capsys,
     resume_here(run_dir, capsys)
     check_recovered(run_dir, before)
     assert story(run_dir) == reference
+
+
+def fidelity_config(folder: Path, address: str) -> Path:
+    path = write_config(folder, address)
+    raw = yaml.safe_load(path.read_text())
+    raw["fidelity"] = {"rungs": [100, 300], "eta": 3}
+    path = folder / "fidelity.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def rung_story(run_dir: Path) -> list[tuple]:
+    with Store.open(run_dir, readonly=True) as store:
+        return sorted((r["candidate"], r["rung"], r["step"], r["score"], r["go_on"]) for r in store.rungs())
+
+
+@pytest.mark.parametrize("kill_at", ["rungs:5", "result:9", "told:11"])
+def test_sigkill_with_early_stopping_keeps_every_rung_decision(address, tmp_path, capsys, kill_at):
+    """Early stopping's decisions survive a SIGKILL: a stopped child is not trained again, and the resumed run makes
+    the very decisions an uninterrupted one makes."""
+    config = fidelity_config(tmp_path, address)
+    results = tmp_path / "results"
+    assert main(["run", str(config), "--name", "ref", "--results", str(results)]) == 0
+    capsys.readouterr()
+    killed(driver(config, results, "run", kill_at=kill_at))
+    run_dir = results / "run"
+    before = results_of(run_dir)
+    decided = rung_story(run_dir)
+    assert decided and len(before) < len(story(results / "ref"))
+    resume_here(run_dir, capsys)
+    check_recovered(run_dir, before)
+    assert story(run_dir) == story(results / "ref")
+    assert set(decided) <= set(rung_story(run_dir)) and rung_story(run_dir) == rung_story(results / "ref")
+    with Store.open(run_dir, readonly=True) as store:
+        stopped = store.candidates(["stopped"])
+        assert stopped and all(c["attempts"] == 1 for c in stopped if c["index"] in before)

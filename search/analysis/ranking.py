@@ -89,16 +89,23 @@ def shows(rows: list[dict]):
 
 
 def run_summary(run_dir: Path, config, store) -> str:
-    """One line: children trained / budget and their statuses, proposals, in flight, controller updates."""
+    """One line: children trained / budget and their statuses, proposals, in flight, controller updates; and with
+    early stopping on, a second: children stopped at each rung and the child steps saved."""
     from search.loop.store import CHILD_STATUSES, FREE_STATUSES, OPEN_STATUSES
 
     counts = store.counts()
     children = statuses_text({s: counts.get(s, 0) for s in CHILD_STATUSES})
     free = statuses_text({s: counts.get(s, 0) for s in FREE_STATUSES})
     running = sum(counts[s] for s in OPEN_STATUSES)
-    return (f"{run_dir}: {store.evaluated()}/{config.budget.children} children" + (f" ({children})" if children else "")
+    line = (f"{run_dir}: {store.evaluated()}/{config.budget.children} children" + (f" ({children})" if children else "")
             + f", {store.proposals()} proposals" + (f" ({free})" if free else "")
             + f", {running} open, {store.update_count()} controller updates")
+    if config.fidelity.rungs:
+        from search.loop.fidelity import early_stopping_text
+
+        line += f"\nearly stopping (rungs {', '.join(map(str, config.fidelity.rungs))} of {config.child.steps} steps, " \
+                f"eta {config.fidelity.eta:g}): {early_stopping_text(store, config) or 'no child yet'}"
+    return line
 
 
 def ranked_note(config, analysis: dict | None) -> str:

@@ -95,6 +95,7 @@ def _run(run_dir: Path, top: int, overrides=(), config_file=None) -> int:
     ``run --resume``: it must describe the same search, and its budget / resources become the overrides."""
     from search.analysis.tables import top_table
     from search.loop.driver import STALL_PROPOSALS, run_search
+    from search.loop.fidelity import early_stopping_text
     from search.loop.store import Store
 
     if config_file is not None:
@@ -105,7 +106,9 @@ def _run(run_dir: Path, top: int, overrides=(), config_file=None) -> int:
 
     with Store.open(run_dir, readonly=True) as store:
         rows = store.top(top)
-        rewards = run_config(run_dir, store).rewards
+        config = run_config(run_dir, store)
+        rewards = config.rewards
+        stopping = early_stopping_text(store, config) if config.fidelity.rungs else ""
     counts = result.counts
     duplicates = counts.get("duplicate", 0)
     free = f"{counts.get('screened', 0)} screened, {duplicates} duplicate{'s' * (duplicates != 1)}"
@@ -113,6 +116,8 @@ def _run(run_dir: Path, top: int, overrides=(), config_file=None) -> int:
         if result.driver_cpu_ms_per_candidate is not None else ""
     print(f"\n{run_dir}: {result.outcome}: {result.evaluated}/{result.budget} children, {result.proposals} proposals "
           f"({free}), {result.updates} controller updates{cpu}")
+    if stopping:
+        print(f"early stopping: {stopping}")
     if result.outcome == "stalled":
         print(f"stopped early: the last {STALL_PROPOSALS} proposals brought no function that was not trained, "
               f"screened or in training already; the space may hold fewer trainable functions than the budget "

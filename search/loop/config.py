@@ -41,7 +41,8 @@ from search.loop.config_yaml import describe, did_you_mean, read_yaml_file, yaml
 from search.loop.fields import build_settings, coerce, field_docs, field_list, raise_first
 from search.loop.overrides import apply_override, check_overrides, parse_override
 
-__all__ = ["Config", "SECTIONS", "RESUMABLE_SECTIONS", "SEARCH_SECTIONS", "SpaceSettings", "BudgetSettings",
+__all__ = ["Config", "FidelitySettings", "SECTIONS", "RESUMABLE_SECTIONS", "SEARCH_SECTIONS", "SpaceSettings",
+           "BudgetSettings",
            "ResourceSettings", "RewardSettings", "load_config", "config_from_dict", "config_with_overrides",
            "check_overrides", "check_resume_overrides", "parse_override", "describe", "field_docs", "derive_seed",
            "child_seed", "retrain_seed", "check_child_code"]
@@ -183,17 +184,41 @@ class RewardSettings:
         return None if reward is None else (-reward if self.minimize else reward)
 
 
+@dataclass
+class FidelitySettings:
+    """Early stopping (asynchronous successive halving, as ASHA): a child reports its held-out score at each rung (a
+    step of its own training); it goes on only while its score is in the best ``1 / eta`` of the scores recorded at
+    that rung so far, else it stops there and its reward is the score it reached (docs/fidelity.md)."""
+
+    rungs: tuple[int, ...] = ()  # steps of a child's training at which it reports and may be stopped, increasing and below child.steps (e.g. [55, 166] for 500 steps: 1/9 and 1/3); empty = off: every child trains all its steps
+    eta: float = 3.0  # a child goes on from a rung when its score is in the best 1/eta of the scores recorded there (3: the best third)
+
+    def problems(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        if any(r < 1 for r in self.rungs):
+            out.append(("rungs", f"must be steps >= 1, got {list(self.rungs)}"))
+        elif any(b <= a for a, b in zip(self.rungs, self.rungs[1:])):
+            out.append(("rungs", f"must be increasing, got {list(self.rungs)}"))
+        if len(self.rungs) > 16:
+            out.append(("rungs", f"at most 16 rungs, got {len(self.rungs)}"))
+        if not (math.isfinite(self.eta) and 1 < self.eta <= 1000):
+            out.append(("eta", f"must be above 1 (a child goes on when in the best 1/eta) and at most 1000, "
+                               f"got {self.eta}"))
+        return out
+
+
 SECTIONS: dict[str, type] = {
     "space": SpaceSettings,
     "controller": ControllerSettings,
     "child": ChildSettings,
+    "fidelity": FidelitySettings,
     "budget": BudgetSettings,
     "resources": ResourceSettings,
     "rewards": RewardSettings,
 }
 # Sections a resumed run may change (how much to spend and where to run); the rest define the search itself.
 RESUMABLE_SECTIONS = ("budget", "resources")
-SEARCH_SECTIONS = ("seed", "space", "controller", "child", "rewards")
+SEARCH_SECTIONS = ("seed", "space", "controller", "child", "fidelity", "rewards")
 
 
 def derive_seed(*keys: int) -> int:
@@ -230,10 +255,15 @@ class Config:
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     resources: ResourceSettings = field(default_factory=ResourceSettings)
     rewards: RewardSettings = field(default_factory=RewardSettings)
+    fidelity: FidelitySettings = field(default_factory=FidelitySettings)
 
     def problems(self) -> list[tuple[str, str]]:
         """Problems that involve more than one section, as ``(field path, message)``."""
         out: list[tuple[str, str]] = []
+        if self.fidelity.rungs and self.fidelity.rungs[-1] >= self.child.steps and find_task(self.child.task) \
+                and not find_task(self.child.task).user:
+            out.append(("fidelity.rungs", f"a rung at step {self.fidelity.rungs[-1]} is not below child.steps "
+                                          f"({self.child.steps}): a child ends there anyway"))
         if not 0 <= self.seed < 2**32:
             out.append(("seed", f"must be in [0, 2**32), got {self.seed}"))
         if self.child.device == "cuda" and self.resources.gpus_per_child == 0:

@@ -33,6 +33,7 @@ from evaluator.result import reward as child_reward
 from search.language.errors import UserError
 from search.loop.config import Config, check_resume_overrides, child_seed, config_with_overrides
 from search.loop.engine import Engine, SystemicFailure
+from search.loop.fidelity import RungBoard, RungDecision, early_stopping_text
 from search.loop.pool import ChildPool
 from search.loop.progress import Progress, StopSignal
 from search.loop.rewards import STALL_PROPOSALS, RewardBook
@@ -88,6 +89,8 @@ class Driver:
         self.checkpoint_path = checkpoint_path(run_dir) if run_dir is not None else None
         self.budget = config.budget.children
         self.proposal_limit = config.budget.proposal_limit
+        f = config.fidelity  # early stopping: the engine's executor asks this board whether a child goes on
+        self.board = RungBoard(f.rungs, f.eta, config.rewards.metric, config.rewards.minimize) if f.rungs else None
 
         self.open: dict[int, Proposal] = {}  # asked, reward not yet told
         self.texts: dict[int, str] = {}
@@ -105,10 +108,11 @@ class Driver:
         self.since_new = 0  # proposals in a row judged screened, duplicate or pending (this session)
         self.session_children = 0
         self.best = store.best()
+        self.stopped_text = early_stopping_text(store, config) if self.board is not None else ""
 
     def on_probation(self) -> bool:
         """Whether no child of this run has trained yet (the setup has not proven itself)."""
-        return not any(self.store.counts()[s] for s in ("ok", "diverged", "timeout"))
+        return not any(self.store.counts()[s] for s in ("ok", "diverged", "timeout", "stopped"))
 
     # ------------------------------------------------------------ restore
 
@@ -130,6 +134,9 @@ class Driver:
         events = self.store.events_after(self.last_seq)
         for event in events:
             self._replay(event)
+        if self.board is not None:
+            self.board.load([RungDecision(r["candidate"], r["rung"], r["step"], r["score"], r["go_on"])
+                             for r in self.store.rungs()])
         for fingerprint, (reward, index) in self.store.rewards_by_fingerprint().items():
             self.book.record(fingerprint, reward)
             self.first_child[fingerprint] = index
@@ -202,6 +209,10 @@ class Driver:
     def may_launch(self, committed: int) -> bool:
         return self.evaluated + committed < self.budget
 
+    def record_rungs(self, decisions: list[RungDecision]) -> None:
+        """Keep early stopping's decisions (they survive a crash: a resume answers a child the same)."""
+        self.store.record_rungs(decisions)
+
     def tick(self) -> None:
         if self.last_seq - self.checkpoint_seq >= CHECKPOINT_EVERY_EVENTS:
             self.checkpoint()
@@ -211,12 +222,14 @@ class Driver:
         score = (f"{rewards.metric} {rewards.metric_of(self.best['reward']):.4f}" if self.best and rewards.minimize
                  else f"{self.best['reward']:.4f}" if self.best else "")
         best = f"best {score} {self.best['text']}" if self.best else "best -"
-        return self.evaluated, self.budget, self.session_children, f"{self.proposed} proposed | {best}"
+        stopped = f" | {self.stopped_text}" if self.board is not None and self.stopped_text else ""
+        return self.evaluated, self.budget, self.session_children, f"{self.proposed} proposed{stopped} | {best}"
 
     # ------------------------------------------------------------ ask, judge, route
 
     def _judge(self, index: int):
-        return self.book.judge(self.space.decode(self.open[index].tokens))
+        """The judgement of an open candidate, by the fingerprint the store holds (never computed again)."""
+        return self.book.judge(self.space.decode(self.open[index].tokens), self.fps[index])
 
     def ask(self, room: int) -> bool:
         """Ask the proposer for ``room`` candidates, journal and route them; True if it proposed any."""
@@ -224,7 +237,7 @@ class Driver:
         judged = []
         for p in proposals:
             expr = self.space.decode(p.tokens)
-            judgement = self.book.judge(expr)
+            judgement = self.book.judge(expr, p.fingerprint)  # a proposer that knows it saves computing it
             if judgement.status == "new":  # so a twin later in this batch waits instead of training again
                 self.book.start(judgement.fingerprint)
                 self.active[judgement.fingerprint] = p.index
@@ -285,6 +298,8 @@ class Driver:
                                        node=result.extra.get("node"))
         self.evaluated += 1
         self.session_children += 1
+        if self.board is not None:
+            self.stopped_text = early_stopping_text(self.store, self.config)
         self.active.pop(fp, None)
         if system:  # the candidate is told the penalty, but the function keeps no reward: a twin trains anew
             self.book.abandon(fp)

@@ -68,6 +68,9 @@ class Engine:
         self.held: list[tuple[Hashable, ChildResult]] = []  # failures held back on probation
         self.attempts: collections.Counter[Hashable] = collections.Counter()  # key -> system re-queues this session
         self.started = time.monotonic()
+        self.board = getattr(work, "board", None)  # early stopping (search.loop.fidelity), when the work has it
+        if self.board is not None:
+            executor.attach(self.board)
 
     def committed(self) -> int:
         """Children in flight, queued, or held back on probation."""
@@ -91,7 +94,10 @@ class Engine:
                     continue
                 if not work.ready:
                     return work.idle()
-            for key, result in self.on_probation(executor.poll(POLL_S)):
+            finished = executor.poll(POLL_S)
+            if self.board is not None:  # rung decisions first: a stopped child's decision precedes its result
+                work.record_rungs(executor.drain_rungs())
+            for key, result in self.on_probation(finished):
                 self.deliver(key, result)
             work.tick()
             self.progress.status(self.status_line())

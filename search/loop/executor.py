@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Hashable
 
 from evaluator.result import ChildResult
+from search.loop.fidelity import RungBoard, RungDecision
 
 
 class Executor:
@@ -24,6 +25,15 @@ class Executor:
     def __init__(self, config):
         self.config = config
         self.cluster: dict = {}
+        self.board: RungBoard | None = None  # early stopping's board, when the work stops children early
+
+    def attach(self, board: RungBoard) -> None:
+        """Children submitted from now on report to ``board`` (``search.loop.fidelity``)."""
+        self.board = board
+
+    def drain_rungs(self) -> list[RungDecision]:
+        """The rung decisions taken since the last call (none without a board)."""
+        return self.board.drain() if self.board is not None else []
 
     def __enter__(self):
         return self
@@ -82,7 +92,8 @@ class LocalExecutor(Executor):
 
     def poll(self, timeout: float) -> list[tuple[Hashable, ChildResult]]:
         queued, self._queued = self._queued, []
-        return [(key, self._train(self.config.child, activation, seed, search_path=self.search_path))
+        return [(key, self._train(self.config.child, activation, seed, search_path=self.search_path,
+                                  report=self.board.reporter(key) if self.board is not None else None))
                 for key, activation, seed in queued]
 
     def cancel_all(self) -> list[Hashable]:

@@ -86,8 +86,11 @@ def coerce(value: Any, hint: Any, path: str) -> Any:
         raise TypeError(f"unsupported settings type {hint} at {path}")
     if origin is tuple:
         items = value
-        if isinstance(value, str):  # "relu, tanh" on the command line
-            items = [part for part in re.split(r"[,\s]+", value) if part]
+        if isinstance(value, str):  # "relu, tanh" (or "55, 166") on the command line
+            items = [part for part in re.split(r"[,\s]+", value.strip("[]")) if part]
+        element = typing.get_args(hint)[0]
+        if element is int and isinstance(items, (list, tuple)):  # a list of whole numbers (steps)
+            return tuple(coerce(i, int, f"{path}[{k}]") for k, i in enumerate(items))
         if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
             raise UserError(f"{path}: must be a list of names, got {describe(value)}")
         return tuple(items)

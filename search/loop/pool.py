@@ -28,13 +28,40 @@ from evaluator.result import ChildResult, one_line
 from search.language.errors import UserError
 from search.loop.config import Config
 from search.loop.executor import Executor
+from search.loop.fidelity import Reporter, RungBoard, RungDecision
 
 CAPACITY_REFRESH_S = 5.0  # how often the pool re-reads the cluster's resources
 TIMEOUT_GRACE_S = 60.0
 
 
+@ray.remote(num_cpus=0)
+class _BoardActor:
+    """Early stopping's ``RungBoard`` where every worker can reach it: a child's report waits for its decision."""
+
+    def __init__(self, rungs, eta, metric, minimize, decisions):
+        self.board = RungBoard(rungs, eta, metric, minimize)
+        self.board.load(decisions)
+
+    def decide(self, key, rung, step, value) -> bool:
+        return self.board.decide(key, rung, step, value)
+
+    def drain(self) -> list[RungDecision]:
+        return self.board.drain()
+
+
+class _ActorDecide:
+    """``Reporter``'s decision, asked of the board actor from a worker (picklable: it holds the actor's handle)."""
+
+    def __init__(self, actor, key):
+        self.actor, self.key = actor, key
+
+    def __call__(self, rung: int, step: int, value: float) -> bool:
+        return ray.get(self.actor.decide.remote(self.key, rung, step, value))
+
+
 @ray.remote
-def _train_on_worker(settings, activation: str, seed: int, search_path: list[str] | None = None) -> dict:
+def _train_on_worker(settings, activation: str, seed: int, search_path: list[str] | None = None,
+                     report: Reporter | None = None) -> dict:
     """One child on a Ray worker: ``train_child(settings, activation, seed)`` plus where it ran. Receives the expression
     text and the ``ChildSettings``, never a model; returns the result's record (``ChildResult.to_dict``) and its
     traceback, if any. ``search_path``: the driver's folders (``Config.search_path``) where a user-defined child's
@@ -42,7 +69,7 @@ def _train_on_worker(settings, activation: str, seed: int, search_path: list[str
     not have it."""
     from evaluator.train import train_child
 
-    result = train_child(settings, activation, seed, search_path=search_path)
+    result = train_child(settings, activation, seed, search_path=search_path, report=report)
     result.extra.update(node=ray.get_runtime_context().get_node_id(), host=socket.gethostname())
     return {**result.to_dict(), "traceback": result.traceback}
 
@@ -206,9 +233,29 @@ class ChildPool(Executor):
         r = self.config.resources
         ref = _train_on_worker.options(num_cpus=r.cpus_per_child, num_gpus=r.gpus_per_child,
                                        max_retries=r.max_retries, retry_exceptions=False,
-                                       name=name).remote(self.config.child, activation, seed, self.search_path)
+                                       name=name).remote(self.config.child, activation, seed, self.search_path,
+                                                         self._reporter(key))
         deadline = time.monotonic() + self.timeout if self.timeout else None
         self._flights[ref] = _Flight(key, activation, seed, deadline)
+
+    def attach(self, board: RungBoard) -> None:
+        """Children report to a board actor that starts from ``board``'s decisions; ``drain_rungs`` hands its new
+        decisions back (and keeps ``board`` up to date)."""
+        super().attach(board)
+        self._actor = _BoardActor.remote(board.rungs, board.eta, board.metric, board.minimize,
+                                         list(board.known.values()))
+
+    def drain_rungs(self) -> list[RungDecision]:
+        if self.board is None:
+            return []
+        new = ray.get(self._actor.drain.remote())
+        self.board.load(new)
+        return new
+
+    def _reporter(self, key: Hashable) -> Reporter | None:
+        if self.board is None:
+            return None
+        return Reporter(self.board.rungs, self.board.metric, _ActorDecide(self._actor, key))
 
     def poll(self, timeout: float) -> list[tuple[Hashable, ChildResult]]:
         """Wait up to ``timeout`` s; return ``(key, result)`` of the children that finished or passed their

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from search.language.errors import UserError
 
-CHILD_STATUSES = ("ok", "diverged", "failed", "timeout")  # a child was trained: counts against the budget
+# A child was trained (counts against the budget): "stopped" is one early stopping ended at a rung.
+CHILD_STATUSES = ("ok", "diverged", "failed", "timeout", "stopped")
 FREE_STATUSES = ("screened", "duplicate")  # a reward without a child
 FINAL_STATUSES = CHILD_STATUSES + FREE_STATUSES
 OPEN_STATUSES = ("proposed", "pending", "running")  # no reward yet
@@ -106,6 +107,18 @@ MIGRATIONS: list[list[str]] = [
             comparisons TEXT NOT NULL,
             wins TEXT NOT NULL,
             at REAL NOT NULL
+        )""",
+    ],
+    # Version 3: early stopping's decisions, one per child and rung it reached.
+    [
+        """CREATE TABLE rungs (
+            candidate INTEGER NOT NULL REFERENCES candidates(idx),
+            rung INTEGER NOT NULL,
+            step INTEGER NOT NULL,
+            score REAL NOT NULL,
+            go_on INTEGER NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (candidate, rung)
         )""",
     ],
 ]

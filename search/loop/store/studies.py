@@ -1,5 +1,6 @@
 """The run store's re-training studies (schema 2): the child settings of each study, every re-training as it
-arrives, and each analysis of a study (significance). A mixin of ``search.loop.store.Store``."""
+arrives, and each analysis of a study (significance); and early stopping's rung decisions (schema 3). A mixin of
+``search.loop.store.Store``."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,33 @@ from search.loop.store.schema import CHILD_STATUSES, StoreError
 
 class StudyRecords:
     """What ``Store`` reads and writes about re-training studies (uses its ``_conn`` and ``_tx``)."""
+
+    def record_rungs(self, decisions: Sequence) -> None:
+        """Record early stopping's decisions (``search.loop.fidelity.RungDecision``s); one per child and rung."""
+        if not decisions:
+            return
+        with self._tx() as db:
+            db.executemany("INSERT OR IGNORE INTO rungs (candidate, rung, step, score, go_on, at) VALUES "
+                           "(?, ?, ?, ?, ?, ?)", [(int(d.key), d.rung, d.step, d.score, int(d.go_on), time.time())
+                                                  for d in decisions])
+
+    def rungs(self) -> list[dict]:
+        """Every recorded rung decision in the order they were taken: ``candidate, rung, step, score, go_on``."""
+        if not self._has_table("rungs"):
+            return []
+        return [dict(r) | {"go_on": bool(r["go_on"])} for r in self._conn.execute(
+            "SELECT candidate, rung, step, score, go_on FROM rungs ORDER BY at, rowid")]
+
+    def child_steps(self) -> dict:
+        """What the children trained: ``children`` (trained), ``steps`` (their steps, summed) and ``stopped`` (rung ->
+        children stopped there)."""
+        row = self._conn.execute(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(json_extract(metrics, '$.steps')), 0) AS steps FROM candidates "
+            f"WHERE status IN ({','.join('?' * len(CHILD_STATUSES))})", CHILD_STATUSES).fetchone()
+        stopped = {int(r["rung"]): r["n"] for r in self._conn.execute(
+            "SELECT json_extract(metrics, '$.rung') AS rung, COUNT(*) AS n FROM candidates WHERE status = 'stopped' "
+            "GROUP BY rung ORDER BY rung") if r["rung"] is not None}
+        return {"children": row["n"], "steps": int(row["steps"]), "stopped": stopped}
 
     def _has_table(self, name: str) -> bool:
         # a reader of a store written before schema 2 sees no significance tables: it has no significance data

@@ -1,0 +1,130 @@
+"""Early stopping (asynchronous successive halving): children report at rungs, the hopeless ones stop there, and what
+that saves is counted; bad settings and bad reports are one line."""
+import math
+
+import pytest
+import yaml
+from conftest import run_cli
+
+from evaluator.settings import ChildSettings
+from evaluator.train import train_child
+from search.language.errors import UserError
+from search.loop.config import config_from_dict, load_config
+from search.loop.fidelity import RungBoard, RungDecision, early_stopping_text, quantile
+from search.loop.local import search_local
+
+
+def test_a_child_goes_on_only_in_the_best_1_over_eta_at_its_rung():
+    board = RungBoard([10, 30], eta=3)
+    assert board.decide("a", 0, 10, 0.5)  # the first at a rung always goes on
+    assert not board.decide("b", 0, 10, 0.4)  # below the 2/3 quantile of {0.5, 0.4}
+    assert board.decide("c", 0, 10, 0.9)
+    assert [d.key for d in board.drain()] == ["a", "b", "c"] and board.drain() == []
+    assert board.decide("b", 0, 10, 0.99) is False  # asked again (a retrained child): the same answer
+    assert quantile([1, 2, 3, 4], 0.5) == 2.5
+
+
+def test_minimised_metrics_are_negated():
+    board = RungBoard([5], eta=2, metric="val_loss", minimize=True)
+    assert board.decide(0, 0, 5, 1.0) and board.decide(1, 0, 5, 0.5) and not board.decide(2, 0, 5, 3.0)
+
+
+def test_a_resumed_board_answers_as_before():
+    board = RungBoard([10], eta=3)
+    board.load([RungDecision(4, 0, 10, 0.8, True), RungDecision(5, 0, 10, 0.2, False)])
+    assert board.decide(5, 0, 10, 0.95) is False and board.drain() == []
+    assert not board.decide(6, 0, 10, 0.3)  # against the loaded scores
+
+
+@pytest.mark.parametrize("report, says", [
+    (lambda r: r(5, math.nan), "must be a finite number"),
+    (lambda r: r(5, "0.5"), "must be a finite number"),
+    (lambda r: (r(8, 0.5), r(7, 0.5)), "steps must be whole numbers that do not decrease"),
+])
+def test_a_bad_report_is_the_childs_error(report, says):
+    with pytest.raises(UserError, match=says):
+        report(RungBoard([5], eta=3).reporter(0))
+
+
+def _synthetic(rungs, children=60, seed=1):
+    return config_from_dict({"seed": seed, "space": {"core_units": 1}, "controller": {"kind": "random"},
+                             "child": {"task": "synthetic", "noise": 0.02, "steps": 500},
+                             "fidelity": {"rungs": rungs, "eta": 3}, "budget": {"children": children}})
+
+
+def test_a_search_with_early_stopping_spends_fewer_steps_on_the_same_children():
+    full, early = search_local(_synthetic([]), capacity=4), search_local(_synthetic([50, 150]), capacity=4)
+    assert [c[1] for c in full["children"]] == [c[1] for c in early["children"]]  # random search: same functions
+    store = early["store"]
+    steps = store.child_steps()
+    assert steps["stopped"][0] > 10 and steps["steps"] < 0.6 * full["store"].child_steps()["steps"]
+    assert "of child steps saved" in early_stopping_text(store, _synthetic([50, 150]))
+    stopped = store.candidates(["stopped"])
+    assert all(c["metrics"]["rung"] in (0, 1) and c["metrics"]["steps"] in (50, 150) for c in stopped)
+    assert all(c["reward"] == c["metrics"]["accuracy"] for c in stopped)  # the score it reached is its reward
+    rungs = store.rungs()
+    assert {(r["candidate"], r["rung"]) for r in rungs if not r["go_on"]} == \
+        {(c["index"], c["metrics"]["rung"]) for c in stopped}
+    # the best function is found either way: a child stopped early never beat the best that went on
+    assert max(early["rewards"]) == max(full["rewards"])
+
+
+def test_a_real_child_stops_at_its_rung_with_its_score_there():
+    settings = ChildSettings(task="mnist1d", steps=40, train_size=600, val_size=200, device="cpu")
+    board = RungBoard([10, 20], eta=3)
+    board.load([RungDecision(k, 0, 10, 0.99, True) for k in range(3)])  # three better children were there first
+    result = train_child(settings, "relu", seed=0, report=board.reporter("me"))
+    assert result.status == "stopped" and result.steps == 10 and 0 <= result.accuracy < 0.99
+    assert result.extra == {"rung": 0, "rung_step": 10}
+    going = train_child(settings, "relu", seed=0, report=RungBoard([10, 20], eta=3).reporter("alone"))
+    assert going.status == "ok" and going.steps == 40
+
+
+USER_CHILD = '''
+def train(activation, seed, device, options):
+    report = options.get("report")
+    loss = 1.0 + seed % 5
+    for step in range(1, 101):
+        loss *= 0.99
+        if report is not None and options.get("bad") == "decreasing" and step == 50:
+            report(10, loss)
+        if report is not None and not report(step, loss):
+            return {"val_loss": loss}
+    return {"val_loss": loss}
+'''
+
+
+def test_a_user_child_reports_through_options_and_stops(tmp_path):
+    (tmp_path / "child.py").write_text(USER_CHILD)
+    settings = ChildSettings(task=f"{tmp_path / 'child.py'}:train", device="cpu")
+    board = RungBoard([20, 60], eta=3, metric="val_loss", minimize=True)
+    results = [train_child(settings, "relu", seed, report=board.reporter(seed)) for seed in range(6)]
+    assert {r.status for r in results} == {"ok", "stopped"}
+    stopped = [r for r in results if r.status == "stopped"]
+    assert all(r.metrics["val_loss"] > 0 and r.steps in (20, 60) for r in stopped)
+    plain = train_child(settings, "relu", 0)  # no early stopping: it never reports, and trains to the end
+    assert plain.status == "ok"
+    bad = ChildSettings(task=f"{tmp_path / 'child.py'}:train", device="cpu", options={"bad": "decreasing"})
+    failed = train_child(bad, "relu", 0, report=RungBoard([80], eta=3, metric="val_loss", minimize=True).reporter(0))
+    assert failed.status == "failed" and "do not decrease" in failed.error
+
+
+@pytest.mark.parametrize("fidelity, says", [
+    ({"rungs": [100, 50]}, "fidelity.rungs: must be increasing"),
+    ({"rungs": [50, 500]}, "fidelity.rungs: a rung at step 500 is not below child.steps (500)"),
+    ({"rungs": [0]}, "fidelity.rungs: must be steps >= 1"),
+    ({"rungs": [50], "eta": 1}, "fidelity.eta: must be above 1"),
+    ({"rungs": ["x"]}, "fidelity.rungs[0]: must be an integer"),
+])
+def test_bad_fidelity_settings_are_one_line(tmp_path, capsys, fidelity, says):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"child": {"task": "synthetic"}, "fidelity": fidelity}))
+    code, out, err = run_cli(capsys, "run", path, "--results", tmp_path / "results")
+    assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "results").exists()
+
+
+def test_fidelity_from_the_command_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"child": {"task": "synthetic"}}))
+    assert load_config(path, ["fidelity.rungs=55,166"]).fidelity.rungs == (55, 166)
