@@ -40,8 +40,10 @@ from search.language.numbers import mean_sd
 from search.language.simplify import fingerprint_of
 
 FORMAT = "actsearch-table"
-VERSION = 1
-COLUMNS = ("text", "simplest", "equals", "fingerprint", "tokens", "accuracy", "status", "mean", "sd", "seconds")
+VERSION = 2  # 2: a curve column (each seed's score at the header's rungs); version 1 files (no curves) still load
+COLUMNS = ("text", "simplest", "equals", "fingerprint", "tokens", "accuracy", "status", "mean", "sd", "seconds",
+           "curve")
+COLUMNS_V1 = COLUMNS[:-1]
 STATUSES = ("ok", "diverged", "failed", "timeout", "missing")  # "missing": no result for that seed
 
 
@@ -180,10 +182,12 @@ def _load(path: str, mtime_ns: int, size: int) -> Table:
         raise bad(f"not a readable table file ({type(exc).__name__}: {str(exc).splitlines()[0][:100]})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise bad(f"not an actsearch table (no \"format\": \"{FORMAT}\")")
-    if data.get("version") != VERSION:
-        raise bad(f"table format version {json.dumps(data.get('version'))[:20]}; this actsearch reads version {VERSION}")
+    version = data.get("version")
+    if version not in (1, VERSION):
+        raise bad(f"table format version {json.dumps(version)[:20]}; this actsearch reads versions 1 and {VERSION}")
     header, columns, raw = data.get("header"), data.get("columns"), data.get("rows")
-    if not isinstance(header, dict) or columns != list(COLUMNS) or not isinstance(raw, list):
+    names = COLUMNS if version == VERSION else COLUMNS_V1
+    if not isinstance(header, dict) or columns != list(names) or not isinstance(raw, list):
         raise bad("damaged table: header, columns or rows missing or of the wrong shape")
     if header.get("fingerprint_version") != FINGERPRINT_VERSION:
         raise bad(f"built with fingerprint version {json.dumps(header.get('fingerprint_version'))[:20]}, this actsearch "
@@ -197,9 +201,9 @@ def _load(path: str, mtime_ns: int, size: int) -> Table:
     fingerprints: dict[str, int] = {}
     for i, values in enumerate(raw):
         place = [f"line {first_line + i}"] if first_line else []
-        if not isinstance(values, list) or len(values) != len(COLUMNS):
-            raise bad(f"damaged table: row {i + 1} has not {len(COLUMNS)} columns")
-        row = dict(zip(COLUMNS, values))
+        if not isinstance(values, list) or len(values) != len(names):
+            raise bad(f"damaged table: row {i + 1} has not {len(names)} columns")
+        row = {"curve": None, **dict(zip(names, values))}
         if isinstance(row["text"], str) and row["text"]:
             place.append(repr(row["text"][:60]))
         where = f"row {i + 1}" + (f" ({': '.join(place)})" if place else "")
@@ -270,6 +274,10 @@ _HEADER_FIELDS = {
     "date": (_optional(lambda v: isinstance(v, str)), "text or null"),
     "command": (_optional(lambda v: isinstance(v, str)), "text or null"),
     "written_after_s": (_optional(lambda v: _number(v) and v >= 0), "seconds or null"),
+    "rungs": (lambda v: isinstance(v, list) and len(v) <= 16 and all(isinstance(s, int) and not isinstance(s, bool)
+                                                                     and s >= 1 for s in v)
+              and all(b > a for a, b in zip(v, v[1:])), "increasing steps (the curves' rungs)"),
+    "migrated": (_optional(lambda v: isinstance(v, (str, dict, list))), "a note"),
 }
 _REQUIRED = ("child", "space", "seeds", "failed_reward", "kind")
 _HEX = frozenset("0123456789abcdef")
@@ -314,6 +322,12 @@ def _row_problem(row: dict, header: dict) -> str | None:
         if (stored is None) != (value is None) or value is not None and abs(stored - value) > MEAN_TOLERANCE:
             return (f"{name} {json.dumps(stored)[:20]} is not the {name} of its seeds' rewards "
                     f"({'null' if value is None else f'{value:.5f}'})")
+    curve, rungs = row["curve"], header.get("rungs") or []
+    if curve is not None and not (isinstance(curve, list) and len(curve) == seeds and all(
+            c is None or isinstance(c, list) and len(c) == len(rungs) and all(
+                v is None or _number(v) and 0.0 <= v <= 1.0 for v in c) for c in curve)):
+        return (f"curve must be null or a list of {seeds} (one per seed) of null or {len(rungs)} scores in [0, 1] "
+                f"(one per rung), got {json.dumps(curve)[:60]}")
     if row["seconds"] is not None and not (_number(row["seconds"]) and row["seconds"] >= 0):
         return f"seconds must be a number >= 0 or null, got {json.dumps(row['seconds'])[:20]}"
     if fingerprint is not None and not (isinstance(fingerprint, str) and len(fingerprint) == 16
@@ -327,9 +341,11 @@ def _row_problem(row: dict, header: dict) -> str | None:
 
 
 def replay_child(table_path: str, activation: str, seed: int, split: str = "val",
-                 search_path: Sequence[str] | None = None) -> ChildResult:
+                 search_path: Sequence[str] | None = None, report=None) -> ChildResult:
     """The ``table`` task's child: look ``activation`` up and return the seed ``seed mod S`` it recorded, as a
-    ``ChildResult``. Never raises for the candidate's sake; ``TableError`` propagates (a setup fault)."""
+    ``ChildResult``. With early stopping (``report``), it reports that seed's recorded curve at each rung and stops
+    where it is told to, as the trained child would have. Never raises for the candidate's sake; ``TableError``
+    propagates (a setup fault: a rung the table did not record)."""
     start = time.perf_counter()
     table = load_table(table_path, search_path)
     row = table.find(activation)
@@ -343,7 +359,12 @@ def replay_child(table_path: str, activation: str, seed: int, split: str = "val"
         k, status, accuracy = table.draw(row, seed)
         facts = {"split": split, "steps": table.header.get("child", {}).get("steps", 0),
                  "extra": {"table_seconds": row["seconds"], "table_seed": k}}
-        if status == "ok":
+        stop = _replayed_stop(table, row, k, report) if status == "ok" and report is not None else None
+        if stop is not None:
+            rung, step, value = stop
+            facts.pop("steps")
+            result = ChildResult.stopped(row["text"], seed, value, rung, step, **facts)
+        elif status == "ok":
             result = ChildResult.ok(row["text"], seed, accuracy, **facts)
         elif status == "diverged":
             result = ChildResult.diverged(row["text"], seed, f"recorded diverged in the table (seed {k})", **facts)
@@ -353,3 +374,20 @@ def replay_child(table_path: str, activation: str, seed: int, split: str = "val"
     result.device = "table"
     result.wall_s = time.perf_counter() - start
     return result
+
+
+def _replayed_stop(table: Table, row: dict, k: int, report) -> tuple[int, int, float] | None:
+    """Report seed ``k``'s recorded curve at ``report``'s rungs; ``(rung, step, score)`` where it was told to stop."""
+    recorded = table.header.get("rungs") or []
+    missing = [step for step in report.rungs if step not in recorded]
+    if missing:
+        raise TableError(f"fidelity.rungs: {os.path.basename(table.path)} recorded scores at steps "
+                         f"{recorded or 'none (a table without curves)'}, not at {missing}; replay rungs it holds")
+    curve = (row.get("curve") or [None] * (k + 1))[k]
+    if curve is None:
+        return None
+    for step in report.rungs:
+        value = curve[recorded.index(step)]
+        if value is not None and not report(step, value):
+            return report.stopped_at
+    return None

@@ -134,7 +134,7 @@ class TableTask(Task):
         load_table(s.table, search_path)
 
     def evaluate(self, s, activation, seed, search_path=None, report=None):
-        return replay_child(s.table, activation, seed, s.split, search_path)  # a table without curves never stops
+        return replay_child(s.table, activation, seed, s.split, search_path, report)
 
 
 class UserTask(Task):

@@ -128,3 +128,57 @@ def test_fidelity_from_the_command_line(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"child": {"task": "synthetic"}}))
     assert load_config(path, ["fidelity.rungs=55,166"]).fidelity.rungs == (55, 166)
+
+
+SMALL_SPACE = {"core_units": 1, "unary": ["x", "relu", "tanh", "sigmoid", "sin", "exp"], "binary": ["add", "mul", "max"]}
+
+
+@pytest.fixture(scope="module")
+def curve_table(tmp_path_factory, address):
+    """A table of a small space whose build recorded every child's curve (synthetic task: the same score at every
+    rung)."""
+    folder = tmp_path_factory.mktemp("curves")
+    (folder / "t.yaml").write_text(yaml.safe_dump({
+        "space": SMALL_SPACE, "controller": {"kind": "exhaustive"}, "child": {"task": "synthetic", "noise": 0.05},
+        "fidelity": {"rungs": [100, 300], "stop": False}, "budget": {"children": 1000},
+        "resources": {"address": address}}))
+    from search.analysis.tabular import build_table
+
+    import io
+    assert build_table(str(folder / "t.yaml"), 2, folder / "t.json", results=folder / "results",
+                       stream=io.StringIO()) is not None
+    return folder / "t.json"
+
+
+def test_a_table_build_records_each_childs_curve(curve_table):
+    from evaluator.tabular import load_table
+
+    table = load_table(curve_table)
+    assert table.header["rungs"] == [100, 300]
+    ok = [r for r in table.rows if r["status"] == "ok"]
+    assert ok and all(r["curve"][k] == [r["accuracy"][k]] * 2 for r in ok for k in range(2))
+
+
+def test_a_replay_with_early_stopping_replays_the_curves(curve_table):
+    from evaluator.tabular import TableError
+
+    def config(rungs):
+        return config_from_dict({"seed": 4, "space": SMALL_SPACE, "controller": {"kind": "random"},
+                                 "child": {"task": "table", "table": str(curve_table)},
+                                 "fidelity": {"rungs": rungs}, "budget": {"children": 40}})
+
+    early = search_local(config([100, 300]), capacity=4)
+    stopped = early["store"].candidates(["stopped"])
+    assert stopped and all(c["metrics"]["steps"] in (100, 300) for c in stopped)
+    full = search_local(config([]), capacity=4)
+    assert early["store"].child_steps()["steps"] < full["store"].child_steps()["steps"]
+    with pytest.raises(TableError, match=r"recorded scores at steps \[100, 300\], not at \[200\]"):
+        search_local(config([200]), capacity=4)
+
+
+def test_a_table_build_that_would_stop_children_is_refused(tmp_path, capsys):
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump({"controller": {"kind": "exhaustive"},
+                                                     "child": {"task": "synthetic"}, "fidelity": {"rungs": [100]}}))
+    code, out, err = run_cli(capsys, "table", "build", tmp_path / "t.yaml", "--seeds", "1", "--out",
+                             tmp_path / "t.json")
+    assert code == 2 and "fidelity.stop: a table records whole children" in err

@@ -61,6 +61,9 @@ def build_table(config_path: str, seeds: int, out: str | Path, results: str | Pa
         raise UserError(f"--out {out}: the folder {out.parent} does not exist")
     if not 1 <= seeds <= MAX_SEEDS:  # the one check of the range (the command line reads a whole number only)
         raise UserError(f"--seeds: must be from 1 to {MAX_SEEDS}, got {seeds}")
+    if config.fidelity.rungs and config.fidelity.stop:
+        raise UserError("fidelity.stop: a table records whole children (their learning curves at fidelity.rungs): "
+                        "set fidelity.stop to false, or leave fidelity.rungs empty")
     started = time.time()
     if functions:
         done = _train_functions(config, Path(results) / name, functions, seeds, stream)
@@ -110,7 +113,7 @@ def _require_same_run(run_dir: Path, config: Config) -> None:
         raise UserError(f"{run_dir} exists but is not a run directory; pick another --name")
     with Store.open(run_dir, readonly=True) as store:
         stored = run_config(run_dir, store)
-    differences = stored.section_differences(config, ("seed", "space", "controller", "child", "rewards"))
+    differences = stored.section_differences(config, ("seed", "space", "controller", "child", "fidelity", "rewards"))
     if differences:
         field, old, new = differences[0]
         raise UserError(f"{run_dir}: was built with {field} {old!r}, this table needs {new!r}; pick another "
@@ -121,21 +124,28 @@ def _rows_from_runs(config: Config, run_dirs: Sequence[Path]) -> tuple[list[dict
     from search.loop.store import CHILD_STATUSES, Store
 
     seeds = len(run_dirs)
+    rungs = list(config.fidelity.rungs)  # with fidelity.stop false the runs recorded every child's learning curve
     found: dict[str, dict] = {}
     screened = 0
     for k, run_dir in enumerate(run_dirs):
         with Store.open(run_dir, readonly=True) as store:
             screened = store.counts()["screened"]
+            curves: dict[int, list] = {}
+            for r in store.rungs():
+                curves.setdefault(r["candidate"], [None] * len(rungs))[r["rung"]] = _round(r["score"])
             for c in store.candidates(CHILD_STATUSES):
                 row = found.setdefault(c["fingerprint"], {
                     "text": c["text"], "fingerprint": c["fingerprint"], "tokens": " ".join(c["tokens"]),
-                    "accuracy": [None] * seeds, "status": ["missing"] * seeds, "wall": [None] * seeds})
+                    "accuracy": [None] * seeds, "status": ["missing"] * seeds, "wall": [None] * seeds,
+                    "curve": [None] * seeds if rungs else None})
                 if row["status"][k] != "missing":
                     continue  # a function trained twice in one run (after a system failure): its first child counts
                 metrics = c["metrics"] or {}
                 row["status"][k] = c["status"]
                 row["accuracy"][k] = metrics.get("accuracy") if c["status"] == "ok" else None
                 row["wall"][k] = metrics.get("wall_s")
+                if rungs:
+                    row["curve"][k] = curves.get(c["index"], [None] * len(rungs))
     equivalents = _space_equivalents(config)
     rows = [_finish(r, config.rewards.failed, equivalents.get(r["fingerprint"], ())) for r in found.values()]
     return _ordered(rows), {"kind": "space", "runs": [str(d) for d in run_dirs], "screened": screened}
@@ -189,7 +199,7 @@ def _train_functions(config: Config, run_dir: Path, functions: Sequence[str], se
             progress.close()
         retrained = store.retrainings(key, labels)
     rows = {label: {"text": label, "fingerprint": fingerprint, "tokens": "", "accuracy": [None] * seeds,
-                    "status": ["missing"] * seeds, "wall": [None] * seeds}
+                    "status": ["missing"] * seeds, "wall": [None] * seeds, "curve": None}
             for label, fingerprint in fingerprints.items()}
     for r in retrained:
         if r["seed_number"] < seeds:
@@ -208,10 +218,10 @@ def _finish(row: dict, failed_reward: float, known: Sequence[str]) -> dict:
     from evaluator.activations import BASELINES
     from search.analysis.tables import display_parts
 
+    row["accuracy"] = [_round(a) for a in row["accuracy"]]  # first: the mean and sd are those of what is stored
     mean, sd, _ = summarize(row["accuracy"], row["status"], failed_reward)
     walls = [w for w in row.pop("wall") if w is not None]
-    row.update(mean=_round(mean), sd=_round(sd), seconds=round(sum(walls) / len(walls), 2) if walls else None,
-               accuracy=[_round(a) for a in row["accuracy"]])
+    row.update(mean=_round(mean), sd=_round(sd), seconds=round(sum(walls) / len(walls), 2) if walls else None)
     row["simplest"], equals = display_parts(row["text"], known)
     row["equals"] = row["text"] if row["text"] in BASELINES else equals or ""
     return {c: row[c] for c in COLUMNS}
@@ -237,7 +247,7 @@ def _header(config: Config, seeds: int, info: dict, started: float, command: str
             "study": info.get("study"), "screened": info.get("screened"),
             "commit": prov["git_commit"], "dirty": prov["git_dirty"], "torch": prov["torch"],
             "machine": machine(), "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
-            "command": command,
+            "command": command, "rungs": list(config.fidelity.rungs) if info["kind"] == "space" else [],
             "written_after_s": round(time.time() - started, 1)}
 
 

@@ -90,7 +90,8 @@ class Driver:
         self.budget = config.budget.children
         self.proposal_limit = config.budget.proposal_limit
         f = config.fidelity  # early stopping: the engine's executor asks this board whether a child goes on
-        self.board = RungBoard(f.rungs, f.eta, config.rewards.metric, config.rewards.minimize) if f.rungs else None
+        self.board = RungBoard(f.rungs, f.eta, config.rewards.metric, config.rewards.minimize, f.stop) \
+            if f.rungs else None
 
         self.open: dict[int, Proposal] = {}  # asked, reward not yet told
         self.texts: dict[int, str] = {}

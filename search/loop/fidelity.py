@@ -42,12 +42,12 @@ def quantile(values: list[float], q: float) -> float:
 class RungBoard:
     """The scores recorded at each rung and the decisions taken. ``rungs``: steps, increasing; ``eta`` > 1;
     ``metric``: what the children report (``rewards.metric``); ``minimize``: it is to be minimised (the reported
-    values are negated into scores)."""
+    values are negated into scores); ``stop`` False: record the scores (learning curves), stop no child."""
 
     def __init__(self, rungs: tuple[int, ...] | list[int], eta: float, metric: str = "accuracy",
-                 minimize: bool = False):
+                 minimize: bool = False, stop: bool = True):
         self.rungs, self.eta = tuple(int(r) for r in rungs), float(eta)
-        self.metric, self.minimize = metric, bool(minimize)
+        self.metric, self.minimize, self.stop = metric, bool(minimize), bool(stop)
         self.scores: list[list[float]] = [[] for _ in self.rungs]
         self.known: dict[tuple[Hashable, int], RungDecision] = {}
         self.decisions: list[RungDecision] = []  # in the order they were taken; ``drain`` hands them on once
@@ -68,7 +68,7 @@ class RungBoard:
         score = -value if self.minimize else value
         recorded = self.scores[rung]
         recorded.append(score)
-        go_on = score >= quantile(recorded, 1.0 - 1.0 / self.eta)
+        go_on = not self.stop or score >= quantile(recorded, 1.0 - 1.0 / self.eta)
         decision = RungDecision(key, rung, int(step), float(score), go_on)
         self.known[key, rung] = decision
         self.decisions.append(decision)

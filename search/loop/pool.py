@@ -38,8 +38,8 @@ TIMEOUT_GRACE_S = 60.0
 class _BoardActor:
     """Early stopping's ``RungBoard`` where every worker can reach it: a child's report waits for its decision."""
 
-    def __init__(self, rungs, eta, metric, minimize, decisions):
-        self.board = RungBoard(rungs, eta, metric, minimize)
+    def __init__(self, rungs, eta, metric, minimize, stop, decisions):
+        self.board = RungBoard(rungs, eta, metric, minimize, stop)
         self.board.load(decisions)
 
     def decide(self, key, rung, step, value) -> bool:
@@ -242,7 +242,7 @@ class ChildPool(Executor):
         """Children report to a board actor that starts from ``board``'s decisions; ``drain_rungs`` hands its new
         decisions back (and keeps ``board`` up to date)."""
         super().attach(board)
-        self._actor = _BoardActor.remote(board.rungs, board.eta, board.metric, board.minimize,
+        self._actor = _BoardActor.remote(board.rungs, board.eta, board.metric, board.minimize, board.stop,
                                          list(board.known.values()))
 
     def drain_rungs(self) -> list[RungDecision]:
