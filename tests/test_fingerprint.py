@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from search import Expression, Space
-from search.language.identity import BETA_START, PROBE_BETAS, PROBE_POINTS, beta_assignments, quantize
+from search.language.identity import (BETA_START, INNER_BETAS, OUTER_REACH, PROBE_BETAS, PROBE_POINTS, beta_assignments,
+                                     quantize)
 
 
 def fp(text: str) -> str:
@@ -20,12 +21,16 @@ def fp(text: str) -> str:
 def test_probe_betas_cover_what_training_reaches():
     assert BETA_START == 1.0
     assert any(b > 1 for b in PROBE_BETAS) and any(0 < b < 1 for b in PROBE_BETAS) and any(b < 0 for b in PROBE_BETAS)
+    # max / min branches that switch below beta = -0.8 or above 2 (issue 20 item 11) are probed too
+    assert min(PROBE_BETAS) <= -2.0 and max(PROBE_BETAS) >= 2.5 and set(INNER_BETAS) < set(PROBE_BETAS)
+    assert OUTER_REACH >= 8.0  # a child's pre-activations go beyond [-5, 5]
 
 
 @pytest.mark.parametrize("n", range(6))
 def test_beta_assignments_are_closed_under_renaming_and_dropping_betas(n):
     rows = beta_assignments(n)
-    assert rows.shape == (sum(math.comb(3, k) * math.perm(n, k) for k in range(4)), n)
+    moves = [1, len(PROBE_BETAS), math.perm(len(PROBE_BETAS), 2), math.perm(len(INNER_BETAS), 3)]
+    assert rows.shape == (sum(math.comb(n, k) * moves[k] for k in range(min(n, 3) + 1)), n)
     assert (rows[0] == BETA_START).all()  # the screen's finiteness checks use row 0
     as_set = {tuple(r) for r in rows}
     assert len(as_set) == len(rows)
@@ -33,7 +38,7 @@ def test_beta_assignments_are_closed_under_renaming_and_dropping_betas(n):
         assert {tuple(r[list(perm)]) for r in rows} == as_set
     for keep in range(n):  # dropping a beta (one the function ignores) gives the set for n - 1 betas
         assert {tuple(np.delete(r, keep)) for r in rows} == {tuple(r) for r in beta_assignments(n - 1)}
-    m = min(n, len(PROBE_BETAS) + 1)  # occurrences are independent parameters: rows give them different values
+    m = min(n, 4)  # occurrences are independent parameters: rows give them different values
     assert any(len(set(r[:m])) == m for r in rows)
 
 
@@ -72,6 +77,13 @@ def test_quantize_keeps_differences_a_network_could_see():
     ("max(abs(x), beta * x)", "abs(x)"),
     ("max(beta * x, relu(x))", "relu(x)"),
     ("max(x + beta, exp(x))", "exp(x)"),
+    # differ only for a beta below -0.8 (issue 20 item 11): one fingerprint while -0.61 was the lowest probe
+    ("min(cosh(min(x + beta, beta)), atan(x))", "min(cosh(beta), atan(x))"),
+    ("min(abs(x), tanh(x))", "min(tanh(x), max(cosh(x), sinh(x)) + beta)"),
+    # differ only below x = -5.76, where sqrt's floor is above softplus and exp (issue 20 item 14)
+    ("max(sqrt(x), softplus(x))", "softplus(x)"),
+    ("max(sqrt(x), exp(x))", "exp(x)"),
+    ("min(sqrt(x), softplus(x))", "sqrt(x)"),
     # two occurrences are two parameters: (b0 - b1) * x is not zero, max(b0 x, b1 x) is a PReLU
     ("beta * x - beta * x", "x - x"),
     ("max(beta * x, beta * x)", "beta * x"),
@@ -104,19 +116,21 @@ def test_equal_functions_built_differently_share_a_fingerprint(group):
 
 def test_fingerprints_are_stable():
     # any change here re-keys every stored run's fingerprints: do it on purpose
-    assert fp("relu(x)") == "720277d618fab81b"
-    assert fp("x * sigmoid(beta * x)") == "e8d586093b7a2f6c"
+    assert fp("relu(x)") == "0c943bf67ce6df70"  # version 3 (FINGERPRINT_VERSION)
+    assert fp("x * sigmoid(beta * x)") == "c719c28152fe2172"
 
 
 # ---------------------------------------------------------------- against numerical equality on a whole space
 
-# Independent of the fingerprint: other points, other betas (stratified over [-2.5, 3.5], so every beta takes
+# Independent of the fingerprint: other points (also beyond [-5, 5], to OUTER_REACH), other betas (stratified over [-2.5, 3.5], so every beta takes
 # values above 1, in (0, 1) and below 0), an explicit tolerance, and a search over renamings of the betas.
 _RNG = np.random.default_rng(12345)
 _XS = np.concatenate([PROBE_POINTS, _RNG.uniform(-5, 5, 300)])
 _DRAWS = 10
 _BETAS = np.concatenate([np.ones((1, 3)), np.stack(
     [_RNG.permutation(-2.5 + 6.0 * (np.arange(_DRAWS) + _RNG.uniform(0, 1, _DRAWS)) / _DRAWS) for _ in range(3)], 1)])
+_XS = np.concatenate([_XS, _RNG.uniform(-OUTER_REACH, OUTER_REACH, 300)])
+_CORE = np.abs(_XS) <= 5  # compared apart from the rest, as the fingerprint quantises them: exp(12) hides 1e-3
 _TOL = 1e-9  # relative to a column's largest magnitude; no two functions of the space differ by 1e-12 .. 1e-6
 
 
@@ -130,7 +144,11 @@ def _evaluate(expr: Expression, betas: np.ndarray) -> np.ndarray:
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
-    """Equal non-finite entries, finite entries within _TOL of the column's scale."""
+    """Equal non-finite entries, finite entries within _TOL of the column's scale, on [-5, 5] and outside apart."""
+    return _same_part(a[_CORE], b[_CORE]) and _same_part(a[~_CORE], b[~_CORE])
+
+
+def _same_part(a: np.ndarray, b: np.ndarray) -> bool:
     fa, fb = np.isfinite(a), np.isfinite(b)
     if not (np.array_equal(fa, fb) and np.array_equal(np.where(fa, 0, a), np.where(fb, 0, b), equal_nan=True)):
         return False
@@ -213,4 +231,4 @@ def test_fingerprints_are_numerical_equality_on_the_one_unit_space():
     merged = [texts for texts in owners.values() if len(texts) > 1]
     assert split == [], f"equal functions with several fingerprints: {split}"
     assert merged == [], f"different functions sharing a fingerprint: {merged}"
-    assert len(groups) == len(owners) == 4073
+    assert len(groups) == len(owners) == 4077

@@ -10,6 +10,7 @@ from search.language.errors import UserError
 
 RESULTS_DIR = "results"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MAX_NAME = 100  # characters of a run name (a file name has at most 255, and a table build adds -seed<k>)
 
 
 def register(sub) -> None:
@@ -24,6 +25,7 @@ def register(sub) -> None:
                    help="continue the run of that name if it exists (only budget.* and resources.* may change)")
     p.add_argument("--results", default=RESULTS_DIR, help="folder holding runs (default: results)")
     p.add_argument("--top", type=whole(0, 100_000), default=10, metavar="K", help="rows of the final table (default 10)")
+    _add_accept_flag(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("resume", help="continue a stopped or crashed run",
@@ -33,7 +35,14 @@ def register(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="change a budget.* or resources.* setting, e.g. --set budget.children=200")
     p.add_argument("--top", type=whole(0, 100_000), default=10, metavar="K", help="rows of the final table (default 10)")
+    _add_accept_flag(p)
     p.set_defaults(func=cmd_resume)
+
+
+def _add_accept_flag(p) -> None:
+    p.add_argument("--accept-changed-child", dest="accept_changed", action="store_true",
+                   help="resume although the table file or the user child's source file changed since the run was "
+                        "created (recorded in run.log and provenance.json); without it such a resume is refused")
 
 
 def cmd_run(args) -> int:
@@ -44,7 +53,7 @@ def cmd_run(args) -> int:
     config = load_config(args.config, args.overrides)
     check_child_code(config)  # the user's module, the table file: refused before the run directory exists
     name = args.name if args.name is not None else Path(args.config).stem
-    check_run_name(name)
+    check_run_name(name, given=args.name is not None)
     results = Path(args.results)
     if results.exists() and not results.is_dir():
         raise UserError(f"--results {results}: is a file, not a folder for runs")
@@ -55,8 +64,9 @@ def cmd_run(args) -> int:
                             f"--resume), or pick another --name")
         if not is_run_dir(run_dir):
             raise UserError(f"{run_dir} exists but is not a run directory; pick another --name")
-        return _run(run_dir, args.top, args.overrides, config_file=config)
+        return _run(run_dir, args.top, args.overrides, config_file=config, accept_changed=args.accept_changed)
     _check_proposer(config)
+    _check_trainable(config)
     if task_named(config.child.task).reads_table:  # a replay of a space the table lacks would fail most children
         from evaluator.tabular import check_replay_space
 
@@ -69,15 +79,35 @@ def cmd_run(args) -> int:
     return _run(run_dir, args.top)
 
 
-def check_run_name(name: str) -> None:
-    """``UserError`` unless ``name`` can name a run directory (``--name``)."""
+def check_run_name(name: str, given: bool = True) -> None:
+    """``UserError`` unless ``name`` can name a run directory: at most ``MAX_NAME`` characters of letters, digits,
+    '.', '_' and '-'. ``given``: it came from ``--name`` (else from the config file's name)."""
+    what = "--name" if given else "the run name (the config file's name; choose another with --name)"
+    if len(name) > MAX_NAME:
+        raise UserError(f"{what} {name[:40]!r}...: {len(name):,} characters; a run name has at most {MAX_NAME}")
     if not _NAME.match(name):
-        raise UserError(f"--name {name!r}: use letters, digits, '.', '_' and '-' (no '/'), starting with a letter "
+        raise UserError(f"{what} {name!r}: use letters, digits, '.', '_' and '-' (no '/'), starting with a letter "
                         f"or digit")
 
 
 def cmd_resume(args) -> int:
-    return _run(Path(args.run_dir), args.top, args.overrides)
+    return _run(Path(args.run_dir), args.top, args.overrides, accept_changed=args.accept_changed)
+
+
+def _check_trainable(config) -> None:
+    """``UserError`` when the space is small enough to enumerate (``FunctionIndex.enumerable``) and none of its
+    functions passes the screen: every candidate would be screened and no child trained. The walk stops at the first
+    function that passes; a space too large to enumerate is warned about at the end instead (``_run``)."""
+    from search.language.index import FunctionIndex
+
+    space = config.space.build()
+    index = FunctionIndex.of(space)
+    reject = config.rewards.reject_linear
+    if not index.enumerable or any(index.verdict(tokens, reject).ok for tokens in space.enumerate()):
+        return
+    kinds = "constant, linear or not finite" if reject else "constant or not finite"
+    raise UserError(f"space: none of its {space.size:,} token strings computes a function that passes the screen "
+                    f"(each is {kinds}), so no child would train; add operators to space.unary or space.binary")
 
 
 def _check_proposer(config) -> None:
@@ -90,9 +120,10 @@ def _check_proposer(config) -> None:
         raise UserError(f"controller: {exc}") from None
 
 
-def _run(run_dir: Path, top: int, overrides=(), config_file=None) -> int:
+def _run(run_dir: Path, top: int, overrides=(), config_file=None, accept_changed: bool = False) -> int:
     """One session of the run in ``run_dir``, then its summary and top table. ``config_file``: a config given with
-    ``run --resume``: it must describe the same search, and its budget / resources become the overrides."""
+    ``run --resume``: it must describe the same search, and its budget / resources become the overrides.
+    ``accept_changed``: go on although a file that defines the reward changed (``--accept-changed-child``)."""
     from search.analysis.tables import top_table
     from search.loop.driver import STALL_PROPOSALS, run_search
     from search.loop.fidelity import early_stopping_text
@@ -100,7 +131,7 @@ def _run(run_dir: Path, top: int, overrides=(), config_file=None) -> int:
 
     if config_file is not None:
         overrides = _resume_overrides(run_dir, config_file)
-    _check_resumed_child_code(run_dir, overrides)
+    _check_resumed_child_code(run_dir, overrides, accept_changed)
     result = run_search(run_dir, overrides=tuple(overrides))
     from search.loop.rundir import run_config
 
@@ -118,6 +149,9 @@ def _run(run_dir: Path, top: int, overrides=(), config_file=None) -> int:
           f"({free}), {result.updates} controller updates{cpu}")
     if stopping:
         print(f"early stopping: {stopping}")
+    if result.evaluated == 0 and counts.get("screened", 0):
+        print(f"no child trained: none of the {counts['screened']} functions proposed passed the screen; the space may "
+              f"hold no trainable function (`actsearch space` counts them)", file=sys.stderr)
     if result.outcome == "stalled":
         print(f"stopped early: the last {STALL_PROPOSALS} proposals brought no function that was not trained, "
               f"screened or in training already; the space may hold fewer trainable functions than the budget "
@@ -131,12 +165,13 @@ def _run(run_dir: Path, top: int, overrides=(), config_file=None) -> int:
     return 0
 
 
-def _check_resumed_child_code(run_dir: Path, overrides) -> None:
+def _check_resumed_child_code(run_dir: Path, overrides, accept_changed: bool = False) -> None:
     """``check_child_code`` on the config a session of the run in ``run_dir`` would run, so a user's module or a table
-    that no longer loads is refused in one line before the session starts. A folder that is no run is left to
+    that no longer loads is refused in one line before the session starts, and so is one whose file changed since the
+    run was created (unless ``accept_changed``: the change is then recorded). A folder that is no run is left to
     ``run_search`` to name."""
     from search.loop.config import check_child_code, check_resume_overrides, config_with_overrides
-    from search.loop.rundir import is_run_dir, run_config
+    from search.loop.rundir import check_reward_sources, is_run_dir, record_reward_sources, run_config
     from search.loop.store import Store
 
     if not is_run_dir(run_dir):
@@ -145,6 +180,12 @@ def _check_resumed_child_code(run_dir: Path, overrides) -> None:
     with Store.open(run_dir, readonly=True) as store:
         config = config_with_overrides(run_config(run_dir, store), overrides)
     check_child_code(config)
+    sources, changes, unrecorded = check_reward_sources(run_dir, config, accept_changed)
+    if unrecorded:  # a run made before the files were recorded, or a change accepted: recorded before the session
+        from search.loop.pool import check_address
+
+        check_address(config)  # a session that cannot start records nothing
+        record_reward_sources(run_dir, sources, changes)
 
 
 def _resume_overrides(run_dir: Path, config) -> list[str]:

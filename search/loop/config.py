@@ -262,6 +262,8 @@ class Config:
         """Problems that involve more than one section, as ``(field path, message)``."""
         out: list[tuple[str, str]] = []
         if self.fidelity.rungs and self.fidelity.rungs[-1] >= self.child.steps and find_task(self.child.task) \
+    # not a setting: the folder a run was created in, set by search.loop.rundir.run_config ("" for a config file)
+    run_folder = ""
                 and not find_task(self.child.task).user:
             out.append(("fidelity.rungs", f"a rung at step {self.fidelity.rungs[-1]} is not below child.steps "
                                           f"({self.child.steps}): a child ends there anyway"))
@@ -283,13 +285,15 @@ class Config:
     def search_path(self) -> list[str]:
         """Where a user-defined child's relative file or module is looked for after a process's current directory:
         the directory this process started in, and ``resources.working_dir`` and the ``py_modules`` folders when
-        local (the workers of an embedded Ray, or of a cluster on this machine, find the code there)."""
+        local (the workers of an embedded Ray, or of a cluster on this machine, find the code there), then a run's
+        ``run_folder`` (a run resumed from another folder finds the files it was created with)."""
         import os
 
         out = [os.getcwd()]
         r = self.resources
-        for place in [r.working_dir] + [str(Path(m).parent) if Path(m).is_file() else m for m in r.py_modules]:
-            if place and "://" not in place and Path(place).is_dir():
+        for place in [r.working_dir] + [str(Path(m).parent) if Path(m).is_file() else m for m in r.py_modules] \
+                + [self.run_folder]:
+            if place and "://" not in place and Path(place).is_dir() and str(Path(place).resolve()) not in out:
                 out.append(str(Path(place).resolve()))
         return out
 
@@ -377,6 +381,10 @@ def check_child_code(config: Config) -> None:
         field = "child.table" if task.reads_table else "child.task"
         message = str(exc)
         raise UserError(message if message.startswith(field) else f"{field}: {message}") from None
+    if task.user:  # imported in a forked process first: a module that exits at import cannot end the command
+        from evaluator.user import check_user_function
+
+        check_user_function(config.child.task, config.search_path())
 
 
 def check_resume_overrides(overrides: Sequence[str]) -> None:
@@ -390,7 +398,9 @@ def config_with_overrides(config: Config, overrides: Sequence[str]) -> Config:
     raw = config.to_dict()
     for override in overrides:
         apply_override(raw, override, SECTIONS)
-    return config_from_dict(raw)
+    changed = config_from_dict(raw)
+    changed.run_folder = config.run_folder
+    return changed
 
 
 def config_from_dict(raw: dict) -> Config:
