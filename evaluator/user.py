@@ -30,7 +30,10 @@ import importlib.util
 import inspect
 import math
 import os
+import select
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -126,6 +129,9 @@ def load_user_function(task: str, search_path: Sequence[str] | None = None) -> C
         load = lambda: importlib.import_module(where)  # noqa: E731
     try:
         module = load()
+    except SystemExit as exc:  # sys.exit at import: a script, not a module; the command goes on to say so
+        raise UserError(f"{label}: importing {what} calls sys.exit({'' if exc.code is None else repr(exc.code)[:60]}); "
+                        f"a module of children must not exit at import") from None
     except Exception as exc:  # an import that fails is the user's setup: name it, in one line
         raise UserError(f"{label}: cannot import {what}: {one_line(exc)}") from None
     fn = getattr(module, name, None)
@@ -160,6 +166,107 @@ def user_task_problem(task: str, search_path: Sequence[str] | None = None) -> st
     except UserError as exc:
         return str(exc).removeprefix("child.task: ")
     return None
+
+
+PREFLIGHT_TIMEOUT_S = 600.0  # an import in the forked process taking longer is retried in this process
+_CUDA_IN_FORK = "Cannot re-initialize CUDA in forked subprocess"
+
+
+def check_user_function(task: str, search_path: Sequence[str] | None = None,
+                        timeout_s: float = PREFLIGHT_TIMEOUT_S) -> Callable:
+    """``load_user_function`` for a command's pre-flight: the first import runs in a forked process first, so a module
+    that ends its process at import (``os._exit``, ``sys.exit``, a crash in native code) is a ``UserError`` naming it,
+    not the end of the command; then the function is imported here. Where there is no ``os.fork`` (Windows) the
+    import is guarded in this process only (``sys.exit`` is caught, ``os._exit`` cannot be)."""
+    if hasattr(os, "fork") and not _imported(task, search_path):
+        problem = _import_in_fork(task, search_path, timeout_s)
+        if problem:
+            raise UserError(problem)
+    return load_user_function(task, search_path)
+
+
+def _imported(task: str, search_path: Sequence[str] | None) -> bool:
+    """Whether ``task``'s module is imported in this process already (a fork would only import it again)."""
+    where, _ = _split(task)
+    if not _is_file(where):
+        return where in sys.modules
+    path = resolve_path(where, search_path)
+    return path is not None and (str(path), path.stat().st_mtime) in _MODULES
+
+
+def _import_in_fork(task: str, search_path: Sequence[str] | None, timeout_s: float) -> str | None:
+    """Load ``task``'s function in a forked process, whose output goes nowhere; the ``UserError`` message when the
+    load fails or the process ends before it answers, None when it loads (or the fork cannot tell: CUDA initialised
+    here, or no answer within ``timeout_s``; the import in this process then decides)."""
+    read_end, write_end = os.pipe()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    pid = os.fork()
+    if pid == 0:  # the forked process: load, answer through the pipe, end without the parent's exit handlers
+        try:
+            os.close(read_end)
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 1)
+            os.dup2(null, 2)
+            try:
+                load_user_function(task, search_path)
+                message = ""
+            except UserError as exc:
+                message = str(exc)
+            except BaseException as exc:  # whatever it is, it is the answer
+                message = f"child.task: {task!r}: cannot import it: {one_line(exc)}"
+            body = message.encode()[:60_000]
+            os.write(write_end, b"%d\n%s" % (len(body), body))
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    answer, message, deadline, timed_out, finished = b"", None, time.monotonic() + timeout_s, False, False
+    try:
+        while message is None:
+            ready, _, _ = select.select([read_end], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                timed_out = True
+                break
+            chunk = os.read(read_end, 65_536)
+            if not chunk:  # the process ended without answering
+                break
+            answer += chunk
+            head, newline, body = answer.partition(b"\n")
+            if newline and len(body) >= int(head):
+                message = body.decode(errors="replace")
+        finished = True
+    finally:
+        os.close(read_end)
+        if timed_out or not finished:  # still importing, or this process was interrupted: stop it
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+    if timed_out:
+        return None
+    if message is not None:
+        return None if not message or _CUDA_IN_FORK in message else message
+    code = os.waitstatus_to_exitcode(status)
+    how = f"exit code {code}" if code >= 0 else \
+        f"signal {signal.Signals(-code).name}" if -code in signal.valid_signals() else f"signal {-code}"
+    where, _ = _split(task)
+    what = f"file {where}" if _is_file(where) else f"module {where}"
+    return (f"child.task: {task!r}: importing {what} ends the process ({how}); a module of children must not exit "
+            f"at import")
+
+
+def user_source_file(task: str, search_path: Sequence[str] | None = None) -> Path | None:
+    """The file that holds ``child.task``'s function: the file named, or the module's source file (a package's
+    ``__init__.py``); None when it has none (a module built into Python or not found)."""
+    where, _ = _split(task)
+    if _is_file(where):
+        return resolve_path(where, search_path)
+    origin = getattr(sys.modules.get(where), "__file__", None)
+    if origin is None:
+        try:
+            spec = importlib.util.find_spec(where)
+        except (ImportError, ValueError):
+            return None
+        origin = spec.origin if spec is not None and spec.has_location else None
+    return Path(origin).resolve() if origin else None
 
 
 class Activation:

@@ -86,8 +86,9 @@ def child_settings_from_args(args) -> ChildSettings:
     return settings
 
 
-def split_activations(text: str) -> list[str]:
-    """``'relu, max(x, sigmoid(x)), x'`` -> ``['relu', 'max(x, sigmoid(x))', 'x']``: commas inside calls don't split."""
+def split_activations(text: str, flag: str = "--activations") -> list[str]:
+    """``'relu, max(x, sigmoid(x)), x'`` -> ``['relu', 'max(x, sigmoid(x))', 'x']``: commas inside calls don't split.
+    ``flag``: the option the list came from, named in the error."""
     parts, depth, current = [], 0, []
     for ch in text:
         if ch == "," and depth == 0:
@@ -98,7 +99,7 @@ def split_activations(text: str) -> list[str]:
         current.append(ch)
     parts.append("".join(current).strip())
     if any(not p for p in parts):
-        raise UserError(f"--activations {text!r}: empty entry in the comma-separated list")
+        raise UserError(f"{flag} {text!r}: empty entry in the comma-separated list")
     return parts
 
 
@@ -110,6 +111,10 @@ def _check_ready(settings: ChildSettings, activations: list[str], search_path: l
     for activation in activations:
         activation_label(activation)
     task = task_named(settings.task)
+    if task.user:  # imported in a forked process first: a module that exits at import cannot end the command
+        from evaluator.user import check_user_function
+
+        check_user_function(settings.task, search_path)
     task.prepare(settings, search_path)  # a table file, a user's function
     if task.dataset is None:
         return

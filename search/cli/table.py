@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 from search.cli.common import output_file, whole
 from search.language.errors import UserError
@@ -55,7 +56,7 @@ def function_list(items: list[str], top: int | None, of: str | None) -> list[str
         raise UserError("--top and --of go together: --top K --of TABLE trains the K best functions of TABLE")
     out: list[str] = []
     for item in items:
-        for part in split_activations(item):
+        for part in split_activations(item, "--functions"):
             key = part.strip().lower()
             out += list(PAPER_FUNCTIONS) if key == "paper" else list(BASELINES) if key == "baselines" else [part]
     if of is not None:
@@ -68,10 +69,9 @@ def cmd_build(args) -> int:
 
     output_file(args.out, "--out", "table.json")  # before hours of training
     functions = function_list(args.functions, args.top, args.of)
-    if args.name is not None:
-        from search.cli.run import check_run_name
+    from search.cli.run import check_run_name
 
-        check_run_name(args.name)
+    check_run_name(args.name if args.name is not None else Path(args.config).stem, given=args.name is not None)
     command = " ".join(["actsearch table build", shlex.quote(args.config), f"--seeds {args.seeds}",
                         f"--out {shlex.quote(args.out)}"]
                        + [f"--name {shlex.quote(args.name)}"] * (args.name is not None)

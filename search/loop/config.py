@@ -257,13 +257,13 @@ class Config:
     resources: ResourceSettings = field(default_factory=ResourceSettings)
     rewards: RewardSettings = field(default_factory=RewardSettings)
     fidelity: FidelitySettings = field(default_factory=FidelitySettings)
+    # not a setting: the folder a run was created in, set by search.loop.rundir.run_config ("" for a config file)
+    run_folder = ""
 
     def problems(self) -> list[tuple[str, str]]:
         """Problems that involve more than one section, as ``(field path, message)``."""
         out: list[tuple[str, str]] = []
         if self.fidelity.rungs and self.fidelity.rungs[-1] >= self.child.steps and find_task(self.child.task) \
-    # not a setting: the folder a run was created in, set by search.loop.rundir.run_config ("" for a config file)
-    run_folder = ""
                 and not find_task(self.child.task).user:
             out.append(("fidelity.rungs", f"a rung at step {self.fidelity.rungs[-1]} is not below child.steps "
                                           f"({self.child.steps}): a child ends there anyway"))
@@ -375,16 +375,16 @@ def check_child_code(config: Config) -> None:
             raise UserError(f"resources.py_modules: {module} would be imported on the workers instead of actsearch's "
                             f"package {name!r}; rename it")
     task = task_named(config.child.task)
+    if task.user:  # imported in a forked process first: a module that exits at import cannot end the command
+        from evaluator.user import check_user_function
+
+        check_user_function(config.child.task, config.search_path())
     try:
         task.prepare(config.child, config.search_path())
     except UserError as exc:
         field = "child.table" if task.reads_table else "child.task"
         message = str(exc)
         raise UserError(message if message.startswith(field) else f"{field}: {message}") from None
-    if task.user:  # imported in a forked process first: a module that exits at import cannot end the command
-        from evaluator.user import check_user_function
-
-        check_user_function(config.child.task, config.search_path())
 
 
 def check_resume_overrides(overrides: Sequence[str]) -> None:

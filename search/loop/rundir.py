@@ -14,6 +14,7 @@ The store is the truth: ``config.yaml`` is for people to read, and a search defi
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -21,6 +22,7 @@ import platform
 import shutil
 import socket
 import subprocess
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -41,6 +43,10 @@ PROVENANCE_FILE = "provenance.json"
 LOG_FILE = "run.log"
 LOCK_FILE = "run.lock"
 SEARCH_META = "search"  # the store's copy of the search definition
+SOURCES_META = "reward_sources"  # the files that define the reward (table, user child's source): path and sha256 each
+ACCEPTED_META = "accepted_changes"  # changes of those files accepted on resume with ACCEPT_FLAG: when, old and new
+FOLDER_META = "created_in"  # the folder the run was created in: where its relative files are found from elsewhere
+ACCEPT_FLAG = "--accept-changed-child"
 FINGERPRINT_META = "fingerprint_version"  # which fingerprint identifies the run's functions (absent: version 1)
 
 
@@ -84,10 +90,14 @@ def create_run(run_dir: Path, config: Config) -> None:
     try:
         atomic_write(tmp / CONFIG_FILE, config.to_yaml())
         (tmp / CHECKPOINT_DIR).mkdir()
+        sources = reward_sources(config)
         with Store.open(tmp / STORE_FILE, create=True) as store:
             store.set_meta("name", run_dir.name)
             store.set_meta(SEARCH_META, search_definition(config))
             store.set_meta(FINGERPRINT_META, FINGERPRINT_VERSION)
+            store.set_meta(SOURCES_META, sources)
+            store.set_meta(FOLDER_META, os.getcwd())
+        _write_run_facts(tmp, {SOURCES_META: sources, FOLDER_META: os.getcwd()})
         os.rename(tmp, run_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -122,6 +132,7 @@ def run_config(run_dir: Path, store: Store) -> Config:
     """The run's config from ``config.yaml``, checked against the search definition the store holds: an edit to
     ``seed``, ``space``, ``controller``, ``child`` or ``rewards`` is refused (``UserError`` naming the field)."""
     config = load_config(Path(run_dir) / CONFIG_FILE)
+    config.run_folder = store.get_meta(FOLDER_META) or ""
     stored = store.get_meta(SEARCH_META)
     if stored is None:  # a run made before the store kept the definition: config.yaml is all there is
         return config
@@ -143,6 +154,82 @@ def check_fingerprints(run_dir: Path, store: Store) -> None:
         raise UserError(f"{run_dir}: its candidates carry fingerprints of version {version}, this actsearch computes "
                         f"version {FINGERPRINT_VERSION}; finish it with the actsearch that made it (provenance.json "
                         f"names the commit), or start a new run")
+
+
+# ---------------------------------------------------------------- what defines the reward
+
+def reward_sources(config: Config) -> dict[str, dict]:
+    """The files that define a child's reward besides the settings, keyed by the field that names them: the table a
+    replay reads (``child.table``) and a user child's source file (``child.task``; a module's file), each
+    ``{"given", "path" (absolute), "sha256"}``. Empty for a built-in task; a file not found is left out
+    (``check_child_code`` names it)."""
+    from evaluator.tabular import TableError, resolve_table_path
+    from evaluator.tasks import task_named
+    from evaluator.user import user_source_file
+
+    task, places = task_named(config.child.task), config.search_path()
+    found: dict[str, tuple[str, Path | None]] = {}
+    if task.reads_table:
+        try:
+            found["child.table"] = (config.child.table, resolve_table_path(config.child.table, places))
+        except TableError:
+            pass
+    if task.user:
+        found["child.task"] = (config.child.task, user_source_file(config.child.task, places))
+    return {name: {"given": given, "path": str(path), "sha256": file_sha256(path)}
+            for name, (given, path) in found.items() if path is not None}
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def changed_sources(recorded: dict | None, now: dict) -> list[dict]:
+    """``{"field", "old", "new"}`` for each file the run ``recorded`` whose contents differ ``now`` (a file found at
+    another path with the same digest is the same file)."""
+    return [{"field": name, "old": old, "new": now[name]} for name, old in (recorded or {}).items()
+            if name in now and now[name]["sha256"] != old.get("sha256")]
+
+
+def check_reward_sources(run_dir: Path, config: Config, accept: bool = False) -> tuple[dict, list[dict], bool]:
+    """Before a session of the run in ``run_dir`` with ``config``: ``(the files now, their changes since the run
+    recorded them, whether they need recording)``. ``UserError`` naming the first changed file unless ``accept``: a
+    resume must not mix rewards of two tables or two versions of a child. A run made before the files were recorded
+    needs them recorded and resumes as it did."""
+    with Store.open(run_dir, readonly=True) as store:
+        recorded = store.get_meta(SOURCES_META)
+    now = reward_sources(config)
+    changes = changed_sources(recorded, now)
+    if changes and not accept:
+        change = changes[0]
+        old, new = change["old"], change["new"]
+        where = new["path"] if new["path"] == old.get("path") else f"{new['path']} (created with {old.get('path')})"
+        raise UserError(f"{change['field']}: {where} has changed since the run was created (sha256 "
+                        f"{str(old.get('sha256'))[:12]} then, {new['sha256'][:12]} now); put it back, or resume with "
+                        f"{ACCEPT_FLAG} to go on with it (recorded in the run)")
+    return now, changes, recorded is None or bool(changes)
+
+
+def record_reward_sources(run_dir: Path, sources: dict, changes: list[dict], say=print) -> None:
+    """Record ``sources`` as the run's files that define the reward, each accepted change (``changes``) with its time
+    in the store and provenance.json and as a line in run.log (also given to ``say``). Holds the run's lock."""
+    run_dir = Path(run_dir)
+    accepted = [{"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **change} for change in changes]
+    with run_lock(run_dir), Store.open(run_dir) as store:
+        history = (store.get_meta(ACCEPTED_META) or []) + accepted
+        if accepted:  # first: a crash before the next line leaves the old digests, which refuse the next resume
+            store.set_meta(ACCEPTED_META, history)
+        store.set_meta(SOURCES_META, sources)
+        _write_run_facts(run_dir, {SOURCES_META: sources, **({ACCEPTED_META: history} if history else {})})
+        lines = [f"{ACCEPT_FLAG}: {c['field']} {c['new']['path']} changed (sha256 "
+                 f"{str(c['old'].get('sha256'))[:12]} -> {c['new']['sha256'][:12]}); rewards from now on come from "
+                 f"the changed file" for c in accepted]
+        if lines:
+            with open(run_dir / LOG_FILE, "a") as log:
+                log.writelines(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n" for line in lines)
+            for line in lines:
+                say(line)
 
 
 def write_run_config(run_dir: Path, config: Config) -> None:
@@ -212,10 +299,21 @@ def provenance_now() -> dict:
 
 
 def write_provenance(run_dir: Path, session: dict) -> None:
-    """Add or replace ``session`` (keyed by ``session["session"]``) in the run's provenance file."""
+    """Add or replace ``session`` (keyed by ``session["session"]``) in the run's provenance file; the run's own facts
+    (``RUN_FACTS``) stay."""
     path = Path(run_dir) / PROVENANCE_FILE
     data = json.loads(path.read_text()) if path.exists() else {"sessions": []}
     sessions = [s for s in data.get("sessions", []) if s.get("session") != session.get("session")] + [session]
     data = {**{k: v for k, v in session.items() if k not in ("session", "started_at", "ended_at", "outcome")},
-            "sessions": sessions}
+            **{k: data[k] for k in RUN_FACTS if k in data}, "sessions": sessions}
     atomic_write(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+RUN_FACTS = (SOURCES_META, FOLDER_META, ACCEPTED_META)  # provenance.json's facts of the run, not of a session
+
+
+def _write_run_facts(run_dir: Path, facts: dict) -> None:
+    """Set ``facts`` (keys of ``RUN_FACTS``) in the run's provenance file, keeping the rest."""
+    path = Path(run_dir) / PROVENANCE_FILE
+    data = json.loads(path.read_text()) if path.exists() else {"sessions": []}
+    atomic_write(path, json.dumps({**data, **facts}, indent=2, default=str) + "\n")
