@@ -1,4 +1,5 @@
-"""One self-contained HTML page about a run: summary, progress, top candidates, their shapes, significance, config.
+"""One self-contained HTML page about a run: the answer first (the best function, its verdicts against the baselines,
+the significance picture), then the search's course, the top candidates, their shapes, the tables, per child, config.
 
 Everything is inline (CSS in a <style> block, images as base64 data URIs): the file can be mailed, archived or opened
 offline and looks the same. Inputs are plain data so the page can be built from a run store or from anything else.
@@ -16,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
-from search.analysis.stats import ALPHA, TIE_DECIMALS, WinsTable
+from search.analysis.stats import ALPHA, TIE_DECIMALS, WinsTable, format_p
 from search.analysis.tables import SIGNIFICANCE_COLUMNS, comparison_rows, display_text
 from search.language.errors import UserError
 from search.language.files import atomic_write
@@ -194,6 +195,56 @@ def _wins(table: WinsTable, show: Callable[[str], str] = str) -> str:
             f"worse than the baseline{tie}, as in the paper's summary of Swish against its baselines.</p>")
 
 
+def _signed(v: Any) -> str:
+    return DASH if v is None else f"{v:+.4f}"
+
+
+def _answer(best: Mapping[str, Any]) -> str:
+    """The best function's picture and one row per baseline: its verdict, the mean difference and its interval."""
+    rows = []
+    for c in best.get("comparisons") or []:
+        holm = c.get("wilcoxon_p_holm")
+        rows.append(f"<tr><td class='expr'>{_e(c['baseline'])}</td><td>{_badge(str(c['verdict']))}</td>"
+                    f"<td class='num'>{_e(_signed(c.get('mean_diff')))}</td>"
+                    f"<td class='num'>[{_e(_signed(c.get('ci_low')))}, {_e(_signed(c.get('ci_high')))}]</td>"
+                    f"<td class='num'>{_e(DASH if holm is None else format_p(holm))}</td>"
+                    f"<td class='num'>{c['wins']}/{c['ties']}/{c['losses']}</td><td>{_e(c.get('reason') or '')}</td>"
+                    f"</tr>")
+    head = ("<tr><th>baseline</th><th>verdict</th><th class='num'>difference</th><th class='num'>95% interval</th>"
+            "<th class='num'>Holm p</th><th class='num'>w/t/l</th><th>why no evidence</th></tr>")
+    table = (f'<div class="scroll"><table class="compact"><thead>{head}</thead><tbody>{"".join(rows)}</tbody>'
+             f'</table></div>') if rows else ""
+    return (f"<p><b>Best function: <code>{_e(best['text'])}</code></b> {_e(best.get('note', ''))}</p>"
+            + _image(best["png"], "best function", "The best function (solid) and its derivative (dashed) on [-5, 5], "
+                                                   "every beta at 1.") + table)
+
+
+def _per_child(studies: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], show: Callable[[str], str]) -> str:
+    """Per child (study): each function's verdict against each baseline; then on how many children each function was
+    better than each baseline (the paper's "generalizes to k of n models", with verdicts instead of medians)."""
+    from search.analysis.confirm import generalization
+
+    baselines = list(dict.fromkeys(c["baseline"] for _, comps in studies for c in comps))
+    head = "<tr><th>child</th><th>function</th>" + "".join(f"<th>{_e(b)}</th>" for b in baselines) + "</tr>"
+    body = []
+    for label, comps in studies:
+        verdicts = {(c["candidate"], c["baseline"]): c["verdict"] for c in comps}
+        for candidate in dict.fromkeys(c["candidate"] for c in comps):
+            cells = "".join(f"<td>{_badge(verdicts[candidate, b]) if (candidate, b) in verdicts else DASH}</td>"
+                            for b in baselines)
+            body.append(f"<tr><td>{_e(label)}</td><td class='expr'>{_e(show(candidate))}</td>{cells}</tr>")
+    counts = generalization(studies)
+    head2 = "<tr><th>function</th>" + "".join(f"<th class='num'>{_e(b)}</th>" for b in baselines) + "</tr>"
+    body2 = [f"<tr><td class='expr'>{_e(show(candidate))}</td>" + "".join(
+        f"<td class='num'>{'%d of %d' % row[b] if b in row else DASH}</td>" for b in baselines) + "</tr>"
+        for candidate, row in counts.items()]
+    return (f'<div class="scroll"><table><thead>{head}</thead><tbody>{"".join(body)}</tbody></table></div>'
+            f'<p class="note">Better on k of n children, counting the children on which the two were compared:</p>'
+            f'<div class="scroll"><table class="compact"><thead>{head2}</thead><tbody>{"".join(body2)}</tbody>'
+            f'</table></div><p class="note">Studies scored on the split the search selected its functions on are '
+            f"left out: they favour the functions.</p>")
+
+
 # ---------------------------------------------------------------- the page
 
 def _version() -> str:
@@ -207,7 +258,9 @@ def build_report(path: str | os.PathLike, *, title: str, config: Mapping[str, An
                  top_rows: Sequence[Mapping[str, Any]], function_png: bytes, progress_png: bytes,
                  significance: Sequence[Mapping[str, Any]] | None = None,
                  wins_table: WinsTable | Mapping[str, Any] | None = None,
-                 significance_png: bytes | None = None, show: Callable[[str], str] = display_text) -> None:
+                 significance_png: bytes | None = None, show: Callable[[str], str] = display_text,
+                 best: Mapping[str, Any] | None = None,
+                 per_child: Sequence[tuple[str, Sequence[Mapping[str, Any]]]] | None = None) -> None:
     """Write the report to ``path`` (one HTML file, nothing external); a missing folder raises ``UserError``.
 
     config: the run's configuration (shown as YAML); summary: headline figures (shown as cards, in order); top_rows:
@@ -217,7 +270,11 @@ def build_report(path: str | os.PathLike, *, title: str, config: Mapping[str, An
     (``search.analysis.plots.plot_significance``), shown under the significance table when given; show: how a
     candidate's text is shown in the top table's ``expression`` / ``text`` column and the significance and wins
     tables (default ``search.analysis.tables.display_text``: its simplest equivalent, ``= relu`` when it computes a
-    baseline).
+    baseline); best: the function the page leads with, ``text`` (as shown), ``png`` (its shape), ``note`` and
+    ``comparisons`` (its own, in the metric's units: ``search.analysis.significance.metric_comparisons``); per_child:
+    ``(label, comparisons)`` per study (``search.analysis.confirm.transfer_studies``), shown when there are two or more.
+    The page leads with the answer (the best function, its verdicts, the significance picture), then the course of the
+    search, then the tables.
     """
     path = Path(path)
     if path.is_dir() or not path.parent.is_dir():
@@ -229,6 +286,17 @@ def build_report(path: str | os.PathLike, *, title: str, config: Mapping[str, An
     parts = [
         f"<header><h1>{_e(title)}</h1></header>",
         _summary(summary),
+        "<h2>Significance against baselines</h2>",
+        _answer(best) if best else "",
+        "" if sig else '<p class="note">No significance results in this run yet: <code>actsearch significance RUN'
+                       "</code> (or a <code>confirm:</code> section in the config) re-trains the top candidates and "
+                       "the baselines over several seeds and compares them.</p>",
+    ]
+    if sig and significance_png is not None:
+        parts.append(_image(significance_png, "significance comparisons",
+                            "Per comparison: the paired per-seed differences (dots), the 95% bootstrap interval of "
+                            "their mean (bar, | the mean), zero (line) and the verdict; each panel has its own scale."))
+    parts += [
         "<h2>Progress</h2>",
         _image(progress_png, "search progress", "Reward per candidate with its best-so-far and moving average; "
                                                  "controller entropy per update."),
@@ -237,17 +305,13 @@ def build_report(path: str | os.PathLike, *, title: str, config: Mapping[str, An
         "<h2>Shapes of the top functions</h2>",
         _image(function_png, "top functions", "Each function (solid) and its derivative (dashed) on [-5, 5], "
                                               "every beta at its initial value 1."),
-        "<h2>Significance against baselines</h2>",
-        _significance(sig, show) if sig else
-        '<p class="note">No significance results in this run yet: <code>actsearch significance RUN</code> re-trains '
-        "the top candidates and the baselines over several seeds and compares them.</p>",
     ]
-    if sig and significance_png is not None:
-        parts.append(_image(significance_png, "significance comparisons",
-                            "Per comparison: the paired per-seed differences (dots), the 95% bootstrap interval of "
-                            "their mean (bar, | the mean), zero (line) and the verdict; each panel has its own scale."))
+    if sig:
+        parts += ["<h2>All comparisons</h2>", _significance(sig, show)]
     if wins is not None:
         parts += ["<h2>Wins / ties / losses</h2>", _wins(wins, show)]
+    if per_child and len(per_child) > 1:
+        parts += ["<h2>Per child: where the functions hold</h2>", _per_child(per_child, show)]
     config_text = yaml.safe_dump(json.loads(json.dumps(config, default=str)), sort_keys=False).rstrip()
     parts += ["<h2>Configuration</h2>", f"<pre>{_e(config_text)}</pre>",
               f"<footer>Generated by actsearch {_e(_version())}.</footer>"]
@@ -262,10 +326,12 @@ def build_report(path: str | os.PathLike, *, title: str, config: Mapping[str, An
 
 def write_run_report(path: str | os.PathLike, run_dir: Path, config, store, k: int, plot_top: int) -> None:
     """``build_report`` of a run: its ``k`` best candidates (``search.analysis.ranking.ranked``), the shapes of the
-    first ``plot_top``, its progress, and the current significance analysis when there is one. config: the run's
-    ``Config``; store: its ``Store`` (read-only is enough). Raises ``UserError`` for a run without a trained
-    candidate."""
-    from search.analysis.plots import plot_comparisons, plot_ranked, plot_run_progress
+    first ``plot_top``, its progress, and the current significance analysis when there is one, led by its best
+    function (``search.analysis.confirm.best_of``; the search's best without one) and followed by every child it
+    was tested on. config: the run's ``Config``; store: its ``Store`` (read-only is enough). Raises ``UserError``
+    for a run without a trained candidate."""
+    from search.analysis.confirm import best_of, transfer_studies
+    from search.analysis.plots import plot_comparisons, plot_functions, plot_ranked, plot_run_progress
     from search.analysis.ranking import current_analysis, displayed, ranked, shows, statuses_text, verdicts_text
     from search.analysis.significance import metric_comparisons, study_label
     from search.analysis.tables import metric_rows, shows_metric
@@ -287,14 +353,24 @@ def write_run_report(path: str | os.PathLike, run_dir: Path, config, store, k: i
         del summary["best reward"]
         summary[f"best {config.rewards.metric}"] = config.rewards.metric_of(best["reward"])
         summary["reward"] = f"{config.rewards.metric}, {'lower' if config.rewards.minimize else 'higher'} is better"
-    significance_png = None
+    significance_png, lead = None, best["text"]
     if analysis:
         study = f"{analysis['seeds']} seeds, {study_label(analysis, config.to_dict()['child'])}"
+        lead = best_of(analysis["comparisons"]) or lead
         summary["significance"] = (f"{len(analysis['candidates'])} candidates x {len(analysis['baselines'])} "
                                    f"baselines, {study}")
         buffer = io.BytesIO()
         plot_comparisons(analysis["comparisons"], buffer, study, config.rewards, show)
         significance_png = buffer.getvalue()
+    picture = io.BytesIO()
+    plot_functions([lead], picture, titles=[show(lead)])
+    answer = {"text": show(lead), "png": picture.getvalue(),
+              "note": f"(of {len(analysis['candidates'])} tested: {study})" if analysis else "(the search's best; not "
+                      "yet tested against the baselines)",
+              "comparisons": [c for c in metric_comparisons(analysis["comparisons"], config.rewards)
+                              if c["candidate"] == lead] if analysis else []}
+    per_child = [(label, metric_comparisons(comps, config.rewards))
+                 for label, comps in transfer_studies(store.significance(), config.to_dict()["child"])]
     score = config.rewards.metric if shows_metric(config.rewards) else "reward"
     table = [{"rank": r["rank"], "expression": r["text"], score: r["reward"],
               "mean": r["mean"] if r["evaluations"] > 1 else None, "sd": r["sd"], "evaluations": r["evaluations"],
@@ -303,4 +379,5 @@ def write_run_report(path: str | os.PathLike, run_dir: Path, config, store, k: i
     build_report(path, title=f"actsearch run {run_dir.name}", config=config.to_dict(), summary=summary,
                  top_rows=table, function_png=functions.getvalue(), progress_png=progress.getvalue(),
                  significance=metric_comparisons(analysis["comparisons"], config.rewards) if analysis else None,
-                 wins_table=analysis["wins"] if analysis else None, significance_png=significance_png, show=show)
+                 wins_table=analysis["wins"] if analysis else None, significance_png=significance_png, show=show,
+                 best=answer, per_child=per_child)

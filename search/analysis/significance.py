@@ -46,7 +46,7 @@ from search.analysis.stats import (
 )
 from search.analysis.tables import SIGNIFICANCE_COLUMNS, Column, comparison_rows, format_rows
 from search.language.errors import UserError
-from search.loop.config import Config, check_overrides, config_with_overrides, parse_override
+from search.loop.config import Config, ConfirmSettings, check_overrides, config_with_overrides, parse_override
 from search.loop.progress import Progress
 from search.loop.rundir import LOG_FILE, require_run_dir, require_writable_run_dir, run_config, run_lock
 from search.loop.store import Store
@@ -76,10 +76,12 @@ def run_config_of(run_dir: Path) -> Config:
 def study_config(run_dir: Path, overrides: Sequence[str] = ()) -> Config:
     """The run's config with ``--set`` ``overrides`` of ``child.*`` / ``resources.*`` applied and validated.
 
-    Raises ``UserError`` for an override of another section or a bad value.
+    The study's config confirms nothing (its ``confirm`` section is the default): the run's ``confirm.children`` are
+    checked against the run's child, not the study's. Raises ``UserError`` for an override of another section or a
+    bad value.
     """
     check_overrides(overrides, STUDY_SECTIONS, "significance")
-    return config_with_overrides(run_config_of(run_dir), overrides)
+    return config_with_overrides(dataclasses.replace(run_config_of(run_dir), confirm=ConfirmSettings()), overrides)
 
 
 def has_split(child: Config | dict) -> bool:

@@ -22,7 +22,8 @@ def register(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override one setting, e.g. --set child.steps=200 (repeatable; values are YAML)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run of that name if it exists (only budget.* and resources.* may change)")
+                   help="continue the run of that name if it exists (only budget.*, resources.* and confirm.* may "
+                        "change)")
     p.add_argument("--results", default=RESULTS_DIR, help="folder holding runs (default: results)")
     p.add_argument("--top", type=whole(0, 100_000), default=10, metavar="K", help="rows of the final table (default 10)")
     _add_accept_flag(p)
@@ -33,7 +34,7 @@ def register(sub) -> None:
                                    "runs again, the controller continues from its checkpoint.")
     p.add_argument("run_dir", help="the run's directory, e.g. results/quickstart")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="change a budget.* or resources.* setting, e.g. --set budget.children=200")
+                   help="change a budget.*, resources.* or confirm.* setting, e.g. --set budget.children=200")
     p.add_argument("--top", type=whole(0, 100_000), default=10, metavar="K", help="rows of the final table (default 10)")
     _add_accept_flag(p)
     p.set_defaults(func=cmd_resume)
@@ -124,6 +125,7 @@ def _run(run_dir: Path, top: int, overrides=(), config_file=None, accept_changed
     """One session of the run in ``run_dir``, then its summary and top table. ``config_file``: a config given with
     ``run --resume``: it must describe the same search, and its budget / resources become the overrides.
     ``accept_changed``: go on although a file that defines the reward changed (``--accept-changed-child``)."""
+    from search.analysis.confirm import CONFIRM_AFTER, answer_text, confirm_run
     from search.analysis.tables import top_table
     from search.loop.driver import STALL_PROPOSALS, run_search
     from search.loop.fidelity import early_stopping_text
@@ -132,7 +134,11 @@ def _run(run_dir: Path, top: int, overrides=(), config_file=None, accept_changed
     if config_file is not None:
         overrides = _resume_overrides(run_dir, config_file)
     _check_resumed_child_code(run_dir, overrides, accept_changed)
+    _warn_confirm(run_dir, overrides)
     result = run_search(run_dir, overrides=tuple(overrides))
+    confirmation = None
+    if result.outcome in CONFIRM_AFTER:  # the budget is spent: re-train the best against the baselines
+        confirmation = confirm_run(run_dir, overrides)
     from search.loop.rundir import run_config
 
     with Store.open(run_dir, readonly=True) as store:
@@ -145,6 +151,8 @@ def _run(run_dir: Path, top: int, overrides=(), config_file=None, accept_changed
     free = f"{counts.get('screened', 0)} screened, {duplicates} duplicate{'s' * (duplicates != 1)}"
     cpu = f"; driver CPU {result.driver_cpu_ms_per_candidate:.1f} ms per child" \
         if result.driver_cpu_ms_per_candidate is not None else ""
+    if confirmation is not None:  # the answer first, then how the search went and the tables
+        print("\n" + answer_text(confirmation, rewards))
     print(f"\n{run_dir}: {result.outcome}: {result.evaluated}/{result.budget} children, {result.proposals} proposals "
           f"({free}), {result.updates} controller updates{cpu}")
     if stopping:
@@ -159,10 +167,31 @@ def _run(run_dir: Path, top: int, overrides=(), config_file=None, accept_changed
     if rows:
         print()
         print(top_table(rows, rewards=rewards))
+    if confirmation is not None and confirmation.outcome == "complete":
+        from search.analysis.significance import significance_table
+
+        home = confirmation.studies[0]
+        print(f"\nconfirmation, {confirmation.seeds} seeds, {home.label}:\n")
+        print(significance_table(home.result.comparisons, rewards=rewards))
+    if confirmation is not None and confirmation.outcome == "interrupted":
+        print(f"\nstopped during the confirmation; continue with `actsearch resume {run_dir}` (finished "
+              f"re-trainings are kept)", file=sys.stderr)
+        return 130
     if result.outcome == "interrupted":
         print(f"\nstopped; continue with `actsearch resume {run_dir}`", file=sys.stderr)
         return 130
     return 0
+
+
+def _warn_confirm(run_dir: Path, overrides) -> None:
+    """Print the confirm section's warnings (too few seeds for a verdict, the selection split) before the session,
+    so they come before any compute is spent."""
+    from search.analysis.confirm import confirm_warnings, session_config
+    from search.loop.rundir import is_run_dir
+
+    if is_run_dir(run_dir):
+        for warning in confirm_warnings(session_config(run_dir, overrides)):
+            print(warning, file=sys.stderr)
 
 
 def _check_resumed_child_code(run_dir: Path, overrides, accept_changed: bool = False) -> None:

@@ -10,6 +10,7 @@ are and why the default::
     budget:     {children, max_proposals}                          BudgetSettings (here)
     resources:  {address, cpus_per_child, gpus_per_child, ...}     ResourceSettings (here)
     rewards:    {screened, failed, reject_linear}                  RewardSettings (here)
+    confirm:    {enabled, top, baselines, seeds, split, children}  search.loop.confirm.ConfirmSettings
 
 Anything left out takes its default. ``load_config(path, overrides)`` reads the file (``search.loop.config_yaml``),
 applies ``--set key.path=value`` overrides (``search.loop.overrides``), checks every key and type generically
@@ -38,6 +39,7 @@ from search.language.ops import BINARY, BINARY_BY_NAME, UNARY, UNARY_BY_NAME
 from search.language.shadowing import PACKAGES, ROOT, shadowing_problem
 from search.language.space import MAX_CORE_UNITS, Space
 from search.loop.config_yaml import describe, did_you_mean, read_yaml_file, yaml_scalar
+from search.loop.confirm import ConfirmSettings
 from search.loop.fields import build_settings, coerce, field_docs, field_list, raise_first
 from search.loop.overrides import apply_override, check_overrides, parse_override
 
@@ -45,7 +47,7 @@ __all__ = ["Config", "FidelitySettings", "SECTIONS", "RESUMABLE_SECTIONS", "SEAR
            "BudgetSettings",
            "ResourceSettings", "RewardSettings", "load_config", "config_from_dict", "config_with_overrides",
            "check_overrides", "check_resume_overrides", "parse_override", "describe", "field_docs", "derive_seed",
-           "child_seed", "retrain_seed", "check_child_code"]
+           "child_seed", "retrain_seed", "check_child_code", "ConfirmSettings"]
 
 
 @dataclass
@@ -216,9 +218,11 @@ SECTIONS: dict[str, type] = {
     "budget": BudgetSettings,
     "resources": ResourceSettings,
     "rewards": RewardSettings,
+    "confirm": ConfirmSettings,
 }
-# Sections a resumed run may change (how much to spend and where to run); the rest define the search itself.
-RESUMABLE_SECTIONS = ("budget", "resources")
+# Sections a resumed run may change (how much to spend, where to run, how to confirm after the search); the rest
+# define the search itself.
+RESUMABLE_SECTIONS = ("budget", "resources", "confirm")
 SEARCH_SECTIONS = ("seed", "space", "controller", "child", "fidelity", "rewards")
 
 
@@ -256,6 +260,7 @@ class Config:
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     resources: ResourceSettings = field(default_factory=ResourceSettings)
     rewards: RewardSettings = field(default_factory=RewardSettings)
+    confirm: ConfirmSettings = field(default_factory=ConfirmSettings)
     fidelity: FidelitySettings = field(default_factory=FidelitySettings)
     # not a setting: the folder a run was created in, set by search.loop.rundir.run_config ("" for a config file)
     run_folder = ""
@@ -280,6 +285,7 @@ class Config:
         if self.resources.gpus_per_child > 0 and self.child.device == "cpu":
             out.append(("child.device", "is cpu but resources.gpus_per_child reserves GPUs: set device to auto "
                                         "or cuda, or gpus_per_child to 0"))
+        out += self.confirm.child_problems(self.child)
         return out
 
     def search_path(self) -> list[str]:
