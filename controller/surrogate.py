@@ -13,7 +13,7 @@ Pool. The candidates the acquisition chooses from:
 - An enumerable space (``search.language.index.ENUMERATION_LIMIT`` token strings at most; the one-unit space has
   6,250) is enumerated once per process: one token string per distinct function (``FunctionIndex.distinct``: the
   first in ``space.enumerate()`` order, as ``exhaustive`` proposes it), minus the functions ``Expression.screen`` rejects (linear ones included: a linear
-  activation makes the network linear). The one-unit space leaves 3,954 functions. ``finished`` once all of them
+  activation makes the network linear). The one-unit space leaves 3,958 functions. ``finished`` once all of them
   were proposed.
 - A larger space is sampled: every ask adds ``REFRESH`` new functions to the pool, half uniformly random token
   strings, half one-token mutations of the ``PARENTS`` best functions rewarded so far (all random while nothing is

@@ -5,7 +5,7 @@ A table is built by ``actsearch table build`` (``search.analysis.tabular``): eve
 trained once per seed through the normal search machinery. Its file is JSON::
 
     {"format": "actsearch-table", "version": 1,
-     "header": {"child": {...}, "space": {...}, "seeds": [...], "fingerprint_version": 2, "commit": ..., ...},
+     "header": {"child": {...}, "space": {...}, "seeds": [...], "fingerprint_version": 3, "commit": ..., ...},
      "columns": ["text", "simplest", "equals", "fingerprint", "tokens", "accuracy", "status", "mean", "sd",
                  "seconds"],
      "rows": [[...], ...]}                       one row per function, best mean first
@@ -274,6 +274,7 @@ _HEADER_FIELDS = {
     "date": (_optional(lambda v: isinstance(v, str)), "text or null"),
     "command": (_optional(lambda v: isinstance(v, str)), "text or null"),
     "written_after_s": (_optional(lambda v: _number(v) and v >= 0), "seconds or null"),
+    "migrated": (_optional(lambda v: isinstance(v, str)), "text or null"),  # benchmarks/migrate_table_fingerprints.py
     "rungs": (lambda v: isinstance(v, list) and len(v) <= 16 and all(isinstance(s, int) and not isinstance(s, bool)
                                                                      and s >= 1 for s in v)
               and all(b > a for a, b in zip(v, v[1:])), "increasing steps (the curves' rungs)"),

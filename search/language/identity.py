@@ -51,7 +51,7 @@ INNER_BETAS = PROBE_BETAS[:3]
 # Quantisation grid of the fingerprint: 2**24 steps per column scale, float32's resolution (what a child computes in).
 GRID = 2.0 ** 24
 # Which fingerprint a run's store holds: 1 probed betas 1.0 and 0.6 only (before 2026-11-30); 2 probed betas 1.83,
-# 0.37 and -0.61 on [-5, 5] (before 2026-12-07); 3 is this one. A run keeps the version it was made with
+# 0.37 and -0.61 on [-5, 5] (until 2026-12-04); 3 is this one. A run keeps the version it was made with
 # (search.loop.rundir), so fingerprints of two schemes never meet in one run; a table records it (evaluator.tabular).
 FINGERPRINT_VERSION = 3
 # codes of non-finite values (far outside [-GRID, GRID]) and of the scale of a column without nonzero finite values
