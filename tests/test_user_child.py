@@ -151,15 +151,25 @@ BAD_TASKS = [
     ("{dir}/my_children.py:math", "is a module, not a function"),
     ("{dir}/wrong.py:train", "cannot be called as train(activation, seed, device, options)"),
     ("{dir}/my_children.py:", "expected MODULE:FUNCTION or PATH.py:FUNCTION"),
+    ("{dir}/exit0.py:train", "importing file {dir}/exit0.py calls sys.exit(0)"),
+    ("{dir}/usage.py:train", "importing file {dir}/usage.py calls sys.exit('usage: usage.py FILE')"),
+    ("{dir}/exit3.py:train", "importing file {dir}/exit3.py ends the process (exit code 3)"),
+    ("uc_exit3_module:train", "importing module uc_exit3_module ends the process (exit code 3)"),
 ]
+EXITS = {"exit0.py": "import sys\nsys.exit(0)\n", "usage.py": "import sys\nsys.exit('usage: usage.py FILE')\n",
+         "exit3.py": "import os\nos._exit(3)\n", "uc_exit3_module.py": "import os\nos._exit(3)\n"}
 
 
 @pytest.mark.parametrize("task, message", BAD_TASKS, ids=["no-file", "no-module", "import-error", "no-function",
-                                                          "not-callable", "signature", "no-function-named"])
-def test_bad_user_child_exits_2_naming_it_and_creates_nothing(tmp_path, capsys, task, message):
+                                                          "not-callable", "signature", "no-function-named",
+                                                          "sys-exit-0", "sys-exit-usage", "os-exit", "module-os-exit"])
+def test_bad_user_child_exits_2_naming_it_and_creates_nothing(tmp_path, capsys, monkeypatch, task, message):
     write_child(tmp_path)
     (tmp_path / "broken.py").write_text("x = 1 / 0\n")
     (tmp_path / "wrong.py").write_text("def train(activation, seed):\n    return {}\n")
+    for name, text in EXITS.items():
+        (tmp_path / name).write_text(text)
+    monkeypatch.chdir(tmp_path)  # a module is found in the current directory
     config = config_dict(task.format(dir=tmp_path), budget=2)
     results = tmp_path / "results"
     code, _, err = cli(capsys, "run", write_config(tmp_path, config), "--name", "bad", "--results", results)
@@ -167,6 +177,45 @@ def test_bad_user_child_exits_2_naming_it_and_creates_nothing(tmp_path, capsys, 
     assert "child.task" in err and message.format(dir=tmp_path) in err
     assert len(err.strip().splitlines()) == 1
     assert not results.exists()
+
+
+@pytest.mark.parametrize("name", sorted(EXITS))
+def test_a_module_that_exits_at_import_ends_no_train_or_calibrate(tmp_path, capsys, monkeypatch, name):
+    (tmp_path / name).write_text(EXITS[name])
+    monkeypatch.chdir(tmp_path)
+    task = f"{Path(name).stem}:train" if name.startswith("uc_") else f"{name}:train"
+    for argv in (["train", "--activation", "relu", "--task", task],
+                 ["calibrate", "--activations", "relu,x", "--seeds", "1", "--task", task]):
+        code, out, err = cli(capsys, *argv)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "child.task" in err, err
+        assert "sys.exit" in err or "ends the process" in err
+    assert not any(Path(name).stem in key for key in sys.modules)  # what cannot load was never imported here
+
+
+def test_the_fork_pre_flight_is_cheap_and_imports_the_module_here_once(tmp_path, capsys):
+    """A module that loads: checked in a forked process (its output goes nowhere), then imported in this one."""
+    import time
+
+    from evaluator.user import _import_in_fork, check_user_function
+
+    path = tmp_path / "uc_loud_child.py"
+    path.write_text(CHILD + "\nprint('imported')\n")
+    start = time.perf_counter()
+    assert _import_in_fork(f"{path}:train", None, 60) is None
+    assert time.perf_counter() - start < 2.0  # ~10 ms here, torch imported
+    assert capsys.readouterr().out == ""
+    assert check_user_function(f"{path}:train").__name__ == "train"
+    assert capsys.readouterr().out == "imported\n"
+    assert check_user_function(f"{path}:train").__name__ == "train"  # imported already: no fork, no second import
+    assert capsys.readouterr().out == ""
+
+
+def test_an_import_slower_than_the_pre_flight_allows_is_decided_here(tmp_path):
+    from evaluator.user import check_user_function
+
+    path = tmp_path / "uc_slow_child.py"
+    path.write_text("import time\ntime.sleep(1.0)\n\ndef train(activation, seed, device, options):\n    return {}\n")
+    assert check_user_function(f"{path}:train", timeout_s=0.2).__name__ == "train"
 
 
 def test_a_minimised_metric_needs_penalties_below_every_reward(tmp_path):
