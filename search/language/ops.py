@@ -149,3 +149,57 @@ def operator_table_markdown() -> str:
         form = op.form.format("x1", "x2") if op.arity == 2 else op.form.format("x")
         rows.append(f"| {kind} | {cell(op.name)} | {cell(op.math)} | {cell(form)} | {'yes' if op.uses_beta else ''} |")
     return "\n".join(rows)
+
+
+# The native kernel's C++ for each operator (search/language/native.py builds one kernel from these, once per machine):
+# (forward, backward). forward is an expression for the value ``v`` of the operands ``a``, ``b`` and the beta ``p``;
+# backward sets ``ga``, ``gb``, ``gp`` from the incoming gradient ``g`` (and a, b, p, v). Both follow the torch
+# source above step by step, with the backward formulas of torch's autograd (derivatives.yaml), so values, gradients
+# and where they stop being finite agree with the eager path (tests/test_native.py). ``T`` is the scalar type,
+# ``E`` is EPS, ``sgn``/``sigm`` are torch.sgn / torch.sigmoid.
+NATIVE: dict[str, tuple[str, str]] = {
+    "neg": ("-a", "ga = -g;"),
+    "abs": ("std::abs(a)", "ga = g * sgn(a);"),
+    "square": ("a * a", "ga = g * (T(2) * a);"),
+    "cube": ("a * a * a", "T ga1 = g * a; ga = g * (a * a) + ga1 * a + ga1 * a;"),
+    "sqrt": ("std::sqrt(clamp_min(a, E))", "ga = a >= E ? g / (T(2) * v) : T(0);"),
+    "scale": ("p * a", "ga = g * p; gp = g * a;"),
+    "shift": ("a + p", "ga = g; gp = g;"),
+    "log_abs": ("std::log(std::abs(a) + E)", "ga = g / (std::abs(a) + E) * sgn(a);"),
+    "exp": ("std::exp(a)", "ga = g * v;"),
+    "sin": ("std::sin(a)", "ga = g * std::cos(a);"),
+    "cos": ("std::cos(a)", "ga = g * -std::sin(a);"),
+    "sinh": ("std::sinh(a)", "ga = g * std::cosh(a);"),
+    "cosh": ("std::cosh(a)", "ga = g * std::sinh(a);"),
+    "tanh": ("std::tanh(a)", "ga = g * (T(1) - v * v);"),
+    "asinh": ("std::asinh(a)", "ga = g * (T(1) / std::sqrt(a * a + T(1)));"),
+    "atan": ("std::atan(a)", "ga = g / (a * a + T(1));"),
+    "sinc": ("sinc_pi(a / T(PI))",
+             "T t = a / T(PI), tp = t * T(PI), tsp = t * t * T(PI);"
+             " ga = (tsp == T(0) ? T(0) : g * (tp * std::cos(tp) - std::sin(tp)) / tsp) / T(PI);"),
+    "relu": ("std::isnan(a) ? a : (a > T(0) ? a : T(0))", "ga = v <= T(0) ? T(0) : g;"),
+    "min0": ("std::isnan(a) ? a : (a < T(0) ? a : T(0))", "ga = a <= T(0) ? g : T(0);"),
+    "sigmoid": ("sigm(a)", "ga = g * (T(1) - v) * v;"),
+    "softplus": ("a > T(20) ? a : std::log1p(std::exp(a))",
+                 "T z = std::exp(a); ga = a > T(20) ? g : g * z / (z + T(1));"),
+    "gauss": ("std::exp(-(a * a))", "ga = -(g * v) * (T(2) * a);"),
+    "erf": ("std::erf(a)", "ga = T(2.0 / std::sqrt(PI)) * std::exp(-(a * a)) * g;"),
+    "beta": ("p", "gp = g;"),
+    "add": ("a + b", "ga = g; gb = g;"),
+    "mul": ("a * b", "ga = g * b; gb = g * a;"),
+    "sub": ("a - b", "ga = g; gb = -g;"),
+    "div": ("a / (b + E)", "T d = b + E; ga = g / d; gb = -g * ((a / d) / d);"),
+    "max": ("(std::isnan(a) || std::isnan(b)) ? a + b : (a > b ? a : b)",
+            "T h = a == b ? g / T(2) : g; ga = a < b ? T(0) : h; gb = a > b ? T(0) : h;"),
+    "min": ("(std::isnan(a) || std::isnan(b)) ? a + b : (a < b ? a : b)",
+            "T h = a == b ? g / T(2) : g; ga = a > b ? T(0) : h; gb = a < b ? T(0) : h;"),
+    "sigmul": ("sigm(a) * b", "T s = sigm(a); ga = (g * b) * (T(1) - s) * s; gb = g * s;"),
+    "gauss_diff": ("std::exp(-p * ((a - b) * (a - b)))",
+                   "T d = a - b, s = d * d, gm = g * v; gp = -(gm * s); T gd = (gm * -p) * (T(2) * d);"
+                   " ga = gd; gb = -gd;"),
+    "laplace_diff": ("std::exp(-p * std::abs(a - b))",
+                     "T d = a - b, gm = g * v; gp = -(gm * std::abs(d)); T gd = (gm * -p) * sgn(d);"
+                     " ga = gd; gb = -gd;"),
+    "mix": ("p * a + (T(1) - p) * b", "ga = g * p; gb = g * (T(1) - p); gp = g * a - g * b;"),
+}
+assert set(NATIVE) == set(OPS_BY_NAME) - {"x"}, "every operator but the identity needs its native code"

@@ -1,0 +1,189 @@
+// The native kernel: a candidate's operator program run for each element, forward and backward (see native.py).
+// Built once per machine by torch.utils.cpp_extension.load_inline; native.py fills in the operator cases from the
+// operator table (search/language/ops.py NATIVE) where the markers stand, so no operator is listed here.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <mutex>
+#include <vector>
+
+// glibc's vector math (libmvec): declared SIMD-callable so the tile loops vectorise their transcendental functions.
+#define ACTSEARCH_SIMD(name) \
+  __attribute__((__simd__("notinbranch"))) float name##f(float) noexcept; \
+  __attribute__((__simd__("notinbranch"))) double name(double) noexcept;
+extern "C" {
+ACTSEARCH_SIMD(exp) ACTSEARCH_SIMD(log) ACTSEARCH_SIMD(log1p) ACTSEARCH_SIMD(sin) ACTSEARCH_SIMD(cos)
+ACTSEARCH_SIMD(sinh) ACTSEARCH_SIMD(cosh) ACTSEARCH_SIMD(tanh) ACTSEARCH_SIMD(asinh) ACTSEARCH_SIMD(atan)
+ACTSEARCH_SIMD(erf)
+}
+
+namespace {
+
+constexpr double PI = 3.14159265358979323846;
+constexpr int64_t TILE = 256;  // elements per tile: every node's values and gradients of a tile stay in cache
+
+template <typename T> inline T sgn(T a) { return a > T(0) ? T(1) : (a < T(0) ? T(-1) : T(0)); }
+template <typename T> inline T sigm(T a) { return T(1) / (T(1) + std::exp(-a)); }
+template <typename T> inline T clamp_min(T a, T m) { return std::isnan(a) ? a : (a < m ? m : a); }
+template <typename T> inline T sinc_pi(T t) {
+  if (t == T(0)) return T(1);
+  T q = T(PI) * t;
+  return std::sin(q) / q;
+}
+
+// One instruction per node, in evaluation order: opcode, operand slots (-1: the input x), beta row (-1: none).
+struct Program {
+  const int32_t* code;
+  int64_t nodes;
+  const int32_t* at(int64_t k) const { return code + 4 * k; }
+};
+
+// Each tile's betas per element, P[j * TILE + i] = beta[j, channel of element i], and the tile's runs of one channel:
+// runs[r] = (first element, channel), ended by (n, -1).
+template <typename T>
+int64_t fill_betas(const T* beta, int64_t n_betas, int64_t beta_cols, int64_t channels, int64_t inner, int64_t start,
+                   int64_t n, int64_t* runs, T* P) {
+  int64_t c = (start / inner) % channels, left = inner - start % inner, count = 0;
+  for (int64_t i = 0; i < n; c = (c + 1 == channels ? 0 : c + 1), left = inner) {
+    int64_t end = std::min(n, i + left), col = beta_cols == 1 ? 0 : c;
+    runs[2 * count] = i;
+    runs[2 * count + 1] = col;
+    ++count;
+    for (int64_t j = 0; j < n_betas; ++j) std::fill(P + j * TILE + i, P + j * TILE + end, beta[j * beta_cols + col]);
+    i = end;
+  }
+  runs[2 * count] = n;
+  runs[2 * count + 1] = -1;
+  return count;
+}
+
+template <typename T>
+void forward_tile(const Program& prog, int64_t n, const T* x, const T* P, T* V) {
+  const T E = T(/*EPS*/);
+  for (int64_t k = 0; k < prog.nodes; ++k) {
+    const int32_t* ins = prog.at(k);
+    const T* A = ins[1] < 0 ? x : V + ins[1] * TILE;
+    const T* B = ins[2] < 0 ? x : V + ins[2] * TILE;
+    const T* Pk = ins[3] < 0 ? P : P + ins[3] * TILE;
+    T* out = V + k * TILE;
+    (void)A; (void)B; (void)Pk; (void)E;
+    switch (ins[0]) {
+/*FORWARD*/
+      default: TORCH_CHECK(false, "native kernel: unknown opcode ", ins[0]);
+    }
+  }
+}
+
+template <typename T>
+void backward_tile(const Program& prog, int64_t n, const T* x, const T* P, const T* V, T* G, const T* dy, T* dx,
+                   T* GP) {
+  const T E = T(/*EPS*/);
+  for (int64_t k = 0; k < prog.nodes - 1; ++k) std::fill(G + k * TILE, G + k * TILE + n, T(0));
+  std::fill(dx, dx + n, T(0));
+  for (int64_t k = prog.nodes - 1; k >= 0; --k) {
+    const int32_t* ins = prog.at(k);
+    const T* A = ins[1] < 0 ? x : V + ins[1] * TILE;
+    const T* B = ins[2] < 0 ? x : V + ins[2] * TILE;
+    const T* Pk = ins[3] < 0 ? P : P + ins[3] * TILE;
+    T* GA = ins[1] < 0 ? dx : G + ins[1] * TILE;
+    T* GB = ins[2] < 0 ? dx : G + ins[2] * TILE;
+    T* GPk = ins[3] < 0 ? GP : GP + ins[3] * TILE;
+    const T* out = V + k * TILE;
+    const T* Gk = k == prog.nodes - 1 ? dy : G + k * TILE;
+    (void)A; (void)B; (void)Pk; (void)E; (void)GA; (void)GB; (void)GPk; (void)out;
+    switch (ins[0]) {
+/*BACKWARD*/
+      default: TORCH_CHECK(false, "native kernel: unknown opcode ", ins[0]);
+    }
+  }
+}
+
+struct Shape {
+  int64_t numel, channels, inner, n_betas, beta_cols, tiles, grain;
+};
+
+Shape shape_of(const torch::Tensor& x, const torch::Tensor& beta, const torch::Tensor& code, int64_t channels,
+               int64_t inner) {
+  TORCH_CHECK(x.device().is_cpu() && x.is_contiguous(), "native kernel: x must be a contiguous CPU tensor");
+  TORCH_CHECK(code.dtype() == torch::kInt32 && code.dim() == 2 && code.size(1) == 4, "native kernel: bad program");
+  TORCH_CHECK(beta.dim() == 2 && beta.is_contiguous() && beta.scalar_type() == x.scalar_type(),
+              "native kernel: beta must be (n_betas, channels) of x's dtype");
+  TORCH_CHECK(beta.size(1) == 1 || beta.size(1) == channels, "native kernel: beta has ", beta.size(1),
+              " columns for ", channels, " channels");
+  Shape s{x.numel(), channels, inner, beta.size(0), beta.size(1), 0, 1};
+  s.tiles = (s.numel + TILE - 1) / TILE;
+  s.grain = std::max<int64_t>(1, 16384 / TILE);
+  return s;
+}
+
+}  // namespace
+
+torch::Tensor forward(torch::Tensor x, torch::Tensor beta, torch::Tensor code, int64_t channels, int64_t inner) {
+  Shape s = shape_of(x, beta, code, channels, inner);
+  Program prog{code.data_ptr<int32_t>(), code.size(0)};
+  if (prog.nodes == 0) return x.clone();
+  auto y = torch::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "actsearch_native_forward", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* bp = beta.data_ptr<scalar_t>();
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    at::parallel_for(0, s.tiles, s.grain, [&](int64_t t0, int64_t t1) {
+      std::vector<scalar_t> V(prog.nodes * TILE), P(std::max<int64_t>(1, s.n_betas) * TILE);
+      std::vector<int64_t> runs(2 * TILE + 2);
+      for (int64_t t = t0; t < t1; ++t) {
+        int64_t start = t * TILE, n = std::min(TILE, s.numel - start);
+        fill_betas(bp, s.n_betas, s.beta_cols, s.channels, s.inner, start, n, runs.data(), P.data());
+        forward_tile(prog, n, xp + start, P.data(), V.data());
+        std::copy(V.data() + (prog.nodes - 1) * TILE, V.data() + (prog.nodes - 1) * TILE + n, yp + start);
+      }
+    });
+  });
+  return y;
+}
+
+std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::Tensor code, torch::Tensor dy,
+                                    int64_t channels, int64_t inner, bool beta_grad) {
+  Shape s = shape_of(x, beta, code, channels, inner);
+  TORCH_CHECK(dy.is_contiguous() && dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(),
+              "native kernel: dy must be contiguous and shaped like x");
+  Program prog{code.data_ptr<int32_t>(), code.size(0)};
+  if (prog.nodes == 0) return {dy.clone(), torch::zeros_like(beta)};
+  auto dx = torch::empty_like(x);
+  auto total = torch::zeros({s.n_betas, s.beta_cols}, x.options().dtype(torch::kFloat64));
+  std::mutex lock;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "actsearch_native_backward", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* bp = beta.data_ptr<scalar_t>();
+    const scalar_t* dyp = dy.data_ptr<scalar_t>();
+    scalar_t* dxp = dx.data_ptr<scalar_t>();
+    double* tp = total.data_ptr<double>();
+    at::parallel_for(0, s.tiles, s.grain, [&](int64_t t0, int64_t t1) {
+      int64_t nb = std::max<int64_t>(1, s.n_betas);
+      std::vector<scalar_t> V(prog.nodes * TILE), G(prog.nodes * TILE), P(nb * TILE), GP(nb * TILE);
+      std::vector<int64_t> runs(2 * TILE + 2);
+      std::vector<double> acc(beta_grad ? s.n_betas * s.beta_cols : 0, 0.0);
+      for (int64_t t = t0; t < t1; ++t) {
+        int64_t start = t * TILE, n = std::min(TILE, s.numel - start);
+        int64_t count = fill_betas(bp, s.n_betas, s.beta_cols, s.channels, s.inner, start, n, runs.data(), P.data());
+        forward_tile(prog, n, xp + start, P.data(), V.data());
+        if (beta_grad) std::fill(GP.begin(), GP.end(), scalar_t(0));
+        backward_tile(prog, n, xp + start, P.data(), V.data(), G.data(), dyp + start, dxp + start, GP.data());
+        if (beta_grad)
+          for (int64_t j = 0; j < s.n_betas; ++j)
+            for (int64_t r = 0; r < count; ++r) {
+              const scalar_t* g = GP.data() + j * TILE;
+              scalar_t sum = 0;
+              _Pragma("omp simd reduction(+:sum)")
+              for (int64_t i = runs[2 * r]; i < runs[2 * r + 2]; ++i) sum += g[i];
+              acc[j * s.beta_cols + runs[2 * r + 1]] += double(sum);
+            }
+      }
+      if (beta_grad) {
+        std::lock_guard<std::mutex> guard(lock);
+        for (size_t i = 0; i < acc.size(); ++i) tp[i] += acc[i];
+      }
+    });
+  });
+  return {dx, total.to(beta.scalar_type())};
+}

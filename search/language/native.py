@@ -1,0 +1,154 @@
+"""The native kernel: any expression of the language, forward and backward, in one pass over memory per direction.
+
+A candidate becomes a small program (``program``: one instruction per operator node, in evaluation order: opcode,
+operand slots, beta row); one C++ kernel (``native.cpp``, its operator cases filled in from the operator table's
+``NATIVE`` code) interprets any program over tiles of 256 elements, so it is compiled once per machine (the first use,
+cached in torch's extension directory under a name that hashes its source), never per candidate. The forward reads x
+and writes y and saves only x; the backward recomputes the tile's node values, runs the operators' backward formulas
+in reverse (the same formulas as torch's autograd, so gradients and their non-finite values agree with the eager
+path), writes dx and sums the betas' gradients per channel (in double). Parallel over tiles with ``at::parallel_for``
+(``torch.get_num_threads()``: ``child.threads``). CPU only, float32 and float64; anything else runs the eager code.
+Without a working compiler the kernel is unavailable: one warning, and callers run eager.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+from search.language.expression import Node
+from search.language.ops import BINARY, EPS, NATIVE, UNARY
+
+OPCODES: dict[str, int] = {op.name: i for i, op in enumerate(UNARY + BINARY)}
+TEMPLATE = Path(__file__).with_name("native.cpp")
+
+_LOCK = threading.Lock()
+_STATE: dict[str, object] = {}  # "module": the loaded extension, or "error": why it could not be built
+
+
+def program(root: Node) -> torch.Tensor:
+    """The instructions of the tree ``root``: int32 ``(nodes, 4)`` rows of opcode, operand slots (-1: the input x;
+    -1 for a unary's second), beta row (-1: none). Betas are numbered in evaluation order, children first, as in
+    ``search.language.kernel``'s generated code; the last row is the root (no rows: the identity)."""
+    rows: list[tuple[int, int, int, int]] = []
+    betas = [0]
+
+    def emit(node: Node) -> int:
+        if node.is_x:
+            return -1
+        slots = [emit(child) for child in node.children] + [-1]
+        beta = -1
+        if node.op.uses_beta:
+            beta, betas[0] = betas[0], betas[0] + 1
+        rows.append((OPCODES[node.op.name], slots[0], slots[1], beta))
+        return len(rows) - 1
+
+    emit(root)
+    return torch.tensor(rows, dtype=torch.int32).reshape(-1, 4)
+
+
+def _cases(backward: bool) -> str:
+    """The C++ ``case`` of every operator (but the identity), from ``ops.NATIVE``."""
+    out = []
+    for op in UNARY + BINARY:
+        if op.name not in NATIVE:
+            continue
+        forward, grad = NATIVE[op.name]
+        loads = ["const T a = A[i];"] + (["const T b = B[i];"] if op.arity == 2 else [])
+        loads += ["const T p = Pk[i];"] if op.uses_beta else []
+        if not backward:
+            body = f"out[i] = {forward};"
+        else:
+            outs = [name for name in ("ga", "gb", "gp") if f"{name} =" in grad]
+            stores = {"ga": "GA[i] += ga;", "gb": "GB[i] += gb;", "gp": "GPk[i] += gp;"}
+            loads += ["const T v = out[i];", "const T g = Gk[i];", f"T {', '.join(f'{n} = T(0)' for n in outs)};"]
+            body = f"{grad} {' '.join(stores[n] for n in outs)}"
+        out.append(f"      case {OPCODES[op.name]}: /* {op.name} */\n        _Pragma(\"omp simd\")\n"
+                   f"        for (int64_t i = 0; i < n; ++i) {{ {' '.join(loads)} {body} }}\n        break;")
+    return "\n".join(out)
+
+
+def source() -> str:
+    """The kernel's C++: ``native.cpp`` with the operator table's cases filled in."""
+    text = TEMPLATE.read_text()
+    return (text.replace("/*EPS*/", repr(EPS)).replace("/*FORWARD*/", _cases(False))
+            .replace("/*BACKWARD*/", _cases(True)))
+
+
+def cflags() -> list[str]:
+    """The compiler's flags: vectorised (AVX2 and FMA where torch finds them on this CPU), no errno or trap
+    bookkeeping (values are unchanged), no contraction into fused multiply-adds (each operation rounds as torch's)."""
+    flags = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        flags += ["-mavx2", "-mfma"]
+    return flags
+
+
+def extension():
+    """The compiled kernel (built on first use, then loaded from torch's extension cache), or None with one warning
+    when it cannot be built (no compiler, no headers)."""
+    if "module" in _STATE or "error" in _STATE:
+        return _STATE.get("module")
+    with _LOCK:
+        if "module" not in _STATE and "error" not in _STATE:
+            src, flags = source(), cflags()
+            name = "actsearch_native_" + hashlib.sha256((src + " ".join(flags)).encode()).hexdigest()[:16]
+            try:
+                from torch.utils.cpp_extension import load_inline
+
+                _STATE["module"] = load_inline(name, cpp_sources=[src], functions=["forward", "backward"],
+                                               extra_cflags=flags, extra_ldflags=["-lmvec"],
+                                               verbose=False)
+            except Exception as exc:  # no compiler or headers: the eager path still works
+                _STATE["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                warnings.warn(f"native activation kernel unavailable, running eager: {_STATE['error']}",
+                              RuntimeWarning)
+    return _STATE.get("module")
+
+
+def available() -> bool:
+    """Whether the native kernel is (or can be) built on this machine."""
+    return extension() is not None
+
+
+def supports(x: torch.Tensor) -> bool:
+    """Whether the native kernel runs ``x`` (a CPU float32 / float64 tensor) rather than the eager code."""
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and available()
+
+
+def _dims(x: torch.Tensor) -> tuple[int, int]:
+    channels = x.shape[1] if x.dim() >= 2 else 1
+    inner = 1
+    for size in x.shape[2:]:
+        inner *= size
+    return channels, max(inner, 1)
+
+
+class _Native(torch.autograd.Function):
+    """y = f(x, beta) by the native kernel; saves x and beta, recomputes the rest in the backward."""
+
+    @staticmethod
+    def forward(ctx, x, beta, code):
+        x = x.contiguous()
+        beta = beta.detach().to(x.dtype).contiguous()
+        ctx.save_for_backward(x, beta, code)
+        return extension().forward(x, beta, code, *_dims(x))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy):
+        x, beta, code = ctx.saved_tensors
+        dx, dbeta = extension().backward(x, beta, code, dy.contiguous().to(x.dtype), *_dims(x),
+                                         bool(ctx.needs_input_grad[1]))
+        return (dx if ctx.needs_input_grad[0] else None), (dbeta if ctx.needs_input_grad[1] else None), None
+
+
+def run(code: torch.Tensor, x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """The program ``code`` applied to ``x`` with ``beta`` ((n_betas, channels) or (n_betas, 1)); autograd-aware.
+    Callers check ``supports(x)`` first."""
+    if beta.dim() != 2 or beta.shape[1] not in (1, _dims(x)[0]):
+        raise ValueError(f"beta of shape {tuple(beta.shape)} for an input of {_dims(x)[0]} channels")
+    return _Native.apply(x, beta, code)
