@@ -188,10 +188,10 @@ def test_report_is_self_contained_and_shows_significance_when_present(runs, tmp_
     for name, text in pages.items():
         page = Page(text)
         assert "script" not in page.tags and "link" not in page.tags
-        # progress and function plots; with a significance study, its comparison picture as well
-        assert len(page.urls) == (3 if name == "tested" else 2)
+        # the best function, progress and function plots; with a significance study, its comparison picture as well
+        assert len(page.urls) == (4 if name == "tested" else 3) and 'alt="best function"' in text
         assert all(u.startswith("data:image/png;base64,") for u in page.urls)
-        top = page.tables[0]
+        top = next(t for t in page.tables if t[0][:2] == ["rank", "expression"])
         assert top[0][:3] == ["rank", "expression", "reward"] and len(top) == 1 + 20
     assert "No significance results in this run yet" in pages["plain"]
 
