@@ -78,6 +78,17 @@ def test_synthetic_search_end_to_end(local_ray, tmp_path, capsys):
     assert "controller update 1:" in log and "session 1 ended: finished" in log
 
 
+def test_a_space_too_large_to_enumerate_where_nothing_trains_ends_saying_so(local_ray, tmp_path, capsys):
+    """2.4 million token strings, none of them a function that passes the screen: the run cannot know that before it
+    starts (an enumerable one is refused then), so it ends saying no child trained and why."""
+    config = write_config(tmp_path, space={"core_units": 4, "unary": ["x", "neg"], "binary": ["add", "sub"]},
+                          controller={"kind": "random"}, budget={"children": 5})
+    code, out, err = run_cli(capsys, "run", config, "--name", "dry", "--results", tmp_path / "results")
+    assert code == 0, err
+    assert "0/5 children" in out
+    assert "no child trained: none of the" in err and "passed the screen" in err
+
+
 def test_existing_name_is_refused_with_a_hint_and_left_alone(local_ray, tmp_path, capsys):
     results = tmp_path / "results"
     config = write_config(tmp_path, budget={"children": 4})
