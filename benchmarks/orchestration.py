@@ -1,6 +1,6 @@
 """How well the search loop keeps Ray workers busy, and what the driver itself costs per child.
 
-Every measurement is the real loop (``search.loop.driver.run_search`` on a fresh run directory in a temporary folder) with the
+Every measurement is the real loop (``search.loop.session.run_search`` on a fresh run directory in a temporary folder) with the
 synthetic task, so a child's own work is a few milliseconds, and the child setting ``delay_s: 1``
 that makes each child sleep 1 s first. For each N (default 2, 4, 8, 16) a fresh Python process starts an embedded
 local Ray offering N logical CPUs exactly as a run does (``search.loop.pool.connect_ray`` with ``resources.num_cpus: N``,
@@ -92,7 +92,7 @@ def bench_config(workers: int, children: int):
 
 def measure_search(run_dir: Path, workers: int, children: int) -> dict:
     """Run one search of ``children`` sleeping children on the current Ray; returns its measurements (see module)."""
-    from search.loop.driver import run_search
+    from search.loop.session import run_search
     from search.loop.rundir import create_run
     from search.loop.store import CHILD_STATUSES, Store
 

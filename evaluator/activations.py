@@ -11,7 +11,7 @@ from typing import Callable
 from torch import nn
 
 from search.language.expression import Expression, ExpressionError
-from search.language.kernel import activation_module
+from search.language.kernel import activation_module, resolve_kernel
 from search.language.simplify import agree_widely, fingerprint_of
 
 ActivationFactory = Callable[[int], nn.Module]
@@ -20,18 +20,18 @@ DEFAULT_BASELINES = ("relu", "swish", "gelu")  # what a candidate is compared wi
 SWISH = "x * sigmoid(beta * x)"  # Swish with a trainable per-channel beta (initialised to 1), as the paper trains it
 
 # The hand-designed baselines of the paper's comparison, by name. Each builds a fresh module for a site of C channels.
-BASELINES: dict[str, Callable[[int, bool | None], nn.Module]] = {
-    "relu": lambda c, compile: nn.ReLU(),
-    "leaky_relu": lambda c, compile: nn.LeakyReLU(0.01),
-    "prelu": lambda c, compile: nn.PReLU(c),  # one slope per channel, initialised to 0.25
-    "elu": lambda c, compile: nn.ELU(),
-    "selu": lambda c, compile: nn.SELU(),
-    "softplus": lambda c, compile: nn.Softplus(),
-    "gelu": lambda c, compile: nn.GELU(),
-    "silu": lambda c, compile: nn.SiLU(),  # Swish-1: x * sigmoid(x), torch's native kernel
-    "swish": lambda c, compile: activation_module(Expression.parse(SWISH), channels=c, compile=compile),
-    "tanh": lambda c, compile: nn.Tanh(),
-    "sigmoid": lambda c, compile: nn.Sigmoid(),
+BASELINES: dict[str, Callable[[int, bool | None, str | None], nn.Module]] = {
+    "relu": lambda c, compile, kernel=None: nn.ReLU(),
+    "leaky_relu": lambda c, compile, kernel=None: nn.LeakyReLU(0.01),
+    "prelu": lambda c, compile, kernel=None: nn.PReLU(c),  # one slope per channel, initialised to 0.25
+    "elu": lambda c, compile, kernel=None: nn.ELU(),
+    "selu": lambda c, compile, kernel=None: nn.SELU(),
+    "softplus": lambda c, compile, kernel=None: nn.Softplus(),
+    "gelu": lambda c, compile, kernel=None: nn.GELU(),
+    "silu": lambda c, compile, kernel=None: nn.SiLU(),  # Swish-1: x * sigmoid(x), torch's native kernel
+    "swish": lambda c, compile, kernel=None: activation_module(Expression.parse(SWISH), c, compile, kernel),
+    "tanh": lambda c, compile, kernel=None: nn.Tanh(),
+    "sigmoid": lambda c, compile, kernel=None: nn.Sigmoid(),
 }
 
 # The baselines the expression language writes exactly (tests/test_simplify.py checks each against its module on the
@@ -87,15 +87,25 @@ def activation_label(activation: str) -> str:
     return resolved if isinstance(resolved, str) else resolved.text
 
 
-def activation_factory(activation: str, compile: bool | None = None) -> ActivationFactory:
+def activation_kernel(activation: str, device, compile: bool | None = None, kernel: str | None = None) -> str:
+    """The kernel ``activation`` runs with on ``device`` (what a result records): eager | compiled | native for a
+    candidate (and Swish), ``torch`` for a baseline torch implements."""
+    resolved = _resolve(activation)
+    if isinstance(resolved, str) and resolved != "swish":
+        return "torch"
+    return resolve_kernel(kernel, device, compile)
+
+
+def activation_factory(activation: str, compile: bool | None = None, kernel: str | None = None) -> ActivationFactory:
     """``factory(channels) -> nn.Module`` for a baseline name (``relu``, ``swish``, ...) or an expression text.
 
     compile: passed to ``search.language.kernel.activation_module`` for candidates (and Swish): ``True`` fuses the function with
-    ``torch.compile``, ``False`` runs eager ops, ``None`` fuses on CUDA only. Native baselines ignore it.
+    ``torch.compile``, ``False`` runs eager ops, ``None`` fuses on CUDA only and runs the native kernel on CPU.
+    kernel: eager | compiled | native | auto (None), overriding ``compile`` when given. Native baselines ignore both.
     Raises ``search.language.errors.UserError`` when ``activation`` is neither a baseline nor a valid expression.
     """
     resolved = _resolve(activation)
     if isinstance(resolved, str):
         build = BASELINES[resolved]
-        return lambda channels: build(channels, compile)
-    return lambda channels: activation_module(resolved, channels=channels, compile=compile)
+        return lambda channels: build(channels, compile, kernel)
+    return lambda channels: activation_module(resolved, channels=channels, compile=compile, kernel=kernel)

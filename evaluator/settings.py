@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 from evaluator.tasks import CIFAR_TRAIN_IMAGES, IMAGE_MODELS, TASKS, find_task
 from search.language.checks import Problems
+from search.language.kernel import KERNELS
 
 __all__ = ["ChildSettings", "COMPILE_MODES", "CIFAR_TRAIN_IMAGES", "IMAGE_MODELS", "TASKS"]
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
@@ -36,6 +37,7 @@ class ChildSettings:
     augment: bool = True  # CIFAR: random crop with 4-pixel padding and horizontal flip (no effect on mnist1d)
     device: str = "auto"  # auto (cuda when available, else cpu) | cpu | cuda
     compile: str = "auto"  # auto (torch.compile the child on CUDA only) | on (also on CPU) | off
+    kernel: str = "auto"  # how a candidate's function runs: auto (compiled where the child is compiled or on CUDA, else native) | native (one C++ kernel for every candidate, built once per machine; CPU; eager elsewhere) | eager (one torch op per operator) | compiled (torch.compile per candidate)
     compile_mode: str = "default"  # torch.compile mode when the child is compiled: default | reduce-overhead (CUDA graphs) | max-autotune-no-cudagraphs
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
     channels_last: str = "auto"  # memory format of image batches and convolutions: auto (on CUDA) | on | off
@@ -46,6 +48,7 @@ class ChildSettings:
     target: str = "x * sigmoid(x)"  # synthetic task: the function whose similarity is the reward
     noise: float = 0.0  # synthetic task: standard deviation of noise added to the reward (mimics seed noise)
     delay_s: float = 0.0  # synthetic task: seconds each child sleeps, mimicking training time (tests and benchmarks of the orchestration)
+    delay_spread: float = 0.0  # synthetic task: each child sleeps delay_s times a random factor in [1 - spread, 1 + spread], drawn from the system's entropy (not the seed), so children end in an order no seed fixes, as under load
 
     def problems(self) -> list[tuple[str, str]]:
         """``(field, what is wrong and what is allowed)`` for every out-of-range or unknown value; empty when fine.
@@ -57,6 +60,7 @@ class ChildSettings:
         else:
             out += task.problems(self)
         for name, allowed in (("device", ("auto", "cpu", "cuda")), ("compile", ("auto", "on", "off")),
+                              ("kernel", ("auto",) + KERNELS),
                               ("compile_mode", COMPILE_MODES), ("precision", ("auto", "bf16", "fp32")),
                               ("channels_last", ("auto", "on", "off")), ("data_device", ("auto", "cpu")),
                               ("split", ("val", "test"))):
@@ -69,6 +73,7 @@ class ChildSettings:
         out.need("momentum", self.momentum, 0 <= self.momentum < 1, "in [0, 1)")
         out.need("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0")
         out.need("noise", self.noise, self.noise >= 0, ">= 0")
+        out.need("delay_spread", self.delay_spread, 0 <= self.delay_spread <= 1, "in [0, 1]")
         return out
 
     @property

@@ -9,6 +9,7 @@ child that is not trained by ``evaluator.train``'s own loop (``evaluate``).
 """
 from __future__ import annotations
 
+import random
 import time
 from typing import Sequence
 
@@ -94,6 +95,9 @@ class CifarTask(Task):
         return CIFAR_TRAIN_IMAGES - s.val_size  # every image not held out
 
 
+_ENTROPY = random.SystemRandom()  # the synthetic child's delays: no seed may fix the order children end in
+
+
 class SyntheticTask(Task):
     """No training: a function's similarity to ``child.target`` is its reward (tests the search)."""
 
@@ -107,7 +111,7 @@ class SyntheticTask(Task):
         return out
 
     def evaluate(self, s, activation, seed, search_path=None, report=None):
-        time.sleep(s.delay_s)  # a child that takes time, without training one
+        time.sleep(s.delay_s * (1 + s.delay_spread * (2 * _ENTROPY.random() - 1)))  # time, without training
         result = evaluate_synthetic(activation, target=s.target, noise=s.noise, seed=seed, split=s.split)
         if result.status == "ok":
             result.steps = s.steps  # nominal: the steps a trained child would have taken (what early stopping saves)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evaluator.activations import activation_factory, activation_label
+from evaluator.activations import activation_factory, activation_kernel, activation_label
 from evaluator.data import TaskData, load_task, random_crop_flip
 from evaluator.models import build_model
 from evaluator.result import ChildResult, one_line
@@ -66,6 +66,11 @@ def _activation_compile(settings: ChildSettings) -> bool | None:
     return {"auto": None, "on": True, "off": False}[settings.compile]
 
 
+def _kernel(settings: ChildSettings) -> str | None:
+    # auto: the activation module's own choice (from the compile setting; native on CPU).
+    return None if settings.kernel == "auto" else settings.kernel
+
+
 # ---------------------------------------------------------------- the child and its optimiser
 
 def build_child(settings: ChildSettings, activation: str, seed: int, device: torch.device,
@@ -75,7 +80,7 @@ def build_child(settings: ChildSettings, activation: str, seed: int, device: tor
     The initialisation draws from a forked copy of torch's generator, so the caller's random stream is untouched.
     Raises ``UserError`` for an unknown activation.
     """
-    factory = activation_factory(activation, compile=_activation_compile(settings))
+    factory = activation_factory(activation, compile=_activation_compile(settings), kernel=_kernel(settings))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(settings.resolved_model, factory, num_classes)
@@ -248,6 +253,7 @@ def _train(settings: ChildSettings, state: dict, start: float, report=None) -> C
     state["fault"] = "system"  # the device and the data are the worker's business, not the function's
     device = resolve_device(settings.device)
     state["device"] = _device_name(device)
+    state["extra"] = {"kernel": activation_kernel(activation, device, _activation_compile(settings), _kernel(settings))}
     if settings.threads and device.type == "cpu":
         torch.set_num_threads(settings.threads)
     if device.type == "cuda":

@@ -75,7 +75,7 @@ def test_a_real_child_stops_at_its_rung_with_its_score_there():
     board.load([RungDecision(k, 0, 10, 0.99, True) for k in range(3)])  # three better children were there first
     result = train_child(settings, "relu", seed=0, report=board.reporter("me"))
     assert result.status == "stopped" and result.steps == 10 and 0 <= result.accuracy < 0.99
-    assert result.extra == {"rung": 0, "rung_step": 10}
+    assert (result.extra["rung"], result.extra["rung_step"]) == (0, 10)
     going = train_child(settings, "relu", seed=0, report=RungBoard([10, 20], eta=3).reporter("alone"))
     assert going.status == "ok" and going.steps == 40
 

@@ -258,6 +258,7 @@ def _driver(tmp_path: Path, **sections):
     from search.loop.progress import Progress
     from search.loop.rundir import create_run
 
+    sections.setdefault("schedule", {"mode": "asynchronous"})  # the test plays the workers: told as delivered
     config = load_config(write_config(tmp_path, **sections))
     run_dir = tmp_path / "run"
     if not run_dir.exists():

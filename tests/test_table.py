@@ -6,7 +6,7 @@ import statistics
 import pytest
 from conftest import run_cli
 
-from evaluator.tabular import COLUMNS, TableError, load_table, replay_child
+from evaluator.tabular import COLUMNS, COLUMNS_V1, VERSION, TableError, load_table, replay_child
 from search.loop.config import child_seed
 
 SMALL_SPACE = """
@@ -149,8 +149,10 @@ def shipped_rows(k: int = 5) -> dict:
 
 def write_raw(path, data: dict) -> None:
     """``data`` laid out as ``write_table`` writes a table (one row a line), whatever its rows hold."""
-    path.write_text(f'{{"format": "actsearch-table", "version": 1,\n"header": {json.dumps(data["header"])},\n'
-                    f'"columns": {json.dumps(list(COLUMNS))},\n"rows": [\n'
+    v1 = data["rows"] and len(data["rows"][0]) == len(COLUMNS_V1)  # a shipped table of format version 1
+    version, columns = (1, COLUMNS_V1) if v1 else (VERSION, COLUMNS)
+    path.write_text(f'{{"format": "actsearch-table", "version": {version},\n"header": {json.dumps(data["header"])},\n'
+                    f'"columns": {json.dumps(list(columns))},\n"rows": [\n'
                     + ",\n".join(json.dumps(r) for r in data["rows"]) + "\n]}\n")
 
 

@@ -42,7 +42,7 @@ class Study:
     def idle(self) -> str:
         return "complete" if self.recorded == self.total else "interrupted"
 
-    def room(self, committed: int) -> int:
+    def room(self, committed: int, free: int) -> int:
         return 0
 
     def ask(self, room: int) -> bool:

@@ -83,7 +83,7 @@ def build_table(config_path: str, seeds: int, out: str | Path, results: str | Pa
 
 def _search_space(config: Config, results: Path, name: str, seeds: int, stream: TextIO):
     """One exhaustive run per seed (created or resumed), then the rows of their stores; None if a run stopped."""
-    from search.loop.driver import run_search
+    from search.loop.session import run_search
     from search.loop.rundir import create_run
 
     run_dirs = []

@@ -127,7 +127,7 @@ def _run(run_dir: Path, top: int, overrides=(), config_file=None, accept_changed
     ``accept_changed``: go on although a file that defines the reward changed (``--accept-changed-child``)."""
     from search.analysis.confirm import CONFIRM_AFTER, answer_text, confirm_run
     from search.analysis.tables import top_table
-    from search.loop.driver import STALL_PROPOSALS, run_search
+    from search.loop.session import STALL_PROPOSALS, run_search
     from search.loop.fidelity import early_stopping_text
     from search.loop.store import Store
 

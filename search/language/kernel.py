@@ -1,9 +1,13 @@
-"""Compiling an expression into a torch function and an ``nn.Module``.
+"""Running an expression as a torch function and an ``nn.Module``: three kernels.
 
-Each canonical expression text becomes generated Python source (one line per operator) with its own code object, so
-``torch.compile`` caches a fused kernel per expression instead of thrashing one shared function's cache. Kernels are
-cached per process by ``(text, compiled)``; a compilation failure falls back to eager ops for that expression, once,
-with a warning.
+- eager: each canonical expression text becomes generated Python source (one line per operator, one torch op each);
+- compiled: that code fused by ``torch.compile``; its own code object per expression, so the compiler caches a kernel
+  per expression instead of thrashing one shared function's cache (a compilation failure falls back to eager, once,
+  with a warning);
+- native: the expression's operator program run by ``search.language.native``'s one C++ kernel (CPU; compiled once
+  per machine, never per candidate; eager where it cannot run).
+
+Kernels are cached per process by ``(text, kind)``. ``resolve_kernel`` says which kind "auto" means on a device.
 """
 from __future__ import annotations
 
@@ -14,9 +18,11 @@ import warnings
 import torch
 from torch import nn
 
+from search.language import native
 from search.language.expression import Expression, Node
 
-_KERNELS: dict[tuple[str, bool], "Kernel"] = {}
+KERNELS = ("eager", "compiled", "native")
+_KERNELS: dict[tuple[str, str], "Kernel"] = {}
 _LOCK = threading.Lock()
 
 
@@ -55,15 +61,19 @@ def _codegen(root: Node, text: str):
 
 
 class Kernel:
-    """A callable ``(x, beta) -> y`` for one expression, eager or fused with ``torch.compile``."""
+    """A callable ``(x, beta) -> y`` for one expression: eager, fused with ``torch.compile``, or native."""
 
-    def __init__(self, expr: Expression, compiled: bool):
+    def __init__(self, expr: Expression, kind: str):
         self.text = expr.text
+        self.kind = kind
         self.eager, self.source = _codegen(expr.root, expr.text)
-        self.fn = torch.compile(self.eager, dynamic=None) if compiled else self.eager
+        self.fn = torch.compile(self.eager, dynamic=None) if kind == "compiled" else self.eager
+        self.code = native.program(expr.root) if kind == "native" else None
         self.failed: str | None = None
 
     def __call__(self, x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        if self.code is not None and native.supports(x):
+            return native.run(self.code, x, beta)
         if self.fn is self.eager:
             return self.eager(x, beta)
         try:
@@ -75,17 +85,36 @@ class Kernel:
             return self.eager(x, beta)
 
 
-def kernel(expr: Expression, compiled: bool) -> Kernel:
-    """The process-wide cached kernel for an expression (keyed by its canonical text)."""
-    key = (expr.text, compiled)
+def kernel(expr: Expression, kind: str | bool) -> Kernel:
+    """The process-wide cached kernel of ``kind`` (eager | compiled | native; True / False: compiled / eager) for an
+    expression (keyed by its canonical text)."""
+    kind = {True: "compiled", False: "eager"}.get(kind, kind) if isinstance(kind, bool) else kind
+    if kind not in KERNELS:
+        raise ValueError(f"kernel {kind!r}: one of {', '.join(KERNELS)}")
+    key = (expr.text, kind)
     k = _KERNELS.get(key)
     if k is not None:  # lock-free hit: a lock here would break the graph of a torch.compile'd child at every site
         return k
     with _LOCK:
         k = _KERNELS.get(key)
         if k is None:
-            k = _KERNELS[key] = Kernel(expr, compiled)
+            k = _KERNELS[key] = Kernel(expr, kind)
     return k
+
+
+def resolve_kernel(kind: str | None, device: torch.device | str, compile: bool | None = None) -> str:
+    """The kernel a candidate runs with on ``device``: ``kind`` (eager | compiled | native; None or "auto": compiled
+    where ``compile`` or ``compile_default`` says so, else native on CPU) with native replaced by eager where it
+    cannot run (not a CPU, no compiler)."""
+    device = torch.device(device)
+    if kind in (None, "auto"):
+        if compile is not None:
+            kind = "compiled" if compile else "eager"
+        else:
+            kind = "compiled" if compile_default(device) else "native"
+    if kind == "native" and (device.type != "cpu" or not native.available()):
+        return "eager"
+    return kind
 
 
 def compile_default(device: torch.device) -> bool:
@@ -101,20 +130,20 @@ class Activation(nn.Module):
     Picklable: it holds the expression (which pickles as its text); the kernel is looked up from the process cache.
     """
 
-    def __init__(self, expr: Expression, channels: int | None, compile: bool | None = None):
+    def __init__(self, expr: Expression, channels: int | None, compile: bool | None = None, kernel: str | None = None):
         super().__init__()
         self.expression = expr
         self.text = expr.text
         self.n_betas = expr.n_betas
         self.compile = compile
+        self.kernel = kernel
         _init_betas(self, self.n_betas, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        compiled = compile_default(x.device) if self.compile is None else self.compile
         beta = self.beta
         if beta is None:
             beta = x.new_ones(1, 1)
-        return kernel(self.expression, compiled)(x, beta)
+        return kernel(self.expression, resolve_kernel(self.kernel, x.device, self.compile))(x, beta)
 
     def extra_repr(self) -> str:
         channels = None if self.beta is None or isinstance(self.beta, nn.UninitializedParameter) else self.beta.shape[1]
@@ -142,11 +171,13 @@ def _materialize_beta(module: nn.Module, args):
             module.beta.fill_(1.0)
 
 
-def activation_module(expr: Expression, channels: int | None = None, compile: bool | None = None) -> Activation:
+def activation_module(expr: Expression, channels: int | None = None, compile: bool | None = None,
+                      kernel: str | None = None) -> Activation:
     """A ``torch.nn.Module`` computing ``expr`` with one per-channel beta per occurrence (initialised to 1).
 
     channels: size of the input's dim 1; ``None`` sizes the betas from the first input (a lazy module: run one forward
     before building the optimizer). compile: ``True`` fuses with ``torch.compile`` (falling back to eager if compilation
-    fails), ``False`` runs eager ops, ``None`` compiles on CUDA and on CPU when ``ACTSEARCH_COMPILE=1``.
+    fails), ``False`` runs eager ops, ``None`` compiles on CUDA and on CPU when ``ACTSEARCH_COMPILE=1`` and runs the
+    native kernel elsewhere. kernel: eager | compiled | native | auto (None): overrides ``compile`` when given.
     """
-    return Activation(expr, channels, compile)
+    return Activation(expr, channels, compile, kernel)

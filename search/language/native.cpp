@@ -88,7 +88,7 @@ void backward_tile(const Program& prog, int64_t n, const T* x, const T* P, const
     const T* Pk = ins[3] < 0 ? P : P + ins[3] * TILE;
     T* GA = ins[1] < 0 ? dx : G + ins[1] * TILE;
     T* GB = ins[2] < 0 ? dx : G + ins[2] * TILE;
-    T* GPk = ins[3] < 0 ? GP : GP + ins[3] * TILE;
+    T* GPk = ins[3] < 0 ? GP : GP + ins[3] * 2 * TILE;  // two rows per beta: its two sums (see ops.NATIVE)
     const T* out = V + k * TILE;
     const T* Gk = k == prog.nodes - 1 ? dy : G + k * TILE;
     (void)A; (void)B; (void)Pk; (void)E; (void)GA; (void)GB; (void)GPk; (void)out;
@@ -150,7 +150,7 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::
   Program prog{code.data_ptr<int32_t>(), code.size(0)};
   if (prog.nodes == 0) return {dy.clone(), torch::zeros_like(beta)};
   auto dx = torch::empty_like(x);
-  auto total = torch::zeros({s.n_betas, s.beta_cols}, x.options().dtype(torch::kFloat64));
+  auto total = torch::zeros({s.n_betas, 2, s.beta_cols}, x.options().dtype(torch::kFloat64));
   std::mutex lock;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "actsearch_native_backward", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
@@ -160,9 +160,9 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::
     double* tp = total.data_ptr<double>();
     at::parallel_for(0, s.tiles, s.grain, [&](int64_t t0, int64_t t1) {
       int64_t nb = std::max<int64_t>(1, s.n_betas);
-      std::vector<scalar_t> V(prog.nodes * TILE), G(prog.nodes * TILE), P(nb * TILE), GP(nb * TILE);
+      std::vector<scalar_t> V(prog.nodes * TILE), G(prog.nodes * TILE), P(nb * TILE), GP(2 * nb * TILE);
       std::vector<int64_t> runs(2 * TILE + 2);
-      std::vector<double> acc(beta_grad ? s.n_betas * s.beta_cols : 0, 0.0);
+      std::vector<double> acc(beta_grad ? 2 * s.n_betas * s.beta_cols : 0, 0.0);
       for (int64_t t = t0; t < t1; ++t) {
         int64_t start = t * TILE, n = std::min(TILE, s.numel - start);
         int64_t count = fill_betas(bp, s.n_betas, s.beta_cols, s.channels, s.inner, start, n, runs.data(), P.data());
@@ -170,7 +170,7 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::
         if (beta_grad) std::fill(GP.begin(), GP.end(), scalar_t(0));
         backward_tile(prog, n, xp + start, P.data(), V.data(), G.data(), dyp + start, dxp + start, GP.data());
         if (beta_grad)
-          for (int64_t j = 0; j < s.n_betas; ++j)
+          for (int64_t j = 0; j < 2 * s.n_betas; ++j)
             for (int64_t r = 0; r < count; ++r) {
               const scalar_t* g = GP.data() + j * TILE;
               scalar_t sum = 0;
@@ -185,5 +185,7 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::
       }
     });
   });
-  return {dx, total.to(beta.scalar_type())};
+  // each sum rounded to the beta's type (where it overflows, as torch's sum does), then the two added
+  auto sums = total.to(beta.scalar_type());
+  return {dx, sums.select(1, 0) + sums.select(1, 1)};
 }

@@ -62,8 +62,8 @@ def _cases(backward: bool) -> str:
         if not backward:
             body = f"out[i] = {forward};"
         else:
-            outs = [name for name in ("ga", "gb", "gp") if f"{name} =" in grad]
-            stores = {"ga": "GA[i] += ga;", "gb": "GB[i] += gb;", "gp": "GPk[i] += gp;"}
+            outs = [name for name in ("ga", "gb", "gp", "gq") if f"{name} =" in grad]
+            stores = {"ga": "GA[i] += ga;", "gb": "GB[i] += gb;", "gp": "GPk[i] += gp;", "gq": "GPk[TILE + i] += gq;"}
             loads += ["const T v = out[i];", "const T g = Gk[i];", f"T {', '.join(f'{n} = T(0)' for n in outs)};"]
             body = f"{grad} {' '.join(stores[n] for n in outs)}"
         out.append(f"      case {OPCODES[op.name]}: /* {op.name} */\n        _Pragma(\"omp simd\")\n"

@@ -153,7 +153,8 @@ def operator_table_markdown() -> str:
 
 # The native kernel's C++ for each operator (search/language/native.py builds one kernel from these, once per machine):
 # (forward, backward). forward is an expression for the value ``v`` of the operands ``a``, ``b`` and the beta ``p``;
-# backward sets ``ga``, ``gb``, ``gp`` from the incoming gradient ``g`` (and a, b, p, v). Both follow the torch
+# backward sets ``ga``, ``gb``, ``gp`` from the incoming gradient ``g`` (and a, b, p, v); a beta torch reaches by two
+# paths (mix) gets its second in ``gq``, summed apart as torch sums each path. Both follow the torch
 # source above step by step, with the backward formulas of torch's autograd (derivatives.yaml), so values, gradients
 # and where they stop being finite agree with the eager path (tests/test_native.py). ``T`` is the scalar type,
 # ``E`` is EPS, ``sgn``/``sigm`` are torch.sgn / torch.sigmoid.
@@ -162,7 +163,7 @@ NATIVE: dict[str, tuple[str, str]] = {
     "abs": ("std::abs(a)", "ga = g * sgn(a);"),
     "square": ("a * a", "ga = g * (T(2) * a);"),
     "cube": ("a * a * a", "T ga1 = g * a; ga = g * (a * a) + ga1 * a + ga1 * a;"),
-    "sqrt": ("std::sqrt(clamp_min(a, E))", "ga = a >= E ? g / (T(2) * v) : T(0);"),
+    "sqrt": ("std::sqrt(clamp_min(a, E))", "ga = a > E ? g / (T(2) * v) : T(0);"),
     "scale": ("p * a", "ga = g * p; gp = g * a;"),
     "shift": ("a + p", "ga = g; gp = g;"),
     "log_abs": ("std::log(std::abs(a) + E)", "ga = g / (std::abs(a) + E) * sgn(a);"),
@@ -176,9 +177,9 @@ NATIVE: dict[str, tuple[str, str]] = {
     "atan": ("std::atan(a)", "ga = g / (a * a + T(1));"),
     "sinc": ("sinc_pi(a / T(PI))",
              "T t = a / T(PI), tp = t * T(PI), tsp = t * t * T(PI);"
-             " ga = (tsp == T(0) ? T(0) : g * (tp * std::cos(tp) - std::sin(tp)) / tsp) / T(PI);"),
+             " ga = (tsp == T(0) ? T(0) : g * ((tp * std::cos(tp) - std::sin(tp)) / tsp)) / T(PI);"),
     "relu": ("std::isnan(a) ? a : (a > T(0) ? a : T(0))", "ga = v <= T(0) ? T(0) : g;"),
-    "min0": ("std::isnan(a) ? a : (a < T(0) ? a : T(0))", "ga = a <= T(0) ? g : T(0);"),
+    "min0": ("std::isnan(a) ? a : (a < T(0) ? a : T(0))", "ga = a < T(0) ? g : T(0);"),
     "sigmoid": ("sigm(a)", "ga = g * (T(1) - v) * v;"),
     "softplus": ("a > T(20) ? a : std::log1p(std::exp(a))",
                  "T z = std::exp(a); ga = a > T(20) ? g : g * z / (z + T(1));"),
@@ -200,6 +201,6 @@ NATIVE: dict[str, tuple[str, str]] = {
     "laplace_diff": ("std::exp(-p * std::abs(a - b))",
                      "T d = a - b, gm = g * v; gp = -(gm * std::abs(d)); T gd = (gm * -p) * sgn(d);"
                      " ga = gd; gb = -gd;"),
-    "mix": ("p * a + (T(1) - p) * b", "ga = g * p; gb = g * (T(1) - p); gp = g * a - g * b;"),
+    "mix": ("p * a + (T(1) - p) * b", "ga = g * p; gb = g * (T(1) - p); gp = g * a; gq = -(g * b);"),
 }
 assert set(NATIVE) == set(OPS_BY_NAME) - {"x"}, "every operator but the identity needs its native code"

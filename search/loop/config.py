@@ -40,8 +40,10 @@ from search.language.shadowing import PACKAGES, ROOT, shadowing_problem
 from search.language.space import MAX_CORE_UNITS, Space
 from search.loop.config_yaml import describe, did_you_mean, read_yaml_file, yaml_scalar
 from search.loop.confirm import ConfirmSettings
+from search.loop.fidelity import FidelitySettings
 from search.loop.fields import build_settings, coerce, field_docs, field_list, raise_first
 from search.loop.overrides import apply_override, check_overrides, parse_override
+from search.loop.schedule import ScheduleSettings
 
 __all__ = ["Config", "FidelitySettings", "SECTIONS", "RESUMABLE_SECTIONS", "SEARCH_SECTIONS", "SpaceSettings",
            "BudgetSettings",
@@ -186,35 +188,12 @@ class RewardSettings:
         return None if reward is None else (-reward if self.minimize else reward)
 
 
-@dataclass
-class FidelitySettings:
-    """Early stopping (asynchronous successive halving, as ASHA): a child reports its held-out score at each rung (a
-    step of its own training); it goes on only while its score is in the best ``1 / eta`` of the scores recorded at
-    that rung so far, else it stops there and its reward is the score it reached (docs/fidelity.md)."""
-
-    rungs: tuple[int, ...] = ()  # steps of a child's training at which it reports and may be stopped, increasing and below child.steps (e.g. [55, 166] for 500 steps: 1/9 and 1/3); empty = off: every child trains all its steps
-    eta: float = 3.0  # a child goes on from a rung when its score is in the best 1/eta of the scores recorded there (3: the best third)
-    stop: bool = True  # false: children report at the rungs and never stop (a table build records their learning curves)
-
-    def problems(self) -> list[tuple[str, str]]:
-        out: list[tuple[str, str]] = []
-        if any(r < 1 for r in self.rungs):
-            out.append(("rungs", f"must be steps >= 1, got {list(self.rungs)}"))
-        elif any(b <= a for a, b in zip(self.rungs, self.rungs[1:])):
-            out.append(("rungs", f"must be increasing, got {list(self.rungs)}"))
-        if len(self.rungs) > 16:
-            out.append(("rungs", f"at most 16 rungs, got {len(self.rungs)}"))
-        if not (math.isfinite(self.eta) and 1 < self.eta <= 1000):
-            out.append(("eta", f"must be above 1 (a child goes on when in the best 1/eta) and at most 1000, "
-                               f"got {self.eta}"))
-        return out
-
-
 SECTIONS: dict[str, type] = {
     "space": SpaceSettings,
     "controller": ControllerSettings,
     "child": ChildSettings,
     "fidelity": FidelitySettings,
+    "schedule": ScheduleSettings,
     "budget": BudgetSettings,
     "resources": ResourceSettings,
     "rewards": RewardSettings,
@@ -223,7 +202,7 @@ SECTIONS: dict[str, type] = {
 # Sections a resumed run may change (how much to spend, where to run, how to confirm after the search); the rest
 # define the search itself.
 RESUMABLE_SECTIONS = ("budget", "resources", "confirm")
-SEARCH_SECTIONS = ("seed", "space", "controller", "child", "fidelity", "rewards")
+SEARCH_SECTIONS = ("seed", "space", "controller", "child", "fidelity", "schedule", "rewards")
 
 
 def derive_seed(*keys: int) -> int:
@@ -262,6 +241,7 @@ class Config:
     rewards: RewardSettings = field(default_factory=RewardSettings)
     confirm: ConfirmSettings = field(default_factory=ConfirmSettings)
     fidelity: FidelitySettings = field(default_factory=FidelitySettings)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     # not a setting: the folder a run was created in, set by search.loop.rundir.run_config ("" for a config file)
     run_folder = ""
 

@@ -19,55 +19,24 @@ running when the driver died have no result: they are dispatched again, with the
 from __future__ import annotations
 
 import collections
-import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
-
-import torch
 
 from controller import Proposal, make_proposer
 from evaluator.result import ChildResult
 from evaluator.result import reward as child_reward
-from search.language.errors import UserError
-from search.loop.config import Config, check_resume_overrides, child_seed, config_with_overrides
-from search.loop.engine import Engine, SystemicFailure
+from search.loop.config import Config, child_seed
 from search.loop.fidelity import RungBoard, RungDecision, early_stopping_text
-from search.loop.pool import ChildPool
-from search.loop.progress import Progress, StopSignal
+from search.loop.progress import Progress
 from search.loop.rewards import STALL_PROPOSALS, RewardBook
 from search.loop.rundir import (
-    LOG_FILE,
-    check_fingerprints,
     checkpoint_path,
-    provenance_now,
     read_checkpoint,
-    require_writable_run_dir,
-    run_config,
-    run_lock,
     write_checkpoint,
-    write_provenance,
-    write_run_config,
 )
-from search.loop.store import CHILD_STATUSES, Store, StoreError
+from search.loop.schedule import Schedule
+from search.loop.store import Store, StoreError
 
 CHECKPOINT_EVERY_EVENTS = 500  # also checkpoint proposers that never update, so a resume replays little
-
-
-@dataclass
-class RunResult:
-    """How a session ended. outcome: finished (budget spent) | exhausted (the proposer has nothing more) |
-    stalled (``STALL_PROPOSALS`` proposals in a row brought no new function) | proposal-limit
-    (budget.max_proposals reached) | complete (nothing was left to do) | interrupted."""
-
-    outcome: str
-    evaluated: int
-    budget: int
-    proposals: int
-    updates: int
-    driver_cpu_ms_per_candidate: float | None = None
-    counts: dict = field(default_factory=dict)
 
 
 class Driver:
@@ -90,8 +59,8 @@ class Driver:
         self.budget = config.budget.children
         self.proposal_limit = config.budget.proposal_limit
         f = config.fidelity  # early stopping: the engine's executor asks this board whether a child goes on
-        self.board = RungBoard(f.rungs, f.eta, config.rewards.metric, config.rewards.minimize, f.stop) \
-            if f.rungs else None
+        self.board = RungBoard(f.rungs, f.eta, config.rewards.metric, config.rewards.minimize, f.stop,
+                               ordered=config.schedule.mode == "deterministic") if f.rungs else None
 
         self.open: dict[int, Proposal] = {}  # asked, reward not yet told
         self.texts: dict[int, str] = {}
@@ -106,6 +75,7 @@ class Driver:
         self.last_seq = 0  # journal events the proposer has seen
         self.checkpoint_seq = 0
         self.ask_blocked = False  # the proposer returned nothing; ask again after the next tell
+        self.schedule = Schedule(config, self.open)  # when to ask, and in which order rewards are told
         self.since_new = 0  # proposals in a row judged screened, duplicate or pending (this session)
         self.session_children = 0
         self.best = store.best()
@@ -151,6 +121,8 @@ class Driver:
         if self.proposer.version != self.store.update_count():
             raise StoreError(f"the controller has made {self.proposer.version} updates, the store records "
                              f"{self.store.update_count()}")
+        self.schedule.restore([(e["first_index"], e["count"]) for e in self.store.events_after(0)
+                               if e["kind"] == "ask"])
         for row in rows:
             self._route(row["index"], self._judge(row["index"]))
         return len(events)
@@ -187,7 +159,8 @@ class Driver:
     # ------------------------------------------------------------ the engine's questions
 
     def finished(self, in_flight: int) -> str | None:
-        if self.evaluated >= self.budget and not in_flight:
+        if self.evaluated + self.schedule.waiting_children >= self.budget and not in_flight:
+            self.schedule.drain()
             return "finished"
         if self.since_new >= STALL_PROPOSALS and not in_flight and not self.ready:
             return "stalled"
@@ -195,20 +168,26 @@ class Driver:
 
     def idle(self) -> str:
         """Nothing in flight or queued and nothing asked: why the search ends."""
+        self.schedule.drain()
         if self.proposer.finished:
             return "exhausted"
         if self.proposed >= self.proposal_limit:
             return "proposal-limit"
         raise RuntimeError("the controller proposes nothing while no child is in flight")
 
-    def room(self, committed: int) -> int:
-        """Candidates the budget still allows beyond those trained and committed."""
-        if self.ask_blocked or self.proposer.finished:
+    def room(self, committed: int, free: int) -> int:
+        """How many candidates to ask now (``free``: workers without a child): the schedule's batch or free workers,
+        while the budget still allows children beyond those trained and committed."""
+        left = self.budget - self.evaluated - self.schedule.waiting_children - committed
+        if self.ask_blocked or self.proposer.finished or left <= 0 or self.proposed >= self.proposal_limit:
+            self.schedule.close()  # nothing more will be asked (for now): the rewards waiting may be told
             return 0
-        return min(self.budget - self.evaluated - committed, self.proposal_limit - self.proposed)
+        # ``left`` counts the children of every function judged new so far: at a deterministic ask it is the same
+        # whatever the workers did, so the last batch is cut to it and no proposal is left without a reward
+        return min(self.schedule.room(free), left, self.proposal_limit - self.proposed)
 
     def may_launch(self, committed: int) -> bool:
-        return self.evaluated + committed < self.budget
+        return self.evaluated + self.schedule.waiting_children + committed < self.budget
 
     def record_rungs(self, decisions: list[RungDecision]) -> None:
         """Keep early stopping's decisions (they survive a crash: a resume answers a child the same)."""
@@ -255,6 +234,7 @@ class Driver:
             self.open[p.index] = p
             self.texts[p.index], self.fps[p.index] = expr.text, judgement.fingerprint
             self._route(p.index, judgement, started=True)
+        self.schedule.asked([p.index for p in proposals])  # after routing: it may tell rewards the batch waits for
         return bool(proposals)
 
     def _route(self, index: int, judgement, started: bool = False) -> None:
@@ -289,7 +269,11 @@ class Driver:
         self.book.abandon(self.fps[index])
 
     def record(self, index: int, result: ChildResult) -> None:
-        """A child's final result: write its reward, tell it, and settle the candidates waiting for it."""
+        """A child's final result: write its reward, tell it, and settle the candidates waiting for it (when the
+        schedule says it is its turn)."""
+        self.schedule.settle(index, lambda: self._record_child(index, result), child=True)
+
+    def _record_child(self, index: int, result: ChildResult) -> None:
         fp = self.fps[index]
         system = result.system_failure
         status, reward, result = child_reward(result, self.config.rewards)
@@ -325,7 +309,11 @@ class Driver:
 
     def _record_free(self, index: int, status: str, reward: float, reason: str,
                      duplicate_of: int | None = None) -> None:
-        """Record a reward that needed no child (screened, duplicate) and tell it."""
+        """Record a reward that needed no child (screened, duplicate) and tell it (when it is its turn)."""
+        self.schedule.settle(index, lambda: self._record_free_now(index, status, reward, reason, duplicate_of),
+                             child=False)
+
+    def _record_free_now(self, index: int, status: str, reward: float, reason: str, duplicate_of: int | None) -> None:
         seq = self.store.record_result(index, status, reward, reason=reason, duplicate_of=duplicate_of)
         self.progress.event(f"#{index} {status} reward={reward:.4f} {self.texts[index]} ({reason})", show=False)
         self._tell(index, reward, seq)
@@ -354,97 +342,3 @@ class Driver:
                                                 "version": self.proposer.version,
                                                 "proposer": self.proposer.state_dict()})
         self.checkpoint_seq = self.last_seq
-
-
-# ---------------------------------------------------------------- one session
-
-def run_search(run_dir: str | Path, out: TextIO | None = None, progress_every_s: float = 30.0,
-               overrides: tuple[str, ...] = ()) -> RunResult:
-    """Run (or continue) the search in ``run_dir`` until its budget is spent or it is stopped.
-
-    ``run_dir`` must have been made by ``create_run``. ``overrides``: ``--set`` changes of budget / resources settings;
-    they are written to ``config.yaml`` only once the session has started (a resume that fails keeps the old ones).
-    Progress goes to ``out`` (stdout by default) and run.log. Returns a ``RunResult``; raises ``UserError`` for a run
-    directory that is busy, missing or inconsistent, or overrides that change the search itself.
-    """
-    run_dir = require_writable_run_dir(run_dir)
-    out = sys.stdout if out is None else out
-    check_resume_overrides(overrides)
-    # The controller's tensors are tiny: extra threads only fight the workers for cores (10x slower on 2 cores).
-    torch.set_num_threads(1)
-    with run_lock(run_dir), Store.open(run_dir) as store:
-        stored = run_config(run_dir, store)
-        check_fingerprints(run_dir, store)
-        config = config_with_overrides(stored, overrides)
-        with open(run_dir / LOG_FILE, "a") as log:
-            progress = Progress(out, log, progress_every_s)
-            try:
-                return _session(run_dir, stored, config, store, progress)
-            finally:
-                progress.close()
-
-
-def _session(run_dir: Path, stored: Config, config: Config, store: Store, progress: Progress) -> RunResult:
-    cpu_start = time.process_time()
-    driver = Driver(run_dir, config, store, progress)
-    replayed = driver.restore()
-    changes = stored.section_differences(config, ("budget", "resources"))
-    if not driver.remaining_work():  # nothing starts, so nothing changes (not even budget / resources settings)
-        done = f"{driver.evaluated}/{driver.budget} children" if driver.evaluated <= driver.budget else \
-            f"{driver.evaluated} children, more than the budget of {driver.budget}"
-        progress.event(f"{run_dir}: already complete ({done}); nothing to do")
-        return _result("complete", driver, store, None)
-
-    resumed = store.proposals() > 0
-    progress.event(f"{'resuming' if resumed else 'starting'} {run_dir}: {driver.evaluated}/{driver.budget} children "
-                   f"done, {len(driver.open)} open candidates, {replayed} journal events replayed")
-    outcome, session = "error", None
-    with ChildPool(config) as pool:
-        engine = Engine(pool, driver, progress, config.rewards, config.resources.system_retries,
-                        probation=driver.on_probation())
-        if changes:  # the session has started: now the new budget / resources settings are the run's
-            write_run_config(run_dir, config)
-            for name, old, new in changes:
-                progress.event(f"{name}: {old!r} -> {new!r}")
-        info = {**provenance_now(), "ray_address": config.resources.address or "embedded", "cluster": pool.cluster,
-                "children_at_once": pool.cluster["children_at_once"]}
-        session = store.start_session(info)
-        provenance = {"session": session, "started_at": time.time(), **info}
-        write_provenance(run_dir, provenance)
-        progress.event(f"Ray: {pool.cluster['nodes']} node(s), {pool.cluster['CPU']:g} CPU, {pool.cluster['GPU']:g} "
-                       f"GPU; up to {pool.cluster['children_at_once']} children at once")
-        try:
-            with StopSignal(progress.event) as stop:
-                clean = False
-                try:
-                    outcome = engine.run(stop)
-                    clean = True
-                except SystemicFailure as exc:
-                    raise UserError(f"{exc} (a broken setup, not the candidates: fix it and resume with "
-                                    f"`actsearch resume {run_dir}`)") from None
-                except KeyboardInterrupt:  # a second Ctrl-C: stop at once
-                    outcome = "interrupted"
-                    raise
-                finally:
-                    engine.stop()
-                    if clean:  # after an exception the proposer may be ahead of the store: no checkpoint then
-                        driver.checkpoint()
-            return _result(outcome, driver, store, cpu_start)
-        finally:
-            cpu = time.process_time() - cpu_start
-            store.end_session(session, outcome, cpu)
-            provenance.update(ended_at=time.time(), outcome=outcome, child_devices=sorted({
-                f"{c['metrics'].get('host')}: {c['metrics'].get('device')}" for c in store.candidates(CHILD_STATUSES)
-                if c["metrics"] and c["metrics"].get("device")}))
-            write_provenance(run_dir, provenance)
-            progress.event(f"session {session} ended: {outcome}; {driver.evaluated}/{driver.budget} children, "
-                           f"driver CPU {cpu:.1f} s", show=False)
-
-
-def _result(outcome: str, driver: Driver, store: Store, cpu_start: float | None) -> RunResult:
-    handled = driver.session_children
-    cpu_ms = None
-    if cpu_start is not None and handled:
-        cpu_ms = (time.process_time() - cpu_start) / handled * 1000
-    return RunResult(outcome=outcome, evaluated=driver.evaluated, budget=driver.budget, proposals=store.proposals(),
-                     updates=store.update_count(), driver_cpu_ms_per_candidate=cpu_ms, counts=store.counts())

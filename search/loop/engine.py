@@ -22,7 +22,7 @@ the **work** it drives:
   jobs are queued at the start; ``record`` writes each re-training.
 
 A work has: ``noun``, ``ready`` (a deque of keys waiting for a worker), ``launch(key) -> (activation, seed, name)``,
-``may_launch(committed)``, ``room(committed)``, ``ask(room) -> bool``, ``record(key, result)`` (a ``ChildResult``),
+``may_launch(committed)``, ``room(committed, free workers)``, ``ask(room) -> bool``, ``record(key, result)`` (a ``ChildResult``),
 ``requeued(key, result, attempt, retries)``, ``abandon(key)``, ``finished() -> outcome | None``, ``idle() -> outcome``,
 ``tick()``, ``status_parts() -> (done, total, done this session, extra text)``.
 """
@@ -84,7 +84,7 @@ class Engine:
             outcome = work.finished(len(executor))
             if outcome:
                 return outcome
-            room = min(executor.capacity() - len(executor) - len(work.ready), work.room(self.committed()))
+            room = work.room(self.committed(), executor.capacity() - len(executor) - len(work.ready))
             if room > 0 and work.ask(room):
                 continue
             if not len(executor):

@@ -92,9 +92,19 @@ class LocalExecutor(Executor):
 
     def poll(self, timeout: float) -> list[tuple[Hashable, ChildResult]]:
         queued, self._queued = self._queued, []
-        return [(key, self._train(self.config.child, activation, seed, search_path=self.search_path,
-                                  report=self.board.reporter(key) if self.board is not None else None))
-                for key, activation, seed in queued]
+        if self.board is not None and self.board.ordered:  # one child at a time, in the children's order
+            queued.sort(key=lambda job: job[0])
+        return [(key, self._run(key, activation, seed)) for key, activation, seed in queued]
+
+    def _run(self, key: Hashable, activation: str, seed: int) -> ChildResult:
+        if self.board is None:
+            return self._train(self.config.child, activation, seed, search_path=self.search_path)
+        self.board.launched(key)
+        try:
+            return self._train(self.config.child, activation, seed, search_path=self.search_path,
+                               report=self.board.reporter(key))
+        finally:
+            self.board.ended(key)
 
     def cancel_all(self) -> list[Hashable]:
         keys = [key for key, _, _ in self._queued]

@@ -11,14 +11,46 @@ is negated first).
 Every decision is kept (``decisions``) so the driver can record it in the run store; a resumed run loads them back
 (``load``), and a child that asks again about a rung it already passed (it was running when the driver died, and
 trains again from its seed) gets the same answer.
+
+``ordered`` (deterministic scheduling, ``search.loop.schedule``): decisions are taken in the children's order, not in
+the order their reports arrive: a child's report waits (``decide`` answers None, the reporter asks again) while a
+child before it is still training (``launched``, not ``ended``) and has not reported at that rung.
 """
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable, Hashable
 
 from search.language.errors import UserError
+
+
+@dataclass
+class FidelitySettings:
+    """Early stopping (asynchronous successive halving, as ASHA): a child reports its held-out score at each rung (a
+    step of its own training); it goes on only while its score is in the best ``1 / eta`` of the scores recorded at
+    that rung so far, else it stops there and its reward is the score it reached (docs/fidelity.md)."""
+
+    rungs: tuple[int, ...] = ()  # steps of a child's training at which it reports and may be stopped, increasing and below child.steps (e.g. [55, 166] for 500 steps: 1/9 and 1/3); empty = off: every child trains all its steps
+    eta: float = 3.0  # a child goes on from a rung when its score is in the best 1/eta of the scores recorded there (3: the best third)
+    stop: bool = True  # false: children report at the rungs and never stop (a table build records their learning curves)
+
+    def problems(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        if any(r < 1 for r in self.rungs):
+            out.append(("rungs", f"must be steps >= 1, got {list(self.rungs)}"))
+        elif any(b <= a for a, b in zip(self.rungs, self.rungs[1:])):
+            out.append(("rungs", f"must be increasing, got {list(self.rungs)}"))
+        if len(self.rungs) > 16:
+            out.append(("rungs", f"at most 16 rungs, got {len(self.rungs)}"))
+        if not (math.isfinite(self.eta) and 1 < self.eta <= 1000):
+            out.append(("eta", f"must be above 1 (a child goes on when in the best 1/eta) and at most 1000, "
+                               f"got {self.eta}"))
+        return out
+
+
+WAIT_S = 0.02  # how often a waiting report asks again
 
 
 @dataclass(frozen=True)
@@ -45,9 +77,10 @@ class RungBoard:
     values are negated into scores); ``stop`` False: record the scores (learning curves), stop no child."""
 
     def __init__(self, rungs: tuple[int, ...] | list[int], eta: float, metric: str = "accuracy",
-                 minimize: bool = False, stop: bool = True):
+                 minimize: bool = False, stop: bool = True, ordered: bool = False):
         self.rungs, self.eta = tuple(int(r) for r in rungs), float(eta)
-        self.metric, self.minimize, self.stop = metric, bool(minimize), bool(stop)
+        self.metric, self.minimize, self.stop, self.ordered = metric, bool(minimize), bool(stop), bool(ordered)
+        self.live: set = set()  # children training now (ordered decisions wait for the ones before them)
         self.scores: list[list[float]] = [[] for _ in self.rungs]
         self.known: dict[tuple[Hashable, int], RungDecision] = {}
         self.decisions: list[RungDecision] = []  # in the order they were taken; ``drain`` hands them on once
@@ -61,10 +94,19 @@ class RungBoard:
                 self.scores[d.rung].append(d.score)
         self._drained = len(self.decisions)
 
-    def decide(self, key: Hashable, rung: int, step: int, value: float) -> bool:
-        """Record child ``key``'s ``value`` (the metric) at ``rung``; whether it goes on."""
+    def launched(self, key: Hashable) -> None:
+        self.live.add(key)
+
+    def ended(self, key: Hashable) -> None:
+        self.live.discard(key)
+
+    def decide(self, key: Hashable, rung: int, step: int, value: float) -> bool | None:
+        """Record child ``key``'s ``value`` (the metric) at ``rung``; whether it goes on (None: ask again, a child
+        before it has yet to report there)."""
         if (key, rung) in self.known:
             return self.known[key, rung].go_on
+        if self.ordered and any(k < key and (k, rung) not in self.known for k in self.live):
+            return None
         score = -value if self.minimize else value
         recorded = self.scores[rung]
         recorded.append(score)
@@ -109,6 +151,9 @@ class Reporter:
         go_on = True
         while self._next < len(self.rungs) and step >= self.rungs[self._next]:
             go_on = self._decide(self._next, step, float(value))
+            while go_on is None:  # ordered decisions: a child before this one has yet to report at this rung
+                time.sleep(WAIT_S)
+                go_on = self._decide(self._next, step, float(value))
             self._next += 1
             if not go_on:
                 self.stopped_at = (self._next - 1, step, float(value))

@@ -16,7 +16,7 @@ from search.loop.driver import Driver
 from search.loop.engine import Engine
 from search.loop.executor import LocalExecutor
 from search.loop.progress import Progress
-from search.loop.store import CHILD_STATUSES, Store
+from search.loop.store import CHILD_STATUSES, FINAL_STATUSES, Store
 
 
 @dataclass
@@ -43,7 +43,7 @@ def search_local(config: Config, proposer=None, capacity: int | None = None) -> 
     with LocalExecutor(config, capacity=capacity) as executor:
         engine = Engine(executor, driver, progress, config.rewards, config.resources.system_retries)
         outcome = engine.run(_NeverStop())
-    rows = store.candidates()
+    rows = store.candidates(FINAL_STATUSES)  # a deterministic batch may end with proposals the budget left untrained
     rewards = [r["reward"] for r in rows]
     best, best_so_far = -math.inf, []
     for r in rewards:

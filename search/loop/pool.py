@@ -38,12 +38,19 @@ TIMEOUT_GRACE_S = 60.0
 class _BoardActor:
     """Early stopping's ``RungBoard`` where every worker can reach it: a child's report waits for its decision."""
 
-    def __init__(self, rungs, eta, metric, minimize, stop, decisions):
-        self.board = RungBoard(rungs, eta, metric, minimize, stop)
+    def __init__(self, rungs, eta, metric, minimize, stop, ordered, decisions):
+        self.board = RungBoard(rungs, eta, metric, minimize, stop, ordered)
         self.board.load(decisions)
 
-    def decide(self, key, rung, step, value) -> bool:
+    def decide(self, key, rung, step, value) -> bool | None:
         return self.board.decide(key, rung, step, value)
+
+    def launched(self, key) -> None:
+        self.board.launched(key)
+
+    def ended(self, keys) -> None:
+        for key in keys:
+            self.board.ended(key)
 
     def drain(self) -> list[RungDecision]:
         return self.board.drain()
@@ -231,6 +238,8 @@ class ChildPool(Executor):
         """Start one child: ``config.child``'s settings, ``activation`` (expression text or baseline name) and
         ``seed``, reserving ``config.resources``' CPUs / GPUs."""
         r = self.config.resources
+        if self.board is not None:  # known to the board before the child can report (the workers call it too)
+            ray.get(self._actor.launched.remote(key))
         ref = _train_on_worker.options(num_cpus=r.cpus_per_child, num_gpus=r.gpus_per_child,
                                        max_retries=r.max_retries, retry_exceptions=False,
                                        name=name).remote(self.config.child, activation, seed, self.search_path,
@@ -243,7 +252,7 @@ class ChildPool(Executor):
         decisions back (and keeps ``board`` up to date)."""
         super().attach(board)
         self._actor = _BoardActor.remote(board.rungs, board.eta, board.metric, board.minimize, board.stop,
-                                         list(board.known.values()))
+                                         board.ordered, list(board.known.values()))
 
     def drain_rungs(self) -> list[RungDecision]:
         if self.board is None:
@@ -279,6 +288,8 @@ class ChildPool(Executor):
                 finished.append((flight.key, lost_child(
                     "timeout", f"cancelled by the driver after {self.timeout:g} s", flight.activation, flight.seed,
                     split)))
+        if self.board is not None and finished:
+            self._actor.ended.remote([key for key, _ in finished])
         return finished
 
     def cancel_all(self) -> list[Hashable]:
@@ -287,4 +298,6 @@ class ChildPool(Executor):
         for ref in self._flights:
             ray.cancel(ref, force=True)
         self._flights.clear()
+        if self.board is not None and keys:
+            self._actor.ended.remote(keys)
         return keys
