@@ -1,14 +1,19 @@
 """Forward+backward time of compiled candidates against native / hand-written equivalents, side by side.
 
-    .venv/bin/python benchmarks/activation_speed.py [--shape 128 64 32 32] [--repeats 10] [--device cpu]
+    .venv/bin/python benchmarks/activation_speed.py [--shape 128 64 32 32] [--repeats 10] [--device cpu] [--no-compile]
 
-For each function it times, interleaved in one run: the native or hand-written PyTorch equivalent, the candidate run
-as eager generated ops, and the candidate fused with torch.compile (after its first, timed, compile). It prints
-milliseconds per forward+backward and the ratios to the reference, plus the compile time of each candidate.
+For each function it times, interleaved in one run: the native or hand-written PyTorch equivalent, F.relu and
+F.silu, the candidate run as eager generated ops, fused with torch.compile (after its first, timed, compile; skipped
+with --no-compile) and run by the native kernel (search.language.native; CPU). It prints milliseconds per
+forward+backward, the ratios to the reference, to F.relu and to F.silu, the compile time of each candidate, and the
+load average. Memory traffic per element (float32): the minimum is 16 bytes (forward: read x, write y; backward: read
+x and dy, write dx); the native kernel moves exactly that (it saves only x and recomputes the rest per tile in
+cache); eager ops move 8 bytes per operator forward and about 12 per operator backward, plus their saved tensors.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -48,9 +53,10 @@ def step_time(fn, x: torch.Tensor, params: list[torch.Tensor], device: torch.dev
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", type=int, nargs=4, default=[128, 64, 32, 32])
+    parser.add_argument("--shape", type=int, nargs="+", default=[128, 64, 32, 32])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--no-compile", action="store_true", help="leave out torch.compile (minutes on a slow CPU)")
     parser.add_argument("--warm-cache", action="store_true",
                         help="let inductor reuse its on-disk cache (default: cold, the cost a new candidate pays)")
     args = parser.parse_args()
@@ -63,28 +69,33 @@ def main() -> None:
     x = torch.randn(*args.shape, device=device, requires_grad=True)
     channels = args.shape[1]
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; tensor {tuple(args.shape)} float32; median of {args.repeats} interleaved repeats")
-    print(f"{'candidate':52s} {'reference':32s} {'ref ms':>8s} {'eager ms':>9s} {'fused ms':>9s} "
-          f"{'eager/ref':>9s} {'fused/ref':>9s} {'compile s':>9s}")
+    print(f"device: {name}; tensor {tuple(args.shape)} float32; median of {args.repeats} interleaved repeats; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    kinds = ["eager"] + ([] if args.no_compile else ["compiled"]) + (["native"] if device.type == "cpu" else [])
+    print(f"{'candidate':52s} {'ref ms':>7s} {'relu ms':>7s} {'silu ms':>7s} " +
+          " ".join(f"{k + ' ms':>11s} {k + '/ref':>11s} {k + '/relu':>11s} {k + '/silu':>11s}" for k in kinds) +
+          f" {'compile s':>9s}")
     for text, ref_name, ref in CASES:
         expr = Expression.parse(text)
-        eager = activation_module(expr, channels=channels, compile=False).to(device)
-        fused = activation_module(expr, channels=channels, compile=True).to(device)
-        beta = torch.ones(1, channels, 1, 1, device=device, requires_grad=True)
-        start = time.perf_counter()
-        step_time(fused, x, list(fused.parameters()), device)  # first call compiles forward and backward
-        compile_s = time.perf_counter() - start
-        runs = {"ref": [], "eager": [], "fused": []}
-        contenders = {"ref": (lambda t: ref(t, beta), [beta]), "eager": (eager, list(eager.parameters())),
-                      "fused": (fused, list(fused.parameters()))}
+        modules = {k: activation_module(expr, channels=channels, kernel=k).to(device) for k in kinds}
+        beta = torch.ones(1, channels, *([1] * (len(args.shape) - 2)), device=device, requires_grad=True)
+        compile_s = float("nan")
+        if "compiled" in modules:
+            start = time.perf_counter()
+            step_time(modules["compiled"], x, list(modules["compiled"].parameters()), device)  # compiles fwd and bwd
+            compile_s = time.perf_counter() - start
+        contenders = {"ref": (lambda t: ref(t, beta), [beta]), "relu": (F.relu, []), "silu": (F.silu, []),
+                      **{k: (m, list(m.parameters())) for k, m in modules.items()}}
+        runs = {k: [] for k in contenders}
         for fn, params in contenders.values():  # warm-up
             step_time(fn, x, params, device)
         for _ in range(args.repeats):
             for key, (fn, params) in contenders.items():
                 runs[key].append(step_time(fn, x, params, device))
         ms = {k: statistics.median(v) * 1e3 for k, v in runs.items()}
-        print(f"{text:52s} {ref_name:32s} {ms['ref']:8.1f} {ms['eager']:9.1f} {ms['fused']:9.1f} "
-              f"{ms['eager'] / ms['ref']:9.2f} {ms['fused'] / ms['ref']:9.2f} {compile_s:9.1f}")
+        print(f"{text:52s} {ms['ref']:7.2f} {ms['relu']:7.2f} {ms['silu']:7.2f} " +
+              " ".join(f"{ms[k]:11.2f} {ms[k] / ms['ref']:11.2f} {ms[k] / ms['relu']:11.2f} {ms[k] / ms['silu']:11.2f}"
+                       for k in kinds) + f" {compile_s:9.1f}   (ref: {ref_name}; load {os.getloadavg()[0]:.2f})")
 
 
 if __name__ == "__main__":

@@ -5,22 +5,29 @@ training steps (forward, backward, SGD) with:
 
 - ``relu`` and ``silu``: torch's native modules;
 - the candidate ``x * sigmoid(beta * x)`` (Swish with trainable per-channel beta) as ``activation_module(expr)``, eager
-  (``compile=False``) and fused (``compile=True``: one ``torch.compile``d kernel per expression);
+  (``kernel="eager"``), fused (``kernel="compiled"``: one ``torch.compile``d kernel per expression) and native
+  (``kernel="native"``: search.language.native's one C++ kernel, built once per machine);
 - on CUDA also the way ``train_child`` runs a child there: the whole child under ``torch.compile``, channels_last,
   bf16 autocast (rows marked "child compiled").
 
 Variants are measured in interleaved rounds (each round times every variant once) and the median round is kept, so a
 shared, noisy machine slows them alike. Inputs are random tensors already on the device: this measures the child, not
-data loading. Usage::
+data loading. ``--sample N`` instead times training steps of the proxy (cnn1d) for a fixed random sample of N
+one-unit and N two-unit functions that pass the screen (seed 22), eager and native, interleaved with relu in each
+round, and prints each kernel's median and worst ratio to relu. The load average is printed next to the figures.
+Usage::
 
     .venv/bin/python benchmarks/child_speed.py                 # CUDA when present, else CPU (one thread)
     .venv/bin/python benchmarks/child_speed.py --models cnn1d --rounds 7 --json speed.json
+    .venv/bin/python benchmarks/child_speed.py --sample 50 --steps 20 --rounds 3
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -39,20 +46,22 @@ CANDIDATE = "x * sigmoid(beta * x)"
 INPUT_SHAPE = {"resnet20": (3, 32, 32), "cnn1d": (1, 40)}
 
 
-def variants(device: torch.device, whole: bool) -> list[tuple[str, str, bool | None, bool]]:
-    """(label, activation, activation compile flag, compile the whole child)."""
+def variants(device: torch.device, whole: bool) -> list[tuple[str, str, str | None, bool]]:
+    """(label, activation, activation kernel, compile the whole child)."""
     out = [("relu", "relu", None, False), ("silu (native)", "silu", None, False),
-           ("candidate eager", CANDIDATE, False, False), ("candidate compiled", CANDIDATE, True, False)]
+           ("candidate eager", CANDIDATE, "eager", False), ("candidate compiled", CANDIDATE, "compiled", False)]
+    if device.type == "cpu":
+        out.append(("candidate native kernel", CANDIDATE, "native", False))
     if whole:
         out += [("relu, child compiled", "relu", None, True), ("candidate, child compiled", CANDIDATE, None, True)]
     return out
 
 
-def make_runner(model_name: str, activation: str, act_compile: bool | None, whole: bool, device: torch.device,
+def make_runner(model_name: str, activation: str, kernel: str | None, whole: bool, device: torch.device,
                 batch: int):
     """A function running one training step, after building (and warming up) the child."""
     torch.manual_seed(0)
-    model = build_model(model_name, activation_factory(activation, compile=act_compile)).to(device)
+    model = build_model(model_name, activation_factory(activation, kernel=kernel)).to(device)
     x = torch.randn(batch, *INPUT_SHAPE[model_name], device=device)
     y = torch.randint(0, 10, (batch,), device=device)
     if device.type == "cuda" and x.dim() == 4:
@@ -102,6 +111,52 @@ def measure(model_name: str, device: torch.device, batch: int, steps: int, round
     return rows
 
 
+def sample_texts(n: int, seed: int = 22) -> list[str]:
+    """``n`` one-unit and ``n`` two-unit functions that pass the screen, drawn uniformly from the token strings."""
+    from search.language.space import Space
+
+    rng, out = random.Random(seed), []
+    for units in (1, 2):
+        space, texts = Space(units), []
+        while len(texts) < n:
+            expr = space.decode(tuple(rng.choice(c) for c in space.choices))
+            if expr.screen().ok and expr.text not in texts:
+                texts.append(expr.text)
+        out += texts
+    return out
+
+
+def sample(n: int, device: torch.device, batch: int, steps: int, rounds: int) -> int:
+    """Step time of the proxy for a sample of functions, eager and native, relative to relu timed in the same round."""
+    ratios: dict[str, list[float]] = {"eager": [], "native": []}
+    loads = []
+    for text in sample_texts(n):
+        runners = {kind: make_runner("cnn1d", text, kind, False, device, batch) for kind in ("eager", "native")}
+        runners["relu"] = make_runner("cnn1d", "relu", None, False, device, batch)
+        for run in runners.values():
+            for _ in range(3):
+                run()
+        times: dict[str, list[float]] = {k: [] for k in runners}
+        for _ in range(rounds):
+            for kind, run in runners.items():
+                start = time.perf_counter()
+                for _ in range(steps):
+                    run()
+                times[kind].append(time.perf_counter() - start)
+        relu = statistics.median(times["relu"])
+        line = [f"{text:60s}"]
+        for kind in ("eager", "native"):
+            ratios[kind].append(statistics.median(times[kind]) / relu)
+            line.append(f"{kind} {ratios[kind][-1]:.2f}x")
+        loads.append(os.getloadavg()[0])
+        print("  ".join(line) + f"  load {loads[-1]:.2f}", flush=True)
+    for kind, values in ratios.items():
+        for label, part in (("one-unit", values[:n]), ("two-unit", values[n:]), ("all", values)):
+            print(f"{kind:7s} {label:9s} median {statistics.median(part):.2f}x relu, worst {max(part):.2f}x")
+    print(f"load average during the run: {min(loads):.2f} to {max(loads):.2f}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -111,6 +166,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=0, help="steps per round (0: 3 for ResNet-20 on CPU, else 20)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (one, like a search worker)")
     parser.add_argument("--whole-child", action="store_true", help="also time the whole child compiled (CUDA: always)")
+    parser.add_argument("--sample", type=int, default=0,
+                        help="time the proxy for N random one-unit and N two-unit functions, eager and native vs relu")
     parser.add_argument("--json", metavar="FILE", help="also write the rows and the machine to this JSON file")
     args = parser.parse_args()
 
@@ -122,7 +179,9 @@ def main() -> int:
     machine = torch.cuda.get_device_name(device) if use_cuda else f"{platform.processor() or platform.machine()}, " \
                                                                   f"{args.threads} thread(s)"
     print(f"device: {device} ({machine}); torch {torch.__version__}; batch {args.batch_size}; "
-          f"median of {args.rounds} interleaved rounds")
+          f"median of {args.rounds} interleaved rounds; load average {os.getloadavg()[0]:.2f}")
+    if args.sample:
+        return sample(args.sample, device, args.batch_size, args.steps or 20, args.rounds)
     rows = []
     for model_name in args.models:
         steps = args.steps or (3 if model_name == "resnet20" and not use_cuda else 20)

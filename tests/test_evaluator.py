@@ -22,7 +22,7 @@ from search.language.errors import UserError
 from search.language.kernel import Activation
 
 RECORD_KEYS = {"status", "accuracy", "split", "train_loss", "steps", "wall_s", "images_per_s", "device", "error",
-               "activation", "seed", "fault"}
+               "activation", "seed", "fault", "kernel"}
 
 
 @pytest.fixture(scope="module")
