@@ -95,8 +95,9 @@ class Engine:
                 if not work.ready:
                     return work.idle()
             finished = executor.poll(POLL_S)
-            if self.board is not None:  # rung decisions first: a stopped child's decision precedes its result
-                work.record_rungs(executor.drain_rungs())
+            decisions = executor.drain_rungs() if self.board is not None else []
+            if decisions:  # rung decisions first: a stopped child's decision precedes its result
+                work.record_rungs(decisions)
             for key, result in self.on_probation(finished):
                 self.deliver(key, result)
             work.tick()
