@@ -13,7 +13,8 @@ from evaluator.activations import BASELINE_TEXTS, BASELINES, baseline_equal
 from search.analysis.tables import display_parts, display_text, top_table
 from search.language.expression import Expression
 from search.language.identity import PROBE_POINTS
-from search.language.simplify import agree_widely, fingerprint_of, same_function, simplest_text
+from search.language.simplify import (agree_widely, fingerprint_of, readable_text, same_function, simplest_text,
+                                      typeset_html)
 from search.loop.config import config_from_dict
 from search.loop.rundir import create_run
 from search.loop.store import Store
@@ -110,7 +111,7 @@ def test_the_shipped_one_unit_table_keeps_its_shown_texts():
         known.setdefault(fingerprint_of(text), []).append(text)
     for row in data["rows"][::7]:  # a deterministic seventh of the rows: the whole table takes ~4 s
         simplest_shown, equals = display_parts(row[0], known.get(row[3], ()))
-        assert (simplest_shown, equals or "") == (row[1], row[2]), row[0]
+        assert (simplest_shown, equals or "") == (readable_text(row[1]), row[2]), row[0]
 
 
 def test_baseline_texts_compute_their_modules():
@@ -127,7 +128,9 @@ def test_baseline_texts_compute_their_modules():
     ("max(relu(x), x)", "relu(x)  = relu"),
     ("max(x, 0)", "relu(x)  = relu"),
     ("x * sigmoid(x)", "x * sigmoid(x)  = silu"),
-    ("sigmul(x, x)", "sigmul(x, x)  = silu"),
+    ("sigmul(x, x)", "x * sigmoid(x)  = silu"),
+    ("sigmul(beta * x, x)", "x * sigmoid(beta * x)  = swish"),
+    ("sigmul(cosh(x), relu(x))", "sigmoid(cosh(x)) * relu(x)"),
     ("x * sigmoid(beta * x)", "x * sigmoid(beta * x)  = swish"),
     ("max(x, softplus(x))", "softplus(x)  = softplus"),
     ("min(abs(x), tanh(x))", "tanh(x)  = tanh"),
@@ -143,8 +146,42 @@ def test_display_text_shows_the_simplest_text_and_marks_baselines(text, shown):
 
 def test_display_parts_separate_the_text_and_the_baseline():
     assert display_parts("max(relu(x), x)") == ("relu(x)", "relu")
-    assert display_parts("x * sigmoid(x)", ["sigmul(x, x)"]) == ("sigmul(x, x)", "silu")
+    assert display_parts("x * sigmoid(x)", ["sigmul(x, x)"]) == ("x * sigmoid(x)", "silu")
     assert display_parts("cos(x) - x") == ("cos(x) - x", None)
+
+
+# ---------------------------------------------------------------- readable and typeset forms
+
+def test_every_readable_text_of_the_one_unit_space_parses_back_to_its_function():
+    """The displays' readable text (``readable_text``) of each distinct one-unit function, and of its simplest text,
+    parses back to the same fingerprint; the typeset form never shows a token name the paper does not write."""
+    from search.language.index import FunctionIndex
+    from search.language.space import Space
+
+    space = Space(1)
+    distinct = FunctionIndex.of(space).distinct()
+    assert len(distinct) > 1000
+    for fingerprint, tokens in distinct.items():
+        expr = space.decode(tokens)
+        for text in (expr.text, simplest_text(expr)):
+            shown = readable_text(text)
+            assert fingerprint_of(shown) == fingerprint, (text, shown)
+            assert "sigmul" not in shown
+        typeset = typeset_html(expr)
+        assert not any(name in typeset for name in ("sigmul", "beta", "relu", "**", "log_abs")), (expr.text, typeset)
+
+
+@pytest.mark.parametrize("text, readable, typeset", [
+    ("sigmul(cosh(x), relu(x))", "sigmoid(cosh(x)) * relu(x)", "\u03c3(cosh(x))\u00b7max(x, 0)"),
+    ("sigmul(beta * x, x)", "x * sigmoid(beta * x)", "x\u00b7\u03c3(\u03b2x)"),
+    ("relu(x) * x", "x * relu(x)", "x\u00b7max(x, 0)"),
+    ("beta * -x", "beta * -x", "\u03b2(\u2212x)"),
+    ("(x + beta)**2", "(x + beta)**2", "(x + \u03b2)<sup>2</sup>"),
+    ("gauss_diff(x, x + x)", "gauss_diff(x, x + x)", "exp(\u2212\u03b2(x \u2212 (x + x))<sup>2</sup>)"),
+])
+def test_readable_and_typeset_forms(text, readable, typeset):
+    assert readable_text(text) == readable and typeset_html(text) == typeset
+    assert fingerprint_of(readable) == fingerprint_of(text)
 
 
 # ---------------------------------------------------------------- a run's displays
@@ -176,19 +213,19 @@ def test_top_shows_the_simplest_text_and_the_baseline(run, capsys):
     assert code == 0, err
     table = out.splitlines()[-3:]
     assert "relu(x)  = relu" in table[0] and "max(x, relu(x))" not in out
-    assert "sigmul(x, x)  = silu" in table[1]  # the duplicate's text is the shorter one
+    assert "x * sigmoid(x)  = silu" in table[1]  # the duplicate's shorter text sigmul(x, x), written readably
     assert "beta - relu(x)" in table[2] and "=" not in table[2]
 
     code, out, _ = cli(capsys, "top", run, "--format", "json")
     rows = json.loads(out)
     assert [(r["text"], r["simplest"], r["equals"]) for r in rows] == [
-        ("max(x, relu(x))", "relu(x)", "relu"), ("x * sigmoid(x)", "sigmul(x, x)", "silu"),
+        ("max(x, relu(x))", "relu(x)", "relu"), ("x * sigmoid(x)", "x * sigmoid(x)", "silu"),
         ("beta - relu(x)", "beta - relu(x)", None)]
 
     code, out, _ = cli(capsys, "top", run, "--format", "csv")
     parsed = list(csv.DictReader(io.StringIO(out)))
     assert [(r["expression"], r["simplest"], r["equals"]) for r in parsed] == [
-        ("max(x, relu(x))", "relu(x)", "relu"), ("x * sigmoid(x)", "sigmul(x, x)", "silu"),
+        ("max(x, relu(x))", "relu(x)", "relu"), ("x * sigmoid(x)", "x * sigmoid(x)", "silu"),
         ("beta - relu(x)", "beta - relu(x)", "")]
 
     with Store.open(run, readonly=True) as store:  # displays only: the records keep their texts
@@ -215,7 +252,7 @@ def test_report_and_export_take_either_text(run, tmp_path, capsys):
     assert code == 0, err
     page = Page((tmp_path / "report.html").read_text(encoding="utf-8"))
     top = next(t for t in page.tables if t[0][:2] == ["rank", "expression"])
-    assert [row[1] for row in top[1:]] == ["relu(x) = relu", "sigmul(x, x) = silu", "beta - relu(x)"]  # folded
+    assert [row[1] for row in top[1:]] == ["relu(x) = relu", "x * sigmoid(x) = silu", "beta - relu(x)"]  # folded
 
     for text in ("relu(x)", "max(x, relu(x))"):  # the shown text finds the run's candidate as its own does
         code, out, err = cli(capsys, "export", run, text, "-o", tmp_path / "relu.py", "--force")

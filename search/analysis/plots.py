@@ -27,6 +27,7 @@ FUNCTION_COLOR, DERIVATIVE_COLOR = "#1f5fa8", "#d9622b"
 VERDICT_COLORS = {"better": "#1e7b45", "worse": "#b3261e"}  # the report's badge colours; anything else is grey
 NO_VERDICT_COLOR = "#5f6b76"
 DPI = 110
+SUBTITLE_CHARS = 110  # characters of a title line that fit the significance picture's 9 inches at 10.5 pt
 
 
 def function_curves(expr: Expression | str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -203,7 +204,10 @@ def plot_significance(comparisons: Sequence[Mapping[str, Any] | Any], path: str 
     rows = [c.to_dict() if hasattr(c, "to_dict") else dict(c) for c in comparisons]
     if not rows:
         raise ValueError("no comparisons to plot")
-    head = 0.7 if subtitle else 0.5  # inches for the title lines; 0.45 more for the x label at the bottom
+    # the subtitle (a study's changed child settings can run to hundreds of characters) wrapped to the figure's
+    # width: a line wider than the figure is cut at both edges
+    sublines = textwrap.wrap(subtitle, SUBTITLE_CHARS, break_on_hyphens=False) if subtitle else []
+    head = 0.5 + 0.2 * len(sublines)  # inches for the title lines; 0.45 more for the x label at the bottom
     fig, axes = plt.subplots(len(rows), 1, figsize=(9, head + 0.45 + 1.05 * len(rows)), squeeze=False,
                              layout="constrained")  # lays out the two-line suptitle and per-panel titles
     for ax, row in zip(axes[:, 0], rows):
@@ -237,7 +241,7 @@ def plot_significance(comparisons: Sequence[Mapping[str, Any] | Any], path: str 
     axes[-1, 0].set_xlabel("candidate minus baseline, per seed (each panel its own scale; the line is zero)",
                            fontsize=9)
     title = "paired differences per seed (dots), 95% bootstrap interval of their mean (bar, | = mean)"
-    fig.suptitle(title + (f"\n{subtitle}" if subtitle else ""), fontsize=10.5)
+    fig.suptitle("\n".join([title, *sublines]), fontsize=10.5)
     fig.savefig(path, dpi=DPI, format=_format(path))
     plt.close(fig)
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from evaluator.activations import BASELINE_TEXTS, BASELINES, baseline_equal
 from search.analysis.stats import format_p
 from search.language.expression import Expression, ExpressionError
-from search.language.simplify import simplest_text
+from search.language.simplify import readable_text, simplest_text
 
 FORMATS = ("table", "markdown", "csv", "json")
 
@@ -45,8 +45,9 @@ def _signed(v: float | None) -> str:
 
 def display_parts(text: str, known: Iterable[str] = ()) -> tuple[str, str | None]:
     """``(simplest, equals)`` for a candidate's text: its simplest equivalent (``search.language.simplify``, with
-    ``known``: other texts of the same function) and the name of the baseline it computes, or None. A baseline's name
-    (``relu``) and text that does not parse come back as they are."""
+    ``known``: other texts of the same function) written readably (``readable_text``: ``x * sigmoid(beta * x)``, not
+    ``sigmul(beta * x, x)``) and the name of the baseline it computes, or None. A baseline's name (``relu``) and text
+    that does not parse come back as they are."""
     if not isinstance(text, str) or text.strip().lower() in BASELINES:
         return text, None
     try:
@@ -54,7 +55,8 @@ def display_parts(text: str, known: Iterable[str] = ()) -> tuple[str, str | None
     except ExpressionError:
         return text, None
     equals = baseline_equal(expr)
-    return simplest_text(expr, [*known, *([BASELINE_TEXTS[equals]] if equals else [])]), equals
+    simplest = simplest_text(expr, [*known, *([BASELINE_TEXTS[equals]] if equals else [])])
+    return readable_text(simplest), equals
 
 
 def display_text(text: str, known: Iterable[str] = ()) -> str:

@@ -280,7 +280,14 @@ SHOW_COLUMNS = (
 
 
 def _shown(row: dict) -> str:
+    from search.language.errors import ExpressionError
+    from search.language.simplify import readable_text
+
     text = row["simplest"] or row["text"]
+    try:
+        text = readable_text(text)  # a file written before readable forms holds sigmul(x, x): shown as x * sigmoid(x)
+    except ExpressionError:
+        pass  # a baseline's name
     return text + (f"  = {row['equals']}" if row["equals"] and row["equals"] != text else "")
 
 

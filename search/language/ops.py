@@ -151,6 +151,70 @@ def operator_table_markdown() -> str:
     return "\n".join(rows)
 
 
+@dataclass(frozen=True)
+class Display:
+    """How displays write one operator (``search.language.simplify``: ``readable_text``, ``typeset_html``).
+
+    typeset: the HTML form (``{0}``/``{1}`` the operands' HTML, parenthesised to ``operand_prec``): ``σ({0})``.
+    operand_prec: the typeset operands' precedences; None: the printed form's (``Op.operand_prec``).
+    text: the plain readable form where it is not the printed form (``sigmoid({0}) * {1}`` for ``sigmul``); it must
+        parse back to the same function. text_prec, text_operand_prec: its precedence and its operands'.
+    x_first: (text, typeset) forms used when the second operand is the bare input: ``x * sigmoid(beta * x)``;
+        x_first_prec: the first operand's precedence in each.
+    """
+
+    typeset: str
+    operand_prec: tuple[int, ...] | None = None
+    text: str = ""
+    text_prec: int = ATOM
+    text_operand_prec: tuple[int, ...] = ()
+    x_first: tuple[str, str] = ()
+    x_first_prec: tuple[int, int] = (PREFIX, POWER)
+
+
+_D = Display
+# Every operator's display; the typeset forms follow the paper's notation (x·σ(βx)), in HTML that needs no script.
+DISPLAY: dict[str, Display] = {
+    "x": _D("{0}"),
+    "neg": _D("\u2212{0}"),
+    "abs": _D("|{0}|"),
+    "square": _D("{0}<sup>2</sup>"),
+    "cube": _D("{0}<sup>3</sup>"),
+    "sqrt": _D("\u221a({0})"),
+    "scale": _D("\u03b2{0}", (POWER,)),
+    "shift": _D("{0} + \u03b2"),
+    "log_abs": _D("log(|{0}| + \u03b5)"),
+    "exp": _D("exp({0})"),
+    "sin": _D("sin({0})"),
+    "cos": _D("cos({0})"),
+    "sinh": _D("sinh({0})"),
+    "cosh": _D("cosh({0})"),
+    "tanh": _D("tanh({0})"),
+    "asinh": _D("asinh({0})"),
+    "atan": _D("atan({0})"),
+    "sinc": _D("sinc({0})"),
+    "relu": _D("max({0}, 0)"),
+    "min0": _D("min({0}, 0)"),
+    "sigmoid": _D("\u03c3({0})"),
+    "softplus": _D("softplus({0})"),
+    "gauss": _D("exp(\u2212{0}<sup>2</sup>)", (ATOM,)),
+    "erf": _D("erf({0})"),
+    "beta": _D("\u03b2"),
+    "add": _D("{0} + {1}"),
+    "mul": _D("{0}\u00b7{1}", (PRODUCT, POWER), x_first=("x * {0}", "x\u00b7{0}")),
+    "sub": _D("{0} \u2212 {1}"),
+    "div": _D("{0} / {1}", (PRODUCT, POWER)),
+    "max": _D("max({0}, {1})"),
+    "min": _D("min({0}, {1})"),
+    "sigmul": _D("\u03c3({0})\u00b7{1}", (SUM, POWER), "sigmoid({0}) * {1}", PRODUCT, (SUM, PREFIX),
+                 x_first=("x * sigmoid({0})", "x\u00b7\u03c3({0})"), x_first_prec=(SUM, SUM)),
+    "gauss_diff": _D("exp(\u2212\u03b2({0} \u2212 {1})<sup>2</sup>)", (SUM, PRODUCT)),
+    "laplace_diff": _D("exp(\u2212\u03b2|{0} \u2212 {1}|)", (SUM, PRODUCT)),
+    "mix": _D("mix<sub>\u03b2</sub>({0}, {1})"),
+}
+assert set(DISPLAY) == set(OPS_BY_NAME), "every operator needs its display"
+
+
 # The native kernel's C++ for each operator (search/language/native.py builds one kernel from these, once per machine):
 # (forward, backward). forward is an expression for the value ``v`` of the operands ``a``, ``b`` and the beta ``p``;
 # backward sets ``ga``, ``gb``, ``gp`` from the incoming gradient ``g`` (and a, b, p, v); a beta torch reaches by two

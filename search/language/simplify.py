@@ -8,6 +8,10 @@ function, judged by ``Expression.fingerprint`` (which makes every beta occurrenc
 uses the function, far outside the fingerprint's probe range [-5, 5] (``agree_widely``: ``max(sqrt(x), softplus(x))``
 is softplus on [-5, 5] only, ``sqrt``'s floor decides below -5.76). For displays only: nothing recorded changes.
 
+``readable_text`` writes a tree the way a person reads it (``sigmul(beta * x, x)`` as ``x * sigmoid(beta * x)``,
+text that parses back to the same function) and ``typeset_html`` as mathematics (``x·σ(βx)``), both from the
+operator table's ``DISPLAY`` column.
+
 >>> simplest_text(Expression.parse("max(relu(x), x)"))
 'relu(x)'
 """
@@ -23,7 +27,7 @@ import torch
 from search.language.errors import ExpressionError
 from search.language.expression import Expression, Node, X, apply
 from search.language.identity import BETA_START, PROBE_BETAS, PROBE_POINTS, one_thread, quantize
-from search.language.ops import UNARY
+from search.language.ops import ATOM, DISPLAY, PRODUCT, UNARY
 
 _ROUNDS = 8  # rewrites of a shorter find are tried again; the length falls each round, this only caps the worst case
 
@@ -158,3 +162,46 @@ def simplest_text(expr: Expression, known: Iterable[str] = ()) -> str:
         best = found
         source = Expression.parse(best).root
     return best
+
+
+# ---------------------------------------------------------------- readable and typeset forms
+
+def _shown(node: Node, typeset: bool) -> tuple[str, int]:
+    """``node`` in the ``DISPLAY`` forms, and the precedence of the result."""
+    if node.is_x:
+        return "x", ATOM
+    op, shown = node.op, DISPLAY[node.op.name]
+    children = node.children
+    if typeset:
+        form, prec, need = shown.typeset, op.prec, shown.operand_prec or op.operand_prec
+    elif shown.text:
+        form, prec, need = shown.text, shown.text_prec, shown.text_operand_prec
+    else:
+        form, prec, need = op.form, op.prec, op.operand_prec
+    if shown.x_first and children[1].is_x:  # x * sigmoid(beta * x): the input first, as the paper writes swish
+        form, prec, need, children = shown.x_first[typeset], PRODUCT, shown.x_first_prec[typeset:][:1], children[:1]
+    parts = []
+    for child, want in zip(children, need):
+        text, child_prec = _shown(child, typeset)
+        parts.append(text if child_prec >= want else f"({text})")
+    return form.format(*parts), prec
+
+
+def readable_text(expr: Expression | str) -> str:
+    """``expr`` as displays write it: the printed text with ``DISPLAY``'s readable forms, ``sigmul(a, b)`` as
+    ``sigmoid(a) * b`` and a bare x as the first factor (``x * sigmoid(beta * x)``). It parses back to the same
+    function (tests/test_simplify.py checks every one-unit function).
+
+    >>> readable_text("sigmul(cosh(x), relu(x))")
+    'sigmoid(cosh(x)) * relu(x)'
+    """
+    expr = Expression.parse(expr) if isinstance(expr, str) else expr
+    return _shown(expr.root, False)[0]
+
+
+def typeset_html(expr: Expression | str) -> str:
+    """``expr`` as HTML mathematics (no script needed): ``x * sigmoid(beta * x)`` -> ``x·σ(βx)``, powers in
+    ``<sup>``. For the report and the dashboard; the text of a tag's body is escaped already (only ``x`` and the
+    table's fixed forms appear)."""
+    expr = Expression.parse(expr) if isinstance(expr, str) else expr
+    return _shown(expr.root, True)[0]
