@@ -8,12 +8,12 @@ import sys
 from search.language.shadowing import exit_if_shadowed
 
 exit_if_shadowed()  # a user's evaluator.py or search/ ahead on the path would break the imports below: say which
-from search.cli import child, export, inspect, run, significance, space, table  # noqa: E402
+from search.cli import child, dashboard, export, inspect, run, significance, space, table  # noqa: E402
 from search.cli.common import Parser  # noqa: E402
 from search.language.errors import UserError  # noqa: E402
 
 # The modules that contribute subcommands, in help order: each has a ``register(subparsers)``.
-COMMANDS = (space, child, run, inspect, significance, export, table)
+COMMANDS = (space, child, run, inspect, dashboard, significance, export, table)
 
 
 def build_parser() -> argparse.ArgumentParser:

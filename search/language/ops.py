@@ -161,6 +161,7 @@ class Display:
         parse back to the same function. text_prec, text_operand_prec: its precedence and its operands'.
     x_first: (text, typeset) forms used when the second operand is the bare input: ``x * sigmoid(beta * x)``;
         x_first_prec: the first operand's precedence in each.
+    typeset_dot: the typeset form for an operand that is a named function (``β·softplus(x)``, not ``βsoftplus(x)``).
     """
 
     typeset: str
@@ -170,6 +171,7 @@ class Display:
     text_operand_prec: tuple[int, ...] = ()
     x_first: tuple[str, str] = ()
     x_first_prec: tuple[int, int] = (PREFIX, POWER)
+    typeset_dot: str = ""
 
 
 _D = Display
@@ -181,7 +183,7 @@ DISPLAY: dict[str, Display] = {
     "square": _D("{0}<sup>2</sup>"),
     "cube": _D("{0}<sup>3</sup>"),
     "sqrt": _D("\u221a({0})"),
-    "scale": _D("\u03b2{0}", (POWER,)),
+    "scale": _D("\u03b2{0}", (POWER,), typeset_dot="\u03b2\u00b7{0}"),
     "shift": _D("{0} + \u03b2"),
     "log_abs": _D("log(|{0}| + \u03b5)"),
     "exp": _D("exp({0})"),

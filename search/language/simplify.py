@@ -184,6 +184,8 @@ def _shown(node: Node, typeset: bool) -> tuple[str, int]:
     for child, want in zip(children, need):
         text, child_prec = _shown(child, typeset)
         parts.append(text if child_prec >= want else f"({text})")
+    if typeset and shown.typeset_dot and parts[0][:1].isalpha() and parts[0] != "x":  # β·softplus(x), βx
+        form = shown.typeset_dot
     return form.format(*parts), prec
 
 

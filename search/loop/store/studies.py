@@ -42,6 +42,12 @@ class StudyRecords:
             "GROUP BY rung ORDER BY rung") if r["rung"] is not None}
         return {"children": row["n"], "steps": int(row["steps"]), "stopped": stopped}
 
+    def course(self, first: int = 0) -> list[tuple[int, str, float | None, float | None]]:
+        """``(index, status, reward, finished_at)`` of every candidate from index ``first``, in index order: the
+        search's course in one small query (the dashboard polls it from where it left off)."""
+        return [tuple(r) for r in self._conn.execute(
+            "SELECT idx, status, reward, finished_at FROM candidates WHERE idx >= ? ORDER BY idx", (first,))]
+
     def _has_table(self, name: str) -> bool:
         # a reader of a store written before schema 2 sees no significance tables: it has no significance data
         return self._conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
