@@ -61,9 +61,15 @@ def lock_held(run_dir: Path) -> bool | None:
     None where that cannot be known."""
     from search.loop.rundir import LOCK_FILE
 
+    lock = Path(run_dir) / LOCK_FILE
     try:
-        inode = (Path(run_dir) / LOCK_FILE).stat().st_ino
         text = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    try:
+        inode = lock.stat().st_ino
+    except FileNotFoundError:
+        return False  # never locked
     except OSError:
         return None
     return any(line.split()[5].rsplit(":", 1)[-1] == str(inode) for line in text.splitlines()

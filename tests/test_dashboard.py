@@ -1,0 +1,190 @@
+"""``actsearch dashboard`` as a person uses it: started on a folder whose search is still running, the page loaded in
+a real headless Chromium (skipped, with the reason, where none is installed: ``make browser-test`` installs it),
+refreshed while children arrive; and its bad input: no runs, a damaged store among good ones, a port in use, Ctrl-C."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from conftest import run_cli as cli
+
+from search.language.expression import Expression
+from search.loop.config import config_from_dict
+from search.loop.rundir import create_run
+from search.loop.store import Store
+
+ACTSEARCH = [sys.executable, "-m", "search.cli"]
+BROWSER = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+
+
+def _ask(store: Store, texts: list[str]) -> None:
+    store.record_ask(len(texts), [{"index": i, "tokens": ["x"] * 5, "text": t,
+                                   "fingerprint": Expression.parse(t).fingerprint(), "logp": None,
+                                   "policy_version": 0, "proposal": {}} for i, t in enumerate(texts)])
+
+
+def finished_run(folder: Path, name: str = "done") -> Path:
+    """A run whose store holds three trained children and a significance study of the best against relu."""
+    run = folder / name
+    create_run(run, config_from_dict({"seed": 1, "child": {"task": "synthetic"}, "budget": {"children": 3}}))
+    texts = ["sigmul(beta * x, x)", "relu(x)", "tanh(x)"]
+    with Store.open(run) as store:
+        session = store.start_session({})
+        _ask(store, texts)
+        for i, reward in enumerate((0.9, 0.8, 0.5)):
+            store.record_launch(i, seed=i)
+            store.record_result(i, "ok", reward, metrics={"accuracy": reward})
+        store.record_study("s1", {"task": "synthetic"}, ["child.options.steps=1200"])
+        store.record_significance("s1", [texts[0]], ["relu"], 8, [
+            {"candidate": texts[0], "baseline": "relu", "mean_diff": 0.02, "ci_low": 0.01, "ci_high": 0.03,
+             "verdict": "better", "wilcoxon_p_holm": 0.008, "n": 8, "diffs": [0.02] * 8}], {})
+        store.end_session(session, "finished", 0.1)
+    return run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_dashboard(*paths, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([*ACTSEARCH, "dashboard", *map(str, paths), "--port", str(port)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert f"http://127.0.0.1:{port}/" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
+    return proc
+
+
+def get(port: int, path: str):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as res:
+        body = res.read().decode("utf-8")
+    return json.loads(body) if path.startswith("/api") else body
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_a_folder_without_runs_is_one_line_and_exit_2(tmp_path, capsys):
+    code, out, err = cli(capsys, "dashboard", tmp_path)
+    assert code == 2 and "no runs here" in err and len(err.strip().splitlines()) == 1
+    code, out, err = cli(capsys, "dashboard", tmp_path / "missing")
+    assert code == 2 and "no such folder" in err
+
+
+def test_a_damaged_store_is_shown_as_damaged_and_the_others_work_a_port_in_use_is_refused(tmp_path):
+    finished_run(tmp_path)
+    broken = tmp_path / "broken"
+    shutil.copytree(tmp_path / "done", broken)
+    (broken / "store.sqlite").write_bytes(b"this is no database" * 100)
+    port = free_port()
+    proc = start_dashboard(tmp_path, port=port)
+    try:
+        runs = {r["name"]: r for r in get(port, "/api/runs")}
+        assert runs["broken"]["state"] == "damaged" and "not a database" in runs["broken"]["error"]
+        done = runs["done"]
+        assert (done["state"], done["done"], done["budget"]) == ("finished", 3, 3)
+        assert done["best"]["readable"] == "x * sigmoid(beta * x)" and done["best"]["equals"] == "swish"
+        assert done["best"]["typeset"] == "x\u00b7\u03c3(\u03b2x)"
+        run = get(port, "/api/run?name=done")
+        assert [s["rank"] for s in run["shapes"]] == [1, 2, 3] and len(run["shapes"][0]["f"]) == 81
+        assert run["significance"][0]["comparisons"][0]["verdict"] == "better"
+        assert get(port, "/api/run?name=broken")["state"] == "damaged"
+        page = get(port, "/")
+        assert "/api/runs" in page and not re.search(r"(src|href)=\"?(https?:)?//", page)  # no network: no CDN
+
+        again = subprocess.run([*ACTSEARCH, "dashboard", str(tmp_path), "--port", str(port)], cwd=REPO,
+                               capture_output=True, text=True, timeout=60)
+        assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1
+        assert f"--port {port}: already in use" in again.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean exit
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "dashboard stopped" in err and "Traceback" not in err
+
+
+def test_the_state_of_a_run_comes_from_its_sessions_and_lock(tmp_path):
+    from search.analysis.dashboard import lock_held, run_state
+    from search.loop.rundir import run_lock
+
+    run = finished_run(tmp_path)
+    assert lock_held(run) is False
+    with run_lock(run):
+        assert lock_held(run) is True
+        assert run_state([{"ended_at": 1.0, "outcome": "finished"}], lock_held(run)) == "running"
+    assert run_state([], False) == "new"
+    assert run_state([{"ended_at": 1.0, "outcome": "interrupted"}], False) == "stopped"
+    assert run_state([{"ended_at": None, "host": socket.gethostname(), "pid": 2 ** 22 + 7}], False) == "stopped"
+
+
+# ---------------------------------------------------------------- in a browser, while a search runs
+
+def _dom(url: str, width: int, screenshot: Path | None = None) -> tuple[str, str]:
+    """The page's DOM after its script ran a few refreshes (virtual time), and Chromium's log (console included)."""
+    args = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", f"--window-size={width},1300",
+            "--virtual-time-budget=7000", "--enable-logging=stderr", "--v=0"]
+    if screenshot:
+        args += [f"--screenshot={screenshot}", "--hide-scrollbars"]
+    else:
+        args += ["--dump-dom"]
+    done = subprocess.run([*args, url], capture_output=True, text=True, timeout=120)
+    return done.stdout, done.stderr
+
+
+def _console_errors(log: str) -> list[str]:
+    return [line for line in log.splitlines() if "CONSOLE" in line and ("rror" in line or "Uncaught" in line)]
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no Chromium on this machine: `make browser-test` installs it (as root)")
+def test_the_page_follows_a_running_search_in_a_browser(tmp_path):
+    finished_run(tmp_path)
+    config = tmp_path / "slow.yaml"
+    config.write_text("seed: 0\nspace: {core_units: 1}\ncontroller: {kind: random}\n"
+                      "child: {task: synthetic, delay_s: 0.4}\nbudget: {children: 45}\n"
+                      "resources: {address: '', cpus_per_child: 1}\nconfirm: {enabled: false}\n")
+    search = subprocess.Popen([*ACTSEARCH, "run", str(config), "--name", "live", "--results", str(tmp_path)],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    port = free_port()
+    dashboard = None
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:  # the search has trained a first child
+            if (tmp_path / "live" / "store.sqlite").exists():
+                with Store.open(tmp_path / "live", readonly=True) as store:
+                    if store.evaluated() >= 1:
+                        break
+            assert search.poll() is None, search.stdout.read()
+            time.sleep(0.5)
+        dashboard = start_dashboard(tmp_path, port=port)
+        first, log = _dom(f"http://127.0.0.1:{port}/#run=live", 1400)
+        assert not _console_errors(log), _console_errors(log)
+        assert re.search(r'<div id="errors"></div>', first), first[:2000]
+        assert int(re.search(r'data-refreshes="(\d+)"', first).group(1)) >= 2  # it refreshed by itself
+        assert 'class="state running"' in first and 'id="course"' in first and 'id="shapes"' in first
+        seen = int(re.search(r'data-run="live".*?<span class="done">(\d+)</span>', first, re.S).group(1))
+        time.sleep(4)
+        second, log = _dom(f"http://127.0.0.1:{port}/#run=live", 800)
+        later = int(re.search(r'data-run="live".*?<span class="done">(\d+)</span>', second, re.S).group(1))
+        assert later > seen, (seen, later)  # new children on the page
+        assert second.count('class="child"') >= later and second.count('class="f"') >= 1  # dots and shapes
+        assert 'id="compare"' in second  # two runs: their best-so-far curves on one plot
+
+        done, log = _dom(f"http://127.0.0.1:{port}/#run=done", 1400)
+        assert not _console_errors(log) and 'class="forest"' in done and "better" in done  # the verdict picture
+        assert "x\u00b7\u03c3(\u03b2x)" in done and "sigmul" not in done
+    finally:
+        if dashboard is not None:
+            dashboard.send_signal(signal.SIGINT)
+            dashboard.communicate(timeout=30)
+        search.wait(timeout=180)
+    with Store.open(tmp_path / "live", readonly=True) as store:  # the watched search is complete and consistent
+        assert store.evaluated() == 45 and store.audit() == []
