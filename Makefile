@@ -5,7 +5,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 export RAY_AUTH_MODE := disabled
 
-.PHONY: setup run test bench docs tables clean
+.PHONY: setup run test bench docs tables browser-test clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,15 @@ tables: $(STAMP)
 	$(VENV)/bin/actsearch table build configs/table.yaml --seeds 2 --out tables/mnist1d-150.json
 	$(VENV)/bin/actsearch table build configs/table.yaml --seeds 5 --set child.steps=500 --name table-full \
 		--functions paper,baselines --top 30 --of tables/mnist1d-150.json --out tables/mnist1d-500.json
+
+# The dashboard's browser test (tests/test_dashboard.py) loads the page in headless Chromium; it skips where none is
+# installed. This installs it from the system's packages where it is missing and we are root, then runs the test.
+browser-test: $(STAMP)
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+			--no-install-recommends chromium; \
+		else echo "no chromium: install it (apt-get install chromium) as root, or the browser test skips"; fi; }
+	$(VENV)/bin/python -m pytest -q tests/test_dashboard.py
 
 # docs/config.md and docs/operators.md are generated from the code (tests/test_docs.py fails while they are stale).
 docs: $(STAMP)

@@ -102,6 +102,9 @@ def test_a_damaged_store_is_shown_as_damaged_and_the_others_work_a_port_in_use_i
         page = get(port, "/")
         assert "/api/runs" in page and not re.search(r"(src|href)=\"?(https?:)?//", page)  # no network: no CDN
 
+        finished_run(tmp_path, "later")  # a run started after the dashboard appears at the next poll
+        assert "later" in {r["name"] for r in get(port, "/api/runs")}
+
         again = subprocess.run([*ACTSEARCH, "dashboard", str(tmp_path), "--port", str(port)], cwd=REPO,
                                capture_output=True, text=True, timeout=60)
         assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1

@@ -139,10 +139,16 @@ class Board:
     """The runs of a dashboard, read on demand: ``runs()`` (every run's summary and best-so-far curve) and
     ``run(name)`` (one run's course, entropy, rungs, best shapes and significance)."""
 
-    def __init__(self, runs: dict[str, Path]):
+    def __init__(self, runs: dict[str, Path], folders: Iterable[str | Path] = ()):
         self.watched = {name: _Watched(path) for name, path in runs.items()}
+        self.folders = list(folders)  # looked at again on every poll: a run started later appears
 
     def runs(self) -> list[dict]:
+        try:
+            for name, path in find_runs(self.folders).items() if self.folders else ():
+                self.watched.setdefault(name, _Watched(path))
+        except UserError:
+            pass  # a folder gone meanwhile: its runs stay as they were
         out = []
         for name, w in self.watched.items():
             try:

@@ -71,7 +71,7 @@ function path(points, sx, sy) {
 }
 
 function compareSvg(runs) {
-  const w = 900, h = 260, m = {l: 56, r: 150, t: 16, b: 22};
+  const w = 1300, h = 260, m = {l: 56, r: 170, t: 16, b: 22};
   const withCurve = runs.filter(r => r.curve && r.curve.length);
   if (!withCurve.length) return '<p class="small">no rewards yet</p>';
   const xs = withCurve.flatMap(r => r.curve.map(p => p[0])), ys = withCurve.flatMap(r => r.curve.map(p => p[1]));
@@ -79,7 +79,8 @@ function compareSvg(runs) {
   const sx = scale(x0, x1, m.l, w - m.r), sy = scale(y0, y1, h - m.b, m.t);
   let s = axes(w, h, m, [x0, x1], [fmt(y0, 3), fmt(y1, 3)], 'candidate index', 'best reward so far');
   withCurve.forEach((r, i) => { const c = COLORS[i % COLORS.length];
-    s += `<path d="${path(r.curve, sx, sy)}" fill="none" stroke="${c}" stroke-width="2"><title>${esc(r.name)}</title></path>`;
+    const steps = r.curve.flatMap((p, j) => j ? [[p[0], r.curve[j - 1][1]], p] : [p]);  // best so far: a step
+    s += `<path d="${path(steps, sx, sy)}" fill="none" stroke="${c}" stroke-width="2"><title>${esc(r.name)}</title></path>`;
     s += `<text x="${w - m.r + 8}" y="${m.t + 14 * i + 8}" style="fill:${c}">${esc(r.name.slice(0, 24))}</text>`; });
   return `<svg id="compare" viewBox="0 0 ${w} ${h}">${s}</svg>`;
 }
@@ -152,15 +153,16 @@ function shapesHtml(run) {
 }
 
 function forestSvg(study, i) {
-  const rows = study.comparisons, w = 900, rowH = 30, m = {l: 330, r: 190, t: 10, b: 24}, h = m.t + m.b + rowH * rows.length;
+  const rows = study.comparisons, w = 1300, rowH = 30, m = {l: 380, r: 300, t: 10, b: 40}, h = m.t + m.b + rowH * rows.length;
   const vals = rows.flatMap(r => [r.low, r.high, r.mean]).concat([0]);
   const [x0, x1] = extent(vals), pad = 0.08 * (x1 - x0 || 1);
   const sx = scale(x0 - pad, x1 + pad, m.l, w - m.r);
   let s = `<line x1="${sx(0)}" x2="${sx(0)}" y1="${m.t}" y2="${h - m.b}" stroke="#333"/>` +
-    `<text x="${(m.l + w - m.r) / 2}" y="${h - 6}" text-anchor="middle">candidate minus baseline (mean and 95% interval; the line is zero)</text>` +
-    `<text x="${m.l}" y="${h - 6}">${fmt(x0 - pad, 3)}</text><text x="${w - m.r}" y="${h - 6}" text-anchor="end">${fmt(x1 + pad, 3)}</text>`;
+    `<text x="${(m.l + w - m.r) / 2}" y="${h - 4}" text-anchor="middle">candidate minus baseline (mean and 95% interval; the line is zero)</text>` +
+    `<line x1="${m.l}" x2="${w - m.r}" y1="${h - m.b + 4}" y2="${h - m.b + 4}" stroke="#999"/>` +
+    `<text x="${m.l}" y="${h - 22}">${fmt(x0 - pad, 3)}</text><text x="${w - m.r}" y="${h - 22}" text-anchor="end">${fmt(x1 + pad, 3)}</text>`;
   rows.forEach((r, j) => { const y = m.t + j * rowH + rowH / 2, c = VERDICT[r.verdict] || '#5f6b76';
-    s += `<text x="${m.l - 8}" y="${y + 4}" text-anchor="end">${esc((r.candidate + ' vs ' + r.baseline).slice(0, 52))}</text>`;
+    s += `<text x="${m.l - 8}" y="${y + 4}" text-anchor="end">${esc((r.candidate + (r.equals ? ' (= ' + r.equals + ')' : '') + '  vs  ' + r.baseline).slice(0, 60))}</text>`;
     if (r.low != null && r.high != null) s += `<line class="ci" x1="${sx(r.low)}" x2="${sx(r.high)}" y1="${y}" y2="${y}" stroke="${c}" stroke-width="8" stroke-opacity="0.4"/>`;
     if (r.mean != null) s += `<circle cx="${sx(r.mean)}" cy="${y}" r="5" fill="${c}"/>`;
     s += `<text x="${w - m.r + 8}" y="${y + 4}" style="fill:${c};font-weight:600">${esc(r.verdict)}` +

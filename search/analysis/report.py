@@ -61,6 +61,7 @@ table.compact th.num, table.compact td.num { min-width: 7em; }
 figure { margin: 8px 0; text-align: center; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
 figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; }
+.math { font-family: "STIX Two Math", "Cambria Math", Georgia, serif; font-size: 1.1em; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12.5px; font-weight: 600;
          white-space: nowrap; }
 .badge.better { color: var(--good); background: var(--good-bg); }
@@ -199,6 +200,18 @@ def _signed(v: Any) -> str:
     return DASH if v is None else f"{v:+.4f}"
 
 
+def _math(text: str) -> str:
+    """The function typeset (``x·σ(βx)``: ``search.language.simplify.typeset_html``) after its text, or nothing when
+    the text is no expression (a baseline's name)."""
+    from search.language.errors import ExpressionError
+    from search.language.simplify import typeset_html
+
+    try:
+        return f' &nbsp;<span class="math">{typeset_html(text.split("  = ")[0])}</span>'
+    except ExpressionError:
+        return ""
+
+
 def _answer(best: Mapping[str, Any]) -> str:
     """The best function's picture and one row per baseline: its verdict, the mean difference and its interval."""
     rows = []
@@ -214,7 +227,8 @@ def _answer(best: Mapping[str, Any]) -> str:
             "<th class='num'>Holm p</th><th class='num'>w/t/l</th><th>why no evidence</th></tr>")
     table = (f'<div class="scroll"><table class="compact"><thead>{head}</thead><tbody>{"".join(rows)}</tbody>'
              f'</table></div>') if rows else ""
-    return (f"<p><b>Best function: <code>{_e(best['text'])}</code></b> {_e(best.get('note', ''))}</p>"
+    return (f"<p><b>Best function: <code>{_e(best['text'])}</code></b>{_math(best['text'])} "
+            f"{_e(best.get('note', ''))}</p>"
             + _image(best["png"], "best function", "The best function (solid) and its derivative (dashed) on [-5, 5], "
                                                    "every beta at 1.") + table)
 
@@ -300,11 +314,11 @@ def build_report(path: str | os.PathLike, *, title: str, config: Mapping[str, An
         "<h2>Progress</h2>",
         _image(progress_png, "search progress", "Reward per candidate with its best-so-far and moving average; "
                                                  "controller entropy per update."),
-        "<h2>Top candidates</h2>",
-        _table(top_rows, "No candidate has a reward yet.", show),
         "<h2>Shapes of the top functions</h2>",
         _image(function_png, "top functions", "Each function (solid) and its derivative (dashed) on [-5, 5], "
                                               "every beta at its initial value 1."),
+        "<h2>Top candidates</h2>",
+        _table(top_rows, "No candidate has a reward yet.", show),
     ]
     if sig:
         parts += ["<h2>All comparisons</h2>", _significance(sig, show)]

@@ -88,7 +88,7 @@ def cmd_dashboard(args) -> int:
     from search.analysis.dashboard import Board, find_runs
 
     runs = find_runs(args.paths)
-    board = Board(runs)
+    board = Board(runs, args.paths)
     server = make_server(board, args.port)
     host, port = server.server_address[:2]
     print(f"dashboard of {len(runs)} run{'s' * (len(runs) != 1)} at http://{host}:{port}/  (Ctrl-C stops it)",
