@@ -285,6 +285,8 @@ class SurrogateProposer(Proposer):
     # -- ask
 
     def _propose(self, n: int) -> list[Proposal]:
+        if self.exhausted:  # finished stays finished (a later lucky draw would make a resumed run differ)
+            return []
         out: list[tuple[str, ...]] = []
         while len(out) < n and (len(self.proposed) < self.initial or not self._informed()):
             tokens = self._random_member()

@@ -189,7 +189,8 @@ def test_a_module_that_exits_at_import_ends_no_train_or_calibrate(tmp_path, caps
         code, out, err = cli(capsys, *argv)
         assert code == 2 and len(err.strip().splitlines()) == 1 and "child.task" in err, err
         assert "sys.exit" in err or "ends the process" in err
-    assert not any(Path(name).stem in key for key in sys.modules)  # what cannot load was never imported here
+    stem = Path(name).stem  # what cannot load was never imported here (under its name, or a file's module name)
+    assert not any(key == stem or key.startswith(f"actsearch_user_{stem}_") for key in sys.modules)
 
 
 def test_the_fork_pre_flight_is_cheap_and_imports_the_module_here_once(tmp_path, capsys):
