@@ -1,7 +1,7 @@
 """How well the search loop keeps Ray workers busy, and what the driver itself costs per child.
 
-Every measurement is the real loop (``search.loop.session.run_search`` on a fresh run directory in a temporary folder) with the
-synthetic task, so a child's own work is a few milliseconds, and the child setting ``delay_s: 1``
+Every measurement is the real loop (``search.loop.session.run_search`` on a fresh run directory in a temporary folder)
+with the synthetic task, so a child's own work is a few milliseconds, and the child setting ``delay_s: 1``
 that makes each child sleep 1 s first. For each N (default 2, 4, 8, 16) a fresh Python process starts an embedded
 local Ray offering N logical CPUs exactly as a run does (``search.loop.pool.connect_ray`` with ``resources.num_cpus: N``,
 ``cpus_per_child: 1``) and runs two searches of ``waves * N`` children on it, one after the other:
@@ -23,6 +23,11 @@ session) per child: what one ``actsearch run`` of that size costs the driver.
 Sleeping children use no CPU, so N beyond the machine's cores is Ray bookkeeping, not compute. Usage::
 
     RAY_AUTH_MODE=disabled .venv/bin/python benchmarks/orchestration.py [--workers 2 4 8 16] [--waves 6] [--json F]
+    RAY_AUTH_MODE=disabled .venv/bin/python benchmarks/orchestration.py --schedules --workers 4 8
+
+``--schedules`` compares the schedules (``search.loop.schedule``): asynchronous, and deterministic with depth 1, 2 and
+4, each on children of equal length (1 s) and of very unequal length (0.1 to 1.9 s), and prints each one's worker
+utilisation: worker-seconds spent in children / (N x the wall time from the first dispatch to the last result).
 """
 from __future__ import annotations
 
@@ -76,27 +81,56 @@ class CpuSampler:
         raise ValueError(f"no CPU samples around {wall}")
 
 
-def bench_config(workers: int, children: int):
-    """The search config of one measurement: synthetic task, PPO over two core units, N slots of 1 CPU."""
+def bench_config(workers: int, children: int, schedule: dict | None = None, spread: float = 0.0):
+    """The search config of one measurement: synthetic task, PPO over two core units, N slots of 1 CPU; ``schedule``:
+    the schedule section (default: the default's); ``spread``: children sleep 1 s x [1 - spread, 1 + spread]."""
     from search.loop.config import config_from_dict
 
     return config_from_dict({
         "seed": 0,
         "space": {"core_units": 2},  # a big space: few duplicates, so nearly every proposal becomes a child
         "controller": {"kind": "ppo", "batch_size": 16},
-        "child": {"task": "synthetic", "noise": 0.01, "delay_s": CHILD_SLEEP_S},
+        "child": {"task": "synthetic", "noise": 0.01, "delay_s": CHILD_SLEEP_S, "delay_spread": spread},
+        "schedule": schedule or {},
         "budget": {"children": children},
         "resources": {"address": "", "num_cpus": workers, "cpus_per_child": 1},
     })
 
 
-def measure_search(run_dir: Path, workers: int, children: int) -> dict:
+SCHEDULES = {"asynchronous": {"mode": "asynchronous"}, "deterministic d=1": {"depth": 1},
+             "deterministic d=2": {"depth": 2}, "deterministic d=4": {"depth": 4}}
+
+
+def measure_schedules(workers: int, waves: int) -> dict:
+    """Worker utilisation of each schedule (``SCHEDULES``) on one warm embedded Ray with ``workers`` CPUs, for
+    children of equal length (1 s) and of very unequal length (0.1 to 1.9 s, as the proxy's 2 to 30 s)."""
+    import ray
+
+    from search.loop.pool import connect_ray
+
+    children = waves * workers
+    connect_ray(bench_config(workers, children))
+    out: dict = {"workers": workers, "children": children, "rows": {}}
+    try:
+        with tempfile.TemporaryDirectory(prefix="actsearch-schedules-") as tmp:
+            measure_search(Path(tmp) / "warm-up", workers, children)
+            for spread in (0.0, 0.9):
+                for name, schedule in SCHEDULES.items():
+                    run_dir = Path(tmp) / f"{name.replace(' ', '-')}-{spread}"
+                    row = measure_search(run_dir, workers, children, bench_config(workers, children, schedule, spread))
+                    out["rows"][f"{name} | spread {spread:g}"] = row
+    finally:
+        ray.shutdown()
+    return out
+
+
+def measure_search(run_dir: Path, workers: int, children: int, config=None) -> dict:
     """Run one search of ``children`` sleeping children on the current Ray; returns its measurements (see module)."""
     from search.loop.session import run_search
     from search.loop.rundir import create_run
     from search.loop.store import CHILD_STATUSES, Store
 
-    create_run(run_dir, bench_config(workers, children))
+    create_run(run_dir, config or bench_config(workers, children))
     with CpuSampler() as sampler:
         result = run_search(run_dir, out=io.StringIO(), progress_every_s=3600)
     with Store.open(run_dir, readonly=True) as store:
@@ -114,8 +148,10 @@ def measure_search(run_dir: Path, workers: int, children: int) -> dict:
     last = max(c["finished_at"] for c in records)
     loop_cpu = sampler.cpu_at(last) - sampler.cpu_at(first)
     rate = children / (last - first)
+    busy = sum(c["finished_at"] - c["started_at"] for c in records)  # worker-seconds spent in children
     return {"children": children, "proposals": proposals, "updates": result.updates, "wall_s": last - first,
             "children_per_s": rate, "efficiency": rate / (workers / CHILD_SLEEP_S),
+            "utilisation": busy / (workers * (last - first)),
             "driver_cpu_ms_per_child": loop_cpu / children * 1000,
             "session_cpu_ms_per_child": session["driver_cpu_s"] / children * 1000}
 
@@ -156,11 +192,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 4, 8, 16], help="logical CPUs (N) to try")
     parser.add_argument("--waves", type=int, default=6, help="budget = waves x N children per search")
     parser.add_argument("--json", type=Path, help="also write the measurements to this file")
+    parser.add_argument("--schedules", action="store_true",
+                        help="compare the schedules' worker utilisation (equal and unequal children) instead")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one N, print JSON
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if args.one:
-        print(json.dumps(measure_workers(args.one, args.waves)))
+        measure = measure_schedules if args.schedules else measure_workers
+        print(json.dumps(measure(args.one, args.waves)))
+        return
+    if args.schedules:
+        schedules(args)
         return
 
     started = time.monotonic()
@@ -180,6 +222,32 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"machine": platform.platform(), "cores": os.cpu_count(),
                                          "waves": args.waves, "rows": rows}, indent=2) + "\n")
+
+
+def schedules(args) -> None:
+    """``--schedules``: utilisation (worker-seconds in children / (N x wall time from first dispatch to last result))
+    and children per second of each schedule, per N, for equal and unequal children."""
+    started = time.monotonic()
+    print(f"machine: {platform.platform()}, {os.cpu_count()} cores; {args.waves} x N children per search; PPO "
+          f"batch 16 (the deterministic batch); children sleep 1 s (spread 0) or 0.1-1.9 s (spread 0.9)")
+    print(f"{'N':>3}  {'schedule':<20} {'spread':>6}  {'utilisation':>11}  {'child/s':>8}  {'wall s':>7}")
+    results = []
+    for workers in args.workers:
+        command = [sys.executable, str(Path(__file__).resolve()), "--schedules", "--one", str(workers), "--waves",
+                   str(args.waves)]
+        proc = subprocess.run(command, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"N={workers} failed:\n{proc.stderr[-3000:]}")
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        results.append(result)
+        for key, row in result["rows"].items():
+            name, spread = key.split(" | spread ")
+            print(f"{workers:>3}  {name:<20} {spread:>6}  {row['utilisation']:>11.3f}  {row['children_per_s']:>8.2f}  "
+                  f"{row['wall_s']:>7.2f}")
+    print(f"benchmark took {time.monotonic() - started:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": platform.platform(), "cores": os.cpu_count(),
+                                         "waves": args.waves, "schedules": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
