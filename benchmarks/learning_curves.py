@@ -23,8 +23,8 @@ import time
 import torch
 
 from controller import ControllerSettings, make_proposer
-from search.loop.local import search_synthetic
 from search.language.space import Space
+from search.loop.local import search_synthetic
 
 KINDS = ("ppo", "reinforce", "evolution", "random")
 CHECKPOINTS = (100, 250, 500)

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/migrate_table_fingerprints.py tables/mnist1d-150.json [--dry-run]
 
-A row's text defines its function, so every row's fingerprint is recomputed from its text (as evaluator.tabular checks
+A row's text defines its function, so every row's fingerprint is recomputed from its text (as evaluator.table_file checks
 it). A table of a space (``kind: space``) must also hold every function of the space that passes the screen: when the
 new identity splits a former function, the parts that have no row are trained here exactly as ``actsearch table
 build`` trains a child (seed k of the table is an exhaustive run with run seed ``seeds[k]``; the child seed is
@@ -20,9 +20,9 @@ from pathlib import Path
 
 from evaluator.activations import BASELINE_TEXTS
 from evaluator.settings import ChildSettings
-from search.language.files import atomic_write
 from evaluator.train import train_child
-from search.analysis.tabular import _finish, _ordered
+from search.analysis.table_build import _finish, _ordered
+from search.language.files import atomic_write
 from search.language.identity import FINGERPRINT_VERSION
 from search.language.index import FunctionIndex
 from search.language.simplify import fingerprint_of

@@ -126,8 +126,8 @@ def measure_schedules(workers: int, waves: int) -> dict:
 
 def measure_search(run_dir: Path, workers: int, children: int, config=None) -> dict:
     """Run one search of ``children`` sleeping children on the current Ray; returns its measurements (see module)."""
-    from search.loop.session import run_search
     from search.loop.rundir import create_run
+    from search.loop.session import run_search
     from search.loop.store import CHILD_STATUSES, Store
 
     create_run(run_dir, config or bench_config(workers, children))

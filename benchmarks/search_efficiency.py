@@ -54,7 +54,7 @@ def one_search(job: tuple[str, int, str, int]) -> dict:
     import torch
 
     from controller import ControllerSettings, make_proposer
-    from evaluator.tabular import load_table
+    from evaluator.table_file import load_table
     from search.loop.config import SpaceSettings
     from search.loop.local import search_table
 
@@ -90,8 +90,8 @@ def show_hits(value: float, budget: int) -> str:
 
 
 def ranks(table_path: Path) -> list[tuple[str, str]]:
-    from evaluator.tabular import load_table
-    from search.analysis.tabular import PAPER_FUNCTIONS, SHOWN_BASELINES
+    from evaluator.table_file import load_table
+    from search.analysis.table_build import PAPER_FUNCTIONS, SHOWN_BASELINES
 
     table = load_table(table_path)
     out = []
@@ -106,7 +106,7 @@ def ranks(table_path: Path) -> list[tuple[str, str]]:
 
 
 def machine_line() -> str:
-    from search.analysis.tabular import machine
+    from search.analysis.table_build import machine
 
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
@@ -131,7 +131,7 @@ def main() -> None:
     p.add_argument("--json", help="write every search's trajectory here")
     args = p.parse_args()
 
-    from evaluator.tabular import load_table
+    from evaluator.table_file import load_table
 
     table = load_table(args.table)
     seeds = parse_seeds(args.seeds)

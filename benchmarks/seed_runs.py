@@ -60,8 +60,8 @@ def one_run(kind: str, overrides: dict, seed: int, budget: int, core_units: int,
 
     torch.set_num_threads(1)
     from controller import ControllerSettings, make_proposer
-    from search.loop.local import search_synthetic
     from search.language.space import Space
+    from search.loop.local import search_synthetic
 
     space = Space(core_units=core_units)
     settings = ControllerSettings(kind=kind, **overrides)

@@ -74,7 +74,7 @@ def main() -> None:
 
     from scipy.stats import spearmanr
 
-    from search.analysis.tabular import machine
+    from search.analysis.table_build import machine
     from search.loop.config import derive_seed, load_config
 
     config = load_config(args.config)
@@ -128,7 +128,7 @@ def main() -> None:
     print(f"top {k} at {hi} steps found in the top {k} at {lo} steps: {len(top_hi & top_lo)}/{k}")
     print(f"mean seconds per child: {lo} steps {wall[lo]:.2f}, {hi} steps {wall[hi]:.2f}")
     if args.table:
-        from evaluator.tabular import load_table
+        from evaluator.table_file import load_table
 
         table = load_table(args.table)
         rows = [table.find(t) for t in texts]

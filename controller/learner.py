@@ -46,10 +46,12 @@ from __future__ import annotations
 import copy
 import math
 import statistics
+from typing import TYPE_CHECKING
 
 import torch
 
-# ``settings`` below is a controller.settings.ControllerSettings, not imported: that module imports the proposers.
+if TYPE_CHECKING:  # an annotation only: controller.settings imports the proposers
+    from controller.settings import ControllerSettings
 
 _RANK_STD = math.sqrt(12.0)  # 1 / the standard deviation of a uniform percentile: rank advantages get unit variance
 

@@ -12,6 +12,7 @@ legal tokens of every position: the controller starts as random search and must 
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -20,7 +21,8 @@ from controller.base import Proposal, Proposer
 from controller.learner import Learner
 from search.language.space import Space
 
-# ``settings`` below is a controller.settings.ControllerSettings, not imported: that module imports the proposers.
+if TYPE_CHECKING:  # an annotation only: controller.settings imports the proposers
+    from controller.settings import ControllerSettings
 
 
 class Policy(nn.Module):

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from evaluator.result import ChildResult
 from evaluator.synthetic import evaluate_synthetic, synthetic_target_problem
-from evaluator.tabular import load_table, replay_child
+from evaluator.table_file import load_table, replay_child
 from evaluator.user import is_user_task, load_user_function
 from search.language.errors import UserError
 

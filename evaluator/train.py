@@ -217,7 +217,7 @@ def train_child(settings: ChildSettings, activation: str, seed: int,
     "candidate" (it diverged, or its math raised while training) or "system" (the worker could not load the data or
     set up, or the child ran out of time: both say more about the machine than the function), None when ok.
     The synthetic task returns ``evaluator.synthetic.evaluate_synthetic``'s result instead (no training), the table
-    task ``evaluator.tabular.replay_child``'s; a user-defined child (``task`` "module:function" or
+    task ``evaluator.table_file.replay_child``'s; a user-defined child (``task`` "module:function" or
     "file.py:function", looked for in ``search_path`` too) returns ``train_user_child``'s, which adds the ``metrics``
     the function returned.
 

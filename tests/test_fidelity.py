@@ -142,16 +142,16 @@ def curve_table(tmp_path_factory, address):
         "space": SMALL_SPACE, "controller": {"kind": "exhaustive"}, "child": {"task": "synthetic", "noise": 0.05},
         "fidelity": {"rungs": [100, 300], "stop": False}, "budget": {"children": 1000},
         "resources": {"address": address}}))
-    from search.analysis.tabular import build_table
-
     import io
+
+    from search.analysis.table_build import build_table
     assert build_table(str(folder / "t.yaml"), 2, folder / "t.json", results=folder / "results",
                        stream=io.StringIO()) is not None
     return folder / "t.json"
 
 
 def test_a_table_build_records_each_childs_curve(curve_table):
-    from evaluator.tabular import load_table
+    from evaluator.table_file import load_table
 
     table = load_table(curve_table)
     assert table.header["rungs"] == [100, 300]
@@ -160,7 +160,7 @@ def test_a_table_build_records_each_childs_curve(curve_table):
 
 
 def test_a_replay_with_early_stopping_replays_the_curves(curve_table):
-    from evaluator.tabular import TableError
+    from evaluator.table_file import TableError
 
     def config(rungs):
         return config_from_dict({"seed": 4, "space": SMALL_SPACE, "controller": {"kind": "random"},

@@ -7,8 +7,15 @@ import pytest
 import torch
 
 from search import Expression, Space
-from search.language.identity import (BETA_START, INNER_BETAS, OUTER_REACH, PROBE_BETAS, PROBE_POINTS, beta_assignments,
-                                     quantize)
+from search.language.identity import (
+    BETA_START,
+    INNER_BETAS,
+    OUTER_REACH,
+    PROBE_BETAS,
+    PROBE_POINTS,
+    beta_assignments,
+    quantize,
+)
 
 
 def fp(text: str) -> str:

@@ -19,8 +19,15 @@ import yaml
 from conftest import run_cli as cli
 
 from search.loop.config import load_config
-from search.loop.rundir import (ACCEPTED_META, CONFIG_FILE, FOLDER_META, LOG_FILE, PROVENANCE_FILE, SOURCES_META,
-                                create_run)
+from search.loop.rundir import (
+    ACCEPTED_META,
+    CONFIG_FILE,
+    FOLDER_META,
+    LOG_FILE,
+    PROVENANCE_FILE,
+    SOURCES_META,
+    create_run,
+)
 from search.loop.store import STORE_FILE, Store
 
 SPACE = {"core_units": 1, "unary": ["x", "neg", "relu", "sin", "tanh", "sigmoid", "beta"], "binary": ["add", "max"]}

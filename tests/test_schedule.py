@@ -54,7 +54,7 @@ def test_one_two_or_four_workers_make_the_same_search(address, tmp_path, capsys,
 
 
 def test_a_table_replay_is_the_same_on_one_or_four_workers(address, tmp_path, capsys):
-    from search.analysis.tabular import build_table
+    from search.analysis.table_build import build_table
 
     space = {"core_units": 1, "unary": ["x", "relu", "tanh", "sigmoid", "sin", "exp"], "binary": ["add", "mul", "max"]}
     (tmp_path / "t.yaml").write_text(yaml.safe_dump({

@@ -13,7 +13,7 @@ import torch
 from conftest import REPO
 
 from controller import ControllerSettings, make_proposer
-from evaluator.tabular import load_table
+from evaluator.table_file import load_table
 from search.language.space import Space
 from search.loop.local import search_table
 
@@ -36,7 +36,7 @@ def test_cheap_table_covers_the_one_unit_space():
 
 def test_full_table_has_the_paper_the_baselines_and_the_cheap_top_30():
     from evaluator.activations import BASELINES
-    from search.analysis.tabular import PAPER_FUNCTIONS
+    from search.analysis.table_build import PAPER_FUNCTIONS
 
     table = load_table(FULL)
     assert FULL.stat().st_size < 2_000_000

@@ -10,11 +10,17 @@ import torch
 from conftest import run_cli as cli
 
 from evaluator.activations import BASELINE_TEXTS, BASELINES, baseline_equal
-from search.analysis.tables import display_parts, display_text, top_table
+from search.analysis.formatting import display_parts, display_text, top_table
 from search.language.expression import Expression
 from search.language.identity import PROBE_POINTS
-from search.language.simplify import (agree_widely, fingerprint_of, readable_text, same_function, simplest_text,
-                                      typeset_html)
+from search.language.simplify import (
+    agree_widely,
+    fingerprint_of,
+    readable_text,
+    same_function,
+    simplest_text,
+    typeset_html,
+)
 from search.loop.config import config_from_dict
 from search.loop.rundir import create_run
 from search.loop.store import Store

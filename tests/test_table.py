@@ -6,7 +6,7 @@ import statistics
 import pytest
 from conftest import run_cli
 
-from evaluator.tabular import COLUMNS, COLUMNS_V1, VERSION, TableError, load_table, replay_child
+from evaluator.table_file import COLUMNS, COLUMNS_V1, VERSION, TableError, load_table, replay_child
 from search.loop.config import child_seed
 
 SMALL_SPACE = """
@@ -316,7 +316,7 @@ def test_a_replay_of_a_space_the_table_does_not_hold_is_refused(built, capsys, c
 
 
 def test_replay_space_check_accepts_the_space_and_its_parts_and_refuses_named_functions(built, tmp_path):
-    from evaluator.tabular import check_replay_space
+    from evaluator.table_file import check_replay_space
     from search.language.space import Space
 
     out = built[2]

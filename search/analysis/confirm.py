@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
+from search.analysis.formatting import display_text
 from search.analysis.significance import (
     SignificanceResult,
     baseline_labels,
@@ -31,7 +32,6 @@ from search.analysis.significance import (
     study_overrides,
 )
 from search.analysis.stats import format_p, seeds_needed
-from search.analysis.tables import display_text
 from search.loop.config import Config, check_resume_overrides, config_with_overrides, parse_override
 from search.loop.config_yaml import yaml_scalar
 

@@ -199,7 +199,7 @@ class Board:
             w.seq = seq
 
     def _details(self, store, w: _Watched) -> dict:
-        from search.analysis.tables import display_parts
+        from search.analysis.formatting import display_parts
         from search.language.simplify import typeset_html
 
         entropy = [[max(u["consumed"]) if u.get("consumed") else u["version"], _finite(u["stats"].get("entropy"))]
@@ -223,7 +223,7 @@ class Board:
 
     @staticmethod
     def _significance(store) -> list[dict]:
-        from search.analysis.tables import display_parts
+        from search.analysis.formatting import display_parts
         from search.language.simplify import typeset_html
 
         out = []

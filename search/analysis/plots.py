@@ -252,7 +252,7 @@ def plot_ranked(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike | IO[
     """``plot_functions`` of ranked rows (``search.analysis.ranking.displayed``: ``text``, ``rank``, ``reward``,
     ``display``), each titled ``#rank (reward) simplest text``; rewards: the run's ``RewardSettings`` (a named or
     minimised metric is shown as that metric)."""
-    from search.analysis.tables import metric_rows, shows_metric
+    from search.analysis.formatting import metric_rows, shows_metric
 
     name = f"{rewards.metric} " if shows_metric(rewards) else ""
     plot_functions([r["text"] for r in rows], path,
@@ -263,9 +263,9 @@ def plot_ranked(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike | IO[
 def plot_comparisons(comparisons: Sequence[Any], path: str | os.PathLike | IO[bytes], subtitle: str,
                      rewards: Any = None, show=None) -> None:
     """``plot_significance`` of a study's comparisons in the units of ``rewards.metric``, each candidate named as
-    ``show`` (default ``search.analysis.tables.display_text``) shows it."""
+    ``show`` (default ``search.analysis.formatting.display_text``) shows it."""
+    from search.analysis.formatting import display_text
     from search.analysis.significance import metric_comparisons
-    from search.analysis.tables import display_text
 
     show = show or display_text
     plot_significance([dict(c, candidate=show(c["candidate"])) for c in metric_comparisons(comparisons, rewards)],

@@ -7,8 +7,7 @@ import collections
 import json
 from pathlib import Path
 
-from search.analysis.significance import default_study_key, metric_comparisons, study_key, study_label
-from search.analysis.tables import (
+from search.analysis.formatting import (
     candidate_columns,
     display_text,
     format_rows,
@@ -18,6 +17,7 @@ from search.analysis.tables import (
     shows_metric,
     with_display,
 )
+from search.analysis.significance import default_study_key, metric_comparisons, study_key, study_label
 from search.language.numbers import mean_sd
 
 # `actsearch top`: the search's reward beside the re-trainings' mean, sd and verdicts.
@@ -77,7 +77,7 @@ def ranked(store, config, k: int) -> list[dict]:
 
 
 def displayed(store, rows: list[dict]) -> list[dict]:
-    """``rows`` of ``store`` with ``simplest``, ``equals`` and ``display`` (``search.analysis.tables.with_display``),
+    """``rows`` of ``store`` with ``simplest``, ``equals`` and ``display`` (``search.analysis.formatting.with_display``),
     the run's other texts of each function (its duplicates) counting as known equivalents."""
     return with_display(rows, store.texts_by_fingerprint(r["fingerprint"] for r in rows))
 
@@ -121,7 +121,7 @@ def ranked_note(config, analysis: dict | None) -> str:
 
 
 def ranked_text(rows: list[dict], fmt: str, rewards=None) -> str:
-    """``ranked`` rows as ``fmt``: table, markdown and csv through ``search.analysis.tables.format_rows``; json with
+    """``ranked`` rows as ``fmt``: table, markdown and csv through ``search.analysis.formatting.format_rows``; json with
     every field (statuses as a mapping, significance as the comparison records). rewards: the run's ``RewardSettings``;
     with a named or minimised metric, reward and mean are shown as that metric (best first either way). Table and
     markdown show each function as its simplest text (``displayed`` rows; plain rows get it without the run's

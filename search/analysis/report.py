@@ -17,8 +17,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
+from search.analysis.formatting import SIGNIFICANCE_COLUMNS, comparison_rows, display_text
 from search.analysis.stats import ALPHA, TIE_DECIMALS, WinsTable, format_p
-from search.analysis.tables import SIGNIFICANCE_COLUMNS, comparison_rows, display_text
 from search.language.errors import UserError
 from search.language.files import atomic_write
 
@@ -283,7 +283,7 @@ def build_report(path: str | os.PathLike, *, title: str, config: Mapping[str, An
     wins_table: a ``WinsTable`` or its ``to_dict()``; significance_png: PNG bytes of the comparisons
     (``search.analysis.plots.plot_significance``), shown under the significance table when given; show: how a
     candidate's text is shown in the top table's ``expression`` / ``text`` column and the significance and wins
-    tables (default ``search.analysis.tables.display_text``: its simplest equivalent, ``= relu`` when it computes a
+    tables (default ``search.analysis.formatting.display_text``: its simplest equivalent, ``= relu`` when it computes a
     baseline); best: the function the page leads with, ``text`` (as shown), ``png`` (its shape), ``note`` and
     ``comparisons`` (its own, in the metric's units: ``search.analysis.significance.metric_comparisons``); per_child:
     ``(label, comparisons)`` per study (``search.analysis.confirm.transfer_studies``), shown when there are two or more.
@@ -345,10 +345,10 @@ def write_run_report(path: str | os.PathLike, run_dir: Path, config, store, k: i
     was tested on. config: the run's ``Config``; store: its ``Store`` (read-only is enough). Raises ``UserError``
     for a run without a trained candidate."""
     from search.analysis.confirm import best_of, transfer_studies
+    from search.analysis.formatting import metric_rows, shows_metric
     from search.analysis.plots import plot_comparisons, plot_functions, plot_ranked, plot_run_progress
     from search.analysis.ranking import current_analysis, displayed, ranked, shows, statuses_text, verdicts_text
     from search.analysis.significance import metric_comparisons, study_label
-    from search.analysis.tables import metric_rows, shows_metric
 
     rows = displayed(store, ranked(store, config, k))
     if not rows:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Sequence, TextIO
 
 from evaluator.tasks import SyntheticTask, find_task
+from search.analysis.formatting import SIGNIFICANCE_COLUMNS, Column, comparison_rows, format_rows
 from search.analysis.retrain import retrain
 from search.analysis.stats import (
     ALPHA,
@@ -44,7 +45,6 @@ from search.analysis.stats import (
     seeds_needed,
     wins_table,
 )
-from search.analysis.tables import SIGNIFICANCE_COLUMNS, Column, comparison_rows, format_rows
 from search.language.errors import UserError
 from search.loop.config import Config, ConfirmSettings, check_overrides, config_with_overrides, parse_override
 from search.loop.progress import Progress

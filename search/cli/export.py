@@ -21,9 +21,8 @@ def register(sub) -> None:
 
 def cmd_export(args) -> int:
     from search.analysis.export import write_export
-    from search.language.expression import Expression
-
     from search.analysis.ranking import current_analysis, ranked
+    from search.language.expression import Expression
 
     output = output_file(args.output, "-o", "my_activation.py")
     run_dir, config, store = open_run(args.run_dir)

@@ -69,7 +69,7 @@ def cmd_run(args) -> int:
     _check_proposer(config)
     _check_trainable(config)
     if task_named(config.child.task).reads_table:  # a replay of a space the table lacks would fail most children
-        from evaluator.tabular import check_replay_space
+        from evaluator.table_file import check_replay_space
 
         check_replay_space(config.child.table, config.space.build(), config.search_path())
     from search.loop.pool import check_address
@@ -126,9 +126,9 @@ def _run(run_dir: Path, top: int, overrides=(), config_file=None, accept_changed
     ``run --resume``: it must describe the same search, and its budget / resources become the overrides.
     ``accept_changed``: go on although a file that defines the reward changed (``--accept-changed-child``)."""
     from search.analysis.confirm import CONFIRM_AFTER, answer_text, confirm_run
-    from search.analysis.tables import top_table
-    from search.loop.session import STALL_PROPOSALS, run_search
+    from search.analysis.formatting import top_table
     from search.loop.fidelity import early_stopping_text
+    from search.loop.session import STALL_PROPOSALS, run_search
     from search.loop.store import Store
 
     if config_file is not None:

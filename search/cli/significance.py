@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from evaluator.activations import DEFAULT_BASELINES
-from search.analysis.tables import FORMATS
+from search.analysis.formatting import FORMATS
 from search.cli.common import PICTURE_SUFFIXES, open_run, output_file, whole
 from search.language.errors import UserError
 

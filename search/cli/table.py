@@ -1,4 +1,4 @@
-"""``actsearch table build`` and ``actsearch table show``: the tabular benchmark (``search.analysis.tabular``)."""
+"""``actsearch table build`` and ``actsearch table show``: the tabular benchmark (``search.analysis.table_build``)."""
 from __future__ import annotations
 
 import shlex
@@ -48,8 +48,8 @@ def register(sub) -> None:
 def function_list(items: list[str], top: int | None, of: str | None) -> list[str]:
     """The functions ``--functions`` / ``--top --of`` name, in order: 'paper' and 'baselines' expanded."""
     from evaluator.activations import BASELINES
-    from evaluator.tabular import load_table
-    from search.analysis.tabular import PAPER_FUNCTIONS
+    from evaluator.table_file import load_table
+    from search.analysis.table_build import PAPER_FUNCTIONS
     from search.cli.child import split_activations
 
     if (top is None) != (of is None):
@@ -65,7 +65,7 @@ def function_list(items: list[str], top: int | None, of: str | None) -> list[str
 
 
 def cmd_build(args) -> int:
-    from search.analysis.tabular import build_table
+    from search.analysis.table_build import build_table
 
     output_file(args.out, "--out", "table.json")  # before hours of training
     functions = function_list(args.functions, args.top, args.of)
@@ -84,7 +84,7 @@ def cmd_build(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from search.analysis.tabular import show_table
+    from search.analysis.table_build import show_table
 
     print(show_table(args.table, args.top, args.bottom, args.rank, args.format))
     return 0

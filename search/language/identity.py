@@ -52,7 +52,7 @@ INNER_BETAS = PROBE_BETAS[:3]
 GRID = 2.0 ** 24
 # Which fingerprint a run's store holds: 1 probed betas 1.0 and 0.6 only (before 2026-11-30); 2 probed betas 1.83,
 # 0.37 and -0.61 on [-5, 5] (until 2026-12-04); 3 is this one. A run keeps the version it was made with
-# (search.loop.rundir), so fingerprints of two schemes never meet in one run; a table records it (evaluator.tabular).
+# (search.loop.rundir), so fingerprints of two schemes never meet in one run; a table records it (evaluator.table_file).
 FINGERPRINT_VERSION = 3
 # codes of non-finite values (far outside [-GRID, GRID]) and of the scale of a column without nonzero finite values
 _NAN, _POSINF, _NEGINF, _ZERO = 1 << 40, 1 << 41, -(1 << 41), -(1 << 60)

@@ -24,6 +24,7 @@ from pathlib import Path
 from controller import Proposal, make_proposer
 from evaluator.result import ChildResult
 from evaluator.result import reward as child_reward
+from search.language.simplify import readable_text
 from search.loop.config import Config, child_seed
 from search.loop.fidelity import RungBoard, RungDecision, early_stopping_text
 from search.loop.progress import Progress
@@ -79,6 +80,8 @@ class Driver:
         self.since_new = 0  # proposals in a row judged screened, duplicate or pending (this session)
         self.session_children = 0
         self.best = store.best()
+        if self.best is not None:  # displays write the readable text; the store keeps the canonical one
+            self.best = {**self.best, "text": readable_text(self.best["text"])}
         self.stopped_text = early_stopping_text(store, config) if self.board is not None else ""
 
     def on_probation(self) -> bool:
@@ -292,10 +295,10 @@ class Driver:
             self.book.record(fp, reward)
             self.first_child[fp] = index
         if self.best is None or reward > self.best["reward"]:
-            self.best = {"reward": reward, "text": self.texts[index], "index": index}
+            self.best = {"reward": reward, "text": readable_text(self.texts[index]), "index": index}
             rewards = self.config.rewards
             shown = f"{rewards.metric} {rewards.metric_of(reward):.4f}" if rewards.minimize else f"{reward:.4f}"
-            self.progress.event(f"new best  #{index}  {shown}  {self.texts[index]}", show=True)
+            self.progress.event(f"new best  #{index}  {shown}  {self.best['text']}", show=True)
         error = f", {result.error}" if result.error else ""
         self.progress.event(f"#{index} {status} reward={reward:.4f} {self.texts[index]} (seed {result.seed}, "
                             f"{result.wall_s or 0:.1f} s{error})", show=False)

@@ -73,7 +73,7 @@ def search_synthetic(proposer, space, budget: int, target: str = "x * sigmoid(x)
 
 def search_table(proposer, space, table, children: int, seed: int = 0, failed_reward: float = 0.0,
                  screened_reward: float = 0.0, ask_size: int | None = None, max_proposals: int | None = None) -> dict:
-    """``search_local`` for ``children`` trained children replayed from ``table`` (an ``evaluator.tabular.Table``):
+    """``search_local`` for ``children`` trained children replayed from ``table`` (an ``evaluator.table_file.Table``):
     a function's reward is the recorded seed ``child seed mod S`` (``failed_reward`` when that child was not ok, or
     when the table lacks the function), as ``actsearch run`` with ``child.task: table`` gives it. The search also ends
     after ``max_proposals`` proposals (default 50 x children), or ``STALL_PROPOSALS`` in a row without a new

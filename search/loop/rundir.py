@@ -163,7 +163,7 @@ def reward_sources(config: Config) -> dict[str, dict]:
     replay reads (``child.table``) and a user child's source file (``child.task``; a module's file), each
     ``{"given", "path" (absolute), "sha256"}``. Empty for a built-in task; a file not found is left out
     (``check_child_code`` names it)."""
-    from evaluator.tabular import TableError, resolve_table_path
+    from evaluator.table_file import TableError, resolve_table_path
     from evaluator.tasks import task_named
     from evaluator.user import user_source_file
 

@@ -1,7 +1,7 @@
 """The tabular benchmark: a file of functions with the accuracies their children reached, and the ``table`` task that
 replays it.
 
-A table is built by ``actsearch table build`` (``search.analysis.tabular``): every distinct function of a space
+A table is built by ``actsearch table build`` (``search.analysis.table_build``): every distinct function of a space
 trained once per seed through the normal search machinery. Its file is JSON::
 
     {"format": "actsearch-table", "version": 1,
@@ -226,7 +226,7 @@ def _load(path: str, mtime_ns: int, size: int) -> Table:
 
 
 def _order(row: dict) -> tuple:
-    """The order ``search.analysis.tabular`` writes rows in: best mean first (no mean last), then by text."""
+    """The order ``search.analysis.table_build`` writes rows in: best mean first (no mean last), then by text."""
     return -(row["mean"] if row["mean"] is not None else -1.0), row["text"]
 
 
@@ -278,11 +278,10 @@ _HEADER_FIELDS = {
     "rungs": (lambda v: isinstance(v, list) and len(v) <= 16 and all(isinstance(s, int) and not isinstance(s, bool)
                                                                      and s >= 1 for s in v)
               and all(b > a for a, b in zip(v, v[1:])), "increasing steps (the curves' rungs)"),
-    "migrated": (_optional(lambda v: isinstance(v, (str, dict, list))), "a note"),
 }
 _REQUIRED = ("child", "space", "seeds", "failed_reward", "kind")
 _HEX = frozenset("0123456789abcdef")
-MEAN_TOLERANCE = 1e-5  # accuracies, means and sds are stored to 5 decimals (search.analysis.tabular._round)
+MEAN_TOLERANCE = 1e-5  # accuracies, means and sds are stored to 5 decimals (search.analysis.table_build._round)
 
 
 def _header_problem(header: dict) -> str | None:

@@ -1,5 +1,5 @@
 """Build and show tabular benchmarks (``actsearch table build`` / ``table show``); the file format and the replay
-task are ``evaluator.tabular``.
+task are ``evaluator.table_file``.
 
 Two kinds of table, both built through the normal machinery (Ray workers, the run store, resume by running the same
 command again):
@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Sequence, TextIO
 
-from evaluator.tabular import COLUMNS, Table, load_table, summarize, write_table
-from search.analysis.tables import Column, format_rows
+from evaluator.table_file import COLUMNS, Table, load_table, summarize, write_table
+from search.analysis.formatting import Column, format_rows
 from search.language.errors import UserError
 from search.language.expression import Expression, ExpressionError
 from search.language.identity import FINGERPRINT_VERSION
@@ -83,8 +83,8 @@ def build_table(config_path: str, seeds: int, out: str | Path, results: str | Pa
 
 def _search_space(config: Config, results: Path, name: str, seeds: int, stream: TextIO):
     """One exhaustive run per seed (created or resumed), then the rows of their stores; None if a run stopped."""
-    from search.loop.session import run_search
     from search.loop.rundir import create_run
+    from search.loop.session import run_search
 
     run_dirs = []
     for k in range(seeds):
@@ -216,7 +216,7 @@ def _finish(row: dict, failed_reward: float, known: Sequence[str]) -> dict:
     """Complete a row: mean, sd, seconds, simplest text (``known``: other texts of the function) and the baseline it
     equals (a named baseline's row equals itself)."""
     from evaluator.activations import BASELINES
-    from search.analysis.tables import display_parts
+    from search.analysis.formatting import display_parts
 
     row["accuracy"] = [_round(a) for a in row["accuracy"]]  # first: the mean and sd are those of what is stored
     mean, sd, _ = summarize(row["accuracy"], row["status"], failed_reward)
