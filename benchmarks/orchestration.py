@@ -26,8 +26,8 @@ Sleeping children use no CPU, so N beyond the machine's cores is Ray bookkeeping
     RAY_AUTH_MODE=disabled .venv/bin/python benchmarks/orchestration.py --schedules --workers 4 8
 
 ``--schedules`` compares the schedules (``search.loop.schedule``): asynchronous, and deterministic with depth 1, 2 and
-4, each on children of equal length (1 s) and of very unequal length (0.1 to 1.9 s), and prints each one's worker
-utilisation: worker-seconds spent in children / (N x the wall time from the first dispatch to the last result).
+4, each on children of equal length (1 s) and of very unequal length (0.1 to 1.9 s, 1 s on average), and prints each
+one's efficiency: children per second from the first dispatch to the last result, over N (N busy workers' rate).
 """
 from __future__ import annotations
 
@@ -148,10 +148,8 @@ def measure_search(run_dir: Path, workers: int, children: int, config=None) -> d
     last = max(c["finished_at"] for c in records)
     loop_cpu = sampler.cpu_at(last) - sampler.cpu_at(first)
     rate = children / (last - first)
-    busy = sum(c["finished_at"] - c["started_at"] for c in records)  # worker-seconds spent in children
     return {"children": children, "proposals": proposals, "updates": result.updates, "wall_s": last - first,
             "children_per_s": rate, "efficiency": rate / (workers / CHILD_SLEEP_S),
-            "utilisation": busy / (workers * (last - first)),
             "driver_cpu_ms_per_child": loop_cpu / children * 1000,
             "session_cpu_ms_per_child": session["driver_cpu_s"] / children * 1000}
 
@@ -225,12 +223,13 @@ def main() -> None:
 
 
 def schedules(args) -> None:
-    """``--schedules``: utilisation (worker-seconds in children / (N x wall time from first dispatch to last result))
-    and children per second of each schedule, per N, for equal and unequal children."""
+    """``--schedules``: each schedule's throughput, children per second from the first dispatch to the last result,
+    and its efficiency: that rate over N busy workers' (N children a second: a child sleeps 1 s on average either
+    way), per N, for equal and unequal children."""
     started = time.monotonic()
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores; {args.waves} x N children per search; PPO "
           f"batch 16 (the deterministic batch); children sleep 1 s (spread 0) or 0.1-1.9 s (spread 0.9)")
-    print(f"{'N':>3}  {'schedule':<20} {'spread':>6}  {'utilisation':>11}  {'child/s':>8}  {'wall s':>7}")
+    print(f"{'N':>3}  {'schedule':<20} {'spread':>6}  {'efficiency':>10}  {'child/s':>8}  {'wall s':>7}")
     results = []
     for workers in args.workers:
         command = [sys.executable, str(Path(__file__).resolve()), "--schedules", "--one", str(workers), "--waves",
@@ -242,7 +241,7 @@ def schedules(args) -> None:
         results.append(result)
         for key, row in result["rows"].items():
             name, spread = key.split(" | spread ")
-            print(f"{workers:>3}  {name:<20} {spread:>6}  {row['utilisation']:>11.3f}  {row['children_per_s']:>8.2f}  "
+            print(f"{workers:>3}  {name:<20} {spread:>6}  {row['efficiency']:>10.3f}  {row['children_per_s']:>8.2f}  "
                   f"{row['wall_s']:>7.2f}")
     print(f"benchmark took {time.monotonic() - started:.0f} s")
     if args.json:
