@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from evaluator.activations import BASELINE_TEXTS, BASELINES, baseline_equal
 from search.analysis.stats import format_p
 from search.language.expression import Expression, ExpressionError
-from search.language.simplify import readable_text, simplest_text
+from search.language.simplify import fingerprint_of, readable_text, simplest_text
 
 FORMATS = ("table", "markdown", "csv", "json")
 
@@ -172,9 +172,14 @@ def top_table(rows: Sequence[dict], fmt: str = "table", rewards: Any = None,
 
 
 # A significance study's comparisons, one row each (``comparison_rows``): the text tables and the report's HTML.
+def _function(label: str) -> str:
+    """A candidate or baseline label as displays write it (a baseline's name stays as it is)."""
+    return label if fingerprint_of(label) is None else display_text(label)
+
+
 SIGNIFICANCE_COLUMNS = (
-    Column("candidate", "candidate"),
-    Column("baseline", "baseline"),
+    Column("candidate", "candidate", _function),
+    Column("baseline", "baseline", _function),
     Column("n", "seeds", _plain, right=True),
     Column("candidate_mean", "cand. mean", _number(4), right=True),
     Column("baseline_mean", "base. mean", _number(4), right=True),
