@@ -123,14 +123,15 @@ def test_a_diverging_candidate_still_diverges_and_betas_get_per_channel_gradient
     assert torch.allclose(beta.grad, ref.grad, rtol=1e-5)
 
 
-def test_a_module_runs_native_by_default_on_cpu_and_records_it():
+def test_native_is_chosen_by_name_and_recorded():
     from evaluator.activations import activation_kernel
     from search.language.kernel import activation_module, resolve_kernel
 
-    assert resolve_kernel(None, "cpu") == "native" and resolve_kernel(None, "cpu", compile=False) == "eager"
+    assert resolve_kernel(None, "cpu") == "eager" and resolve_kernel("native", "cpu") == "native"  # opt-in
     assert resolve_kernel("native", "cuda") == "eager"  # no GPU kernel: eager there
-    assert activation_kernel("relu", "cpu") == "torch" and activation_kernel("sin(x) * x", "cpu") == "native"
-    module = activation_module(Expression.parse("x * sigmoid(beta * x)"), channels=4)
+    assert activation_kernel("relu", "cpu") == "torch"
+    assert activation_kernel("sin(x) * x", "cpu", None, "native") == "native"
+    module = activation_module(Expression.parse("x * sigmoid(beta * x)"), channels=4, kernel="native")
     x = torch.randn(2, 4, 5, dtype=torch.float64, requires_grad=True)
     module.double()
     assert torch.autograd.gradcheck(lambda t: module(t), (x,))  # float64 through the same kernel
