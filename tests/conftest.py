@@ -72,3 +72,25 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def finish_in_process(run_dir, config, capacity: int = 1) -> None:
+    """Create ``run_dir`` for ``config`` and run its search to the end in this process (the engine on a
+    ``LocalExecutor``, no Ray), checkpoint included, as ``actsearch run`` leaves a finished run."""
+    import io
+
+    from search.loop.driver import Driver
+    from search.loop.engine import Engine
+    from search.loop.executor import LocalExecutor
+    from search.loop.progress import Progress, StopSignal
+    from search.loop.rundir import create_run
+    from search.loop.store import Store
+
+    create_run(run_dir, config)
+    with Store.open(run_dir) as store:
+        progress = Progress(io.StringIO(), io.StringIO(), 60)
+        driver = Driver(run_dir, config, store, progress)
+        driver.restore()
+        with StopSignal(lambda text: None) as stop:
+            assert Engine(LocalExecutor(config, capacity), driver, progress, config.rewards).run(stop) == "finished"
+        driver.checkpoint()

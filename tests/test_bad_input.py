@@ -30,26 +30,12 @@ UNWRITABLE = "/sys"  # a folder no process may create files in, root included
 
 def make_run(folder: Path, name: str = "run", **changes) -> Path:
     """A finished 12-child synthetic run (PPO, with checkpoints) in ``folder/name``."""
-    import io
-
-    from search.loop.driver import Driver
-    from search.loop.engine import Engine
-    from search.loop.executor import LocalExecutor
-    from search.loop.progress import Progress, StopSignal
-    from search.loop.store import Store
+    from conftest import finish_in_process
 
     raw = {**CONFIG, **changes}
     (folder / f"{name}.yaml").write_text(yaml.safe_dump(raw))
-    config = load_config(folder / f"{name}.yaml")
     run_dir = folder / name
-    create_run(run_dir, config)
-    with Store.open(run_dir) as store:
-        progress = Progress(io.StringIO(), io.StringIO(), 60)
-        driver = Driver(run_dir, config, store, progress)
-        driver.restore()
-        with StopSignal(lambda text: None) as stop:
-            assert Engine(LocalExecutor(config, capacity=2), driver, progress, config.rewards).run(stop) == "finished"
-        driver.checkpoint()
+    finish_in_process(run_dir, load_config(folder / f"{name}.yaml"), capacity=2)
     return run_dir
 
 

@@ -9,7 +9,6 @@ is built with one, as is a resume that trains more.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import shutil
 from pathlib import Path
@@ -26,7 +25,6 @@ from search.loop.rundir import (
     LOG_FILE,
     PROVENANCE_FILE,
     SOURCES_META,
-    create_run,
 )
 from search.loop.store import STORE_FILE, Store
 
@@ -58,23 +56,12 @@ def sha256(path: Path) -> str:
 
 def make_run(folder: Path, raw: dict, monkeypatch, name: str = "run") -> Path:
     """A finished run made in ``folder`` (the current directory while it is made), its files relative to it."""
-    from search.loop.driver import Driver
-    from search.loop.engine import Engine
-    from search.loop.executor import LocalExecutor
-    from search.loop.progress import Progress, StopSignal
+    from conftest import finish_in_process
 
     monkeypatch.chdir(folder)
     (folder / f"{name}.yaml").write_text(yaml.safe_dump(raw))
-    config = load_config(folder / f"{name}.yaml")
     run_dir = folder / "results" / name
-    create_run(run_dir, config)
-    with Store.open(run_dir) as store:
-        progress = Progress(io.StringIO(), io.StringIO(), 60)
-        driver = Driver(run_dir, config, store, progress)
-        driver.restore()
-        with StopSignal(lambda text: None) as stop:
-            assert Engine(LocalExecutor(config, capacity=1), driver, progress, config.rewards).run(stop) == "finished"
-        driver.checkpoint()
+    finish_in_process(run_dir, load_config(folder / f"{name}.yaml"))
     return run_dir
 
 
