@@ -40,6 +40,9 @@ def test_a_worker_node_dies_under_running_children_and_the_run_completes(cluster
     config = tmp_path / "cluster.yaml"
     config.write_text(yaml.safe_dump({  # children of 1.5 s: long enough to be caught running
         "controller": {"kind": "random"}, "child": {"task": "synthetic", "delay_s": 1.5}, "budget": {"children": BUDGET},
+        # asynchronous: the store's "running" then means running (deterministic scheduling keeps a result that
+        # arrived early in memory, its child still "running" in the store, until its turn to be told)
+        "schedule": {"mode": "asynchronous"},
         "resources": {"address": cluster.address, "cpus_per_child": 1, "max_retries": 3}}))
     run_dir = tmp_path / "results" / "cluster"
     removed = {}
