@@ -119,13 +119,13 @@ class Engine:
         for key, result in finished:
             if not self.probation:
                 out.append((key, result))
-            elif reward(result, self.rewards)[0] == "failed":
-                self.held.append((key, result))
+            elif (checked := reward(result, self.rewards)[2]).status == "failed":  # a missing metric fails too
+                self.held.append((key, checked))
                 if len(self.held) >= PROBATION_CHILDREN:
-                    errors = {same_error(reward(r, self.rewards)[2].error) for _, r in self.held}
+                    errors = {same_error(r.error) for _, r in self.held}
                     if len(errors) == 1:
                         raise SystemicFailure(f"the first {len(self.held)} {self.work.noun} all failed with: "
-                                              f"{reward(self.held[0][1], self.rewards)[2].error}")
+                                              f"{self.held[0][1].error}")
                     out += self.release_held()
             else:
                 out += self.release_held()
