@@ -12,7 +12,10 @@ The corpus: the first 1.2M characters of the standard library's top-level ``*.py
     activation  actsearch's Activation: activation(channels) -> a fresh nn.Module (per-channel betas), one per site
     seed        initial weights and batch order (the same seed pairs candidates in significance tests)
     device      a torch.device
-    options     child.options from the config, plus "split": "val" (the search) or "test" (significance)
+    options     child.options from the config, plus "split": "val" (the search) or "test" (significance), and
+                with early stopping on (``fidelity:``), "report": report(step, value) -> go on? The child reports
+                its held-out bits per character whenever ``report.due(step)`` says a rung is reached, and stops
+                training when the answer is no.
 
 Run one child by hand: ``python examples/char_lm.py gelu`` (or any expression, e.g. "x * sigmoid(beta * x)").
 """
@@ -131,6 +134,7 @@ def train(activation, seed: int, device, options: dict) -> dict:
     """One child: train the model with ``activation`` in its MLPs from ``seed``; return its metrics."""
     o = {**DEFAULTS, **{k: v for k, v in options.items() if k != "split"}}
     split = options.get("split", "val")
+    report = options.get("report")  # early stopping (fidelity:): absent when it is off
     data = splits(o["corpus_chars"])
     start = time.perf_counter()
     torch.manual_seed(seed)
@@ -161,6 +165,9 @@ def train(activation, seed: int, device, options: dict) -> dict:
         opt.step()
         if step >= o["steps"] - 20:
             loss_sum += loss.item()
+        if report is not None and report.due(step + 1) and step + 1 < o["steps"]:
+            if not report(step + 1, bits_per_char(model, data[split], ctx, o["eval_chars"], device)):
+                return {"steps": step + 1}  # stopped at a rung: actsearch records the value it reported
     train_s = time.perf_counter() - start
     bpc = bits_per_char(model, data[split], ctx, o["eval_chars"], device)
     return {"val_bpc": bpc, "train_loss": loss_sum / min(20, o["steps"]), "train_s": train_s, "split_is_test":

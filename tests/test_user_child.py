@@ -379,3 +379,26 @@ def test_inspecting_a_run_needs_none_of_its_code(address, tmp_path, capsys, monk
     assert all((elsewhere / name).stat().st_size > 0 for name in ("p.png", "r.html", "act.py"))
     code, _, err = cli(capsys, "resume", run_dir)  # training again needs the code: refused in one line
     assert code == 2 and "child.task" in err and "no such file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_transformer_example_reports_at_rungs_and_stops_when_told():
+    """examples/char_lm.py (configs/transformer.yaml) evaluates and reports its held-out bits per character at each
+    rung early stopping names, and returns at the first rung it is told to stop at, without training on."""
+    from search.loop.fidelity import Reporter
+
+    train = load_user_function(str(REPO / "examples" / "char_lm.py") + ":train")
+    asked = []
+
+    def decide(rung, step, value):
+        asked.append((rung, step, value))
+        return rung == 0  # go on from the first rung, stop at the second
+
+    report = Reporter((10, 20), "val_bpc", decide)
+    tiny = {"steps": 60, "batch_size": 4, "context": 16, "d_model": 16, "layers": 1, "heads": 2, "warmup_steps": 5,
+            "corpus_chars": 20_000, "eval_chars": 1_024}
+    returned = train(make_activation("relu(x)"), 0, "cpu", {**tiny, "split": "val", "report": report})
+    assert [(r, s) for r, s, _ in asked] == [(0, 10), (1, 20)]
+    assert all(0 < v < 8 for _, _, v in asked)  # bits per character of a 128-symbol alphabet: below log2(128) = 7
+    assert report.stopped_at == (1, 20, asked[1][2]) and returned["steps"] == 20
+    full = train(make_activation("relu(x)"), 0, "cpu", {**tiny, "split": "val"})  # no report: trains all its steps
+    assert "val_bpc" in full and "steps" not in full
