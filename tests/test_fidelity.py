@@ -176,6 +176,25 @@ def test_a_replay_with_early_stopping_replays_the_curves(curve_table):
         search_local(config([200]), capacity=4)
 
 
+def test_a_table_replay_counts_each_childs_steps(curve_table):
+    """``search_table`` (benchmarks/search_efficiency.py) replays early stopping and says what each child cost: the
+    steps a stopped child trained to its rung, the table's steps for the others."""
+    from controller import ControllerSettings, make_proposer
+    from evaluator.table_file import load_table
+    from search.loop.config import SpaceSettings
+    from search.loop.local import search_table
+
+    table = load_table(curve_table)
+    space = SpaceSettings(core_units=1, unary=tuple(SMALL_SPACE["unary"]), binary=tuple(SMALL_SPACE["binary"])).build()
+    runs = {rungs: search_table(make_proposer(ControllerSettings(kind="random"), space, 3), space, table, 30, seed=3,
+                                fidelity={"rungs": list(rungs)}) for rungs in ((), (100, 300))}
+    full, early = runs[()], runs[(100, 300)]
+    assert full["steps"] == [500] * full["evaluated"] and not any(full["stopped"])
+    assert any(early["stopped"]) and len(early["steps"]) == early["evaluated"]
+    assert all(s in (100, 300) if stop else s == 500 for s, stop in zip(early["steps"], early["stopped"]))
+    assert sum(early["steps"]) == early["store"].child_steps()["steps"] < sum(full["steps"])
+
+
 def test_a_table_build_that_would_stop_children_is_refused(tmp_path, capsys):
     (tmp_path / "t.yaml").write_text(yaml.safe_dump({"controller": {"kind": "exhaustive"},
                                                      "child": {"task": "synthetic"}, "fidelity": {"rungs": [100]}}))

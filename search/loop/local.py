@@ -31,7 +31,9 @@ def search_local(config: Config, proposer=None, capacity: int | None = None) -> 
 
     Returns ``{"outcome", "rewards": [per proposal], "status": ["new" for a trained child, else "screened" |
     "duplicate", per proposal], "best_so_far": [per proposal], "updates": [update records], "evaluated": children
-    trained, "children": [(proposal number, fingerprint, reward) per trained child, in order], "store": the store}``.
+    trained, "children": [(proposal number, fingerprint, reward) per trained child, in order], "steps": [child steps
+    trained per trained child, in the same order: fewer than child.steps for a child stopped early], "stopped": [whether
+    each was stopped early], "store": the store}``.
     """
     store = Store.in_memory()
     progress = Progress(io.StringIO(), io.StringIO(), math.inf)
@@ -49,10 +51,13 @@ def search_local(config: Config, proposer=None, capacity: int | None = None) -> 
     for r in rewards:
         best = max(best, r)
         best_so_far.append(best)
-    children = [(k, r["fingerprint"], r["reward"]) for k, r in enumerate(rows) if r["status"] in CHILD_STATUSES]
+    trained = [(k, r) for k, r in enumerate(rows) if r["status"] in CHILD_STATUSES]
+    children = [(k, r["fingerprint"], r["reward"]) for k, r in trained]
+    steps = [int((r["metrics"] or {}).get("steps") or config.child.steps) for _, r in trained]
     return {"outcome": outcome, "rewards": rewards, "best_so_far": best_so_far, "updates": store.updates(),
             "status": ["new" if r["status"] in CHILD_STATUSES else r["status"] for r in rows],
-            "evaluated": len(children), "children": children, "store": store}
+            "evaluated": len(children), "children": children, "steps": steps,
+            "stopped": [r["status"] == "stopped" for _, r in trained], "store": store}
 
 
 def _space(space) -> dict:
@@ -72,14 +77,17 @@ def search_synthetic(proposer, space, budget: int, target: str = "x * sigmoid(x)
 
 
 def search_table(proposer, space, table, children: int, seed: int = 0, failed_reward: float = 0.0,
-                 screened_reward: float = 0.0, ask_size: int | None = None, max_proposals: int | None = None) -> dict:
+                 screened_reward: float = 0.0, ask_size: int | None = None, max_proposals: int | None = None,
+                 fidelity: dict | None = None) -> dict:
     """``search_local`` for ``children`` trained children replayed from ``table`` (an ``evaluator.table_file.Table``):
     a function's reward is the recorded seed ``child seed mod S`` (``failed_reward`` when that child was not ok, or
     when the table lacks the function), as ``actsearch run`` with ``child.task: table`` gives it. The search also ends
     after ``max_proposals`` proposals (default 50 x children), or ``STALL_PROPOSALS`` in a row without a new
-    function."""
+    function. ``fidelity`` (a ``fidelity:`` section, e.g. ``{"rungs": [17, 50], "eta": 3}``) replays early stopping
+    on the table's recorded learning curves."""
     config = config_from_dict({
-        "seed": seed, "space": _space(space), "child": {"task": "table", "table": str(table.path)},
+        "seed": seed, "space": _space(space), "fidelity": fidelity or {},
+        "child": {"task": "table", "table": str(table.path), "steps": table.header.get("child", {}).get("steps", 500)},
         "budget": {"children": children, "max_proposals": max_proposals or 50 * children},
         "rewards": {"screened": screened_reward, "failed": failed_reward}})
     return search_local(config, proposer, ask_size)
