@@ -15,6 +15,12 @@ the mean. Printed per kind:
   ratio of medians to random search's;
 - and where the paper's top 8 and the named baselines rank in each ``--tables`` file.
 
+With ``--fidelity`` (one or more settings, e.g. ``off 17,50:3``: rungs and eta, or ``off``), each kind runs once per
+setting, early stopping replayed on the table's recorded learning curves, and the search is judged in **child steps**
+(compute) too: a child stopped at a rung costs the steps it trained. A function counts as found only by a child that
+went the whole way (a stopped child is one the search discarded), and the ratio column compares each kind's median
+steps to the top-1% with early stopping to its own without.
+
     .venv/bin/python benchmarks/search_efficiency.py --seeds 0-29 --plot docs/search_efficiency.png
 
 Runs the searches in ``--workers`` processes (default: the cores).
@@ -49,8 +55,21 @@ def parse_seeds(text: str) -> list[int]:
     return out
 
 
-def one_search(job: tuple[str, int, str, int]) -> dict:
-    """One replayed search: the table mean of each function it trained, in order."""
+def parse_fidelity(text: str) -> dict:
+    """``off`` -> {} (every child trains in full); ``17,50:3`` -> rungs [17, 50], eta 3."""
+    if text == "off":
+        return {}
+    rungs, _, eta = text.partition(":")
+    return {"rungs": [int(r) for r in rungs.split(",")], "eta": float(eta or 3)}
+
+
+def fidelity_label(text: str) -> str:
+    f = parse_fidelity(text)
+    return "off" if not f else f"rungs {','.join(map(str, f['rungs']))} eta {f['eta']:g}"
+
+
+def one_search(job: tuple[str, int, str, int, str]) -> dict:
+    """One replayed search: the table mean of each function it trained, in order, and each child's steps."""
     import torch
 
     from controller import ControllerSettings, make_proposer
@@ -58,17 +77,18 @@ def one_search(job: tuple[str, int, str, int]) -> dict:
     from search.loop.config import SpaceSettings
     from search.loop.local import search_table
 
-    kind, seed, table_path, children = job
+    kind, seed, table_path, children, fidelity = job
     torch.set_num_threads(1)
     table = load_table(table_path)
     space = SpaceSettings(**{k: tuple(v) if isinstance(v, list) else v
                              for k, v in table.header["space"].items()}).build()
     proposer = make_proposer(ControllerSettings(kind=kind), space, seed)
     start = time.perf_counter()
-    run = search_table(proposer, space, table, children, seed=seed, failed_reward=table.header["failed_reward"])
+    run = search_table(proposer, space, table, children, seed=seed, failed_reward=table.header["failed_reward"],
+                       fidelity=parse_fidelity(fidelity))
     means = [table.by_fingerprint[fp]["mean"] if fp in table.by_fingerprint else 0.0 for _, fp, _ in run["children"]]
-    return {"kind": kind, "seed": seed, "means": means, "proposals": len(run["rewards"]),
-            "seconds": time.perf_counter() - start}
+    return {"kind": kind, "fidelity": fidelity, "seed": seed, "means": means, "steps": run["steps"],
+            "stopped": run["stopped"], "proposals": len(run["rewards"]), "seconds": time.perf_counter() - start}
 
 
 def quantiles(values: list[float]) -> tuple[float, float, float]:
@@ -76,9 +96,20 @@ def quantiles(values: list[float]) -> tuple[float, float, float]:
     return q[0], statistics.median(values), q[2]
 
 
-def first_hit(means: list[float], threshold: float) -> float:
-    """Children until the first function with table mean >= threshold (inf when none)."""
-    return next((i + 1 for i, m in enumerate(means) if m >= threshold), math.inf)
+def first_hit(run: dict, threshold: float, steps: bool = False) -> float:
+    """Children (or, with ``steps``, child steps) until the first child that trained a function with table mean >=
+    threshold the whole way (inf when none)."""
+    spent = 0
+    for i, (mean, cost, stopped) in enumerate(zip(run["means"], run["steps"], run["stopped"])):
+        spent += cost
+        if mean >= threshold and not stopped:
+            return spent if steps else i + 1
+    return math.inf
+
+
+def best_at(run: dict, budget: int) -> float:
+    """The best table mean among the functions trained the whole way by the first ``budget`` children."""
+    return max((m for m, stopped in zip(run["means"][:budget], run["stopped"][:budget]) if not stopped), default=0.0)
 
 
 def median_hits(hits: list[float]) -> float:
@@ -87,6 +118,14 @@ def median_hits(hits: list[float]) -> float:
 
 def show_hits(value: float, budget: int) -> str:
     return f">{budget}" if math.isinf(value) else f"{value:g}"
+
+
+def show_steps(value: float) -> str:
+    return "-" if math.isinf(value) else f"{value / 1000:.1f}k"
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if math.isfinite(a) and math.isfinite(b) and b else "-"
 
 
 def ranks(table_path: Path) -> list[tuple[str, str]]:
@@ -126,6 +165,9 @@ def main() -> None:
     p.add_argument("--kinds", nargs="*", default=[k for k in KINDS if k != "exhaustive"])
     p.add_argument("--seeds", default="0-29")
     p.add_argument("--budgets", nargs="*", type=int, default=list(BUDGETS))
+    p.add_argument("--fidelity", nargs="*", default=["off"],
+                   help="early stopping settings to compare: 'off' or RUNGS:ETA, e.g. off 17,50:3 (rungs the table "
+                        "recorded)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--plot", help="PNG of the best-so-far curves")
     p.add_argument("--json", help="write every search's trajectory here")
@@ -144,38 +186,44 @@ def main() -> None:
     print(f"# table {args.table}: {n} functions x {table.seeds} seeds; top 1% = the {top1} best (table mean >= "
           f"{top1_threshold:.4f}); top 10: mean >= {top10_threshold:.4f}; best {table.rows[0]['mean']:.4f}")
     print(f"# {len(seeds)} seeds ({args.seeds}) per kind, up to {budget} children each")
-    jobs = [(kind, seed, args.table, budget) for kind in args.kinds for seed in seeds]
+    for f in args.fidelity:
+        missing = [r for r in parse_fidelity(f).get("rungs", []) if r not in (table.header.get("rungs") or [])]
+        if missing:
+            p.error(f"--fidelity {f}: the table recorded scores at steps {table.header.get('rungs')}, not {missing}")
+    steps = table.header.get("child", {}).get("steps")
+    print(f"# child steps: {steps} per child trained in full; early stopping: "
+          f"{', '.join(fidelity_label(f) for f in args.fidelity)}")
+    jobs = [(kind, seed, args.table, budget, f) for kind in args.kinds for f in args.fidelity for seed in seeds]
     start = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
         results = pool.map(one_search, jobs, chunksize=1)
     print(f"# {len(jobs)} searches in {time.perf_counter() - start:.0f} s")
-    by_kind = {kind: [r for r in results if r["kind"] == kind] for kind in args.kinds}
-
-    def best_at(r: dict, b: int) -> float:
-        return max(r["means"][:b], default=0.0)
-
-    hits = {kind: ([first_hit(r["means"], top1_threshold) for r in rs],
-                   [first_hit(r["means"], top10_threshold) for r in rs]) for kind, rs in by_kind.items()}
-    base = hits.get("random")
-    header = ["kind"] + [f"best mean @{b}: median [IQR]" for b in args.budgets] + \
+    groups = {(kind, f): [r for r in results if r["kind"] == kind and r["fidelity"] == f]
+              for kind in args.kinds for f in args.fidelity}
+    hits = {g: ([first_hit(r, top1_threshold) for r in rs], [first_hit(r, top10_threshold) for r in rs],
+                [first_hit(r, top1_threshold, steps=True) for r in rs]) for g, rs in groups.items()}
+    header = ["kind", "early stopping"] + [f"best mean @{b}: median [IQR]" for b in args.budgets] + \
              ["children to top-1%", "found", "vs random", "children to top-10", "found", "vs random",
-              "proposals", "s/search"]
+              "child steps to top-1%", "vs random", "vs no early stopping", "stopped", "proposals", "s/search"]
     rows = []
-    for kind, rs in by_kind.items():
-        cells = [kind]
+    for (kind, f), rs in groups.items():
+        cells = [kind, fidelity_label(f)]
         for b in args.budgets:
             q1, med, q3 = quantiles([best_at(r, b) for r in rs])
             cells.append(f"{med:.4f} [{q1:.4f}, {q3:.4f}]")
+        base = hits.get(("random", f))
         for which in (0, 1):
-            h = hits[kind][which]
+            h = hits[(kind, f)][which]
             med = median_hits(h)
             found = sum(1 for v in h if v <= budget)
-            ratio = "-"
-            if base is not None:
-                ref = median_hits(base[which])
-                ratio = f"{med / ref:.2f}" if math.isfinite(med) and math.isfinite(ref) else "-"
-            cells += [show_hits(med, budget), f"{found}/{len(h)}", ratio]
-        cells += [f"{statistics.median(r['proposals'] for r in rs):.0f}",
+            cells += [show_hits(med, budget), f"{found}/{len(h)}",
+                      ratio(med, median_hits(base[which])) if base is not None else "-"]
+        med_steps = median_hits(hits[(kind, f)][2])
+        off = hits.get((kind, "off"))
+        cells += [show_steps(med_steps), ratio(med_steps, median_hits(base[2])) if base is not None else "-",
+                  ratio(med_steps, median_hits(off[2])) if off is not None and f != "off" else "-",
+                  f"{statistics.fmean(sum(r['stopped']) / max(1, len(r['stopped'])) for r in rs):.0%}",
+                  f"{statistics.median(r['proposals'] for r in rs):.0f}",
                   f"{statistics.fmean(r['seconds'] for r in rs):.1f}"]
         rows.append(cells)
     print("| " + " | ".join(header) + " |")
@@ -198,13 +246,13 @@ def main() -> None:
 
         fig, ax = plt.subplots(figsize=(7, 4.5))
         xs = list(range(1, budget + 1))
-        for kind, rs in by_kind.items():
+        for (kind, f), rs in groups.items():
             curves = [[best_at(r, x) for x in xs] for r in rs]
             per_x = list(zip(*curves))
             med = [statistics.median(v) for v in per_x]
             lo = [quantiles(list(v))[0] for v in per_x]
             hi = [quantiles(list(v))[2] for v in per_x]
-            line, = ax.plot(xs, med, label=kind)
+            line, = ax.plot(xs, med, label=kind if len(args.fidelity) == 1 else f"{kind}, {fidelity_label(f)}")
             ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
         ax.axhline(top1_threshold, color="grey", linestyle=":", label=f"top 1% ({top1} functions)")
         ax.set_xscale("log")
