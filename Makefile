@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/actsearch run configs/quickstart.yaml --name quickstart --resume
 
+# The suite runs in one process per core (at most 4; pytest-xdist), each test file whole in one of them: a file's
+# tests share its Ray instance and fixtures. TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/activation_speed.py

@@ -426,3 +426,13 @@ def test_every_edit_of_the_search_definition_is_refused_on_resume(template, tmp_
             assert snapshot(run) == before
             tried.append(field)
     assert len(tried) >= 40, tried  # seed, 3 space, 20 controller, 22 child, 3 rewards settings
+
+
+def test_a_long_error_line_keeps_its_end(tmp_path, capsys):
+    """A message longer than one line loses its middle, not its end, where it says what to do next."""
+    run = tmp_path / ("a" * 150) / ("b" * 150) / "the-run"
+    code = main(["top", str(run)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err) < 300 and " ... " in err
+    assert err.startswith("actsearch top: error: ") and err.endswith("start one with `actsearch run CONFIG --name NAME`")
+    assert "/the-run: not a run directory" in err

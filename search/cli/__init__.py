@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as exc:
         line = " ".join(f"actsearch {args.command}: error: {exc}".split())  # one line, whatever the message carried
-        print(line if len(line) < 300 else line[:296] + "...", file=sys.stderr)
+        # a long line loses its middle, not its end: the end says what to do (e.g. "resume with `actsearch ...`")
+        print(line if len(line) < 300 else line[:170] + " ... " + line[-124:], file=sys.stderr)
         return 2
     except BrokenPipeError:  # `actsearch top RUN | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
