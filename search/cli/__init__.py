@@ -24,6 +24,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MAX_ERROR_LINE = 500  # characters of the one line a refused command prints (two long paths fit)
+
+
+def one_error_line(line: str) -> str:
+    """``line`` cut to ``MAX_ERROR_LINE`` characters by its middle, not its end: the end says what to do next (e.g.
+    "resume with `actsearch resume RUN`")."""
+    if len(line) <= MAX_ERROR_LINE:
+        return line
+    tail = MAX_ERROR_LINE // 3
+    return line[:MAX_ERROR_LINE - tail - 5] + " ... " + line[-tail:]
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     parser = build_parser()
@@ -35,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as exc:
         line = " ".join(f"actsearch {args.command}: error: {exc}".split())  # one line, whatever the message carried
-        # a long line loses its middle, not its end: the end says what to do (e.g. "resume with `actsearch ...`")
-        print(line if len(line) < 300 else line[:170] + " ... " + line[-124:], file=sys.stderr)
+        print(one_error_line(line), file=sys.stderr)
         return 2
     except BrokenPipeError:  # `actsearch top RUN | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
