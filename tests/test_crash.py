@@ -194,23 +194,31 @@ def rung_story(run_dir: Path) -> list[tuple]:
         return sorted((r["candidate"], r["rung"], r["step"], r["score"], r["go_on"]) for r in store.rungs())
 
 
+@pytest.fixture(scope="module")
+def fidelity_reference(address, tmp_path_factory):
+    """An uninterrupted run of the crash config with early stopping: (its story, its rung decisions)."""
+    folder = tmp_path_factory.mktemp("fidelity-reference")
+    assert main(["run", str(fidelity_config(folder, address)), "--name", "ref", "--results", str(folder)]) == 0
+    return story(folder / "ref"), rung_story(folder / "ref")
+
+
 @pytest.mark.parametrize("kill_at", ["rungs:5", "result:9", "told:11"])
-def test_sigkill_with_early_stopping_keeps_every_rung_decision(address, tmp_path, capsys, kill_at):
+def test_sigkill_with_early_stopping_keeps_every_rung_decision(address, fidelity_reference, tmp_path, capsys,
+                                                               kill_at):
     """Early stopping's decisions survive a SIGKILL: a stopped child is not trained again, and the resumed run makes
     the very decisions an uninterrupted one makes."""
+    reference, reference_rungs = fidelity_reference
     config = fidelity_config(tmp_path, address)
     results = tmp_path / "results"
-    assert main(["run", str(config), "--name", "ref", "--results", str(results)]) == 0
-    capsys.readouterr()
     killed(driver(config, results, "run", kill_at=kill_at))
     run_dir = results / "run"
     before = results_of(run_dir)
     decided = rung_story(run_dir)
-    assert decided and len(before) < len(story(results / "ref"))
+    assert decided and len(before) < len(reference)
     resume_here(run_dir, capsys)
     check_recovered(run_dir, before)
-    assert story(run_dir) == story(results / "ref")
-    assert set(decided) <= set(rung_story(run_dir)) and rung_story(run_dir) == rung_story(results / "ref")
+    assert story(run_dir) == reference
+    assert set(decided) <= set(rung_story(run_dir)) and rung_story(run_dir) == reference_rungs
     with Store.open(run_dir, readonly=True) as store:
         stopped = store.candidates(["stopped"])
         assert stopped and all(c["attempts"] == 1 for c in stopped if c["index"] in before)
