@@ -20,7 +20,7 @@ run: $(STAMP)
 # The suite runs in one process per core plus one (at most 4; pytest-xdist: many tests wait on Ray, subprocesses and
 # children's delays), each test file whole in one of them, so a file's tests share its Ray instance and fixtures.
 # TEST_WORKERS=0 runs it in this process.
-TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, len(os.sched_getaffinity(0)) + 1))")
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, len(getattr(os, 'sched_getaffinity', lambda _: range(os.cpu_count() or 1))(0)) + 1))")
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
