@@ -188,6 +188,6 @@ def test_the_page_follows_a_running_search_in_a_browser(tmp_path):
         if dashboard is not None:
             dashboard.send_signal(signal.SIGINT)
             dashboard.communicate(timeout=30)
-        search.wait(timeout=180)
+        output, _ = search.communicate(timeout=180)
     with Store.open(tmp_path / "live", readonly=True) as store:  # the watched search is complete and consistent
-        assert store.evaluated() == 45 and store.audit() == []
+        assert search.returncode == 0 and store.evaluated() == 45 and store.audit() == [], output[-3000:]
