@@ -156,7 +156,7 @@ def wait_for_children(run_dir: Path, n: int, process: subprocess.Popen, timeout:
 @pytest.mark.parametrize("presses", [1, 2])
 def test_ctrl_c_stops_and_resume_continues(address, reference, tmp_path, capsys, presses):
     """Ctrl-C stops gracefully (a second one at once); either way, resume finishes the same search."""
-    config = write_config(tmp_path, address, delay=0.5)
+    config = write_config(tmp_path, address, delay=0.25)
     results = tmp_path / "results"
     run_dir = results / "run"
     process = driver(config, results, "run")
