@@ -7,6 +7,18 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The longest test files, longest first (by `pytest --durations`, 2026-12-04). `make test` runs files in parallel
+# processes (pytest-xdist, a file whole in one process), handed out in collection order: the long ones go first, so no
+# process is left with a long file while the others have finished.
+LONG_FILES = ("test_crash.py", "test_learning.py", "test_schedule.py", "test_significance.py", "test_native.py",
+              "test_surrogate.py", "test_user_child.py", "test_confirm.py", "test_dashboard.py",
+              "test_shipped_tables.py", "test_inspect.py", "test_cluster.py", "test_fidelity.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: k for k, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))  # stable: each file keeps its order
+
 
 @pytest.fixture(scope="module")
 def address():
