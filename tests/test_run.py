@@ -197,7 +197,8 @@ def test_a_child_over_its_time_limit_is_recorded_as_timeout(local_ray, tmp_path,
     with Store.open(tmp_path / "results" / "slow", readonly=True) as store:
         children = store.candidates(CHILD_STATUSES)
         assert [c["status"] for c in children] == ["timeout", "timeout"]
-        assert all(c["reward"] == 0.125 and "after 1 s" in c["reason"] for c in children)
+        # stopped by its worker's timer, not force-cancelled by the driver (Ray's driver can abort on that race)
+        assert all(c["reward"] == 0.125 and "stopped on its worker after 1 s" in c["reason"] for c in children)
         assert all(c["attempts"] == 3 for c in children)  # a timeout is the system's: queued again twice first
 
 

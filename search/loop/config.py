@@ -119,7 +119,7 @@ class ResourceSettings:
     max_in_flight: int = 0  # most children running at once; 0 = as many as the cluster's CPUs / GPUs allow
     max_retries: int = 3  # times Ray reruns a child whose worker or node died (system failures); a child's own errors are never retried
     system_retries: int = 2  # times the driver re-queues a child that failed for the system's reasons (worker lost after max_retries, timeout, data missing on its node) before recording it; such a failure never becomes the function's reward
-    child_timeout_s: float = 0.0  # the driver cancels a child running longer and records "timeout"; 0 = 2 x child.time_limit_s + 60 when that is set, else none
+    child_timeout_s: float = 0.0  # a child running longer is stopped on its worker (a timer's signal; the driver cancels it 30 s later if that failed) and recorded as "timeout"; 0 = 2 x child.time_limit_s + 60 when that is set, else none
     working_dir: str = ""  # a folder Ray uploads to every worker, which runs in it and imports from it (Ray's runtime_env working_dir): how a user-defined child's code reaches a cluster; "" = none (the embedded Ray's workers find it in the directory the search started in)
     py_modules: tuple[str, ...] = ()  # local packages or module files Ray uploads to every worker and puts on its import path (Ray's runtime_env py_modules)
 

@@ -2,7 +2,12 @@
 
 A pool trains children on Ray workers: it connects (or starts an embedded Ray), knows how many children fit on the
 cluster now (re-read every few seconds: nodes come and go), submits a child under a key of the caller's choosing,
-polls for finished children and cancels children past their deadline.
+polls for finished children and stops children past their deadline.
+
+A child past its deadline (``child_timeout``) is stopped on its own worker: a ``SIGALRM`` timer set when it starts
+interrupts it there, and it returns a "timeout" record. The driver force-cancels only a child that has not come back
+``CANCEL_AFTER_S`` later (one stuck where no signal reaches it): Ray 2.60's driver can abort on a force-cancel that
+races with the task's own end ("Tried to complete task that was not pending", ``task_manager.cc``).
 
     with ChildPool(config) as pool:                          # connects; UserError when no child fits
         pool.submit(key, "x * sigmoid(x)", seed)
@@ -17,7 +22,9 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Hashable
@@ -32,6 +39,7 @@ from search.loop.fidelity import Reporter, RungBoard, RungDecision
 
 CAPACITY_REFRESH_S = 5.0  # how often the pool re-reads the cluster's resources
 TIMEOUT_GRACE_S = 60.0
+CANCEL_AFTER_S = 30.0  # past a child's deadline, how long the driver waits for its worker to stop it before cancelling
 
 
 @ray.remote(num_cpus=0)
@@ -66,9 +74,14 @@ class _ActorDecide:
         return ray.get(self.actor.decide.remote(self.key, rung, step, value))
 
 
+class _PastDeadline(BaseException):
+    """Raised in a child's worker by its deadline's ``SIGALRM``; a ``BaseException``, so no ``except Exception`` in the
+    training code (ours or a user's) takes it for the candidate's error."""
+
+
 @ray.remote
 def _train_on_worker(settings, activation: str, seed: int, search_path: list[str] | None = None,
-                     report: Reporter | None = None) -> dict:
+                     report: Reporter | None = None, timeout_s: float | None = None) -> dict:
     """One child on a Ray worker: ``train_child(settings, activation, seed)`` plus where it ran. Receives the expression
     text and the ``ChildSettings``, never a model; returns the result's record (``ChildResult.to_dict``) and its
     traceback, if any. ``search_path``: the driver's folders (``Config.search_path``) where a user-defined child's
@@ -76,7 +89,24 @@ def _train_on_worker(settings, activation: str, seed: int, search_path: list[str
     not have it."""
     from evaluator.train import train_child
 
-    result = train_child(settings, activation, seed, search_path=search_path, report=report)
+    alarm = bool(timeout_s) and threading.current_thread() is threading.main_thread()
+    if alarm:
+        def past_deadline(signum, frame):
+            raise _PastDeadline()
+
+        previous = signal.signal(signal.SIGALRM, past_deadline)
+        signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        try:
+            result = train_child(settings, activation, seed, search_path=search_path, report=report)
+        finally:
+            if alarm:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+    except _PastDeadline:
+        result = lost_child("timeout", f"stopped on its worker after {timeout_s:g} s", activation, seed, settings.split)
+    finally:
+        if alarm:
+            signal.signal(signal.SIGALRM, previous)
     result.extra.update(node=ray.get_runtime_context().get_node_id(), host=socket.gethostname())
     return {**result.to_dict(), "traceback": result.traceback}
 
@@ -243,8 +273,8 @@ class ChildPool(Executor):
         ref = _train_on_worker.options(num_cpus=r.cpus_per_child, num_gpus=r.gpus_per_child,
                                        max_retries=r.max_retries, retry_exceptions=False,
                                        name=name).remote(self.config.child, activation, seed, self.search_path,
-                                                         self._reporter(key))
-        deadline = time.monotonic() + self.timeout if self.timeout else None
+                                                         self._reporter(key), self.timeout)
+        deadline = time.monotonic() + self.timeout + CANCEL_AFTER_S if self.timeout else None
         self._flights[ref] = _Flight(key, activation, seed, deadline)
 
     def attach(self, board: RungBoard) -> None:
@@ -286,8 +316,8 @@ class ChildPool(Executor):
                 ray.cancel(ref, force=True)
                 del self._flights[ref]
                 finished.append((flight.key, lost_child(
-                    "timeout", f"cancelled by the driver after {self.timeout:g} s", flight.activation, flight.seed,
-                    split)))
+                    "timeout", f"cancelled by the driver after {self.timeout + CANCEL_AFTER_S:g} s (its worker did "
+                    f"not stop it after {self.timeout:g} s)", flight.activation, flight.seed, split)))
         if self.board is not None and finished:
             self._actor.ended.remote([key for key, _ in finished])
         return finished
