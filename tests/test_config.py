@@ -46,6 +46,15 @@ def test_overrides_are_yaml_values_and_win_over_the_file(tmp_path):
     assert config.budget.children == 10
 
 
+def test_an_entry_of_a_mapping_setting_may_be_a_mapping(tmp_path):
+    """``--set confirm.children.x3={steps: 1500}`` names another child to confirm on, from the command line."""
+    path = write(tmp_path, "child:\n  steps: 500\n")
+    config = load_config(path, ["confirm.children.x3={steps: 1500}", "confirm.enabled=true"])
+    assert config.confirm.children == {"x3": {"steps": 1500}}
+    with pytest.raises(UserError, match="child.steps: give one value per --set, not a mapping"):
+        load_config(path, ["child.steps={a: 1}"])
+
+
 def test_resolved_yaml_round_trips_with_a_comment_per_setting(tmp_path):
     config = load_config(None, ["child.task=synthetic", "space.core_units=2", "child.target=max(x, 0)"])
     text = config.to_yaml()

@@ -13,7 +13,8 @@ from search.loop.fields import is_mapping_field
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"child.steps=500"`` -> ``(["child", "steps"], 500)``: the value is parsed as a YAML scalar or flow list."""
+    """``"child.steps=500"`` -> ``(["child", "steps"], 500)``: the value is parsed as a YAML scalar, flow list or flow
+    mapping (a mapping only as one entry of a mapping field, e.g. ``confirm.children.longer={steps: 1500}``)."""
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -25,8 +26,6 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         parsed = load_yaml(value, f"--set {key}") if value.strip() else ""
     except yaml.YAMLError:
         raise UserError(f"--set {key}: cannot read {value!r} as a YAML value") from None
-    if isinstance(parsed, dict):
-        raise UserError(f"--set {key}: give one value per --set, not a mapping")
     return parts, parsed
 
 
@@ -43,6 +42,8 @@ def apply_override(raw: dict, text: str, sections: dict[str, type]) -> None:
         raise UserError(f"--set {'.'.join(parts)}: unknown section {parts[0]!r}; "
                         f"allowed: seed, {', '.join(sections)}" + did_you_mean(parts[0], ["seed", *sections]))
     mapping_field = len(parts) == 3 and is_mapping_field(sections[parts[0]], parts[1])  # child.options.NAME=VALUE
+    if isinstance(value, dict) and not mapping_field:
+        raise UserError(f"--set {'.'.join(parts)}: give one value per --set, not a mapping")
     if len(parts) != 2 and not mapping_field:
         raise UserError(f"--set {'.'.join(parts)}: expected SECTION.FIELD=VALUE, e.g. {parts[0]}."
                         f"{dataclasses.fields(sections[parts[0]])[0].name}=...")
