@@ -35,12 +35,15 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/orchestration.py
 
 # The shipped tabular benchmarks (docs/tables.md): every one-unit function at 150 steps x 2 seeds (about 75 min on
-# 2 cores), then the paper's top 8, the named baselines and that table's top 30 at 500 steps x 5 seeds. Resumable:
-# run it again after a stop.
+# 2 cores), then the paper's top 8, the named baselines and that table's top 30 at 500 steps x 5 seeds, then a second
+# curve table of every one-unit function at 100 steps x 1 seed (no default is chosen on it: search efficiency is
+# reported there too). Resumable: run it again after a stop.
 tables: $(STAMP)
 	$(VENV)/bin/actsearch table build configs/table.yaml --seeds 2 --out tables/mnist1d-150.json
 	$(VENV)/bin/actsearch table build configs/table.yaml --seeds 5 --set child.steps=500 --name table-full \
 		--functions paper,baselines --top 30 --of tables/mnist1d-150.json --out tables/mnist1d-500.json
+	$(VENV)/bin/actsearch table build configs/table.yaml --seeds 1 --set child.steps=100 --set 'fidelity.rungs=[11,33,67]' \
+		--name table-100 --out tables/mnist1d-100.json
 
 # The dashboard's browser test (tests/test_dashboard.py) loads the page in headless Chromium; it skips where none is
 # installed. This installs it from the system's packages where it is missing and we are root, then runs the test.
