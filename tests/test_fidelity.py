@@ -10,8 +10,9 @@ from evaluator.settings import ChildSettings
 from evaluator.train import train_child
 from search.language.errors import UserError
 from search.loop.config import config_from_dict, load_config
-from search.loop.fidelity import RungBoard, RungDecision, early_stopping_text, quantile
+from search.loop.fidelity import RungBoard, RungDecision, count_child, early_stopping_text, quantile
 from search.loop.local import search_local
+from search.loop.store import CHILD_STATUSES
 
 
 def test_a_child_goes_on_only_in_the_best_1_over_eta_at_its_rung():
@@ -58,7 +59,11 @@ def test_a_search_with_early_stopping_spends_fewer_steps_on_the_same_children():
     store = early["store"]
     steps = store.child_steps()
     assert steps["stopped"][0] > 10 and steps["steps"] < 0.6 * full["store"].child_steps()["steps"]
-    assert "of child steps saved" in early_stopping_text(store, _synthetic([50, 150]))
+    assert "of child steps saved" in early_stopping_text(steps, _synthetic([50, 150]))
+    tally = {"children": 0, "steps": 0, "stopped": {}}  # the driver's running tally counts as the store does
+    for c in store.candidates(CHILD_STATUSES):
+        count_child(tally, c["status"], c["metrics"])
+    assert tally == steps
     stopped = store.candidates(["stopped"])
     assert all(c["metrics"]["rung"] in (0, 1) and c["metrics"]["steps"] in (50, 150) for c in stopped)
     assert all(c["reward"] == c["metrics"]["accuracy"] for c in stopped)  # the score it reached is its reward

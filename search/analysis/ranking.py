@@ -104,7 +104,7 @@ def run_summary(run_dir: Path, config, store) -> str:
         from search.loop.fidelity import early_stopping_text
 
         line += f"\nearly stopping (rungs {', '.join(map(str, config.fidelity.rungs))} of {config.child.steps} steps, " \
-                f"eta {config.fidelity.eta:g}): {early_stopping_text(store, config) or 'no child yet'}"
+                f"eta {config.fidelity.eta:g}): {early_stopping_text(store.child_steps(), config) or 'no child yet'}"
     return line
 
 

@@ -145,7 +145,7 @@ def _run(run_dir: Path, top: int, overrides=(), config_file=None, accept_changed
         rows = store.top(top)
         config = run_config(run_dir, store)
         rewards = config.rewards
-        stopping = early_stopping_text(store, config) if config.fidelity.rungs else ""
+        stopping = early_stopping_text(store.child_steps(), config) if config.fidelity.rungs else ""
     counts = result.counts
     duplicates = counts.get("duplicate", 0)
     free = f"{counts.get('screened', 0)} screened, {duplicates} duplicate{'s' * (duplicates != 1)}"

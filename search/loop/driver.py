@@ -26,7 +26,7 @@ from evaluator.result import ChildResult
 from evaluator.result import reward as child_reward
 from search.language.simplify import readable_text
 from search.loop.config import Config, child_seed
-from search.loop.fidelity import RungBoard, RungDecision, early_stopping_text
+from search.loop.fidelity import RungBoard, RungDecision, count_child, early_stopping_text
 from search.loop.progress import Progress
 from search.loop.rewards import STALL_PROPOSALS, RewardBook
 from search.loop.rundir import (
@@ -82,7 +82,8 @@ class Driver:
         self.best = store.best()
         if self.best is not None:  # displays write the readable text; the store keeps the canonical one
             self.best = {**self.best, "text": readable_text(self.best["text"])}
-        self.stopped_text = early_stopping_text(store, config) if self.board is not None else ""
+        self.child_steps = store.child_steps() if self.board is not None else None  # kept up to date per child
+        self.stopped_text = early_stopping_text(self.child_steps, config) if self.board is not None else ""
 
     def on_probation(self) -> bool:
         """Whether no child of this run has trained yet (the setup has not proven itself)."""
@@ -282,12 +283,14 @@ class Driver:
         status, reward, result = child_reward(result, self.config.rewards)
         if result.traceback:  # the user's child raised: the whole traceback goes to run.log, its last line to the store
             self.progress.event(f"#{index} {self.texts[index]} raised:\n{result.traceback.rstrip()}", show=False)
-        seq = self.store.record_result(index, status, reward, metrics=result.to_dict(), reason=result.error,
+        record = result.to_dict()
+        seq = self.store.record_result(index, status, reward, metrics=record, reason=result.error,
                                        node=result.extra.get("node"))
         self.evaluated += 1
         self.session_children += 1
         if self.board is not None:
-            self.stopped_text = early_stopping_text(self.store, self.config)
+            count_child(self.child_steps, status, record)
+            self.stopped_text = early_stopping_text(self.child_steps, self.config)
         self.active.pop(fp, None)
         if system:  # the candidate is told the penalty, but the function keeps no reward: a twin trains anew
             self.book.abandon(fp)

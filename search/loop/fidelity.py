@@ -165,11 +165,21 @@ class Reporter:
         return self._next < len(self.rungs) and step >= self.rungs[self._next]
 
 
-def early_stopping_text(store, config) -> str:
+def count_child(steps: dict, status: str, metrics: dict | None) -> None:
+    """Add one recorded child (its status and result record) to ``steps``, a ``Store.child_steps()`` dict, as the
+    store counts it: the driver keeps its tally this way instead of asking the store after every child."""
+    metrics = metrics or {}
+    steps["children"] += 1
+    steps["steps"] += int(metrics.get("steps") or 0)
+    if status == "stopped" and metrics.get("rung") is not None:
+        rung = int(metrics["rung"])
+        steps["stopped"][rung] = steps["stopped"].get(rung, 0) + 1
+
+
+def early_stopping_text(steps: dict, config) -> str:
     """``stopped 12 at rung 1 (55 steps), 4 at rung 2 (166); 38% of child steps saved``: what early stopping did in a
-    run so far (empty before any child trained). Saved: 1 - steps trained / steps the same children would train in
-    full (``child.steps`` each)."""
-    steps = store.child_steps()
+    run so far (``steps``: ``Store.child_steps()``; empty before any child trained). Saved: 1 - steps trained / steps
+    the same children would train in full (``child.steps`` each)."""
     if not steps["children"]:
         return ""
     rungs = config.fidelity.rungs
