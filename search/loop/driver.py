@@ -83,7 +83,6 @@ class Driver:
         if self.best is not None:  # displays write the readable text; the store keeps the canonical one
             self.best = {**self.best, "text": readable_text(self.best["text"])}
         self.child_steps = store.child_steps() if self.board is not None else None  # kept up to date per child
-        self.stopped_text = early_stopping_text(self.child_steps, config) if self.board is not None else ""
 
     def on_probation(self) -> bool:
         """Whether no child of this run has trained yet (the setup has not proven itself)."""
@@ -206,7 +205,8 @@ class Driver:
         score = (f"{rewards.metric} {rewards.metric_of(self.best['reward']):.4f}" if self.best and rewards.minimize
                  else f"{self.best['reward']:.4f}" if self.best else "")
         best = f"best {score} {self.best['text']}" if self.best else "best -"
-        stopped = f" | {self.stopped_text}" if self.board is not None and self.stopped_text else ""
+        text = early_stopping_text(self.child_steps, self.config) if self.board is not None else ""
+        stopped = f" | {text}" if text else ""
         return self.evaluated, self.budget, self.session_children, f"{self.proposed} proposed{stopped} | {best}"
 
     # ------------------------------------------------------------ ask, judge, route
@@ -290,7 +290,6 @@ class Driver:
         self.session_children += 1
         if self.board is not None:
             count_child(self.child_steps, status, record)
-            self.stopped_text = early_stopping_text(self.child_steps, self.config)
         self.active.pop(fp, None)
         if system:  # the candidate is told the penalty, but the function keeps no reward: a twin trains anew
             self.book.abandon(fp)
