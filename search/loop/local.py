@@ -32,7 +32,8 @@ def search_local(config: Config, proposer=None, capacity: int | None = None) -> 
     Returns ``{"outcome", "rewards": [per proposal], "status": ["new" for a trained child, else "screened" |
     "duplicate", per proposal], "best_so_far": [per proposal], "updates": [update records], "evaluated": children
     trained, "children": [(proposal number, fingerprint, reward) per trained child, in order], "steps": [child steps
-    trained per trained child, in the same order: fewer than child.steps for a child stopped early], "stopped": [whether
+    trained per trained child, in the same order: fewer than child.steps for a child stopped early, 0 where none were
+    recorded], "stopped": [whether
     each was stopped early], "store": the store}``.
     """
     store = Store.in_memory()
@@ -53,7 +54,7 @@ def search_local(config: Config, proposer=None, capacity: int | None = None) -> 
         best_so_far.append(best)
     trained = [(k, r) for k, r in enumerate(rows) if r["status"] in CHILD_STATUSES]
     children = [(k, r["fingerprint"], r["reward"]) for k, r in trained]
-    steps = [int((r["metrics"] or {}).get("steps") or config.child.steps) for _, r in trained]
+    steps = [int((r["metrics"] or {}).get("steps") or 0) for _, r in trained]  # as Store.child_steps counts them
     return {"outcome": outcome, "rewards": rewards, "best_so_far": best_so_far, "updates": store.updates(),
             "status": ["new" if r["status"] in CHILD_STATUSES else r["status"] for r in rows],
             "evaluated": len(children), "children": children, "steps": steps,
