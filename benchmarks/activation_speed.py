@@ -1,6 +1,7 @@
 """Forward+backward time of compiled candidates against native / hand-written equivalents, side by side.
 
     .venv/bin/python benchmarks/activation_speed.py [--shape 128 64 32 32] [--repeats 10] [--device cpu] [--no-compile]
+    .venv/bin/python benchmarks/activation_speed.py --per-operator --shape 128 32 40 --scales 1 30 10000
 
 For each function it times, interleaved in one run: the native or hand-written PyTorch equivalent, F.relu and
 F.silu, the candidate run as eager generated ops, fused with torch.compile (after its first, timed, compile; skipped
@@ -9,6 +10,10 @@ forward+backward, the ratios to the reference, to F.relu and to F.silu, the comp
 load average. Memory traffic per element (float32): the minimum is 16 bytes (forward: read x, write y; backward: read
 x and dy, write dx); the native kernel moves exactly that (it saves only x and recomputes the rest per tile in
 cache); eager ops move 8 bytes per operator forward and about 12 per operator backward, plus their saved tensors.
+
+``--per-operator`` times each operator alone (``op(x)``, a binary one as ``op(x, x)``) forward+backward, eager and
+native, on inputs drawn as randn times each of ``--scales``: a child whose pre-activations grow feeds the kernel
+large values, where a vector math library may leave its fast path.
 """
 from __future__ import annotations
 
@@ -59,7 +64,13 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="leave out torch.compile (minutes on a slow CPU)")
     parser.add_argument("--warm-cache", action="store_true",
                         help="let inductor reuse its on-disk cache (default: cold, the cost a new candidate pays)")
+    parser.add_argument("--per-operator", action="store_true", help="time every operator alone, eager and native")
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 30.0, 10000.0],
+                        help="with --per-operator: input = randn * scale, for each scale")
     args = parser.parse_args()
+    if args.per_operator:
+        per_operator(args.shape, args.scales, args.repeats)
+        return
     if not args.warm_cache:
         import torch._inductor.config as inductor_config
 
@@ -96,6 +107,36 @@ def main() -> None:
         print(f"{text:52s} {ms['ref']:7.2f} {ms['relu']:7.2f} {ms['silu']:7.2f} " +
               " ".join(f"{ms[k]:11.2f} {ms[k] / ms['ref']:11.2f} {ms[k] / ms['relu']:11.2f} {ms[k] / ms['silu']:11.2f}"
                        for k in kinds) + f" {compile_s:9.1f}   (ref: {ref_name}; load {os.getloadavg()[0]:.2f})")
+
+
+def per_operator(shape: list[int], scales: list[float], repeats: int) -> None:
+    """Forward+backward ms of every operator alone, eager and native, at each input scale (one thread)."""
+    from search.language.expression import X, apply
+    from search.language.ops import BINARY, UNARY
+
+    torch.set_num_threads(1)
+    device = torch.device("cpu")
+    print(f"CPU, 1 thread; tensor {tuple(shape)} float32 = randn * scale; median of {repeats} interleaved repeats; "
+          f"ms per forward+backward; load average {os.getloadavg()[0]:.2f}")
+    print(f"{'operator':14s} " + " ".join(f"{f'eager x{s:g}':>12s} {f'native x{s:g}':>12s}" for s in scales))
+    gen = torch.Generator().manual_seed(0)
+    inputs = {s: (torch.randn(*shape, generator=gen) * s).requires_grad_() for s in scales}
+    for op in UNARY + BINARY:
+        if op.name == "x":
+            continue
+        expr = Expression(apply(op, *[X] * op.arity))
+        modules = {k: activation_module(expr, channels=shape[1], kernel=k) for k in ("eager", "native")}
+        cells = []
+        for s, x in inputs.items():
+            runs = {k: [] for k in modules}
+            for m in modules.values():
+                step_time(m, x, list(m.parameters()), device)
+            for _ in range(repeats):
+                for k, m in modules.items():
+                    runs[k].append(step_time(m, x, list(m.parameters()), device))
+            cells += [f"{statistics.median(runs[k]) * 1e3:12.3f}" for k in modules]
+        print(f"{op.name:14s} " + " ".join(cells), flush=True)
+    print(f"load average {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

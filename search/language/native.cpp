@@ -59,14 +59,14 @@ int64_t fill_betas(const T* beta, int64_t n_betas, int64_t beta_cols, int64_t ch
 }
 
 template <typename T>
-void forward_tile(const Program& prog, int64_t n, const T* x, const T* P, T* V) {
+void forward_tile(const Program& prog, int64_t n, const T* x, const T* P, T* V, T* last = nullptr) {
   const T E = T(/*EPS*/);
   for (int64_t k = 0; k < prog.nodes; ++k) {
     const int32_t* ins = prog.at(k);
     const T* A = ins[1] < 0 ? x : V + ins[1] * TILE;
     const T* B = ins[2] < 0 ? x : V + ins[2] * TILE;
     const T* Pk = ins[3] < 0 ? P : P + ins[3] * TILE;
-    T* out = V + k * TILE;
+    T* out = last != nullptr && k == prog.nodes - 1 ? last : V + k * TILE;  // the forward writes the root into y
     (void)A; (void)B; (void)Pk; (void)E;
     switch (ins[0]) {
 /*FORWARD*/
@@ -133,9 +133,9 @@ torch::Tensor forward(torch::Tensor x, torch::Tensor beta, torch::Tensor code, i
       std::vector<int64_t> runs(2 * TILE + 2);
       for (int64_t t = t0; t < t1; ++t) {
         int64_t start = t * TILE, n = std::min(TILE, s.numel - start);
-        fill_betas(bp, s.n_betas, s.beta_cols, s.channels, s.inner, start, n, runs.data(), P.data());
-        forward_tile(prog, n, xp + start, P.data(), V.data());
-        std::copy(V.data() + (prog.nodes - 1) * TILE, V.data() + (prog.nodes - 1) * TILE + n, yp + start);
+        if (s.n_betas > 0)
+          fill_betas(bp, s.n_betas, s.beta_cols, s.channels, s.inner, start, n, runs.data(), P.data());
+        forward_tile(prog, n, xp + start, P.data(), V.data(), yp + start);
       }
     });
   });
@@ -165,7 +165,8 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::
       std::vector<double> acc(beta_grad ? 2 * s.n_betas * s.beta_cols : 0, 0.0);
       for (int64_t t = t0; t < t1; ++t) {
         int64_t start = t * TILE, n = std::min(TILE, s.numel - start);
-        int64_t count = fill_betas(bp, s.n_betas, s.beta_cols, s.channels, s.inner, start, n, runs.data(), P.data());
+        int64_t count = s.n_betas == 0 ? 0  // without betas nothing reads P or the channel runs
+                        : fill_betas(bp, s.n_betas, s.beta_cols, s.channels, s.inner, start, n, runs.data(), P.data());
         forward_tile(prog, n, xp + start, P.data(), V.data());
         if (beta_grad) std::fill(GP.begin(), GP.end(), scalar_t(0));
         backward_tile(prog, n, xp + start, P.data(), V.data(), G.data(), dyp + start, dxp + start, GP.data());
