@@ -100,7 +100,7 @@ void backward_tile(const Program& prog, int64_t n, const T* x, const T* P, const
 }
 
 struct Shape {
-  int64_t numel, channels, inner, n_betas, beta_cols, tiles, grain;
+  int64_t numel, channels, inner, n_betas, beta_cols, tiles, grain, used;  // used: the beta rows the program reads
 };
 
 Shape shape_of(const torch::Tensor& x, const torch::Tensor& beta, const torch::Tensor& code, int64_t channels,
@@ -111,7 +111,10 @@ Shape shape_of(const torch::Tensor& x, const torch::Tensor& beta, const torch::T
               "native kernel: beta must be (n_betas, channels) of x's dtype");
   TORCH_CHECK(beta.size(1) == 1 || beta.size(1) == channels, "native kernel: beta has ", beta.size(1),
               " columns for ", channels, " channels");
-  Shape s{x.numel(), channels, inner, beta.size(0), beta.size(1), 0, 1};
+  Shape s{x.numel(), channels, inner, beta.size(0), beta.size(1), 0, 1, 0};
+  const int32_t* ins = code.data_ptr<int32_t>();
+  for (int64_t k = 0; k < code.size(0); ++k) s.used = std::max<int64_t>(s.used, ins[4 * k + 3] + 1);
+  TORCH_CHECK(s.used <= s.n_betas, "native kernel: the program reads ", s.used, " betas of ", s.n_betas);
   s.tiles = (s.numel + TILE - 1) / TILE;
   s.grain = std::max<int64_t>(1, 16384 / TILE);
   return s;
@@ -133,8 +136,8 @@ torch::Tensor forward(torch::Tensor x, torch::Tensor beta, torch::Tensor code, i
       std::vector<int64_t> runs(2 * TILE + 2);
       for (int64_t t = t0; t < t1; ++t) {
         int64_t start = t * TILE, n = std::min(TILE, s.numel - start);
-        if (s.n_betas > 0)
-          fill_betas(bp, s.n_betas, s.beta_cols, s.channels, s.inner, start, n, runs.data(), P.data());
+        if (s.used > 0)  // a program without betas (a (1, 1) placeholder) reads neither P nor the channel runs
+          fill_betas(bp, s.used, s.beta_cols, s.channels, s.inner, start, n, runs.data(), P.data());
         forward_tile(prog, n, xp + start, P.data(), V.data(), yp + start);
       }
     });
@@ -165,13 +168,13 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::
       std::vector<double> acc(beta_grad ? 2 * s.n_betas * s.beta_cols : 0, 0.0);
       for (int64_t t = t0; t < t1; ++t) {
         int64_t start = t * TILE, n = std::min(TILE, s.numel - start);
-        int64_t count = s.n_betas == 0 ? 0  // without betas nothing reads P or the channel runs
-                        : fill_betas(bp, s.n_betas, s.beta_cols, s.channels, s.inner, start, n, runs.data(), P.data());
+        int64_t count = s.used == 0 ? 0  // without betas nothing reads P or the channel runs
+                        : fill_betas(bp, s.used, s.beta_cols, s.channels, s.inner, start, n, runs.data(), P.data());
         forward_tile(prog, n, xp + start, P.data(), V.data());
         if (beta_grad) std::fill(GP.begin(), GP.end(), scalar_t(0));
         backward_tile(prog, n, xp + start, P.data(), V.data(), G.data(), dyp + start, dxp + start, GP.data());
         if (beta_grad)
-          for (int64_t j = 0; j < 2 * s.n_betas; ++j)
+          for (int64_t j = 0; j < 2 * s.used; ++j)
             for (int64_t r = 0; r < count; ++r) {
               const scalar_t* g = GP.data() + j * TILE;
               scalar_t sum = 0;
