@@ -193,3 +193,35 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::
   auto sums = total.to(beta.scalar_type());
   return {dx, sums.select(1, 0) + sums.select(1, 1)};
 }
+
+// y = f(x, beta) with its backward, as a C++ autograd function: a Python torch.autograd.Function costs about as much
+// per call as the kernel itself at the proxy's sizes. Saves x and beta; the backward reruns the program per tile.
+// Not twice differentiable: its backward's outputs carry no graph.
+struct NativeFunction : public torch::autograd::Function<NativeFunction> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor beta,
+                               torch::Tensor code, int64_t channels, int64_t inner) {
+    auto xc = x.contiguous();
+    auto bc = beta.to(x.scalar_type()).contiguous();
+    ctx->save_for_backward({xc, bc, code});
+    ctx->saved_data["channels"] = channels;
+    ctx->saved_data["inner"] = inner;
+    ctx->saved_data["beta_type"] = static_cast<int64_t>(beta.scalar_type());
+    return ::forward(xc, bc, code, channels, inner);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const bool beta_grad = ctx->needs_input_grad(1);
+    auto out = ::backward(saved[0], saved[1], saved[2], grads[0].contiguous().to(saved[0].scalar_type()),
+                          ctx->saved_data["channels"].toInt(), ctx->saved_data["inner"].toInt(), beta_grad);
+    auto dbeta = beta_grad ? out[1].to(static_cast<c10::ScalarType>(ctx->saved_data["beta_type"].toInt()))
+                           : torch::Tensor();
+    return {ctx->needs_input_grad(0) ? out[0] : torch::Tensor(), dbeta, torch::Tensor(), torch::Tensor(),
+            torch::Tensor()};
+  }
+};
+
+torch::Tensor apply(torch::Tensor x, torch::Tensor beta, torch::Tensor code, int64_t channels, int64_t inner) {
+  return NativeFunction::apply(x, beta, code, channels, inner);
+}

@@ -99,7 +99,7 @@ def extension():
             try:
                 from torch.utils.cpp_extension import load_inline
 
-                _STATE["module"] = load_inline(name, cpp_sources=[src], functions=["forward", "backward"],
+                _STATE["module"] = load_inline(name, cpp_sources=[src], functions=["forward", "backward", "apply"],
                                                extra_cflags=flags, extra_ldflags=["-lmvec"],
                                                verbose=False)
             except Exception as exc:  # no compiler or headers: the eager path still works
@@ -127,28 +127,11 @@ def _dims(x: torch.Tensor) -> tuple[int, int]:
     return channels, max(inner, 1)
 
 
-class _Native(torch.autograd.Function):
-    """y = f(x, beta) by the native kernel; saves x and beta, recomputes the rest in the backward."""
-
-    @staticmethod
-    def forward(ctx, x, beta, code):
-        x = x.contiguous()
-        beta = beta.detach().to(x.dtype).contiguous()
-        ctx.save_for_backward(x, beta, code)
-        return extension().forward(x, beta, code, *_dims(x))
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dy):
-        x, beta, code = ctx.saved_tensors
-        dx, dbeta = extension().backward(x, beta, code, dy.contiguous().to(x.dtype), *_dims(x),
-                                         bool(ctx.needs_input_grad[1]))
-        return (dx if ctx.needs_input_grad[0] else None), (dbeta if ctx.needs_input_grad[1] else None), None
-
-
 def run(code: torch.Tensor, x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """The program ``code`` applied to ``x`` with ``beta`` ((n_betas, channels) or (n_betas, 1)); autograd-aware.
-    Callers check ``supports(x)`` first."""
-    if beta.dim() != 2 or beta.shape[1] not in (1, _dims(x)[0]):
-        raise ValueError(f"beta of shape {tuple(beta.shape)} for an input of {_dims(x)[0]} channels")
-    return _Native.apply(x, beta, code)
+    """The program ``code`` applied to ``x`` with ``beta`` ((n_betas, channels) or (n_betas, 1)); autograd-aware
+    (the kernel's own C++ autograd function: x's and beta's gradients, not twice differentiable). Callers check
+    ``supports(x)`` first."""
+    channels, inner = _dims(x)
+    if beta.dim() != 2 or beta.shape[1] not in (1, channels):
+        raise ValueError(f"beta of shape {tuple(beta.shape)} for an input of {channels} channels")
+    return extension().apply(x, beta, code, channels, inner)
