@@ -135,3 +135,17 @@ def test_native_is_chosen_by_name_and_recorded():
     x = torch.randn(2, 4, 5, dtype=torch.float64, requires_grad=True)
     module.double()
     assert torch.autograd.gradcheck(lambda t: module(t), (x,))  # float64 through the same kernel
+
+
+@pytest.mark.parametrize("shape, columns", [((300, 70), 70), ((300, 70), 1), ((7, 5, 3), 5), ((2, 3, 200), 3)])
+def test_betas_get_their_gradients_whatever_the_layout(shape, columns):
+    """A linear layer's (batch, features) input puts each element in its own channel, and a row of 70 features
+    crosses the kernel's 256-element tiles; one beta may also serve every channel."""
+    expr = Expression.parse("mix(x + beta, sin(x)) * sigmoid(beta * x)")
+    g = torch.Generator().manual_seed(5)
+    x, dy = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    beta = torch.rand(expr.n_betas, columns, generator=g) * 2
+    eager, fast = _run(expr, "eager", x, beta, dy), _run(expr, "native", x, beta, dy)
+    for name, e, n in zip(("value", "dx", "dbeta"), eager, fast):
+        assert torch.allclose(e, n, rtol=1e-4, atol=1e-5), name
+    assert fast[2].shape == (expr.n_betas, columns) and fast[2].abs().min() > 0

@@ -39,19 +39,41 @@ struct Program {
   const int32_t* at(int64_t k) const { return code + 4 * k; }
 };
 
-// Each tile's betas per element, P[j * TILE + i] = beta[j, channel of element i], and the tile's runs of one channel:
-// runs[r] = (first element, channel), ended by (n, -1).
+// Each tile's betas per element, P[j * TILE + i] = beta[j, channel of element i], and the tile's runs: runs[r] =
+// (first element, channel), ended by (n, -1). A run is the elements of one channel; where the channel is x's last
+// dim (inner == 1, a linear layer's (batch, features)) it is a row's segment instead, element i + k of it in channel
+// c + k ("rows"); with one beta for all channels the whole tile is one run.
+inline bool by_rows(int64_t inner, int64_t beta_cols) { return inner == 1 && beta_cols > 1; }
+
 template <typename T>
 int64_t fill_betas(const T* beta, int64_t n_betas, int64_t beta_cols, int64_t channels, int64_t inner, int64_t start,
                    int64_t n, int64_t* runs, T* P) {
-  int64_t c = (start / inner) % channels, left = inner - start % inner, count = 0;
-  for (int64_t i = 0; i < n; c = (c + 1 == channels ? 0 : c + 1), left = inner) {
-    int64_t end = std::min(n, i + left), col = beta_cols == 1 ? 0 : c;
-    runs[2 * count] = i;
-    runs[2 * count + 1] = col;
-    ++count;
-    for (int64_t j = 0; j < n_betas; ++j) std::fill(P + j * TILE + i, P + j * TILE + end, beta[j * beta_cols + col]);
-    i = end;
+  int64_t count = 0;
+  if (beta_cols == 1) {
+    for (int64_t j = 0; j < n_betas; ++j) std::fill(P + j * TILE, P + j * TILE + n, beta[j]);
+    runs[0] = 0;
+    runs[1] = 0;
+    count = 1;
+  } else if (by_rows(inner, beta_cols)) {
+    for (int64_t i = 0, c = start % channels; i < n; c = 0) {
+      int64_t end = std::min(n, i + channels - c);
+      runs[2 * count] = i;
+      runs[2 * count + 1] = c;
+      ++count;
+      for (int64_t j = 0; j < n_betas; ++j) std::copy(beta + j * beta_cols + c, beta + j * beta_cols + c + (end - i),
+                                                      P + j * TILE + i);
+      i = end;
+    }
+  } else {
+    int64_t c = (start / inner) % channels, left = inner - start % inner;
+    for (int64_t i = 0; i < n; c = (c + 1 == channels ? 0 : c + 1), left = inner) {
+      int64_t end = std::min(n, i + left);
+      runs[2 * count] = i;
+      runs[2 * count + 1] = c;
+      ++count;
+      for (int64_t j = 0; j < n_betas; ++j) std::fill(P + j * TILE + i, P + j * TILE + end, beta[j * beta_cols + c]);
+      i = end;
+    }
   }
   runs[2 * count] = n;
   runs[2 * count + 1] = -1;
@@ -166,6 +188,7 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::
       std::vector<scalar_t> V(prog.nodes * TILE), G(prog.nodes * TILE), P(nb * TILE), GP(2 * nb * TILE);
       std::vector<int64_t> runs(2 * TILE + 2);
       std::vector<double> acc(beta_grad ? 2 * s.n_betas * s.beta_cols : 0, 0.0);
+      const bool rows = by_rows(s.inner, s.beta_cols);
       for (int64_t t = t0; t < t1; ++t) {
         int64_t start = t * TILE, n = std::min(TILE, s.numel - start);
         int64_t count = s.used == 0 ? 0  // without betas nothing reads P or the channel runs
@@ -177,10 +200,17 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::
           for (int64_t j = 0; j < 2 * s.used; ++j)
             for (int64_t r = 0; r < count; ++r) {
               const scalar_t* g = GP.data() + j * TILE;
+              double* a = acc.data() + j * s.beta_cols + runs[2 * r + 1];
+              const int64_t first = runs[2 * r], last = runs[2 * r + 2];
+              if (rows) {  // element first + k is channel runs[2r + 1] + k
+                _Pragma("omp simd")
+                for (int64_t i = first; i < last; ++i) a[i - first] += double(g[i]);
+                continue;
+              }
               scalar_t sum = 0;
               _Pragma("omp simd reduction(+:sum)")
-              for (int64_t i = runs[2 * r]; i < runs[2 * r + 2]; ++i) sum += g[i];
-              acc[j * s.beta_cols + runs[2 * r + 1]] += double(sum);
+              for (int64_t i = first; i < last; ++i) sum += g[i];
+              a[0] += double(sum);
             }
       }
       if (beta_grad) {
