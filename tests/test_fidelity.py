@@ -206,3 +206,15 @@ def test_a_table_build_that_would_stop_children_is_refused(tmp_path, capsys):
     code, out, err = run_cli(capsys, "table", "build", tmp_path / "t.yaml", "--seeds", "1", "--out",
                              tmp_path / "t.json")
     assert code == 2 and "fidelity.stop: a table records whole children" in err
+
+
+def test_steps_saved_by_stopping_are_told_apart_from_children_that_ended_on_their_own():
+    config = _synthetic([50])  # child.steps 500
+    stopped = {"children": 10, "steps": 8 * 500 + 2 * 50, "stopped": {0: 2}}
+    assert early_stopping_text(stopped, config) == "stopped 2 at rung 1 (50 steps); 18% of child steps saved"
+    diverged = {"children": 10, "steps": 9 * 500 + 20, "stopped": {}}  # one child's loss went non-finite at step 20
+    assert early_stopping_text(diverged, config) == \
+        "stopped none; 10% not trained by children that ended early on their own"
+    both = {"children": 10, "steps": 7 * 500 + 2 * 50, "stopped": {0: 2}}
+    assert early_stopping_text(both, config).endswith("18% of child steps saved; 10% not trained by children that "
+                                                      "ended early on their own")

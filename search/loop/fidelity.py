@@ -178,13 +178,23 @@ def count_child(steps: dict, status: str, metrics: dict | None) -> None:
 
 def early_stopping_text(steps: dict, config) -> str:
     """``stopped 12 at rung 1 (55 steps), 4 at rung 2 (166); 38% of child steps saved``: what early stopping did in a
-    run so far (``steps``: ``Store.child_steps()``; empty before any child trained). Saved: 1 - steps trained / steps
-    the same children would train in full (``child.steps`` each)."""
+    run so far (``steps``: ``Store.child_steps()``; empty before any child trained). Saved: the steps the stopped
+    children did not train, as a share of the steps all children would train in full (``child.steps`` each). Steps
+    that children which ended on their own did not train (a diverging loss, a crash, a time limit) are said apart,
+    so a run that stops no child does not read as if early stopping had saved compute."""
     if not steps["children"]:
         return ""
-    rungs = config.fidelity.rungs
+    rungs, full_steps = config.fidelity.rungs, config.child.steps
     parts = [f"{n} at rung {r + 1}" + (f" ({rungs[r]} steps)" if r < len(rungs) else "")
              for r, n in sorted(steps["stopped"].items())]
-    full = steps["children"] * config.child.steps
-    saved = f"; {1 - steps['steps'] / full:.0%} of child steps saved" if full else ""
-    return f"stopped {', '.join(parts) if parts else 'none'}{saved}"
+    full = steps["children"] * full_steps
+    if not full:
+        return f"stopped {', '.join(parts) if parts else 'none'}"
+    by_stopping = sum(n * max(full_steps - rungs[r], 0) for r, n in steps["stopped"].items() if r < len(rungs))
+    untrained = max(full - steps["steps"] - by_stopping, 0)
+    text = f"stopped {', '.join(parts) if parts else 'none'}"
+    if parts:
+        text += f"; {by_stopping / full:.0%} of child steps saved"
+    if untrained / full >= 0.005:
+        text += f"; {untrained / full:.0%} not trained by children that ended early on their own"
+    return text
