@@ -325,8 +325,11 @@ class ChildPool(Executor):
     def cancel_all(self) -> list[Hashable]:
         """Cancel every child in flight (a stopped session); returns their keys. They rerun, same seed, next time."""
         keys = self.keys()
-        for ref in self._flights:
-            ray.cancel(ref, force=True)
+        refs = list(self._flights)
+        if refs:  # only those still running: force-cancelling a task as it completes is the race that aborts Ray's
+            _, running = ray.wait(refs, num_returns=len(refs), timeout=0)  # driver (see CANCEL_AFTER_S); narrower here
+            for ref in running:
+                ray.cancel(ref, force=True)
         self._flights.clear()
         if self.board is not None and keys:
             self._actor.ended.remote(keys)
