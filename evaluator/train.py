@@ -231,6 +231,7 @@ def train_child(settings: ChildSettings, activation: str, seed: int,
     evaluated = task.evaluate(settings, activation, seed, search_path, report)
     if evaluated is not None:  # synthetic, table: the task scores it
         return evaluated
+    prepare_kernel(settings, activation)
     start = time.perf_counter()
     state = {"activation": activation, "seed": seed, "split": settings.split, "fault": "candidate"}
     try:
@@ -239,6 +240,17 @@ def train_child(settings: ChildSettings, activation: str, seed: int,
         result = ChildResult.failed(error=one_line(exc, where=True), **state)
     result.wall_s = time.perf_counter() - start
     return result
+
+
+def prepare_kernel(settings: ChildSettings, activation: str) -> None:
+    """Build or load what the child's activation runs with before the child's time limits start counting: the native
+    kernel compiles once per machine (tens of seconds, minutes on an overloaded one), then loads in about a second
+    per process. A bad activation or device is left for ``train_child`` to report as the child's result."""
+    try:
+        activation_kernel(activation, resolve_device(settings.device), _activation_compile(settings),
+                          _kernel(settings))
+    except Exception:
+        pass
 
 
 def _device_name(device: torch.device) -> str:

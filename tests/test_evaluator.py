@@ -6,6 +6,7 @@ import hashlib
 import json
 import pickle
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -276,3 +277,25 @@ def test_settings_report_bad_values_by_field():
     assert ChildSettings().problems() == [] and ChildSettings(task="cifar100").problems() == []
     assert ChildSettings().resolved_model == "cnn1d" and ChildSettings(task="cifar10").resolved_model == "resnet20"
     assert ChildSettings(task="cifar10").resolved_train_size == 45_000
+
+
+def test_the_native_kernels_build_is_not_the_childs_time(proxy, monkeypatch):
+    """The native kernel compiles once per machine (tens of seconds): that must not use up the child's time limit."""
+    from search.language import native
+
+    if not native.available():
+        pytest.skip("the native kernel cannot be built here")
+    built, calls = native.extension(), []
+    train_child(dataclasses.replace(proxy, steps=1), "relu", seed=0)  # the module's data, generated once, first
+
+    def slow_first_build():  # the first call in this process stands for a build that takes 2 s
+        if not calls:
+            time.sleep(2.0)
+        calls.append(1)
+        return built
+
+    monkeypatch.setattr(native, "extension", slow_first_build)
+    settings = dataclasses.replace(proxy, steps=20, time_limit_s=1.5, kernel="native")
+    record = train_child(settings, "x * sigmoid(beta * x)", seed=0).to_dict()
+    assert record["status"] == "ok" and record["kernel"] == "native", record
+    assert record["wall_s"] < 1.5  # the 2 s build happened before the child's clock started

@@ -87,8 +87,9 @@ def _train_on_worker(settings, activation: str, seed: int, search_path: list[str
     traceback, if any. ``search_path``: the driver's folders (``Config.search_path``) where a user-defined child's
     relative file or module is looked for when the worker's own directory (a runtime environment's working_dir) does
     not have it."""
-    from evaluator.train import train_child
+    from evaluator.train import prepare_kernel, train_child
 
+    prepare_kernel(settings, activation)  # the native kernel's first build or load is not the child's time
     alarm = bool(timeout_s) and threading.current_thread() is threading.main_thread()
     if alarm:
         def past_deadline(signum, frame):
