@@ -105,9 +105,11 @@ def kernel(expr: Expression, kind: str | bool) -> Kernel:
 def resolve_kernel(kind: str | None, device: torch.device | str, compile: bool | None = None) -> str:
     """The kernel a candidate runs with on ``device``: ``kind`` (eager | compiled | native; None or "auto": compiled
     where ``compile`` or ``compile_default`` says so, else eager) with native replaced by eager where it cannot run
-    (not a CPU, no compiler). Native is opt-in: it misses its speed goal (median 1.49x relu against eager's 2.17x,
-    worst 3.6x), disagrees with eager on 8 of 995 sampled two-unit functions at extreme points, and its first use in
-    a worker builds or loads the extension, which stalled children past their time limit on an overloaded machine."""
+    (not a CPU, no compiler). Native is opt-in: it misses its speed goal (median 1.33x relu against eager's 2.16x,
+    worst 3.6x), is slower than eager where a child's pre-activations grow large (glibc's vector math leaves its fast
+    path: docs/benchmarks.md), disagrees with eager on at most 1% of sampled two-unit functions at extreme points,
+    and has not been timed on a whole search yet. (Its first build no longer counts against a child's time limits:
+    ``evaluator.train.prepare_kernel``.)"""
     device = torch.device(device)
     if kind in (None, "auto"):
         if compile is not None:
