@@ -32,7 +32,7 @@ class FidelitySettings:
     step of its own training); it goes on only while its score is in the best ``1 / eta`` of the scores recorded at
     that rung so far, else it stops there and its reward is the score it reached (docs/fidelity.md)."""
 
-    rungs: tuple[int, ...] = ()  # steps of a child's training at which it reports and may be stopped, increasing and below child.steps (e.g. [166, 333] for 500 steps: 1/3 and 2/3, as measured best in docs/fidelity.md); empty = off: every child trains all its steps
+    rungs: tuple[int, ...] = ()  # steps of a child's training at which it reports and may be stopped, increasing and below child.steps (e.g. [55, 166] for 500 steps: 1/9 and 1/3); empty = off: every child trains all its steps
     eta: float = 3.0  # a child goes on from a rung when its score is in the best 1/eta of the scores recorded there (3: the best third)
     stop: bool = True  # false: children report at the rungs and never stop (a table build records their learning curves)
 
