@@ -187,12 +187,11 @@ def early_stopping_text(steps: dict, config) -> str:
     rungs, full_steps = config.fidelity.rungs, config.child.steps
     parts = [f"{n} at rung {r + 1}" + (f" ({rungs[r]} steps)" if r < len(rungs) else "")
              for r, n in sorted(steps["stopped"].items())]
-    full = steps["children"] * full_steps
+    text, full = f"stopped {', '.join(parts) if parts else 'none'}", steps["children"] * full_steps
     if not full:
-        return f"stopped {', '.join(parts) if parts else 'none'}"
+        return text
     by_stopping = sum(n * max(full_steps - rungs[r], 0) for r, n in steps["stopped"].items() if r < len(rungs))
     untrained = max(full - steps["steps"] - by_stopping, 0)
-    text = f"stopped {', '.join(parts) if parts else 'none'}"
     if parts:
         text += f"; {by_stopping / full:.0%} of child steps saved"
     if untrained / full >= 0.005:
