@@ -80,3 +80,21 @@ def test_a_worker_node_dies_under_running_children_and_the_run_completes(cluster
         # on the survivor.
         assert len(caught) == 2 and all(c["node"] == survivor.node_id for c in caught)
         assert not [c for c in children if c["node"] == doomed.node_id and c["finished_at"] > removed["at"]]
+
+
+def test_a_node_that_reports_its_resources_late_is_waited_for_and_a_missing_gpu_is_not(monkeypatch):
+    """CI once refused a search because the embedded Ray's node had not reported its CPUs yet ("the Ray cluster has
+    0 CPU"); the pool waits for a first report, but refuses a cluster with CPUs and no GPU at once."""
+    from search.loop import pool
+    from search.loop.config import config_from_dict
+
+    reports = iter([{}, {}, {"CPU": 2.0, "memory": 1e9}])
+    monkeypatch.setattr(pool.ray, "cluster_resources", lambda: next(reports, {"CPU": 2.0, "memory": 1e9}))
+    config = config_from_dict({"resources": {"cpus_per_child": 1}})
+    assert pool.cluster_capacity(config, wait_s=10)[0] == 2
+
+    monkeypatch.setattr(pool.ray, "cluster_resources", lambda: {"CPU": 2.0})
+    gpu = config_from_dict({"resources": {"cpus_per_child": 1, "gpus_per_child": 1}})
+    started = time.monotonic()
+    assert pool.cluster_capacity(gpu, wait_s=10)[0] == 0
+    assert time.monotonic() - started < 1
