@@ -40,10 +40,10 @@ from search.language.numbers import mean_sd
 from search.language.simplify import fingerprint_of
 
 FORMAT = "actsearch-table"
-VERSION = 2  # 2: a curve column (each seed's score at the header's rungs); version 1 files (no curves) still load
+VERSION = 3  # 2: a curve column (each seed's score at the header's rungs); 3: a steps column (each seed's child steps)
 COLUMNS = ("text", "simplest", "equals", "fingerprint", "tokens", "accuracy", "status", "mean", "sd", "seconds",
-           "curve")
-COLUMNS_V1 = COLUMNS[:-1]
+           "curve", "steps")
+COLUMNS_OF_VERSION = {1: COLUMNS[:-2], 2: COLUMNS[:-1], 3: COLUMNS}  # older files still load (no curves, no steps)
 STATUSES = ("ok", "diverged", "failed", "timeout", "missing")  # "missing": no result for that seed
 
 
@@ -92,6 +92,12 @@ class Table:
             k = next((j for j, s in enumerate(row["statuses"]) if s != "missing"), k)
         status = row["statuses"][k]
         return k, ("failed" if status == "missing" else status), row["accuracy"][k]
+
+    def steps_of(self, row: dict, k: int) -> int:
+        """The child steps seed ``k`` of ``row`` trained: as recorded (a diverging child ends at its first non-finite
+        loss), or ``child.steps`` for a table that recorded none (format 1 and 2: an upper bound)."""
+        recorded = (row["steps"] or [None] * (k + 1))[k]
+        return int(self.header.get("child", {}).get("steps", 0) if recorded is None else recorded)
 
     def rank_of(self, row: dict) -> int:
         """1-based rank of ``row`` by mean (ties share the better rank)."""
@@ -183,10 +189,10 @@ def _load(path: str, mtime_ns: int, size: int) -> Table:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise bad(f"not an actsearch table (no \"format\": \"{FORMAT}\")")
     version = data.get("version")
-    if version not in (1, VERSION):
-        raise bad(f"table format version {json.dumps(version)[:20]}; this actsearch reads versions 1 and {VERSION}")
+    if version not in COLUMNS_OF_VERSION:
+        raise bad(f"table format version {json.dumps(version)[:20]}; this actsearch reads versions 1 to {VERSION}")
     header, columns, raw = data.get("header"), data.get("columns"), data.get("rows")
-    names = COLUMNS if version == VERSION else COLUMNS_V1
+    names = COLUMNS_OF_VERSION[version]
     if not isinstance(header, dict) or columns != list(names) or not isinstance(raw, list):
         raise bad("damaged table: header, columns or rows missing or of the wrong shape")
     if header.get("fingerprint_version") != FINGERPRINT_VERSION:
@@ -203,7 +209,7 @@ def _load(path: str, mtime_ns: int, size: int) -> Table:
         place = [f"line {first_line + i}"] if first_line else []
         if not isinstance(values, list) or len(values) != len(names):
             raise bad(f"damaged table: row {i + 1} has not {len(names)} columns")
-        row = {"curve": None, **dict(zip(names, values))}
+        row = {"curve": None, "steps": None, **dict(zip(names, values))}
         if isinstance(row["text"], str) and row["text"]:
             place.append(repr(row["text"][:60]))
         where = f"row {i + 1}" + (f" ({': '.join(place)})" if place else "")
@@ -328,6 +334,12 @@ def _row_problem(row: dict, header: dict) -> str | None:
                 v is None or _number(v) and 0.0 <= v <= 1.0 for v in c) for c in curve)):
         return (f"curve must be null or a list of {seeds} (one per seed) of null or {len(rungs)} scores in [0, 1] "
                 f"(one per rung), got {json.dumps(curve)[:60]}")
+    steps, most = row["steps"], header["child"].get("steps")
+    if steps is not None and not (isinstance(steps, list) and len(steps) == seeds and all(
+            n is None or isinstance(n, int) and not isinstance(n, bool) and 0 <= n and (
+                not isinstance(most, int) or n <= most) for n in steps)):
+        return (f"steps must be null or a list of {seeds} (one per seed) of null or whole numbers from 0 to "
+                f"{most if isinstance(most, int) else 'child.steps'}, got {json.dumps(steps)[:60]}")
     if row["seconds"] is not None and not (_number(row["seconds"]) and row["seconds"] >= 0):
         return f"seconds must be a number >= 0 or null, got {json.dumps(row['seconds'])[:20]}"
     if fingerprint is not None and not (isinstance(fingerprint, str) and len(fingerprint) == 16
@@ -357,7 +369,7 @@ def replay_child(table_path: str, activation: str, seed: int, split: str = "val"
                                     extra={"table_seconds": None, "table_seed": None})
     else:
         k, status, accuracy = table.draw(row, seed)
-        facts = {"split": split, "steps": table.header.get("child", {}).get("steps", 0),
+        facts = {"split": split, "steps": table.steps_of(row, k),
                  "extra": {"table_seconds": row["seconds"], "table_seed": k}}
         stop = _replayed_stop(table, row, k, report) if status == "ok" and report is not None else None
         if stop is not None:

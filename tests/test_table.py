@@ -6,7 +6,7 @@ import statistics
 import pytest
 from conftest import run_cli
 
-from evaluator.table_file import COLUMNS, COLUMNS_V1, VERSION, TableError, load_table, replay_child
+from evaluator.table_file import COLUMNS, COLUMNS_OF_VERSION, TableError, load_table, replay_child
 from search.loop.config import child_seed
 
 SMALL_SPACE = """
@@ -149,8 +149,8 @@ def shipped_rows(k: int = 5) -> dict:
 
 def write_raw(path, data: dict) -> None:
     """``data`` laid out as ``write_table`` writes a table (one row a line), whatever its rows hold."""
-    v1 = data["rows"] and len(data["rows"][0]) == len(COLUMNS_V1)  # a shipped table of format version 1
-    version, columns = (1, COLUMNS_V1) if v1 else (VERSION, COLUMNS)
+    width = len(data["rows"][0]) if data["rows"] else len(COLUMNS)  # an older shipped table has fewer columns
+    version, columns = next((v, c) for v, c in COLUMNS_OF_VERSION.items() if len(c) == width)
     path.write_text(f'{{"format": "actsearch-table", "version": {version},\n"header": {json.dumps(data["header"])},\n'
                     f'"columns": {json.dumps(list(columns))},\n"rows": [\n'
                     + ",\n".join(json.dumps(r) for r in data["rows"]) + "\n]}\n")
@@ -204,6 +204,8 @@ def _percent(data):
     (_set("text", 0, None), "row 1 (line 5): text must be an expression or a baseline name, got null"),
     (_set("tokens", 0, ["x", "x"]), "tokens must be text"),
     (_set("seconds", 0, -1), "seconds must be a number >= 0 or null"),
+    (_set("steps", 0, [150, 151]), "steps must be null or a list of 2 (one per seed) of null or whole numbers from 0 to 150"),
+    (_set("steps", 0, [150]), "steps must be null or a list of 2"),
     (_percent, "row 1 (line 5: 'softplus(x) - cos(x)'): seed 0 is ok but its accuracy 94.28 is not a number in [0, 1]"),
     (_swap_first_two, "row 2 (line 6: 'softplus(x) - cos(x)'): is out of order"),
     (_repeat_first, "row 2 (line 6: 'softplus(x) - cos(x)'): repeats the text of row 1"),
@@ -271,6 +273,7 @@ def test_replay_returns_a_recorded_seed_chosen_by_the_child_seed(built):
         r = replay_child(str(out), row["text"], seed).to_dict()
         assert r["status"] == "ok" and r["accuracy"] == row["accuracy"][seed % 2] and r["table_seed"] == seed % 2
         assert replay_child(str(out), row["simplest"], seed).to_dict()["accuracy"] == r["accuracy"]  # deterministic, any text
+    assert all(r["steps"] == [table.header["child"]["steps"]] * 2 for r in table.rows)  # the build records them
     missing = replay_child(str(out), "cos(x) * x", 3).to_dict()
     assert missing["status"] == "failed" and "not in the table" in missing["error"]
 
@@ -328,3 +331,24 @@ def test_replay_space_check_accepts_the_space_and_its_parts_and_refuses_named_fu
     named.write_text(json.dumps(data))
     with pytest.raises(TableError, match="named functions, not a space"):
         check_replay_space(named, Space(1, ("x", "sin"), ("mul",)))
+
+
+def test_a_replayed_child_costs_the_steps_it_trained(tmp_path):
+    """A child that diverged at step 3 costs 3 steps in a replay, as in the run it was recorded from (the search's
+    compute counts depend on it); a table without a steps column (format 2) charges child.steps, an upper bound."""
+    data = shipped_rows(4000)
+    steps_at = COLUMNS.index("steps")
+    row = next(r for r in data["rows"] if r[COLUMNS.index("status")] == ["diverged", "diverged"])
+    assert row[steps_at][0] < 20
+    path = tmp_path / "t.json"
+    write_raw(path, data)
+    replayed = replay_child(str(path), row[0], 0).to_dict()
+    assert replayed["status"] == "diverged" and replayed["steps"] == row[steps_at][0]
+    ok = data["rows"][0]
+    assert replay_child(str(path), ok[0], 1).to_dict()["steps"] == 150
+    for r in data["rows"]:
+        del r[steps_at]
+    old = tmp_path / "old.json"
+    write_raw(old, data)
+    assert load_table(old).rows[0]["steps"] is None
+    assert replay_child(str(old), row[0], 0).to_dict()["steps"] == 150

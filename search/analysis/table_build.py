@@ -137,13 +137,14 @@ def _rows_from_runs(config: Config, run_dirs: Sequence[Path]) -> tuple[list[dict
                 row = found.setdefault(c["fingerprint"], {
                     "text": c["text"], "fingerprint": c["fingerprint"], "tokens": " ".join(c["tokens"]),
                     "accuracy": [None] * seeds, "status": ["missing"] * seeds, "wall": [None] * seeds,
-                    "curve": [None] * seeds if rungs else None})
+                    "curve": [None] * seeds if rungs else None, "steps": [None] * seeds})
                 if row["status"][k] != "missing":
                     continue  # a function trained twice in one run (after a system failure): its first child counts
                 metrics = c["metrics"] or {}
                 row["status"][k] = c["status"]
                 row["accuracy"][k] = metrics.get("accuracy") if c["status"] == "ok" else None
                 row["wall"][k] = metrics.get("wall_s")
+                row["steps"][k] = _steps(metrics)
                 if rungs:
                     row["curve"][k] = curves.get(c["index"], [None] * len(rungs))
     equivalents = _space_equivalents(config)
@@ -199,7 +200,8 @@ def _train_functions(config: Config, run_dir: Path, functions: Sequence[str], se
             progress.close()
         retrained = store.retrainings(key, labels)
     rows = {label: {"text": label, "fingerprint": fingerprint, "tokens": "", "accuracy": [None] * seeds,
-                    "status": ["missing"] * seeds, "wall": [None] * seeds, "curve": None}
+                    "status": ["missing"] * seeds, "wall": [None] * seeds, "curve": None,
+                    "steps": [None] * seeds}
             for label, fingerprint in fingerprints.items()}
     for r in retrained:
         if r["seed_number"] < seeds:
@@ -207,6 +209,7 @@ def _train_functions(config: Config, run_dir: Path, functions: Sequence[str], se
             row["status"][r["seed_number"]] = r["status"]
             row["accuracy"][r["seed_number"]] = r["accuracy"] if r["status"] == "ok" else None
             row["wall"][r["seed_number"]] = r["metrics"].get("wall_s")
+            row["steps"][r["seed_number"]] = _steps(r["metrics"])
     out = [_finish(r, config.rewards.failed, ()) for r in rows.values()]
     return _ordered(out), {"kind": "functions", "runs": [str(run_dir)], "study": key,
                            "seed_numbers": list(range(seeds))}
@@ -225,6 +228,12 @@ def _finish(row: dict, failed_reward: float, known: Sequence[str]) -> dict:
     row["simplest"], equals = display_parts(row["text"], known)
     row["equals"] = row["text"] if row["text"] in BASELINES else equals or ""
     return {c: row[c] for c in COLUMNS}
+
+
+def _steps(metrics: dict) -> int | None:
+    """The child steps a recorded child trained (a diverging child ends early), None when its record has none."""
+    steps = metrics.get("steps")
+    return int(steps) if isinstance(steps, (int, float)) and not isinstance(steps, bool) else None
 
 
 def _round(v: float | None) -> float | None:
