@@ -26,7 +26,7 @@ def address():
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)  # its own, whatever else runs
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 

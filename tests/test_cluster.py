@@ -82,19 +82,23 @@ def test_a_worker_node_dies_under_running_children_and_the_run_completes(cluster
         assert not [c for c in children if c["node"] == doomed.node_id and c["finished_at"] > removed["at"]]
 
 
-def test_a_node_that_reports_its_resources_late_is_waited_for_and_a_missing_gpu_is_not(monkeypatch):
-    """CI once refused a search because the embedded Ray's node had not reported its CPUs yet ("the Ray cluster has
-    0 CPU"); the pool waits for a first report, but refuses a cluster with CPUs and no GPU at once."""
-    from search.loop import pool
-    from search.loop.config import config_from_dict
 
-    reports = iter([{}, {}, {"CPU": 2.0, "memory": 1e9}])
-    monkeypatch.setattr(pool.ray, "cluster_resources", lambda: next(reports, {"CPU": 2.0, "memory": 1e9}))
-    config = config_from_dict({"resources": {"cpus_per_child": 1}})
-    assert pool.cluster_capacity(config, wait_s=10)[0] == 2
+def test_an_embedded_search_starts_its_own_ray_while_a_cluster_runs_on_the_machine(cluster, tmp_path):
+    """resources.address '' is a Ray of the search's own. ray.init() without an address joins the cluster whose
+    address `ray start` (here: the fixture's cluster) left in /tmp/ray: CI once saw a search join another test's
+    cluster ("the Ray cluster has 0 CPU", its head has none) and die when that cluster shut down."""
+    import subprocess
+    import sys
 
-    monkeypatch.setattr(pool.ray, "cluster_resources", lambda: {"CPU": 2.0})
-    gpu = config_from_dict({"resources": {"cpus_per_child": 1, "gpus_per_child": 1}})
-    started = time.monotonic()
-    assert pool.cluster_capacity(gpu, wait_s=10)[0] == 0
-    assert time.monotonic() - started < 1
+    from conftest import REPO
+
+    config = tmp_path / "own.yaml"
+    config.write_text("seed: 0\nspace: {core_units: 1}\ncontroller: {kind: random}\nchild: {task: synthetic}\n"
+                      "budget: {children: 4}\nresources: {address: '', cpus_per_child: 1, num_cpus: 0}\n"
+                      "confirm: {enabled: false}\n")
+    done = subprocess.run([sys.executable, "-m", "search.cli", "run", str(config), "--results", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    log = (tmp_path / "own" / "run.log").read_text()
+    assert "Ray: 1 node(s)" in log, log[-2000:]  # not the fixture's 3

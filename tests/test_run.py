@@ -19,7 +19,7 @@ from search.loop.store import CHILD_STATUSES, Store
 @pytest.fixture(scope="module")
 def local_ray():
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)  # its own, whatever else runs
     yield
     ray.shutdown()
 

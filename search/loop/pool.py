@@ -38,7 +38,6 @@ from search.loop.executor import Executor
 from search.loop.fidelity import Reporter, RungBoard, RungDecision
 
 CAPACITY_REFRESH_S = 5.0  # how often the pool re-reads the cluster's resources
-NODE_WAIT_S = 30.0  # how long a pool waits for a just-started Ray to report its first node's resources
 TIMEOUT_GRACE_S = 60.0
 CANCEL_AFTER_S = 30.0  # past a child's deadline, how long the driver waits for its worker to stop it before cancelling
 
@@ -182,24 +181,18 @@ def connect_ray(config: Config) -> bool:
         if address:
             ray.init(address=address, **quiet)
         else:
-            ray.init(num_cpus=config.resources.num_cpus or None, include_dashboard=False, **quiet)
+            # "local": a Ray of its own, also where `ray start` (or another program's cluster) left its address in
+            # /tmp/ray: ray.init() without one would join that cluster (and refuse num_cpus)
+            ray.init(address="local", num_cpus=config.resources.num_cpus or None, include_dashboard=False, **quiet)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = f"the Ray cluster at {address!r}" if address else "an embedded local Ray"
         raise UserError(f"resources.address: cannot start or reach {where}: {str(exc).splitlines()[0]}") from None
     return True
 
 
-def cluster_capacity(config: Config, wait_s: float = 0.0) -> tuple[int, dict]:
-    """How many children fit on the cluster at once, and its total resources.
-
-    Right after ``ray.init`` a loaded machine's node may not have reported its resources yet (the cluster reads
-    0 CPU); ``wait_s`` waits that long for a first report, so only a cluster that truly lacks them is refused.
-    """
-    deadline = time.monotonic() + wait_s
+def cluster_capacity(config: Config) -> tuple[int, dict]:
+    """How many children fit on the cluster at once, and its total resources."""
     total = ray.cluster_resources()
-    while not total.get("CPU") and time.monotonic() < deadline:
-        time.sleep(0.2)
-        total = ray.cluster_resources()
     r = config.resources
     fits = []
     if r.cpus_per_child > 0:
@@ -237,7 +230,7 @@ class ChildPool(Executor):
     def __enter__(self) -> "ChildPool":
         self._started_ray = connect_ray(self.config)
         try:
-            capacity, total = cluster_capacity(self.config, wait_s=NODE_WAIT_S)
+            capacity, total = cluster_capacity(self.config)
             if capacity < 1:
                 r = self.config.resources
                 raise UserError(f"resources: a child needs {r.cpus_per_child:g} CPU and {r.gpus_per_child:g} GPU, "
