@@ -329,10 +329,13 @@ class ChildPool(Executor):
         """Cancel every child in flight (a stopped session); returns their keys. They rerun, same seed, next time."""
         keys = self.keys()
         refs = list(self._flights)
-        if refs:  # only those still running: force-cancelling a task as it completes is the race that aborts Ray's
-            _, running = ray.wait(refs, num_returns=len(refs), timeout=0)  # driver (see CANCEL_AFTER_S); narrower here
+        # The children still running are asked to stop (an interrupt in the worker), not force-cancelled: a
+        # force-cancel that races with the task's own end aborts Ray 2.60's driver ("Tried to complete task that was
+        # not pending", see CANCEL_AFTER_S), and CI lost a test process to it.
+        if refs:
+            _, running = ray.wait(refs, num_returns=len(refs), timeout=0)
             for ref in running:
-                ray.cancel(ref, force=True)
+                ray.cancel(ref, force=False)
         self._flights.clear()
         if self.board is not None and keys:
             self._actor.ended.remote(keys)
