@@ -49,6 +49,7 @@ def migrate(path: Path, dry_run: bool = False) -> str:
     header = dict(table.header)
     rows = [{c: row[c] for c in COLUMNS if c != "status"} | {"status": row["statuses"]} for row in table.rows]
     children = recorded_children(header, rows, REPO)
+    full = header["child"]["steps"]
     filled = collections.Counter()
     for row in rows:
         key = row["fingerprint"] if header["kind"] == "space" else row["text"]
@@ -65,9 +66,8 @@ def migrate(path: Path, dry_run: bool = False) -> str:
                 raise SystemExit(f"{path}: {row['text']!r} seed {k}: the table says {status} "
                                  f"{row['accuracy'][k]}, the run {stored_status} {accuracy}; not migrated")
             steps.append(_steps(metrics))
-            filled[status, steps[-1] == header["child"]["steps"]] += 1
+            filled[status, steps[-1] == full] += 1
         row["steps"] = steps
-    full = header["child"]["steps"]
     early = {s: n for (s, whole), n in filled.items() if not whole}
     today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     note = (f"{today}: steps column (format {VERSION}) filled from the build's run stores by "

@@ -82,7 +82,6 @@ def test_a_worker_node_dies_under_running_children_and_the_run_completes(cluster
         assert not [c for c in children if c["node"] == doomed.node_id and c["finished_at"] > removed["at"]]
 
 
-
 def test_an_embedded_search_starts_its_own_ray_while_a_cluster_runs_on_the_machine(cluster, tmp_path):
     """resources.address '' is a Ray of the search's own. ray.init() without an address joins the cluster whose
     address `ray start` (here: the fixture's cluster) left in /tmp/ray: CI once saw a search join another test's
