@@ -39,40 +39,69 @@ struct Program {
   const int32_t* at(int64_t k) const { return code + 4 * k; }
 };
 
-// Each tile's betas per element, P[j * TILE + i] = beta[j, channel of element i], and the tile's runs: runs[r] =
-// (first element, channel), ended by (n, -1). A run is the elements of one channel; where the channel is x's last
-// dim (inner == 1, a linear layer's (batch, features)) it is a row's segment instead, element i + k of it in channel
-// c + k ("rows"); with one beta for all channels the whole tile is one run.
-inline bool by_rows(int64_t inner, int64_t beta_cols) { return inner == 1 && beta_cols > 1; }
+// The betas as seen by the elements: element e of x is in channel (e / inner) % channels, so its betas repeat with a
+// period of channels * inner elements (1 with one beta for all channels). Pattern row j holds beta[j, channel] for
+// period + TILE positions, so the tile starting at element e reads its betas at row j + e % period, without copying
+// them per tile (built once per call: betas * (channels * inner + TILE) values).
+struct Betas {
+  int64_t period, width;  // width = period + TILE: a pattern row's length
+};
+
+inline Betas betas_of(int64_t used, int64_t beta_cols, int64_t channels, int64_t inner) {
+  int64_t period = used == 0 || beta_cols == 1 ? 1 : channels * inner;
+  return {period, period + TILE};
+}
+
+inline int64_t channel_at(int64_t position, int64_t beta_cols, int64_t inner) {
+  return beta_cols == 1 ? 0 : position / inner;
+}
 
 template <typename T>
-int64_t fill_betas(const T* beta, int64_t n_betas, int64_t beta_cols, int64_t channels, int64_t inner, int64_t start,
-                   int64_t n, int64_t* runs, T* P) {
+std::vector<T> beta_pattern(const T* beta, int64_t used, int64_t beta_cols, int64_t inner, const Betas& b) {
+  std::vector<T> out(std::max<int64_t>(1, used) * b.width);
+  for (int64_t j = 0; j < used; ++j)
+    for (int64_t k = 0; k < b.width; ++k)
+      out[j * b.width + k] = beta[j * beta_cols + channel_at(k % b.period, beta_cols, inner)];
+  return out;
+}
+
+// Whether an operator's beta has a second gradient row ("gq" in ops.NATIVE).
+inline bool second_row(int32_t opcode) {
+  switch (opcode) {
+/*SECOND*/
+      return true;
+    default:
+      return false;
+  }
+}
+
+// The tile's channel runs for summing the betas' gradients: runs[r] = (first element, channel), ended by (n, -1). A
+// run is the tile's elements of one channel; where the channel is x's last dim (inner == 1, a linear layer's (batch,
+// features)) it is a row's segment instead, element i + k of it in channel c + k ("rows"); with one beta for all
+// channels the whole tile is one run. Each run is summed in the input's type, as torch's sum does, then added in double.
+inline bool by_rows(int64_t inner, int64_t beta_cols) { return inner == 1 && beta_cols > 1; }
+
+inline int64_t channel_runs(int64_t beta_cols, int64_t channels, int64_t inner, int64_t start, int64_t n,
+                            int64_t* runs) {
   int64_t count = 0;
   if (beta_cols == 1) {
-    for (int64_t j = 0; j < n_betas; ++j) std::fill(P + j * TILE, P + j * TILE + n, beta[j]);
     runs[0] = 0;
     runs[1] = 0;
     count = 1;
   } else if (by_rows(inner, beta_cols)) {
     for (int64_t i = 0, c = start % channels; i < n; c = 0) {
-      int64_t end = std::min(n, i + channels - c);
       runs[2 * count] = i;
       runs[2 * count + 1] = c;
       ++count;
-      for (int64_t j = 0; j < n_betas; ++j) std::copy(beta + j * beta_cols + c, beta + j * beta_cols + c + (end - i),
-                                                      P + j * TILE + i);
-      i = end;
+      i = std::min(n, i + channels - c);
     }
   } else {
     int64_t c = (start / inner) % channels, left = inner - start % inner;
     for (int64_t i = 0; i < n; c = (c + 1 == channels ? 0 : c + 1), left = inner) {
-      int64_t end = std::min(n, i + left);
       runs[2 * count] = i;
       runs[2 * count + 1] = c;
       ++count;
-      for (int64_t j = 0; j < n_betas; ++j) std::fill(P + j * TILE + i, P + j * TILE + end, beta[j * beta_cols + c]);
-      i = end;
+      i = std::min(n, i + left);
     }
   }
   runs[2 * count] = n;
@@ -81,13 +110,13 @@ int64_t fill_betas(const T* beta, int64_t n_betas, int64_t beta_cols, int64_t ch
 }
 
 template <typename T>
-void forward_tile(const Program& prog, int64_t n, const T* x, const T* P, T* V, T* last = nullptr) {
+void forward_tile(const Program& prog, int64_t n, const T* x, const T* P, int64_t W, T* V, T* last = nullptr) {
   const T E = T(/*EPS*/);
   for (int64_t k = 0; k < prog.nodes; ++k) {
     const int32_t* ins = prog.at(k);
     const T* A = ins[1] < 0 ? x : V + ins[1] * TILE;
     const T* B = ins[2] < 0 ? x : V + ins[2] * TILE;
-    const T* Pk = ins[3] < 0 ? P : P + ins[3] * TILE;
+    const T* Pk = ins[3] < 0 ? P : P + ins[3] * W;
     T* out = last != nullptr && k == prog.nodes - 1 ? last : V + k * TILE;  // the forward writes the root into y
     (void)A; (void)B; (void)Pk; (void)E;
     switch (ins[0]) {
@@ -98,8 +127,8 @@ void forward_tile(const Program& prog, int64_t n, const T* x, const T* P, T* V, 
 }
 
 template <typename T>
-void backward_tile(const Program& prog, int64_t n, const T* x, const T* P, const T* V, T* G, const T* dy, T* dx,
-                   T* GP) {
+void backward_tile(const Program& prog, int64_t n, const T* x, const T* P, int64_t W, const T* V, T* G, const T* dy,
+                   T* dx, T* GP) {
   const T E = T(/*EPS*/);
   for (int64_t k = 0; k < prog.nodes - 1; ++k) std::fill(G + k * TILE, G + k * TILE + n, T(0));
   std::fill(dx, dx + n, T(0));
@@ -107,7 +136,7 @@ void backward_tile(const Program& prog, int64_t n, const T* x, const T* P, const
     const int32_t* ins = prog.at(k);
     const T* A = ins[1] < 0 ? x : V + ins[1] * TILE;
     const T* B = ins[2] < 0 ? x : V + ins[2] * TILE;
-    const T* Pk = ins[3] < 0 ? P : P + ins[3] * TILE;
+    const T* Pk = ins[3] < 0 ? P : P + ins[3] * W;
     T* GA = ins[1] < 0 ? dx : G + ins[1] * TILE;
     T* GB = ins[2] < 0 ? dx : G + ins[2] * TILE;
     T* GPk = ins[3] < 0 ? GP : GP + ins[3] * 2 * TILE;  // two rows per beta: its two sums (see ops.NATIVE)
@@ -149,18 +178,16 @@ torch::Tensor forward(torch::Tensor x, torch::Tensor beta, torch::Tensor code, i
   Program prog{code.data_ptr<int32_t>(), code.size(0)};
   if (prog.nodes == 0) return x.clone();
   auto y = torch::empty_like(x);
+  const Betas bt = betas_of(s.used, s.beta_cols, s.channels, s.inner);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "actsearch_native_forward", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
-    const scalar_t* bp = beta.data_ptr<scalar_t>();
     scalar_t* yp = y.data_ptr<scalar_t>();
+    const std::vector<scalar_t> pattern = beta_pattern(beta.data_ptr<scalar_t>(), s.used, s.beta_cols, s.inner, bt);
     at::parallel_for(0, s.tiles, s.grain, [&](int64_t t0, int64_t t1) {
-      std::vector<scalar_t> V(prog.nodes * TILE), P(std::max<int64_t>(1, s.n_betas) * TILE);
-      std::vector<int64_t> runs(2 * TILE + 2);
+      std::vector<scalar_t> V(prog.nodes * TILE);
       for (int64_t t = t0; t < t1; ++t) {
         int64_t start = t * TILE, n = std::min(TILE, s.numel - start);
-        if (s.used > 0)  // a program without betas (a (1, 1) placeholder) reads neither P nor the channel runs
-          fill_betas(bp, s.used, s.beta_cols, s.channels, s.inner, start, n, runs.data(), P.data());
-        forward_tile(prog, n, xp + start, P.data(), V.data(), yp + start);
+        forward_tile(prog, n, xp + start, pattern.data() + start % bt.period, bt.width, V.data(), yp + start);
       }
     });
   });
@@ -175,50 +202,59 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::
   Program prog{code.data_ptr<int32_t>(), code.size(0)};
   if (prog.nodes == 0) return {dy.clone(), torch::zeros_like(beta)};
   auto dx = torch::empty_like(x);
-  auto total = torch::zeros({s.n_betas, 2, s.beta_cols}, x.options().dtype(torch::kFloat64));
+  auto total = beta_grad ? torch::zeros({s.n_betas, 2, s.beta_cols}, x.options().dtype(torch::kFloat64))
+                         : torch::Tensor();
+  const Betas bt = betas_of(s.used, s.beta_cols, s.channels, s.inner);
+  std::vector<int64_t> rows;  // the gradient rows the program writes: 2j for beta j, and 2j + 1 where its operator has two
+  if (beta_grad)
+    for (int64_t k = 0; k < prog.nodes; ++k)
+      if (prog.at(k)[3] >= 0) {
+        rows.push_back(2 * prog.at(k)[3]);
+        if (second_row(prog.at(k)[0])) rows.push_back(2 * prog.at(k)[3] + 1);
+      }
   std::mutex lock;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "actsearch_native_backward", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
-    const scalar_t* bp = beta.data_ptr<scalar_t>();
     const scalar_t* dyp = dy.data_ptr<scalar_t>();
     scalar_t* dxp = dx.data_ptr<scalar_t>();
-    double* tp = total.data_ptr<double>();
+    double* tp = beta_grad ? total.data_ptr<double>() : nullptr;
+    const std::vector<scalar_t> pattern = beta_pattern(beta.data_ptr<scalar_t>(), s.used, s.beta_cols, s.inner, bt);
     at::parallel_for(0, s.tiles, s.grain, [&](int64_t t0, int64_t t1) {
-      int64_t nb = std::max<int64_t>(1, s.n_betas);
-      std::vector<scalar_t> V(prog.nodes * TILE), G(prog.nodes * TILE), P(nb * TILE), GP(2 * nb * TILE);
+      std::vector<scalar_t> V(prog.nodes * TILE), G(prog.nodes * TILE), GP(2 * std::max<int64_t>(1, s.used) * TILE);
       std::vector<int64_t> runs(2 * TILE + 2);
-      std::vector<double> acc(beta_grad ? 2 * s.n_betas * s.beta_cols : 0, 0.0);
-      const bool rows = by_rows(s.inner, s.beta_cols);
+      std::vector<double> acc(2 * s.used * s.beta_cols, 0.0);
+      const bool segments = by_rows(s.inner, s.beta_cols);
       for (int64_t t = t0; t < t1; ++t) {
-        int64_t start = t * TILE, n = std::min(TILE, s.numel - start);
-        int64_t count = s.used == 0 ? 0  // without betas nothing reads P or the channel runs
-                        : fill_betas(bp, s.used, s.beta_cols, s.channels, s.inner, start, n, runs.data(), P.data());
-        forward_tile(prog, n, xp + start, P.data(), V.data());
-        if (beta_grad) std::fill(GP.begin(), GP.end(), scalar_t(0));
-        backward_tile(prog, n, xp + start, P.data(), V.data(), G.data(), dyp + start, dxp + start, GP.data());
-        if (beta_grad)
-          for (int64_t j = 0; j < 2 * s.used; ++j)
-            for (int64_t r = 0; r < count; ++r) {
-              const scalar_t* g = GP.data() + j * TILE;
-              double* a = acc.data() + j * s.beta_cols + runs[2 * r + 1];
-              const int64_t first = runs[2 * r], last = runs[2 * r + 2];
-              if (rows) {  // element first + k is channel runs[2r + 1] + k
-                _Pragma("omp simd")
-                for (int64_t i = first; i < last; ++i) a[i - first] += double(g[i]);
-                continue;
-              }
-              scalar_t sum = 0;
-              _Pragma("omp simd reduction(+:sum)")
-              for (int64_t i = first; i < last; ++i) sum += g[i];
-              a[0] += double(sum);
+        const int64_t start = t * TILE, n = std::min(TILE, s.numel - start);
+        const scalar_t* P = pattern.data() + start % bt.period;
+        forward_tile(prog, n, xp + start, P, bt.width, V.data());
+        for (int64_t row : rows) std::fill(GP.begin() + row * TILE, GP.begin() + row * TILE + n, scalar_t(0));
+        backward_tile(prog, n, xp + start, P, bt.width, V.data(), G.data(), dyp + start, dxp + start, GP.data());
+        if (rows.empty()) continue;
+        const int64_t count = channel_runs(s.beta_cols, s.channels, s.inner, start, n, runs.data());
+        for (int64_t row : rows)
+          for (int64_t r = 0; r < count; ++r) {
+            const scalar_t* g = GP.data() + row * TILE;
+            double* a = acc.data() + row * s.beta_cols + runs[2 * r + 1];
+            const int64_t first = runs[2 * r], last = runs[2 * r + 2];
+            if (segments) {  // element first + k is channel runs[2r + 1] + k
+              _Pragma("omp simd")
+              for (int64_t i = first; i < last; ++i) a[i - first] += double(g[i]);
+              continue;
             }
+            scalar_t sum = 0;
+            _Pragma("omp simd reduction(+:sum)")
+            for (int64_t i = first; i < last; ++i) sum += g[i];
+            a[0] += double(sum);
+          }
       }
-      if (beta_grad) {
+      if (!rows.empty()) {
         std::lock_guard<std::mutex> guard(lock);
         for (size_t i = 0; i < acc.size(); ++i) tp[i] += acc[i];
       }
     });
   });
+  if (!beta_grad) return {dx, torch::Tensor()};
   // each sum rounded to the beta's type (where it overflows, as torch's sum does), then the two added
   auto sums = total.to(beta.scalar_type());
   return {dx, sums.select(1, 0) + sums.select(1, 1)};

@@ -74,7 +74,8 @@ def _cases(backward: bool) -> str:
 def source() -> str:
     """The kernel's C++: ``native.cpp`` with the operator table's cases filled in."""
     text = TEMPLATE.read_text()
-    return (text.replace("/*EPS*/", repr(EPS)).replace("/*FORWARD*/", _cases(False))
+    second = "\n".join(f"    case {OPCODES[name]}:  /* {name} */" for name, (_, grad) in NATIVE.items() if "gq =" in grad)
+    return (text.replace("/*EPS*/", repr(EPS)).replace("/*SECOND*/", second).replace("/*FORWARD*/", _cases(False))
             .replace("/*BACKWARD*/", _cases(True)))
 
 
@@ -82,7 +83,8 @@ def cflags() -> list[str]:
     """The compiler's flags: vectorised (AVX2 and FMA where torch finds them on this CPU), no errno or trap
     bookkeeping (values are unchanged), no contraction into fused multiply-adds (each operation rounds as torch's)."""
     flags = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
-    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability in ("AVX2", "AVX512"):
         flags += ["-mavx2", "-mfma"]
     return flags
 
