@@ -62,7 +62,7 @@ def _data_device(settings: ChildSettings, device: torch.device) -> torch.device:
 
 
 def _activation_compile(settings: ChildSettings) -> bool | None:
-    # auto: the activation module's own default (fused on CUDA, eager on CPU unless ACTSEARCH_COMPILE=1).
+    # auto: the activation module's own default (fused on CUDA, native on CPU unless ACTSEARCH_COMPILE=1).
     return {"auto": None, "on": True, "off": False}[settings.compile]
 
 

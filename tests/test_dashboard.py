@@ -58,9 +58,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _ctrl_c_default() -> None:
+    """Ctrl-C as a terminal delivers it, even when the tests run in the background (where a shell starts them with
+    SIGINT ignored, which a child inherits, and Python then installs no KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_dashboard(*paths, port: int) -> subprocess.Popen:
     proc = subprocess.Popen([*ACTSEARCH, "dashboard", *map(str, paths), "--port", str(port)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_default)
     line = proc.stdout.readline()
     assert f"http://127.0.0.1:{port}/" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
     return proc

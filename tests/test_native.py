@@ -127,8 +127,10 @@ def test_native_is_chosen_by_name_and_recorded():
     from evaluator.activations import activation_kernel
     from search.language.kernel import activation_module, resolve_kernel
 
-    assert resolve_kernel(None, "cpu") == "eager" and resolve_kernel("native", "cpu") == "native"  # opt-in
+    assert resolve_kernel(None, "cpu") == "native" and resolve_kernel("auto", "cpu", False) == "native"  # the CPU default
+    assert resolve_kernel(None, "cpu", True) == "compiled" and resolve_kernel("eager", "cpu") == "eager"
     assert resolve_kernel("native", "cuda") == "eager"  # no GPU kernel: eager there
+    assert resolve_kernel(None, "cuda") == "compiled" and resolve_kernel(None, "cuda", False) == "eager"
     assert activation_kernel("relu", "cpu") == "torch"
     assert activation_kernel("sin(x) * x", "cpu", None, "native") == "native"
     module = activation_module(Expression.parse("x * sigmoid(beta * x)"), channels=4, kernel="native")
@@ -149,3 +151,27 @@ def test_betas_get_their_gradients_whatever_the_layout(shape, columns):
     for name, e, n in zip(("value", "dx", "dbeta"), eager, fast):
         assert torch.allclose(e, n, rtol=1e-4, atol=1e-5), name
     assert fast[2].shape == (expr.n_betas, columns) and fast[2].abs().min() > 0
+
+
+def test_a_search_on_this_machine_builds_the_kernel_before_its_children(monkeypatch):
+    """The driver builds (or loads) the kernel before an embedded Ray's children start, and says so when the build
+    took long; the synthetic task (no network) and a cluster's children (other machines) leave it to the workers."""
+    import io
+    from types import SimpleNamespace
+
+    import evaluator.train
+    from search.loop import session
+    from search.loop.config import config_from_dict
+    from search.loop.progress import Progress
+
+    built = []
+    monkeypatch.setattr(evaluator.train, "prepare_kernel", lambda settings, text: built.append((settings.task, text)))
+    clock = iter([0.0, 40.0, 40.0])  # the build takes 40 s
+    monkeypatch.setattr(session, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    out = io.StringIO()
+    session._prepare_kernel(config_from_dict({"child": {"task": "mnist1d"}}), Progress(out, io.StringIO(), 30.0))
+    assert built == [("mnist1d", "x * sigmoid(beta * x)")] and "native activation kernel built in 40 s" in out.getvalue()
+    for child, resources in (({"task": "synthetic"}, {}), ({"task": "mnist1d"}, {"address": "10.0.0.1:6379"})):
+        session._prepare_kernel(config_from_dict({"child": child, "resources": resources}),
+                                Progress(io.StringIO(), io.StringIO(), 30.0))
+    assert len(built) == 1

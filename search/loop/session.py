@@ -88,6 +88,7 @@ def _session(run_dir: Path, stored: Config, config: Config, store: Store, progre
     progress.event(f"{'resuming' if resumed else 'starting'} {run_dir}: {driver.evaluated}/{driver.budget} children "
                    f"done, {len(driver.open)} open candidates, {replayed} journal events replayed")
     outcome, session = "error", None
+    _prepare_kernel(config, progress)
     with ChildPool(config) as pool:
         engine = Engine(pool, driver, progress, config.rewards, config.resources.system_retries,
                         probation=driver.on_probation())
@@ -128,6 +129,21 @@ def _session(run_dir: Path, stored: Config, config: Config, store: Store, progre
             write_provenance(run_dir, provenance)
             progress.event(f"session {session} ended: {outcome}; {driver.evaluated}/{driver.budget} children, "
                            f"driver CPU {cpu:.1f} s", show=False)
+
+
+def _prepare_kernel(config: Config, progress: Progress) -> None:
+    """Build (or load) the native activation kernel in the driver when an embedded Ray's children will run it, before
+    they start: built once per machine (about 40 s), it would otherwise be built by the first children while the
+    driver counts their deadlines."""
+    if config.resources.address or config.child.task in ("table", "synthetic"):
+        return
+    from evaluator.activations import SWISH
+    from evaluator.train import prepare_kernel
+
+    start = time.perf_counter()
+    prepare_kernel(config.child, SWISH)
+    if time.perf_counter() - start > 5:
+        progress.event(f"native activation kernel built in {time.perf_counter() - start:.0f} s (once per machine)")
 
 
 def _result(outcome: str, driver: Driver, store: Store, cpu_start: float | None) -> RunResult:
