@@ -13,6 +13,7 @@ Without a working compiler the kernel is unavailable: one warning, and callers r
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import warnings
 from pathlib import Path
@@ -98,6 +99,9 @@ def extension():
         if "module" not in _STATE and "error" not in _STATE:
             src, flags = source(), cflags()
             name = "actsearch_native_" + hashlib.sha256((src + " ".join(flags)).encode()).hexdigest()[:16]
+            quiet = logging.getLogger("torch.utils.cpp_extension")  # "No CUDA runtime is found": a CPU kernel
+            level = quiet.level
+            quiet.setLevel(logging.ERROR)
             try:
                 from torch.utils.cpp_extension import load_inline
 
@@ -108,6 +112,8 @@ def extension():
                 _STATE["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
                 warnings.warn(f"native activation kernel unavailable, running eager: {_STATE['error']}",
                               RuntimeWarning)
+            finally:
+                quiet.setLevel(level)
     return _STATE.get("module")
 
 
