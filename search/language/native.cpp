@@ -130,8 +130,7 @@ template <typename T>
 void backward_tile(const Program& prog, int64_t n, const T* x, const T* P, int64_t W, const T* V, T* G, const T* dy,
                    T* dx, T* GP) {
   const T E = T(/*EPS*/);
-  for (int64_t k = 0; k < prog.nodes - 1; ++k) std::fill(G + k * TILE, G + k * TILE + n, T(0));
-  std::fill(dx, dx + n, T(0));
+  bool dx_written = false;  // whether an instruction (in reverse order) wrote dx yet: later ones add to it
   for (int64_t k = prog.nodes - 1; k >= 0; --k) {
     const int32_t* ins = prog.at(k);
     const T* A = ins[1] < 0 ? x : V + ins[1] * TILE;
@@ -148,6 +147,7 @@ void backward_tile(const Program& prog, int64_t n, const T* x, const T* P, int64
       default: TORCH_CHECK(false, "native kernel: unknown opcode ", ins[0]);
     }
   }
+  if (!dx_written) std::fill(dx, dx + n, T(0));  // a function that does not read x
 }
 
 struct Shape {
@@ -228,7 +228,6 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::
         const int64_t start = t * TILE, n = std::min(TILE, s.numel - start);
         const scalar_t* P = pattern.data() + start % bt.period;
         forward_tile(prog, n, xp + start, P, bt.width, V.data());
-        for (int64_t row : rows) std::fill(GP.begin() + row * TILE, GP.begin() + row * TILE + n, scalar_t(0));
         backward_tile(prog, n, xp + start, P, bt.width, V.data(), G.data(), dyp + start, dxp + start, GP.data());
         if (rows.empty()) continue;
         const int64_t count = channel_runs(s.beta_cols, s.channels, s.inner, start, n, runs.data());

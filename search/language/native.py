@@ -60,15 +60,27 @@ def _cases(backward: bool) -> str:
         forward, grad = NATIVE[op.name]
         loads = ["const T a = A[i];"] + (["const T b = B[i];"] if op.arity == 2 else [])
         loads += ["const T p = Pk[i];"] if op.uses_beta else []
+        before = after = ""
         if not backward:
             body = f"out[i] = {forward};"
         else:
+            # Every node but x has one parent, so its gradient and a beta's rows are written once (stored); only x's
+            # (dx) adds up, from its second use on (``dx_written``: an earlier instruction of the tile wrote it).
             outs = [name for name in ("ga", "gb", "gp", "gq") if f"{name} =" in grad]
-            stores = {"ga": "GA[i] += ga;", "gb": "GB[i] += gb;", "gp": "GPk[i] += gp;", "gq": "GPk[TILE + i] += gq;"}
+            stores = {"ga": "if (addA) GA[i] += ga; else GA[i] = ga;", "gb": "if (addB) GB[i] += gb; else GB[i] = gb;",
+                      "gp": "GPk[i] = gp;", "gq": "GPk[TILE + i] = gq;"}
             loads += ["const T v = out[i];", "const T g = Gk[i];", f"T {', '.join(f'{n} = T(0)' for n in outs)};"]
             body = f"{grad} {' '.join(stores[n] for n in outs)}"
-        out.append(f"      case {OPCODES[op.name]}: /* {op.name} */\n        _Pragma(\"omp simd\")\n"
-                   f"        for (int64_t i = 0; i < n; ++i) {{ {' '.join(loads)} {body} }}\n        break;")
+            if "ga" in outs:
+                before += "const bool addA = ins[1] < 0 && dx_written; "
+                after += "dx_written = dx_written || ins[1] < 0; "
+            if "gb" in outs:
+                before += "const bool addB = ins[2] < 0 && (dx_written" + (" || ins[1] < 0" if "ga" in outs else "") + "); "
+                after += "dx_written = dx_written || ins[2] < 0; "
+        lines = [before, '_Pragma("omp simd")', f"for (int64_t i = 0; i < n; ++i) {{ {' '.join(loads)} {body} }}",
+                 after, "break;"]
+        out.append(f"      case {OPCODES[op.name]}: {{ /* {op.name} */\n" +
+                   "".join(f"        {line.strip()}\n" for line in lines if line) + "      }")
     return "\n".join(out)
 
 
