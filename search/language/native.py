@@ -75,7 +75,8 @@ def _cases(backward: bool) -> str:
                 before += "const bool addA = ins[1] < 0 && dx_written; "
                 after += "dx_written = dx_written || ins[1] < 0; "
             if "gb" in outs:
-                before += "const bool addB = ins[2] < 0 && (dx_written" + (" || ins[1] < 0" if "ga" in outs else "") + "); "
+                first = " || ins[1] < 0" if "ga" in outs else ""  # mul(x, x): dx from ga, then gb adds
+                before += f"const bool addB = ins[2] < 0 && (dx_written{first}); "
                 after += "dx_written = dx_written || ins[2] < 0; "
         lines = [before, '_Pragma("omp simd")', f"for (int64_t i = 0; i < n; ++i) {{ {' '.join(loads)} {body} }}",
                  after, "break;"]
@@ -87,7 +88,8 @@ def _cases(backward: bool) -> str:
 def source() -> str:
     """The kernel's C++: ``native.cpp`` with the operator table's cases filled in."""
     text = TEMPLATE.read_text()
-    second = "\n".join(f"    case {OPCODES[name]}:  /* {name} */" for name, (_, grad) in NATIVE.items() if "gq =" in grad)
+    second = "\n".join(f"    case {OPCODES[name]}:  /* {name} */"
+                       for name, (_, grad) in NATIVE.items() if "gq =" in grad)
     return (text.replace("/*EPS*/", repr(EPS)).replace("/*SECOND*/", second).replace("/*FORWARD*/", _cases(False))
             .replace("/*BACKWARD*/", _cases(True)))
 
