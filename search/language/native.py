@@ -98,8 +98,7 @@ def cflags() -> list[str]:
     """The compiler's flags: vectorised (AVX2 and FMA where torch finds them on this CPU), no errno or trap
     bookkeeping (values are unchanged), no contraction into fused multiply-adds (each operation rounds as torch's)."""
     flags = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
-    capability = torch.backends.cpu.get_cpu_capability()
-    if capability in ("AVX2", "AVX512"):
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
         flags += ["-mavx2", "-mfma"]
     return flags
 
