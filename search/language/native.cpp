@@ -65,6 +65,28 @@ std::vector<T> beta_pattern(const T* beta, int64_t used, int64_t beta_cols, int6
   return out;
 }
 
+// What an operator's backward formula reads (ops.NATIVE): its operands' values a and b, its own value v.
+inline bool reads(int32_t opcode, char what) {
+  switch (opcode) {
+/*READS*/
+    default:
+      return true;
+  }
+}
+
+// The node values the backward needs (a node's own formula reads it, or its parent's reads it as an operand) and the
+// values these are computed from; the others are not recomputed. Children come before their parent in the program.
+inline std::vector<char> needed(const Program& prog) {
+  std::vector<char> need(prog.nodes, 0);
+  for (int64_t k = prog.nodes - 1; k >= 0; --k) {
+    const int32_t* ins = prog.at(k);
+    need[k] = need[k] || reads(ins[0], 'v');
+    if (ins[1] >= 0) need[ins[1]] = need[ins[1]] || need[k] || reads(ins[0], 'a');
+    if (ins[2] >= 0) need[ins[2]] = need[ins[2]] || need[k] || reads(ins[0], 'b');
+  }
+  return need;
+}
+
 // Whether an operator's beta has a second gradient row ("gq" in ops.NATIVE).
 inline bool second_row(int32_t opcode) {
   switch (opcode) {
@@ -110,9 +132,11 @@ inline int64_t channel_runs(int64_t beta_cols, int64_t channels, int64_t inner, 
 }
 
 template <typename T>
-void forward_tile(const Program& prog, int64_t n, const T* x, const T* P, int64_t W, T* V, T* last = nullptr) {
+void forward_tile(const Program& prog, int64_t n, const T* x, const T* P, int64_t W, T* V, T* last = nullptr,
+                  const char* need = nullptr) {
   const T E = T(/*EPS*/);
   for (int64_t k = 0; k < prog.nodes; ++k) {
+    if (need != nullptr && !need[k]) continue;  // a value the backward formulas never read
     const int32_t* ins = prog.at(k);
     const T* A = ins[1] < 0 ? x : V + ins[1] * TILE;
     const T* B = ins[2] < 0 ? x : V + ins[2] * TILE;
@@ -205,6 +229,7 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::
   auto total = beta_grad ? torch::zeros({s.n_betas, 2, s.beta_cols}, x.options().dtype(torch::kFloat64))
                          : torch::Tensor();
   const Betas bt = betas_of(s.used, s.beta_cols, s.channels, s.inner);
+  const std::vector<char> need = needed(prog);
   std::vector<int64_t> rows;  // the gradient rows the program writes: 2j for beta j, and 2j + 1 where its operator has two
   if (beta_grad)
     for (int64_t k = 0; k < prog.nodes; ++k)
@@ -227,7 +252,7 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t start = t * TILE, n = std::min(TILE, s.numel - start);
         const scalar_t* P = pattern.data() + start % bt.period;
-        forward_tile(prog, n, xp + start, P, bt.width, V.data());
+        forward_tile(prog, n, xp + start, P, bt.width, V.data(), static_cast<scalar_t*>(nullptr), need.data());
         backward_tile(prog, n, xp + start, P, bt.width, V.data(), G.data(), dyp + start, dxp + start, GP.data());
         if (rows.empty()) continue;
         const int64_t count = channel_runs(s.beta_cols, s.channels, s.inner, start, n, runs.data());

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 import warnings
 from pathlib import Path
@@ -90,8 +91,11 @@ def source() -> str:
     text = TEMPLATE.read_text()
     second = "\n".join(f"    case {OPCODES[name]}:  /* {name} */"
                        for name, (_, grad) in NATIVE.items() if "gq =" in grad)
-    return (text.replace("/*EPS*/", repr(EPS)).replace("/*SECOND*/", second).replace("/*FORWARD*/", _cases(False))
-            .replace("/*BACKWARD*/", _cases(True)))
+    reads = "\n".join(f"    case {OPCODES[name]}:  /* {name} */\n      return " +
+                       " || ".join([f"what == '{w}'" for w in "abv" if re.search(rf"\b{w}\b", grad)] or ["false"]) + ";"
+                       for name, (_, grad) in NATIVE.items())
+    return (text.replace("/*EPS*/", repr(EPS)).replace("/*SECOND*/", second).replace("/*READS*/", reads)
+            .replace("/*FORWARD*/", _cases(False)).replace("/*BACKWARD*/", _cases(True)))
 
 
 def cflags() -> list[str]:
