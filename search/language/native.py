@@ -4,9 +4,10 @@ A candidate becomes a small program (``program``: one instruction per operator n
 operand slots, beta row); one C++ kernel (``native.cpp``, its operator cases filled in from the operator table's
 ``NATIVE`` code) interprets any program over tiles of 256 elements, so it is compiled once per machine (the first use,
 cached in torch's extension directory under a name that hashes its source), never per candidate. The forward reads x
-and writes y and saves only x; the backward recomputes the tile's node values, runs the operators' backward formulas
-in reverse (the same formulas as torch's autograd, so gradients and their non-finite values agree with the eager
-path), writes dx and sums the betas' gradients per channel (in double). Parallel over tiles with ``at::parallel_for``
+and writes y and saves only x; the backward recomputes the tile's node values that its formulas read (in
+``sin(x) + cos(x)`` none: add's gradient reads no operand, sin's and cos's read x), runs the operators' backward
+formulas in reverse (the same formulas as torch's autograd, so gradients and their non-finite values agree with the
+eager path), writes dx and sums the betas' gradients per channel (each tile's run in x's type, added in double). Parallel over tiles with ``at::parallel_for``
 (``torch.get_num_threads()``: ``child.threads``). CPU only, float32 and float64; anything else runs the eager code.
 Without a working compiler the kernel is unavailable: one warning, and callers run eager.
 """
