@@ -175,3 +175,19 @@ def test_a_search_on_this_machine_builds_the_kernel_before_its_children(monkeypa
         session._prepare_kernel(config_from_dict({"child": child, "resources": resources}),
                                 Progress(io.StringIO(), io.StringIO(), 30.0))
     assert len(built) == 1
+
+
+def test_a_gradient_of_a_gradient_is_refused_not_silently_wrong():
+    """A child with a gradient penalty differentiates the activation twice; the native kernel's backward is not
+    differentiable, so it says so (and which setting works) instead of treating f'(x) as a constant."""
+    expr = Expression.parse("x * sigmoid(beta * x)")
+    x, w = torch.randn(3, 2, requires_grad=True), torch.randn(3, 2, requires_grad=True)
+    eager = kernel_module.activation_module(expr, channels=2, kernel="eager")
+    (g,) = torch.autograd.grad(eager(x * w).sum(), x, create_graph=True)
+    (g ** 2).sum().backward()
+    assert torch.isfinite(w.grad).all()
+    fast = kernel_module.activation_module(expr, channels=2, kernel="native")
+    with pytest.raises(RuntimeError, match="not twice differentiable.*child.kernel: eager"):
+        torch.autograd.grad(fast(x * w).sum(), x, create_graph=True)
+    (g,) = torch.autograd.grad(fast(x * w).sum(), x)  # a first-order gradient is what it is for
+    assert torch.allclose(g, torch.autograd.grad(eager(x * w).sum(), x)[0], rtol=1e-5)

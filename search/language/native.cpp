@@ -286,7 +286,7 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::
 
 // y = f(x, beta) with its backward, as a C++ autograd function: a Python torch.autograd.Function costs about as much
 // per call as the kernel itself at the proxy's sizes. Saves x and beta; the backward reruns the program per tile.
-// Not twice differentiable: its backward's outputs carry no graph.
+// Not twice differentiable: its backward refuses to run where a graph of the gradient is being built.
 struct NativeFunction : public torch::autograd::Function<NativeFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor beta,
                                torch::Tensor code, int64_t channels, int64_t inner) {
@@ -301,6 +301,9 @@ struct NativeFunction : public torch::autograd::Function<NativeFunction> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
+    // A gradient of this gradient (create_graph, e.g. a gradient penalty) would silently treat f'(x) as a constant.
+    TORCH_CHECK(!torch::GradMode::is_enabled(), "native activation kernel: not twice differentiable (a gradient of "
+                "a gradient was asked for); run this child with child.kernel: eager");
     auto saved = ctx->get_saved_variables();
     const bool beta_grad = ctx->needs_input_grad(1);
     auto out = ::backward(saved[0], saved[1], saved[2], grads[0].contiguous().to(saved[0].scalar_type()),
