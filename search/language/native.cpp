@@ -65,11 +65,12 @@ std::vector<T> beta_pattern(const T* beta, int64_t used, int64_t beta_cols, int6
   return out;
 }
 
-// What an operator's backward formula reads (ops.NATIVE): its operands' values a and b, its own value v.
-inline bool reads(int32_t opcode, char what) {
+// What an operator's backward formula mentions (ops.NATIVE; native._mentions): the values it reads, its operands' a
+// and b and its own v, and q where its beta has a second gradient row (gq).
+inline bool mentions(int32_t opcode, char what) {
   switch (opcode) {
-/*READS*/
-    default:
+/*MENTIONS*/
+    default:  // an unknown opcode: the tile loops refuse it
       return true;
   }
 }
@@ -80,27 +81,18 @@ inline std::vector<char> needed(const Program& prog) {
   std::vector<char> need(prog.nodes, 0);
   for (int64_t k = prog.nodes - 1; k >= 0; --k) {
     const int32_t* ins = prog.at(k);
-    need[k] = need[k] || reads(ins[0], 'v');
-    if (ins[1] >= 0) need[ins[1]] = need[ins[1]] || need[k] || reads(ins[0], 'a');
-    if (ins[2] >= 0) need[ins[2]] = need[ins[2]] || need[k] || reads(ins[0], 'b');
+    need[k] = need[k] || mentions(ins[0], 'v');
+    if (ins[1] >= 0) need[ins[1]] = need[ins[1]] || need[k] || mentions(ins[0], 'a');
+    if (ins[2] >= 0) need[ins[2]] = need[ins[2]] || need[k] || mentions(ins[0], 'b');
   }
   return need;
-}
-
-// Whether an operator's beta has a second gradient row ("gq" in ops.NATIVE).
-inline bool second_row(int32_t opcode) {
-  switch (opcode) {
-/*SECOND*/
-      return true;
-    default:
-      return false;
-  }
 }
 
 // The tile's channel runs for summing the betas' gradients: runs[r] = (first element, channel), ended by (n, -1). A
 // run is the tile's elements of one channel; where the channel is x's last dim (inner == 1, a linear layer's (batch,
 // features)) it is a row's segment instead, element i + k of it in channel c + k ("rows"); with one beta for all
-// channels the whole tile is one run. Each run is summed in the input's type, as torch's sum does, then added in double.
+// channels the whole tile is one run. Each run is summed in the input's type, as torch's sum does, then added in
+// double.
 inline bool by_rows(int64_t inner, int64_t beta_cols) { return inner == 1 && beta_cols > 1; }
 
 inline int64_t channel_runs(int64_t beta_cols, int64_t channels, int64_t inner, int64_t start, int64_t n,
@@ -230,12 +222,12 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::
                          : torch::Tensor();
   const Betas bt = betas_of(s.used, s.beta_cols, s.channels, s.inner);
   const std::vector<char> need = needed(prog);
-  std::vector<int64_t> rows;  // the gradient rows the program writes: 2j for beta j, and 2j + 1 where its operator has two
+  std::vector<int64_t> rows;  // the gradient rows the program writes: 2j for beta j, 2j + 1 where its operator has two
   if (beta_grad)
     for (int64_t k = 0; k < prog.nodes; ++k)
       if (prog.at(k)[3] >= 0) {
         rows.push_back(2 * prog.at(k)[3]);
-        if (second_row(prog.at(k)[0])) rows.push_back(2 * prog.at(k)[3] + 1);
+        if (mentions(prog.at(k)[0], 'q')) rows.push_back(2 * prog.at(k)[3] + 1);
       }
   std::mutex lock;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "actsearch_native_backward", [&] {
@@ -247,7 +239,7 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::
     at::parallel_for(0, s.tiles, s.grain, [&](int64_t t0, int64_t t1) {
       std::vector<scalar_t> V(prog.nodes * TILE), G(prog.nodes * TILE), GP(2 * std::max<int64_t>(1, s.used) * TILE);
       std::vector<int64_t> runs(2 * TILE + 2);
-      std::vector<double> acc(2 * s.used * s.beta_cols, 0.0);
+      std::vector<double> acc(rows.empty() ? 0 : 2 * s.used * s.beta_cols, 0.0);
       const bool segments = by_rows(s.inner, s.beta_cols);
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t start = t * TILE, n = std::min(TILE, s.numel - start);

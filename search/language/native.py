@@ -7,9 +7,10 @@ cached in torch's extension directory under a name that hashes its source), neve
 and writes y and saves only x; the backward recomputes the tile's node values that its formulas read (in
 ``sin(x) + cos(x)`` none: add's gradient reads no operand, sin's and cos's read x), runs the operators' backward
 formulas in reverse (the same formulas as torch's autograd, so gradients and their non-finite values agree with the
-eager path), writes dx and sums the betas' gradients per channel (each tile's run in x's type, added in double). Parallel over tiles with ``at::parallel_for``
-(``torch.get_num_threads()``: ``child.threads``). CPU only, float32 and float64; anything else runs the eager code.
-Without a working compiler the kernel is unavailable: one warning, and callers run eager.
+eager path), writes dx and sums the betas' gradients per channel (each tile's run in x's type, added in double).
+Parallel over tiles with ``at::parallel_for`` (``torch.get_num_threads()``: ``child.threads``). CPU only, float32 and
+float64; anything else runs the eager code. Without a working compiler the kernel is unavailable: one warning, and
+callers run eager.
 """
 from __future__ import annotations
 
@@ -90,13 +91,17 @@ def _cases(backward: bool) -> str:
 def source() -> str:
     """The kernel's C++: ``native.cpp`` with the operator table's cases filled in."""
     text = TEMPLATE.read_text()
-    second = "\n".join(f"    case {OPCODES[name]}:  /* {name} */"
-                       for name, (_, grad) in NATIVE.items() if "gq =" in grad)
-    reads = "\n".join(f"    case {OPCODES[name]}:  /* {name} */\n      return " +
-                       " || ".join([f"what == '{w}'" for w in "abv" if re.search(rf"\b{w}\b", grad)] or ["false"]) + ";"
-                       for name, (_, grad) in NATIVE.items())
-    return (text.replace("/*EPS*/", repr(EPS)).replace("/*SECOND*/", second).replace("/*READS*/", reads)
+    mentions = "\n".join(f"    case {OPCODES[name]}:  /* {name} */\n      return " +
+                          " || ".join([f"what == '{w}'" for w in _mentions(grad)] or ["false"]) + ";"
+                          for name, (_, grad) in NATIVE.items())
+    return (text.replace("/*EPS*/", repr(EPS)).replace("/*MENTIONS*/", mentions)
             .replace("/*FORWARD*/", _cases(False)).replace("/*BACKWARD*/", _cases(True)))
+
+
+def _mentions(grad: str) -> str:
+    """What an operator's backward code (``ops.NATIVE``) reads, of its operands' values ``a`` and ``b`` and its own
+    value ``v``, and ``q`` where it writes a second gradient row for its beta (``gq``)."""
+    return "".join(w for w in "abv" if re.search(rf"\b{w}\b", grad)) + ("q" if re.search(r"\bgq\b", grad) else "")
 
 
 def cflags() -> list[str]:

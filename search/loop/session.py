@@ -142,8 +142,9 @@ def _prepare_kernel(config: Config, progress: Progress) -> None:
 
     start = time.perf_counter()
     prepare_kernel(config.child, SWISH)
-    if time.perf_counter() - start > 5:
-        progress.event(f"native activation kernel built in {time.perf_counter() - start:.0f} s (once per machine)")
+    took = time.perf_counter() - start
+    if took > 5:
+        progress.event(f"native activation kernel built in {took:.0f} s (once per machine)")
 
 
 def _result(outcome: str, driver: Driver, store: Store, cpu_start: float | None) -> RunResult:
