@@ -278,31 +278,37 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::
 
 // y = f(x, beta) with its backward, as a C++ autograd function: a Python torch.autograd.Function costs about as much
 // per call as the kernel itself at the proxy's sizes. Saves x and beta; the backward reruns the program per tile.
-// Not twice differentiable: its backward refuses to run where a graph of the gradient is being built.
+// Where a graph of the gradient is being built (create_graph, e.g. a gradient penalty) that backward, which is not
+// differentiable itself, would treat f'(x) as a constant: there the eager operators compute the gradient instead, as
+// a graph (search.language.native.eager_backward), so a gradient of the gradient is the eager path's.
 struct NativeFunction : public torch::autograd::Function<NativeFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor beta,
                                torch::Tensor code, int64_t channels, int64_t inner) {
-    auto xc = x.contiguous();
-    auto bc = beta.to(x.scalar_type()).contiguous();
-    ctx->save_for_backward({xc, bc, code});
+    ctx->save_for_backward({x, beta, code});  // the inputs themselves: the eager backward needs their graphs
     ctx->saved_data["channels"] = channels;
     ctx->saved_data["inner"] = inner;
-    ctx->saved_data["beta_type"] = static_cast<int64_t>(beta.scalar_type());
-    return ::forward(xc, bc, code, channels, inner);
+    return ::forward(x.contiguous(), beta.to(x.scalar_type()).contiguous(), code, channels, inner);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    // A gradient of this gradient (create_graph, e.g. a gradient penalty) would silently treat f'(x) as a constant.
-    TORCH_CHECK(!torch::GradMode::is_enabled(), "native activation kernel: not twice differentiable (a gradient of "
-                "a gradient was asked for); run this child with child.kernel: eager");
     auto saved = ctx->get_saved_variables();
-    const bool beta_grad = ctx->needs_input_grad(1);
-    auto out = ::backward(saved[0], saved[1], saved[2], grads[0].contiguous().to(saved[0].scalar_type()),
-                          ctx->saved_data["channels"].toInt(), ctx->saved_data["inner"].toInt(), beta_grad);
-    auto dbeta = beta_grad ? out[1].to(static_cast<c10::ScalarType>(ctx->saved_data["beta_type"].toInt()))
-                           : torch::Tensor();
-    return {ctx->needs_input_grad(0) ? out[0] : torch::Tensor(), dbeta, torch::Tensor(), torch::Tensor(),
+    const auto &x = saved[0], &beta = saved[1];
+    const bool x_grad = ctx->needs_input_grad(0), beta_grad = ctx->needs_input_grad(1);
+    torch::Tensor dx, dbeta;
+    if (torch::GradMode::is_enabled()) {
+      pybind11::gil_scoped_acquire gil;
+      auto out = pybind11::module_::import("search.language.native").attr("eager_backward")(
+          saved[2], x, beta, grads[0], x_grad, beta_grad).cast<std::vector<torch::Tensor>>();
+      dx = out[0], dbeta = out[1];
+    } else {
+      auto out = ::backward(x.contiguous(), beta.to(x.scalar_type()).contiguous(), saved[2],
+                            grads[0].contiguous().to(x.scalar_type()), ctx->saved_data["channels"].toInt(),
+                            ctx->saved_data["inner"].toInt(), beta_grad);
+      dx = out[0];
+      if (beta_grad) dbeta = out[1].to(beta.scalar_type());
+    }
+    return {x_grad ? dx : torch::Tensor(), beta_grad ? dbeta : torch::Tensor(), torch::Tensor(), torch::Tensor(),
             torch::Tensor()};
   }
 };
