@@ -242,15 +242,16 @@ def train_child(settings: ChildSettings, activation: str, seed: int,
     return result
 
 
-def prepare_kernel(settings: ChildSettings, activation: str) -> None:
+def prepare_kernel(settings: ChildSettings, activation: str) -> str | None:
     """Build or load what the child's activation runs with before the child's time limits start counting: the native
     kernel compiles once per machine (tens of seconds, minutes on an overloaded one), then loads in about a second
-    per process. A bad activation or device is left for ``train_child`` to report as the child's result."""
+    per process. Returns the kernel (eager | compiled | native | torch); None for a bad activation or device, which
+    is left for ``train_child`` to report as the child's result."""
     try:
-        activation_kernel(activation, resolve_device(settings.device), _activation_compile(settings),
-                          _kernel(settings))
+        return activation_kernel(activation, resolve_device(settings.device), _activation_compile(settings),
+                                 _kernel(settings))
     except Exception:
-        pass
+        return None
 
 
 def _device_name(device: torch.device) -> str:

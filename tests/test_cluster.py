@@ -101,3 +101,24 @@ def test_an_embedded_search_starts_its_own_ray_while_a_cluster_runs_on_the_machi
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     log = (tmp_path / "own" / "run.log").read_text()
     assert "Ray: 1 node(s)" in log, log[-2000:]  # not the fixture's 3
+
+
+def test_every_node_a_child_fits_on_builds_the_kernel_before_the_first_child(cluster):
+    """On a cluster each node builds (or loads) the children's activation kernel before any child starts, not inside
+    its first child's deadline; the head, where no child fits (0 CPU), builds nothing, nor does a task without a
+    network."""
+    from search.language import native
+    from search.loop.config import config_from_dict
+    from search.loop.pool import ChildPool
+
+    cluster, workers = cluster
+    alive = [w for w in workers if w.node_id in {n["NodeID"] for n in ray.nodes() if n.get("Alive")}]
+    config = config_from_dict({"child": {"task": "mnist1d"},
+                               "resources": {"address": cluster.address, "cpus_per_child": 1}})
+    with ChildPool(config) as pool:
+        prepared = pool.prepare_nodes()
+    assert sorted(p["node"] for p in prepared) == sorted(w.node_id for w in alive)
+    assert {p.get("kernel") for p in prepared} == {"native" if native.available() else "eager"}
+    with ChildPool(config_from_dict({"child": {"task": "synthetic"},
+                                     "resources": {"address": cluster.address}})) as pool:
+        assert pool.prepare_nodes() == []

@@ -9,9 +9,10 @@ and writes y and saves only x; the backward recomputes the tile's node values th
 formulas in reverse (the same formulas as torch's autograd, so gradients and their non-finite values agree with the
 eager path), writes dx and sums the betas' gradients per channel (each tile's run in x's type, added in double).
 That backward is not differentiable itself: where a gradient of the gradient is asked for (``create_graph``, e.g. a
-gradient penalty), the eager code computes the gradient instead, as a graph (``eager_backward``). Parallel over tiles with ``at::parallel_for`` (``torch.get_num_threads()``: ``child.threads``). CPU only, float32 and
-float64; anything else runs the eager code. Without a working compiler the kernel is unavailable: one warning, and
-callers run eager.
+gradient penalty), the eager code computes the gradient instead, as a graph (``eager_backward``). Parallel over
+tiles with ``at::parallel_for`` (``torch.get_num_threads()``: ``child.threads``). CPU only, float32 and float64;
+anything else runs the eager code. Without a working compiler the kernel is unavailable: one warning, and callers run
+eager.
 """
 from __future__ import annotations
 

@@ -112,6 +112,24 @@ def _train_on_worker(settings, activation: str, seed: int, search_path: list[str
     return {**result.to_dict(), "traceback": result.traceback}
 
 
+@ray.remote(max_retries=0)
+def _prepare_on_node(settings) -> dict:
+    """Build or load the children's activation kernel on the node this task is pinned to (``ChildPool.prepare_nodes``);
+    returns the node, the kernel and the seconds it took."""
+    from evaluator.activations import SWISH
+    from evaluator.train import prepare_kernel
+
+    start = time.perf_counter()
+    kernel = prepare_kernel(settings, SWISH)
+    return {"node": ray.get_runtime_context().get_node_id(), "kernel": kernel, "seconds": time.perf_counter() - start}
+
+
+def builds_kernel(config: Config) -> bool:
+    """Whether the children build an activation kernel (the native one compiles once per machine, about 40 s): not a
+    replayed table or the synthetic task, which train no network."""
+    return config.child.task not in ("table", "synthetic")
+
+
 def lost_child(status: str, error: str, activation: str, seed: int, split: str) -> ChildResult:
     """The result of a child that produced none itself: the system's fault (``train_child`` never raises, so a child
     without a result of its own was lost, cancelled or broken outside it)."""
@@ -247,6 +265,33 @@ class ChildPool(Executor):
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False
+
+    def prepare_nodes(self) -> list[dict]:
+        """On a cluster (``resources.address``), build or load the children's activation kernel on every node a child
+        fits on, one task pinned to each, before any child starts: built by a node's first child instead, it would
+        count against that child's deadline (``child_timeout``, 330 s for the quickstart's settings) and a slow node
+        would lose the child as a "timeout". Returns one ``{"node", "kernel", "seconds"}`` per node (``"error"``
+        instead for a node that died or failed meanwhile); nothing for an embedded Ray (the session builds it in the
+        driver, on the same machine) or children that build nothing. A node that joins later builds in its first
+        child."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        r = self.config.resources
+        if not r.address or not builds_kernel(self.config):
+            return []
+        nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) >= r.cpus_per_child
+                 and n["Resources"].get("GPU", 0) >= r.gpus_per_child]
+        refs = {node: _prepare_on_node.options(
+            num_cpus=r.cpus_per_child, num_gpus=r.gpus_per_child,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(self.config.child)
+            for node in nodes}
+        out = []
+        for node, ref in refs.items():
+            try:
+                out.append(ray.get(ref))
+            except (ray.exceptions.RayError, OSError) as exc:  # the node died, or its worker broke
+                out.append({"node": node, "error": one_line(exc)})
+        return out
 
     # -- state
 

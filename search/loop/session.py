@@ -15,7 +15,7 @@ from search.language.errors import UserError
 from search.loop.config import Config, check_resume_overrides, config_with_overrides
 from search.loop.driver import Driver
 from search.loop.engine import Engine, SystemicFailure
-from search.loop.pool import ChildPool
+from search.loop.pool import ChildPool, builds_kernel
 from search.loop.progress import Progress, StopSignal
 from search.loop.rewards import STALL_PROPOSALS  # noqa: F401  (what run's closing line quotes)
 from search.loop.rundir import (
@@ -103,6 +103,7 @@ def _session(run_dir: Path, stored: Config, config: Config, store: Store, progre
         write_provenance(run_dir, provenance)
         progress.event(f"Ray: {pool.cluster['nodes']} node(s), {pool.cluster['CPU']:g} CPU, {pool.cluster['GPU']:g} "
                        f"GPU; up to {pool.cluster['children_at_once']} children at once")
+        _prepare_nodes(pool, progress)
         try:
             with StopSignal(progress.event) as stop:
                 clean = False
@@ -135,7 +136,7 @@ def _prepare_kernel(config: Config, progress: Progress) -> None:
     """Build (or load) the native activation kernel in the driver when an embedded Ray's children will run it, before
     they start: built once per machine (about 40 s), it would otherwise be built by the first children while the
     driver counts their deadlines."""
-    if config.resources.address or config.child.task in ("table", "synthetic"):
+    if config.resources.address or not builds_kernel(config):  # a cluster's nodes: ChildPool.prepare_nodes
         return
     from evaluator.activations import SWISH
     from evaluator.train import prepare_kernel
@@ -145,6 +146,22 @@ def _prepare_kernel(config: Config, progress: Progress) -> None:
     took = time.perf_counter() - start
     if took > 5:
         progress.event(f"native activation kernel built in {took:.0f} s (once per machine)")
+
+
+def _prepare_nodes(pool: ChildPool, progress: Progress) -> None:
+    """A cluster's nodes build (or load) the children's kernel before the first child starts, and the run log says
+    how long that took and where it failed."""
+    start = time.perf_counter()
+    prepared = pool.prepare_nodes()
+    if prepared:
+        kernels = sorted({p["kernel"] or "none" for p in prepared if "error" not in p})
+        progress.event(f"activation kernel ({', '.join(kernels) or 'none'}) ready on "
+                       f"{sum('error' not in p for p in prepared)}/{len(prepared)} node(s) in "
+                       f"{time.perf_counter() - start:.0f} s")
+        for p in prepared:
+            if "error" in p:
+                progress.event(f"node {p['node']}: the kernel was not prepared ({p['error']}); its first child "
+                               f"builds it")
 
 
 def _result(outcome: str, driver: Driver, store: Store, cpu_start: float | None) -> RunResult:
