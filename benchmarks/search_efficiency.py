@@ -107,6 +107,18 @@ def first_hit(run: dict, threshold: float, steps: bool = False) -> float:
     return math.inf
 
 
+def split_steps(run: dict, threshold: float, first: int) -> tuple[int, int, int] | None:
+    """Child steps until the first top-1% function trained in full (``first_hit``), split into those spent on the
+    first ``first`` children and on the children after: ``(first part, rest, all)``; None when none was found."""
+    spent = []
+    for mean, cost, stopped in zip(run["means"], run["steps"], run["stopped"]):
+        spent.append(cost)
+        if mean >= threshold and not stopped:
+            head = sum(spent[:first])
+            return head, sum(spent) - head, sum(spent)
+    return None
+
+
 def best_at(run: dict, budget: int) -> float:
     """The best table mean among the functions trained the whole way by the first ``budget`` children."""
     return max((m for m, stopped in zip(run["means"][:budget], run["stopped"][:budget]) if not stopped), default=0.0)
@@ -171,6 +183,10 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--plot", help="PNG of the best-so-far curves")
     p.add_argument("--json", help="write every search's trajectory here")
+    p.add_argument("--split", type=int, default=0,
+                   help="also print, per kind and setting, the median child steps to the top-1%% spent on the first "
+                        "SPLIT children and on those after (the surrogate's first 16 are random: what its model "
+                        "could not choose)")
     args = p.parse_args()
 
     from evaluator.table_file import load_table
@@ -230,6 +246,18 @@ def main() -> None:
     print("|" + "|".join("---" for _ in header) + "|")
     for cells in rows:
         print("| " + " | ".join(cells) + " |")
+
+    if args.split:
+        print(f"\n# median child steps to the top-1% spent on children 1-{args.split} and after (searches that "
+              f"found one)")
+        print("| kind | early stopping | children 1-" + str(args.split) + " | after | in all |")
+        print("|---|---|---:|---:|---:|")
+        for (kind, f), rs in groups.items():
+            parts = [split_steps(r, top1_threshold, args.split) for r in rs]
+            parts = [p for p in parts if p is not None]
+            if parts:
+                print(f"| {kind} | {fidelity_label(f)} | " + " | ".join(
+                    show_steps(statistics.median(p[i] for p in parts)) for i in range(3)) + " |")
 
     tables = args.tables if args.tables is not None else [p for p in (args.table, str(DEFAULT_FULL))
                                                             if Path(p).is_file()]
