@@ -120,6 +120,22 @@ def resolve_kernel(kind: str | None, device: torch.device | str, compile: bool |
     return kind
 
 
+def eager_backward(code: torch.Tensor, x: torch.Tensor, beta: torch.Tensor, dy: torch.Tensor, x_grad: bool,
+                   beta_grad: bool) -> list[torch.Tensor]:
+    """x's and beta's gradients by the eager code, as a graph: what the kernel's backward runs when a gradient of the
+    gradient is asked for (``create_graph``; its own backward is not differentiable). Called from ``native.cpp``
+    (``native.tree`` gives the program's tree); a gradient not asked for is an empty tensor."""
+    wanted = [t for t, want in ((x, x_grad), (beta, beta_grad)) if want]
+    with torch.enable_grad():
+        y = kernel(Expression(native.tree(code)), "eager")(x, beta)
+        grads = list(torch.autograd.grad(y, wanted, dy, create_graph=True, allow_unused=True))
+    out = []
+    for t, want in ((x, x_grad), (beta, beta_grad)):
+        g = grads.pop(0) if want else None
+        out.append(torch.zeros_like(t) if want and g is None else t.new_empty(0) if g is None else g)
+    return out
+
+
 def compile_default(device: torch.device) -> bool:
     """Fuse on CUDA always; on CPU only when ``ACTSEARCH_COMPILE=1`` (compiling costs seconds per new expression)."""
     if device.type == "cuda":

@@ -280,7 +280,7 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::
 // per call as the kernel itself at the proxy's sizes. Saves x and beta; the backward reruns the program per tile.
 // Where a graph of the gradient is being built (create_graph, e.g. a gradient penalty) that backward, which is not
 // differentiable itself, would treat f'(x) as a constant: there the eager operators compute the gradient instead, as
-// a graph (search.language.native.eager_backward), so a gradient of the gradient is the eager path's.
+// a graph (search.language.kernel.eager_backward), so a gradient of the gradient is the eager path's.
 struct NativeFunction : public torch::autograd::Function<NativeFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor beta,
                                torch::Tensor code, int64_t channels, int64_t inner) {
@@ -298,7 +298,7 @@ struct NativeFunction : public torch::autograd::Function<NativeFunction> {
     torch::Tensor dx, dbeta;
     if (torch::GradMode::is_enabled()) {
       pybind11::gil_scoped_acquire gil;
-      auto out = pybind11::module_::import("search.language.native").attr("eager_backward")(
+      auto out = pybind11::module_::import("search.language.kernel").attr("eager_backward")(
           saved[2], x, beta, grads[0], x_grad, beta_grad).cast<std::vector<torch::Tensor>>();
       dx = out[0], dbeta = out[1];
     } else {

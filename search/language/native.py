@@ -9,10 +9,10 @@ and writes y and saves only x; the backward recomputes the tile's node values th
 formulas in reverse (the same formulas as torch's autograd, so gradients and their non-finite values agree with the
 eager path), writes dx and sums the betas' gradients per channel (each tile's run in x's type, added in double).
 That backward is not differentiable itself: where a gradient of the gradient is asked for (``create_graph``, e.g. a
-gradient penalty), the eager code computes the gradient instead, as a graph (``eager_backward``). Parallel over
-tiles with ``at::parallel_for`` (``torch.get_num_threads()``: ``child.threads``). CPU only, float32 and float64;
-anything else runs the eager code. Without a working compiler the kernel is unavailable: one warning, and callers run
-eager.
+gradient penalty), the eager code computes the gradient instead, as a graph (``kernel.eager_backward``, which the
+C++ calls by name: this module does not import the kernels above it). Parallel over tiles with ``at::parallel_for``
+(``torch.get_num_threads()``: ``child.threads``). CPU only, float32 and float64; anything else runs the eager code.
+Without a working compiler the kernel is unavailable: one warning, and callers run eager.
 """
 from __future__ import annotations
 
@@ -65,25 +65,6 @@ def tree(code: torch.Tensor) -> Node:
         slots = (a, b)[:op.arity]
         nodes.append(Node(op, tuple(nodes[s] if s >= 0 else Node() for s in slots)))
     return nodes[-1] if nodes else Node()
-
-
-def eager_backward(code: torch.Tensor, x: torch.Tensor, beta: torch.Tensor, dy: torch.Tensor, x_grad: bool,
-                   beta_grad: bool) -> list[torch.Tensor]:
-    """x's and beta's gradients by the eager code, as a graph: what the kernel's backward runs when a gradient of the
-    gradient is asked for (``create_graph``; its own backward is not differentiable). Called from ``native.cpp``;
-    a gradient not asked for is an empty tensor."""
-    from search.language.expression import Expression
-    from search.language.kernel import kernel
-
-    wanted = [t for t, want in ((x, x_grad), (beta, beta_grad)) if want]
-    with torch.enable_grad():
-        y = kernel(Expression(tree(code)), "eager")(x, beta)
-        grads = list(torch.autograd.grad(y, wanted, dy, create_graph=True, allow_unused=True))
-    out = []
-    for t, want in ((x, x_grad), (beta, beta_grad)):
-        g = grads.pop(0) if want else None
-        out.append(torch.zeros_like(t) if want and g is None else t.new_empty(0) if g is None else g)
-    return out
 
 
 def _cases(backward: bool) -> str:
@@ -193,7 +174,7 @@ def _dims(x: torch.Tensor) -> tuple[int, int]:
 def run(code: torch.Tensor, x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     """The program ``code`` applied to ``x`` with ``beta`` ((n_betas, channels) or (n_betas, 1)); autograd-aware
     (the kernel's own C++ autograd function: x's and beta's gradients; a gradient of a gradient by
-    ``eager_backward``). Callers check ``supports(x)`` first."""
+    ``search.language.kernel.eager_backward``). Callers check ``supports(x)`` first."""
     channels, inner = _dims(x)
     if beta.dim() != 2 or beta.shape[1] not in (1, channels):
         raise ValueError(f"beta of shape {tuple(beta.shape)} for an input of {channels} channels")
