@@ -13,7 +13,8 @@ cache); eager ops move 8 bytes per operator forward and about 12 per operator ba
 
 ``--per-operator`` times each operator alone (``op(x)``, a binary one as ``op(x, x)``) forward+backward, eager and
 native, on inputs drawn as randn times each of ``--scales``: a child whose pre-activations grow feeds the kernel
-large values, where a vector math library may leave its fast path.
+large values, where a vector math library may leave its fast path. With ``--forward-only`` it times the forward alone
+(the vector math itself: eager's backward of exp or tanh reuses the saved output, native's recomputes it).
 """
 from __future__ import annotations
 
@@ -67,9 +68,12 @@ def main() -> None:
     parser.add_argument("--per-operator", action="store_true", help="time every operator alone, eager and native")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 30.0, 10000.0],
                         help="with --per-operator: input = randn * scale, for each scale")
+    parser.add_argument("--forward-only", action="store_true",
+                        help="with --per-operator: time the forward alone (no autograd), which compares the vector "
+                             "math itself: eager's backward reuses saved outputs where native's recomputes them")
     args = parser.parse_args()
     if args.per_operator:
-        per_operator(args.shape, args.scales, args.repeats)
+        per_operator(args.shape, args.scales, args.repeats, args.forward_only)
         return
     if not args.warm_cache:
         import torch._inductor.config as inductor_config
@@ -109,15 +113,26 @@ def main() -> None:
                        for k in kinds) + f" {compile_s:9.1f}   (ref: {ref_name}; load {os.getloadavg()[0]:.2f})")
 
 
-def per_operator(shape: list[int], scales: list[float], repeats: int) -> None:
-    """Forward+backward ms of every operator alone, eager and native, at each input scale (one thread)."""
+def forward_time(fn, x: torch.Tensor, params: list[torch.Tensor], device: torch.device) -> float:
+    """Seconds for one forward without autograd."""
+    with torch.no_grad():
+        sync(device)
+        start = time.perf_counter()
+        fn(x)
+        sync(device)
+    return time.perf_counter() - start
+
+
+def per_operator(shape: list[int], scales: list[float], repeats: int, forward_only: bool = False) -> None:
+    """Forward+backward (or, with ``forward_only``, forward) ms of every operator alone, eager and native, at each
+    input scale (one thread)."""
     from search.language.expression import X, apply
     from search.language.ops import BINARY, UNARY
 
     torch.set_num_threads(1)
     device = torch.device("cpu")
     print(f"CPU, 1 thread; tensor {tuple(shape)} float32 = randn * scale; median of {repeats} interleaved repeats; "
-          f"ms per forward+backward; load average {os.getloadavg()[0]:.2f}")
+          f"ms per {'forward' if forward_only else 'forward+backward'}; load average {os.getloadavg()[0]:.2f}")
     print(f"{'operator':14s} " + " ".join(f"{f'eager x{s:g}':>12s} {f'native x{s:g}':>12s}" for s in scales))
     gen = torch.Generator().manual_seed(0)
     inputs = {s: (torch.randn(*shape, generator=gen) * s).requires_grad_() for s in scales}
@@ -129,11 +144,12 @@ def per_operator(shape: list[int], scales: list[float], repeats: int) -> None:
         cells = []
         for s, x in inputs.items():
             runs = {k: [] for k in modules}
+            timed = forward_time if forward_only else step_time
             for m in modules.values():
-                step_time(m, x, list(m.parameters()), device)
+                timed(m, x, list(m.parameters()), device)
             for _ in range(repeats):
                 for k, m in modules.items():
-                    runs[k].append(step_time(m, x, list(m.parameters()), device))
+                    runs[k].append(timed(m, x, list(m.parameters()), device))
             cells += [f"{statistics.median(runs[k]) * 1e3:12.3f}" for k in modules]
         print(f"{op.name:14s} " + " ".join(cells), flush=True)
     print(f"load average {os.getloadavg()[0]:.2f}")

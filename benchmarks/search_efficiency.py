@@ -183,6 +183,10 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--plot", help="PNG of the best-so-far curves")
     p.add_argument("--json", help="write every search's trajectory here")
+    p.add_argument("--learning", action="store_true",
+                   help="also print, per kind and setting, the mean table mean of the functions proposed in windows "
+                        "of children (1-100, 101-300, 301-1000): whether stopped children's lower rewards mislead "
+                        "what a proposer learns")
     p.add_argument("--split", type=int, default=0,
                    help="also print, per kind and setting, the median child steps to the top-1%% spent on the first "
                         "SPLIT children and on those after (the surrogate's first 16 are random: what its model "
@@ -246,6 +250,20 @@ def main() -> None:
     print("|" + "|".join("---" for _ in header) + "|")
     for cells in rows:
         print("| " + " | ".join(cells) + " |")
+
+    if args.learning:
+        windows = [(lo, hi) for lo, hi in ((1, 100), (101, 300), (301, 1000)) if lo <= budget]
+        print("\n# what each proposer proposes: the mean table mean of the functions it trained (in full or stopped) "
+              "in each window of children, median [IQR] over seeds; random search's cannot change")
+        print("| kind | early stopping | " + " | ".join(f"children {lo}-{min(hi, budget)}" for lo, hi in windows) + " |")
+        print("|---|---|" + "---|" * len(windows))
+        for (kind, f), rs in groups.items():
+            cells = []
+            for lo, hi in windows:
+                means = [statistics.fmean(r["means"][lo - 1:hi]) for r in rs if len(r["means"]) >= lo]
+                q1, med, q3 = quantiles(means) if means else (math.nan,) * 3
+                cells.append(f"{med:.4f} [{q1:.4f}, {q3:.4f}]" if means else "-")
+            print(f"| {kind} | {fidelity_label(f)} | " + " | ".join(cells) + " |")
 
     if args.split:
         print(f"\n# median child steps to the top-1% spent on children 1-{args.split} and after (searches that "
