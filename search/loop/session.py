@@ -90,6 +90,7 @@ def _session(run_dir: Path, stored: Config, config: Config, store: Store, progre
     outcome, session = "error", None
     _prepare_kernel(config, progress)
     with ChildPool(config) as pool:
+        _prepare_nodes(pool, progress)  # before the session starts: an interrupt here leaves nothing half-recorded
         engine = Engine(pool, driver, progress, config.rewards, config.resources.system_retries,
                         probation=driver.on_probation())
         if changes:  # the session has started: now the new budget / resources settings are the run's
@@ -103,7 +104,6 @@ def _session(run_dir: Path, stored: Config, config: Config, store: Store, progre
         write_provenance(run_dir, provenance)
         progress.event(f"Ray: {pool.cluster['nodes']} node(s), {pool.cluster['CPU']:g} CPU, {pool.cluster['GPU']:g} "
                        f"GPU; up to {pool.cluster['children_at_once']} children at once")
-        _prepare_nodes(pool, progress)
         try:
             with StopSignal(progress.event) as stop:
                 clean = False
