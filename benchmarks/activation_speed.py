@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/activation_speed.py [--shape 128 64 32 32] [--repeats 10] [--device cpu] [--no-compile]
     .venv/bin/python benchmarks/activation_speed.py --per-operator --shape 128 32 40 --scales 1 30 10000
+    .venv/bin/python benchmarks/activation_speed.py --saved-values --shape 128 32 40
 
 For each function it times, interleaved in one run: the native or hand-written PyTorch equivalent, F.relu and
 F.silu, the candidate run as eager generated ops, fused with torch.compile (after its first, timed, compile; skipped
@@ -15,10 +16,15 @@ cache); eager ops move 8 bytes per operator forward and about 12 per operator ba
 native, on inputs drawn as randn times each of ``--scales``: a child whose pre-activations grow feeds the kernel
 large values, where a vector math library may leave its fast path. With ``--forward-only`` it times the forward alone
 (the vector math itself: eager's backward of exp or tanh reuses the saved output, native's recomputes it).
+
+``--saved-values`` times the native kernel alone, forward+backward, as training runs it (the forward saves the values
+of its costly nodes that the backward reads: ``native.FUNCTIONS``' ``forward_saving`` / ``backward_saved``) against
+computing every needed value again in the backward, interleaved, and checks that both give the same bits.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import time
@@ -68,10 +74,16 @@ def main() -> None:
     parser.add_argument("--per-operator", action="store_true", help="time every operator alone, eager and native")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 30.0, 10000.0],
                         help="with --per-operator: input = randn * scale, for each scale")
+    parser.add_argument("--saved-values", action="store_true",
+                        help="time the native kernel's forward+backward with the values of its costly nodes saved "
+                             "by the forward against computing them again in the backward (CPU, one thread)")
     parser.add_argument("--forward-only", action="store_true",
                         help="with --per-operator: time the forward alone (no autograd), which compares the vector "
                              "math itself: eager's backward reuses saved outputs where native's recomputes them")
     args = parser.parse_args()
+    if args.saved_values:
+        saved_values(args.shape, args.repeats)
+        return
     if args.per_operator:
         per_operator(args.shape, args.scales, args.repeats, args.forward_only)
         return
@@ -111,6 +123,57 @@ def main() -> None:
         print(f"{text:52s} {ms['ref']:7.2f} {ms['relu']:7.2f} {ms['silu']:7.2f} " +
               " ".join(f"{ms[k]:11.2f} {ms[k] / ms['ref']:11.2f} {ms[k] / ms['relu']:11.2f} {ms[k] / ms['silu']:11.2f}"
                        for k in kinds) + f" {compile_s:9.1f}   (ref: {ref_name}; load {os.getloadavg()[0]:.2f})")
+
+
+SAVED_CASES = ["x * sigmoid(beta * x)", "sin(x) * relu(x)", "tanh(x) * beta", "exp(x)", "sigmoid(x) * gauss(x)",
+               "min(erf(x), sigmoid(x))", "gauss_diff(softplus(x), erf(x))", "mix(relu(x), asinh(x))",
+               "max(min0(x), sin(x))", "relu(x)"]
+
+
+def saved_values(shape: list[int], repeats: int) -> None:
+    """The native kernel's raw forward+backward (us) with the costly node values saved by the forward
+    (``forward_saving`` / ``backward_saved``, what training runs) against recomputing every needed value in the
+    backward (``forward`` / ``backward``), interleaved, and whether both give the same bits."""
+    from search.language import native
+
+    torch.set_num_threads(1)
+    ext = native.extension()
+    channels, inner = shape[1], math.prod(shape[2:]) if len(shape) > 2 else 1
+    gen = torch.Generator().manual_seed(0)
+    x, dy = torch.randn(*shape, generator=gen), torch.randn(*shape, generator=gen)
+    print(f"CPU, 1 thread; tensor {tuple(shape)} float32; median of {repeats} interleaved rounds of 20 calls; us per "
+          f"forward+backward; load average {os.getloadavg()[0]:.2f}")
+    totals = [0.0, 0.0]
+    for text in SAVED_CASES:
+        expr = Expression.parse(text)
+        code, beta, grad = native.program(expr.root), torch.ones(max(1, expr.n_betas), channels), expr.n_betas > 0
+
+        def again():
+            ext.forward(x, beta, code, channels, inner)
+            return ext.backward(x, beta, code, dy, channels, inner, grad)
+
+        def saving():
+            y, kept = ext.forward_saving(x, beta, code, channels, inner, True)
+            if kept is None:  # nothing costly is read back: the plain backward
+                return ext.backward(x, beta, code, dy, channels, inner, grad)
+            return ext.backward_saved(x, beta, code, dy, channels, inner, grad, kept)
+
+        a, b = again(), saving()
+        same = all(torch.equal(u, v) for u, v in zip(a[:1 + grad], b[:1 + grad]))
+        rows = ext.forward_saving(x, beta, code, channels, inner, True)[1]
+        runs = [[], []]
+        for _ in range(repeats):
+            for i, fn in enumerate((again, saving)):
+                start = time.perf_counter()
+                for _ in range(20):
+                    fn()
+                runs[i].append((time.perf_counter() - start) / 20 * 1e6)
+        t = [statistics.median(r) for r in runs]
+        totals = [totals[0] + t[0], totals[1] + t[1]]
+        print(f"{text:34s} again {t[0]:8.1f}  saved {t[1]:8.1f}  ratio {t[1] / t[0]:5.2f}  saved tensors "
+              f"{0 if rows is None else rows.shape[0]}  same bits {same}", flush=True)
+    print(f"all: again {totals[0]:.0f} us, saved {totals[1]:.0f} us, ratio {totals[1] / totals[0]:.2f}; load average "
+          f"{os.getloadavg()[0]:.2f}")
 
 
 def forward_time(fn, x: torch.Tensor, params: list[torch.Tensor], device: torch.device) -> float:

@@ -106,6 +106,31 @@ def test_native_matches_eager_on_a_random_sample_of_two_unit_functions():
     assert len(texts) > 900 and len(bad) <= len(texts) // 100, f"{len(bad)} of {len(texts)}: " + "\n".join(bad)
 
 
+def test_values_saved_by_the_forward_give_the_gradients_computed_again_bit_for_bit():
+    """Training saves the costly values the backward reads (an exp, a sigmoid, ...) instead of computing them again:
+    the gradients are the same bits either way, for two-unit functions that save one, two or more values; without a
+    gradient to come (no_grad, eval) nothing is saved and y is the same."""
+    ext, space, rng = native.extension(), Space(2), random.Random(5)
+    bits = lambda t: t.contiguous().view(torch.int32)  # noqa: E731  (nan and inf compared as bits)
+    texts = sorted({space.decode(tuple(rng.choice(c) for c in space.choices)).text for _ in range(300)})
+    x, dy = _points(1), torch.randn(ROWS, CHANNELS, 48, generator=torch.Generator().manual_seed(2))
+    kept_counts = set()
+    for text in texts:
+        expr = Expression.parse(text)
+        code, beta, grad = native.program(expr.root), _betas(expr.n_betas, 3), expr.n_betas > 0
+        y, kept = ext.forward_saving(x, beta, code, CHANNELS, 48, True)
+        kept_counts.add(0 if kept is None else kept.shape[0])
+        again = ext.backward(x, beta, code, dy, CHANNELS, 48, grad)
+        if kept is not None:
+            saved = ext.backward_saved(x, beta, code, dy, CHANNELS, 48, grad, kept)
+            for a, b in zip(again[:1 + grad], saved[:1 + grad]):
+                assert torch.equal(bits(a), bits(b)), text
+        assert torch.equal(bits(y), bits(ext.forward(x, beta, code, CHANNELS, 48))), text
+        with torch.no_grad():
+            assert torch.equal(bits(kernel_module.kernel(expr, "native")(x, beta)), bits(y)), text
+    assert {0, 1, 2} <= kept_counts and max(kept_counts) >= 3
+
+
 def test_a_diverging_candidate_still_diverges_and_betas_get_per_channel_gradients():
     expr = Expression.parse("exp(cosh(x)) * (x + beta)")
     x = torch.tensor([[[0.5, 30.0]], [[-1.0, 2.0]]]).repeat(1, 2, 1)  # (2, 2, 2): exp(cosh(30)) overflows

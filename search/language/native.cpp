@@ -75,17 +75,39 @@ inline bool mentions(int32_t opcode, char what) {
   }
 }
 
-// The node values the backward needs (a node's own formula reads it, or its parent's reads it as an operand) and the
-// values these are computed from; the others are not recomputed. Children come before their parent in the program.
-inline std::vector<char> needed(const Program& prog) {
-  std::vector<char> need(prog.nodes, 0);
+// Whether an operator's forward calls a vector math function (exp, sin, tanh, ...; native._costly): the backward then
+// loads its value, saved by the forward, rather than computing it again.
+inline bool costly(int32_t opcode) {
+  switch (opcode) {
+/*COSTLY*/
+    default:
+      return false;
+  }
+}
+
+// Which node values the backward has, and how: it needs a value where a backward formula reads it (its own formula's
+// v, its parent's a or b) or where a node it computes again is computed from it. A needed value of a costly operator
+// is saved by the forward (when ``saving``) and loaded; the others needed are computed again (``compute``), and the
+// rest not at all. Children come before their parent in the program, so one pass from the root decides.
+struct Plan {
+  std::vector<char> compute;   // per node: computed again in the backward
+  std::vector<int64_t> saved;  // the nodes saved by the forward, in program order (row j of the saved tensor)
+};
+
+inline Plan plan_of(const Program& prog, bool saving) {
+  std::vector<char> need(prog.nodes, 0), keep(prog.nodes, 0);
+  Plan plan{std::vector<char>(prog.nodes, 0), {}};
   for (int64_t k = prog.nodes - 1; k >= 0; --k) {
     const int32_t* ins = prog.at(k);
     need[k] = need[k] || mentions(ins[0], 'v');
-    if (ins[1] >= 0) need[ins[1]] = need[ins[1]] || need[k] || mentions(ins[0], 'a');
-    if (ins[2] >= 0) need[ins[2]] = need[ins[2]] || need[k] || mentions(ins[0], 'b');
+    keep[k] = saving && need[k] && costly(ins[0]);
+    plan.compute[k] = need[k] && !keep[k];
+    if (ins[1] >= 0) need[ins[1]] = need[ins[1]] || plan.compute[k] || mentions(ins[0], 'a');
+    if (ins[2] >= 0) need[ins[2]] = need[ins[2]] || plan.compute[k] || mentions(ins[0], 'b');
   }
-  return need;
+  for (int64_t k = 0; k < prog.nodes; ++k)
+    if (keep[k]) plan.saved.push_back(k);
+  return plan;
 }
 
 // The tile's channel runs for summing the betas' gradients: runs[r] = (first element, channel), ended by (n, -1). A
@@ -189,29 +211,47 @@ Shape shape_of(const torch::Tensor& x, const torch::Tensor& beta, const torch::T
 
 }  // namespace
 
-torch::Tensor forward(torch::Tensor x, torch::Tensor beta, torch::Tensor code, int64_t channels, int64_t inner) {
+// y, and with ``saving`` the values of the costly nodes the backward needs (plan_of), row j of the second tensor for
+// the plan's saved node j (undefined when none is saved).
+std::vector<torch::Tensor> forward_saving(torch::Tensor x, torch::Tensor beta, torch::Tensor code, int64_t channels,
+                                          int64_t inner, bool saving) {
   Shape s = shape_of(x, beta, code, channels, inner);
   Program prog{code.data_ptr<int32_t>(), code.size(0)};
-  if (prog.nodes == 0) return x.clone();
+  if (prog.nodes == 0) return {x.clone(), torch::Tensor()};
   auto y = torch::empty_like(x);
+  const Plan plan = plan_of(prog, saving);
+  const int64_t kept = static_cast<int64_t>(plan.saved.size());
+  auto saved = kept ? torch::empty({kept, s.numel}, x.options()) : torch::Tensor();
   const Betas bt = betas_of(s.used, s.beta_cols, s.channels, s.inner);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "actsearch_native_forward", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     scalar_t* yp = y.data_ptr<scalar_t>();
+    scalar_t* sp = kept ? saved.data_ptr<scalar_t>() : nullptr;
     const std::vector<scalar_t> pattern = beta_pattern(beta.data_ptr<scalar_t>(), s.used, s.beta_cols, s.inner, bt);
     at::parallel_for(0, s.tiles, s.grain, [&](int64_t t0, int64_t t1) {
       std::vector<scalar_t> V(prog.nodes * TILE);
       for (int64_t t = t0; t < t1; ++t) {
         int64_t start = t * TILE, n = std::min(TILE, s.numel - start);
         forward_tile(prog, n, xp + start, pattern.data() + start % bt.period, bt.width, V.data(), yp + start);
+        for (int64_t j = 0; j < kept; ++j) {
+          const int64_t k = plan.saved[j];
+          const scalar_t* from = k == prog.nodes - 1 ? yp + start : V.data() + k * TILE;
+          std::copy(from, from + n, sp + j * s.numel + start);
+        }
       }
     });
   });
-  return y;
+  return {y, saved};
 }
 
-std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::Tensor code, torch::Tensor dy,
-                                    int64_t channels, int64_t inner, bool beta_grad) {
+torch::Tensor forward(torch::Tensor x, torch::Tensor beta, torch::Tensor code, int64_t channels, int64_t inner) {
+  return forward_saving(x, beta, code, channels, inner, false)[0];
+}
+
+// dx and the betas' gradient; ``saved``: forward_saving's saved values (undefined: every needed value is computed
+// again).
+std::vector<torch::Tensor> backward_saved(torch::Tensor x, torch::Tensor beta, torch::Tensor code, torch::Tensor dy,
+                                          int64_t channels, int64_t inner, bool beta_grad, torch::Tensor saved) {
   Shape s = shape_of(x, beta, code, channels, inner);
   TORCH_CHECK(dy.is_contiguous() && dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(),
               "native kernel: dy must be contiguous and shaped like x");
@@ -221,7 +261,11 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::
   auto total = beta_grad ? torch::zeros({s.n_betas, 2, s.beta_cols}, x.options().dtype(torch::kFloat64))
                          : torch::Tensor();
   const Betas bt = betas_of(s.used, s.beta_cols, s.channels, s.inner);
-  const std::vector<char> need = needed(prog);
+  const Plan plan = plan_of(prog, saved.defined());
+  const int64_t kept = static_cast<int64_t>(plan.saved.size());
+  TORCH_CHECK(!saved.defined() || (saved.dim() == 2 && saved.size(0) == kept && saved.size(1) == s.numel &&
+                                   saved.is_contiguous() && saved.scalar_type() == x.scalar_type()),
+              "native kernel: the saved values do not fit this program and x");
   std::vector<int64_t> rows;  // the gradient rows the program writes: 2j for beta j, 2j + 1 where its operator has two
   if (beta_grad)
     for (int64_t k = 0; k < prog.nodes; ++k)
@@ -235,6 +279,7 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::
     const scalar_t* dyp = dy.data_ptr<scalar_t>();
     scalar_t* dxp = dx.data_ptr<scalar_t>();
     double* tp = beta_grad ? total.data_ptr<double>() : nullptr;
+    const scalar_t* sp = kept ? saved.data_ptr<scalar_t>() : nullptr;
     const std::vector<scalar_t> pattern = beta_pattern(beta.data_ptr<scalar_t>(), s.used, s.beta_cols, s.inner, bt);
     at::parallel_for(0, s.tiles, s.grain, [&](int64_t t0, int64_t t1) {
       std::vector<scalar_t> V(prog.nodes * TILE), G(prog.nodes * TILE), GP(2 * std::max<int64_t>(1, s.used) * TILE);
@@ -244,7 +289,10 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t start = t * TILE, n = std::min(TILE, s.numel - start);
         const scalar_t* P = pattern.data() + start % bt.period;
-        forward_tile(prog, n, xp + start, P, bt.width, V.data(), static_cast<scalar_t*>(nullptr), need.data());
+        for (int64_t j = 0; j < kept; ++j)
+          std::copy(sp + j * s.numel + start, sp + j * s.numel + start + n, V.data() + plan.saved[j] * TILE);
+        forward_tile(prog, n, xp + start, P, bt.width, V.data(), static_cast<scalar_t*>(nullptr),
+                     plan.compute.data());
         backward_tile(prog, n, xp + start, P, bt.width, V.data(), G.data(), dyp + start, dxp + start, GP.data());
         if (rows.empty()) continue;
         const int64_t count = channel_runs(s.beta_cols, s.channels, s.inner, start, n, runs.data());
@@ -276,18 +324,26 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::
   return {dx, sums.select(1, 0) + sums.select(1, 1)};
 }
 
+std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::Tensor code, torch::Tensor dy,
+                                    int64_t channels, int64_t inner, bool beta_grad) {
+  return backward_saved(x, beta, code, dy, channels, inner, beta_grad, torch::Tensor());
+}
+
 // y = f(x, beta) with its backward, as a C++ autograd function: a Python torch.autograd.Function costs about as much
-// per call as the kernel itself at the proxy's sizes. Saves x and beta; the backward reruns the program per tile.
+// per call as the kernel itself at the proxy's sizes. Saves x and beta, and where a gradient will be asked for the
+// values of its costly nodes that the backward needs (plan_of); the backward reruns the rest of the program per tile.
 // Where a graph of the gradient is being built (create_graph, e.g. a gradient penalty) that backward, which is not
 // differentiable itself, would treat f'(x) as a constant: there the eager operators compute the gradient instead, as
 // a graph (search.language.kernel.eager_backward), so a gradient of the gradient is the eager path's.
 struct NativeFunction : public torch::autograd::Function<NativeFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor beta,
-                               torch::Tensor code, int64_t channels, int64_t inner) {
-    ctx->save_for_backward({x, beta, code});  // the inputs themselves: the eager backward needs their graphs
+                               torch::Tensor code, int64_t channels, int64_t inner, bool saving) {
+    auto out = forward_saving(x.contiguous(), beta.to(x.scalar_type()).contiguous(), code, channels, inner, saving);
+    // the inputs themselves: the eager backward needs their graphs
+    ctx->save_for_backward({x, beta, code, out[1]});
     ctx->saved_data["channels"] = channels;
     ctx->saved_data["inner"] = inner;
-    return ::forward(x.contiguous(), beta.to(x.scalar_type()).contiguous(), code, channels, inner);
+    return out[0];
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -302,17 +358,20 @@ struct NativeFunction : public torch::autograd::Function<NativeFunction> {
           saved[2], x, beta, grads[0], x_grad, beta_grad).cast<std::vector<torch::Tensor>>();
       dx = out[0], dbeta = out[1];
     } else {
-      auto out = ::backward(x.contiguous(), beta.to(x.scalar_type()).contiguous(), saved[2],
-                            grads[0].contiguous().to(x.scalar_type()), ctx->saved_data["channels"].toInt(),
-                            ctx->saved_data["inner"].toInt(), beta_grad);
+      auto out = backward_saved(x.contiguous(), beta.to(x.scalar_type()).contiguous(), saved[2],
+                                grads[0].contiguous().to(x.scalar_type()), ctx->saved_data["channels"].toInt(),
+                                ctx->saved_data["inner"].toInt(), beta_grad, saved[3]);
       dx = out[0];
       if (beta_grad) dbeta = out[1].to(beta.scalar_type());
     }
     return {x_grad ? dx : torch::Tensor(), beta_grad ? dbeta : torch::Tensor(), torch::Tensor(), torch::Tensor(),
-            torch::Tensor()};
+            torch::Tensor(), torch::Tensor()};
   }
 };
 
 torch::Tensor apply(torch::Tensor x, torch::Tensor beta, torch::Tensor code, int64_t channels, int64_t inner) {
-  return NativeFunction::apply(x, beta, code, channels, inner);
+  // values are saved for a backward only where one can come (under no_grad, or for an input that needs no gradient,
+  // the forward writes y alone)
+  const bool saving = torch::GradMode::is_enabled() && (x.requires_grad() || beta.requires_grad());
+  return NativeFunction::apply(x, beta, code, channels, inner, saving);
 }

@@ -4,10 +4,14 @@ A candidate becomes a small program (``program``: one instruction per operator n
 operand slots, beta row); one C++ kernel (``native.cpp``, its operator cases filled in from the operator table's
 ``NATIVE`` code) interprets any program over tiles of 256 elements, so it is compiled once per machine (the first use,
 cached in torch's extension directory under a name that hashes its source), never per candidate. The forward reads x
-and writes y and saves only x; the backward recomputes the tile's node values that its formulas read (in
-``sin(x) + cos(x)`` none: add's gradient reads no operand, sin's and cos's read x), runs the operators' backward
-formulas in reverse (the same formulas as torch's autograd, so gradients and their non-finite values agree with the
-eager path), writes dx and sums the betas' gradients per channel (each tile's run in x's type, added in double).
+and writes y; the backward needs the node values its formulas read (in ``sin(x) + cos(x)`` none: add's gradient reads
+no operand, sin's and cos's read x). Where a gradient will be asked for, the forward also writes those of them that a
+vector math function computed (exp, sin, tanh, ...: ``_costly``; in ``x * sigmoid(beta * x)`` the sigmoid), one
+tensor of x's size each, and the backward loads them and computes the cheap rest again per tile: the same values, bit
+for bit, in less time than computing everything again (``benchmarks/activation_speed.py --saved-values``). It runs
+the operators' backward formulas in reverse (the same formulas as torch's autograd, so gradients and their non-finite
+values agree with the eager path), writes dx and sums the betas' gradients per channel (each tile's run in x's type,
+added in double).
 That backward is not differentiable itself: where a gradient of the gradient is asked for (``create_graph``, e.g. a
 gradient penalty), the eager code computes the gradient instead, as a graph (``kernel.eager_backward``, which the
 C++ calls by name: this module does not import the kernels above it). Parallel over tiles with ``at::parallel_for``
@@ -31,6 +35,9 @@ from search.language.ops import BINARY, EPS, NATIVE, UNARY
 OPCODES: dict[str, int] = {op.name: i for i, op in enumerate(UNARY + BINARY)}
 TEMPLATE = Path(__file__).with_name("native.cpp")
 
+# What the extension exports: the autograd function (apply) and its two halves, with and without saved values
+# (benchmarks time them side by side)
+FUNCTIONS = ["apply", "forward", "backward", "forward_saving", "backward_saved"]
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}  # "module": the loaded extension, or "error": why it could not be built
 
@@ -107,7 +114,9 @@ def source() -> str:
     mentions = "\n".join(f"    case {OPCODES[name]}:  /* {name} */\n      return " +
                           " || ".join([f"what == '{w}'" for w in _mentions(grad)] or ["false"]) + ";"
                           for name, (_, grad) in NATIVE.items())
-    return (text.replace("/*EPS*/", repr(EPS)).replace("/*MENTIONS*/", mentions)
+    costly = "\n".join(f"    case {OPCODES[name]}:  /* {name} */\n      return true;"
+                       for name, (forward, _) in NATIVE.items() if _costly(forward))
+    return (text.replace("/*EPS*/", repr(EPS)).replace("/*MENTIONS*/", mentions).replace("/*COSTLY*/", costly)
             .replace("/*FORWARD*/", _cases(False)).replace("/*BACKWARD*/", _cases(True)))
 
 
@@ -115,6 +124,13 @@ def _mentions(grad: str) -> str:
     """What an operator's backward code (``ops.NATIVE``) reads, of its operands' values ``a`` and ``b`` and its own
     value ``v``, and ``q`` where it writes a second gradient row for its beta (``gq``)."""
     return "".join(w for w in "abv" if re.search(rf"\b{w}\b", grad)) + ("q" if re.search(r"\bgq\b", grad) else "")
+
+
+def _costly(forward: str) -> bool:
+    """Whether an operator's forward code (``ops.NATIVE``) calls a vector math function (exp, log, sin, tanh, erf, ...,
+    also through ``sigm`` and ``sinc_pi``): its value is worth saving for the backward rather than computing again."""
+    return re.search(r"\bstd::(exp|log|log1p|sin|cos|sinh|cosh|tanh|asinh|atan|erf)\(|\b(sigm|sinc_pi)\(",
+                     forward) is not None
 
 
 def cflags() -> list[str]:
@@ -134,14 +150,14 @@ def extension():
     with _LOCK:
         if "module" not in _STATE and "error" not in _STATE:
             src, flags = source(), cflags()
-            name = "actsearch_native_" + hashlib.sha256((src + " ".join(flags)).encode()).hexdigest()[:16]
+            name = "actsearch_native_" + hashlib.sha256((src + " ".join(flags + FUNCTIONS)).encode()).hexdigest()[:16]
             quiet = logging.getLogger("torch.utils.cpp_extension")  # "No CUDA runtime is found": a CPU kernel
             level = quiet.level
             quiet.setLevel(logging.ERROR)
             try:
                 from torch.utils.cpp_extension import load_inline
 
-                _STATE["module"] = load_inline(name, cpp_sources=[src], functions=["forward", "backward", "apply"],
+                _STATE["module"] = load_inline(name, cpp_sources=[src], functions=FUNCTIONS,
                                                extra_cflags=flags, extra_ldflags=["-lmvec"],
                                                verbose=False)
             except Exception as exc:  # no compiler or headers: the eager path still works
