@@ -122,3 +122,33 @@ def test_every_node_a_child_fits_on_builds_the_kernel_before_the_first_child(clu
     with ChildPool(config_from_dict({"child": {"task": "synthetic"},
                                      "resources": {"address": cluster.address}})) as pool:
         assert pool.prepare_nodes() == []
+
+
+def test_nodes_that_cannot_prepare_in_time_leave_it_to_their_first_child(cluster, monkeypatch):
+    """A node with no room for the build (another job's work holds its CPUs) or a stuck build does not hold the
+    search: past the preparation's time limit the driver says so per node and the children start."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from search.loop import pool as pool_module
+    from search.loop.config import config_from_dict
+
+    class Tenant:  # another job's actor, holding one CPU while it lives
+        def ready(self) -> bool:
+            return True
+
+    cluster, workers = cluster
+    alive = [w.node_id for w in workers if w.node_id in {n["NodeID"] for n in ray.nodes() if n.get("Alive")}]
+    tenants = [ray.remote(num_cpus=1)(Tenant).options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote() for node in alive]
+    ray.get([t.ready.remote() for t in tenants])
+    monkeypatch.setattr(pool_module, "PREPARE_TIMEOUT_S", 3.0)
+    config = config_from_dict({"child": {"task": "mnist1d"},
+                               "resources": {"address": cluster.address, "cpus_per_child": 1}})
+    try:
+        with pool_module.ChildPool(config) as pool:
+            prepared = pool.prepare_nodes()
+    finally:
+        for t in tenants:
+            ray.kill(t)
+    assert sorted(p["node"] for p in prepared) == sorted(alive)
+    assert all(p.get("error") == "not done in 3 s" for p in prepared)

@@ -39,6 +39,7 @@ from search.loop.fidelity import Reporter, RungBoard, RungDecision
 
 CAPACITY_REFRESH_S = 5.0  # how often the pool re-reads the cluster's resources
 TIMEOUT_GRACE_S = 60.0
+PREPARE_TIMEOUT_S = 900.0  # how long a cluster's nodes may take to build the kernel before the children start anyway
 CANCEL_AFTER_S = 30.0  # past a child's deadline, how long the driver waits for its worker to stop it before cancelling
 
 
@@ -271,9 +272,9 @@ class ChildPool(Executor):
         fits on, one task pinned to each, before any child starts: built by a node's first child instead, it would
         count against that child's deadline (``child_timeout``, 330 s for the quickstart's settings) and a slow node
         would lose the child as a "timeout". Returns one ``{"node", "kernel", "seconds"}`` per node (``"error"``
-        instead for a node that died or failed meanwhile); nothing for an embedded Ray (the session builds it in the
-        driver, on the same machine) or children that build nothing. A node that joins later builds in its first
-        child."""
+        instead for a node that died, failed, or did not finish within ``PREPARE_TIMEOUT_S``: no room for the task, as
+        where another job holds its CPUs); nothing for an embedded Ray (the session builds it in the driver, on the
+        same machine) or children that build nothing. A node that joins later builds in its first child."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         r = self.config.resources
@@ -285,10 +286,13 @@ class ChildPool(Executor):
             num_cpus=r.cpus_per_child, num_gpus=r.gpus_per_child,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(self.config.child)
             for node in nodes}
-        out = []
+        out, deadline = [], time.monotonic() + PREPARE_TIMEOUT_S
         for node, ref in refs.items():
             try:
-                out.append(ray.get(ref))
+                out.append(ray.get(ref, timeout=max(0.0, deadline - time.monotonic())))
+            except ray.exceptions.GetTimeoutError:  # no room on the node (another job's tasks), or a stuck build
+                ray.cancel(ref, force=False)
+                out.append({"node": node, "error": f"not done in {PREPARE_TIMEOUT_S:g} s"})
             except (ray.exceptions.RayError, OSError) as exc:  # the node died, or its worker broke
                 out.append({"node": node, "error": one_line(exc)})
         return out
