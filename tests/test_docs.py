@@ -130,3 +130,16 @@ def test_link_checker_catches_a_broken_link(tmp_path, monkeypatch):
     assert [p.split(": ", 1)[1] for p in broken(page)] == [
         "nowhere.md (no such file)", "there.md#no-such (no heading with that anchor in there.md)",
         "missing.png (no such file)"]
+
+
+def test_the_architecture_page_maps_every_module():
+    """docs/architecture.md's file map names every module of the four packages (a newcomer's way in), and no file
+    that is gone."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    mapped = set(re.findall(r"^((?:search|controller|evaluator)/\S+\.(?:py|cpp))\s", text, re.M))
+    files = {str(p.relative_to(ROOT)) for folder in ("search", "controller", "evaluator")
+             for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".cpp") and p.name != "__init__.py"}
+    files |= {"search/__init__.py", "controller/__init__.py", "search/cli/__init__.py",
+              "search/loop/store/__init__.py"} & {str(p.relative_to(ROOT)) for p in ROOT.rglob("__init__.py")}
+    assert files - mapped == set(), f"not in docs/architecture.md: {sorted(files - mapped)}"
+    assert mapped - files == set(), f"in docs/architecture.md but not in the tree: {sorted(mapped - files)}"
