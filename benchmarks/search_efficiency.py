@@ -108,15 +108,14 @@ def first_hit(run: dict, threshold: float, steps: bool = False) -> float:
 
 
 def split_steps(run: dict, threshold: float, first: int) -> tuple[int, int, int] | None:
-    """Child steps until the first top-1% function trained in full (``first_hit``), split into those spent on the
-    first ``first`` children and on the children after: ``(first part, rest, all)``; None when none was found."""
-    spent = []
-    for mean, cost, stopped in zip(run["means"], run["steps"], run["stopped"]):
-        spent.append(cost)
-        if mean >= threshold and not stopped:
-            head = sum(spent[:first])
-            return head, sum(spent) - head, sum(spent)
-    return None
+    """``first_hit``'s child steps split into those spent on the first ``first`` children and on the children after:
+    ``(first part, rest, all)``; None when none was found."""
+    children = first_hit(run, threshold)
+    if math.isinf(children):
+        return None
+    spent = run["steps"][:int(children)]
+    head = sum(spent[:first])
+    return head, sum(spent) - head, sum(spent)
 
 
 def best_at(run: dict, budget: int) -> float:

@@ -108,8 +108,8 @@ def test_native_matches_eager_on_a_random_sample_of_two_unit_functions():
 
 def test_values_saved_by_the_forward_give_the_gradients_computed_again_bit_for_bit():
     """Training saves the costly values the backward reads (an exp, a sigmoid, ...) instead of computing them again:
-    the gradients are the same bits either way, for two-unit functions that save one, two or more values; without a
-    gradient to come (no_grad, eval) nothing is saved and y is the same."""
+    the gradients are the same bits either way, for two-unit functions that save one, two or more values, and y is
+    the same bits with and without saving (under no_grad, where nothing is saved, too)."""
     ext, space, rng = native.extension(), Space(2), random.Random(5)
     bits = lambda t: t.contiguous().view(torch.int32)  # noqa: E731  (nan and inf compared as bits)
     texts = sorted({space.decode(tuple(rng.choice(c) for c in space.choices)).text for _ in range(300)})

@@ -125,15 +125,12 @@ def eager_backward(code: torch.Tensor, x: torch.Tensor, beta: torch.Tensor, dy: 
     """x's and beta's gradients by the eager code, as a graph: what the kernel's backward runs when a gradient of the
     gradient is asked for (``create_graph``; its own backward is not differentiable). Called from ``native.cpp``
     (``native.tree`` gives the program's tree); a gradient not asked for is an empty tensor."""
-    wanted = [t for t, want in ((x, x_grad), (beta, beta_grad)) if want]
+    inputs = ((x, x_grad), (beta, beta_grad))
     with torch.enable_grad():
         y = kernel(Expression(native.tree(code)), "eager")(x, beta)
-        grads = list(torch.autograd.grad(y, wanted, dy, create_graph=True, allow_unused=True))
-    out = []
-    for t, want in ((x, x_grad), (beta, beta_grad)):
-        g = grads.pop(0) if want else None
-        out.append(torch.zeros_like(t) if want and g is None else t.new_empty(0) if g is None else g)
-    return out
+        grads = iter(torch.autograd.grad(y, [t for t, want in inputs if want], dy, create_graph=True,
+                                         materialize_grads=True))  # zeros for an input y does not depend on
+    return [next(grads) if want else t.new_empty(0) for t, want in inputs]
 
 
 def compile_default(device: torch.device) -> bool:

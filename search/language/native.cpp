@@ -147,10 +147,10 @@ inline int64_t channel_runs(int64_t beta_cols, int64_t channels, int64_t inner, 
 
 template <typename T>
 void forward_tile(const Program& prog, int64_t n, const T* x, const T* P, int64_t W, T* V, T* last = nullptr,
-                  const char* need = nullptr) {
+                  const char* compute = nullptr) {
   const T E = T(/*EPS*/);
   for (int64_t k = 0; k < prog.nodes; ++k) {
-    if (need != nullptr && !need[k]) continue;  // a value the backward formulas never read
+    if (compute != nullptr && !compute[k]) continue;  // the backward never reads it, or loads it saved (plan_of)
     const int32_t* ins = prog.at(k);
     const T* A = ins[1] < 0 ? x : V + ins[1] * TILE;
     const T* B = ins[2] < 0 ? x : V + ins[2] * TILE;

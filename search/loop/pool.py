@@ -116,13 +116,11 @@ def _train_on_worker(settings, activation: str, seed: int, search_path: list[str
 @ray.remote(max_retries=0)
 def _prepare_on_node(settings) -> dict:
     """Build or load the children's activation kernel on the node this task is pinned to (``ChildPool.prepare_nodes``);
-    returns the node, the kernel and the seconds it took."""
+    returns the node and the kernel."""
     from evaluator.activations import SWISH
     from evaluator.train import prepare_kernel
 
-    start = time.perf_counter()
-    kernel = prepare_kernel(settings, SWISH)
-    return {"node": ray.get_runtime_context().get_node_id(), "kernel": kernel, "seconds": time.perf_counter() - start}
+    return {"node": ray.get_runtime_context().get_node_id(), "kernel": prepare_kernel(settings, SWISH)}
 
 
 def builds_kernel(config: Config) -> bool:
@@ -271,7 +269,7 @@ class ChildPool(Executor):
         """On a cluster (``resources.address``), build or load the children's activation kernel on every node a child
         fits on, one task pinned to each, before any child starts: built by a node's first child instead, it would
         count against that child's deadline (``child_timeout``, 330 s for the quickstart's settings) and a slow node
-        would lose the child as a "timeout". Returns one ``{"node", "kernel", "seconds"}`` per node (``"error"``
+        would lose the child as a "timeout". Returns one ``{"node", "kernel"}`` per node (``"error"``
         instead for a node that died, failed, or did not finish within ``PREPARE_TIMEOUT_S``: no room for the task, as
         where another job holds its CPUs); nothing for an embedded Ray (the session builds it in the driver, on the
         same machine) or children that build nothing. A node that joins later builds in its first child."""
