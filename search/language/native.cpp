@@ -8,15 +8,137 @@
 #include <mutex>
 #include <vector>
 
-// glibc's vector math (libmvec): declared SIMD-callable so the tile loops vectorise their transcendental functions.
-#define ACTSEARCH_SIMD(name) \
-  __attribute__((__simd__("notinbranch"))) float name##f(float) noexcept; \
-  __attribute__((__simd__("notinbranch"))) double name(double) noexcept;
+// Vector math (vm::exp, ...; the operator table's code calls these). The tile loops vectorise their transcendental
+// functions by calling glibc's vector math (libmvec: eight floats a call with AVX2), declared SIMD-callable. Where one
+// lane of a vector is outside a libmvec function's fast range (NaN, inf, exp beyond 87, sin of 1e4, ...) it computes
+// all eight lane by lane, 5 to 15 times slower, and a child whose values run away would pay that in every call. So on
+// x86-64 a float function goes through a guard of our own (``guarded``, in the vector ABI under the name GCC calls):
+// lanes in the fast range go to libmvec; NaN stays NaN; where the float function is flat (exp beyond 89 is inf, tanh
+// beyond 10 is +-1) a lane gets that constant; any other lane glibc's scalar function (libmvec's own slow path computes
+// it much the same way: the same values to an ulp). atan and erf are fast on NaN and inf as they are, and double
+// calls libmvec directly.
+#define ACTSEARCH_SIMD(name) __attribute__((__simd__("notinbranch"))) double name(double) noexcept;
 extern "C" {
 ACTSEARCH_SIMD(exp) ACTSEARCH_SIMD(log) ACTSEARCH_SIMD(log1p) ACTSEARCH_SIMD(sin) ACTSEARCH_SIMD(cos)
 ACTSEARCH_SIMD(sinh) ACTSEARCH_SIMD(cosh) ACTSEARCH_SIMD(tanh) ACTSEARCH_SIMD(asinh) ACTSEARCH_SIMD(atan)
 ACTSEARCH_SIMD(erf)
 }
+#undef ACTSEARCH_SIMD
+
+// A function libmvec computes as it is, float and double.
+#define ACTSEARCH_DIRECT(name)                                                                                  \
+  extern "C" __attribute__((__simd__("notinbranch"))) float name##f(float) noexcept;                            \
+  namespace vm {                                                                                                 \
+  inline float name(float a) { return ::name##f(a); }                                                           \
+  inline double name(double a) { return ::name(a); }                                                            \
+  }
+
+#if defined(__x86_64__) && defined(__SSE2__)
+#include <immintrin.h>
+
+namespace vm {
+typedef float f4 __attribute__((vector_size(16)));
+typedef int i4 __attribute__((vector_size(16)));
+typedef float f8 __attribute__((vector_size(32)));
+typedef int i8 __attribute__((vector_size(32)));
+
+// libmvec is fast for lo <= a <= hi; at or below sat_lo the function's float value is c_lo, at or above sat_hi c_hi.
+struct Rule {
+  float lo, hi, sat_lo, c_lo, sat_hi, c_hi;
+};
+
+inline int mask(i4 m) { return _mm_movemask_ps(reinterpret_cast<__m128>(m)); }
+#ifdef __AVX2__
+inline int mask(i8 m) { return _mm256_movemask_ps(reinterpret_cast<__m256>(m)); }
+#endif
+
+// Lanes for glibc's scalar function (bit l of ``left``), called through a pointer so that the compiler cannot turn
+// the loop back into one call of the vector function on every lane.
+__attribute__((noinline)) inline void scalar_lanes(const float* a, float* y, int lanes, int left,
+                                                   float (*scalar)(float)) {
+  for (int l = 0; l < lanes; ++l)
+    if (left >> l & 1) y[l] = scalar(a[l]);
+}
+
+// A vector with lanes outside the fast range (``in`` clear): libmvec computes the others (those replaced by 1).
+template <typename F, typename I>
+__attribute__((noinline)) F guarded_slow(F a, I in, F (*vector)(F) noexcept, float (*scalar)(float) noexcept,
+                                         const Rule& r) {
+  const I low = a <= r.sat_lo, high = a >= r.sat_hi, nan = a != a;
+  F y = vector(in ? a : F{} + 1.0f);
+  y = in ? y : nan ? a : low ? F{} + r.c_lo : F{} + r.c_hi;
+  const int left = mask(~(in | low | high | nan));
+  if (left) scalar_lanes(reinterpret_cast<const float*>(&a), reinterpret_cast<float*>(&y), sizeof(F) / sizeof(float),
+                         left, scalar);
+  return y;
+}
+
+// The fast path stays a range check and a jump to libmvec (the rest is out of line): about 0.6 ns per vector.
+template <typename F, typename I>
+inline F guarded(F a, F (*vector)(F) noexcept, float (*scalar)(float) noexcept, const Rule& r) {
+  const I in = (a >= r.lo) & (a <= r.hi);
+  if (__builtin_expect(mask(in) == (1 << (sizeof(F) / sizeof(float))) - 1, 1)) return vector(a);
+  return guarded_slow<F, I>(a, in, vector, scalar, r);
+}
+}  // namespace vm
+
+// A guarded function: vm::name(float) calls actsearch_namef, declared SIMD-callable, so GCC's vectorised loops call
+// its variants by the vector ABI's names (4 lanes SSE, 8 lanes AVX2). Those and the scalar one are defined under
+// other names and given these by assembler aliases: GCC must not see that the declared function has a body (it would
+// make SIMD clones of it, and then leaves many unrelated loops of the kernel unvectorised).
+#define ACTSEARCH_ALIAS(alias, target) \
+  __asm__(".globl " alias "\n.hidden " alias "\n.set " alias ", " target "\n");
+#define ACTSEARCH_GUARDED(name, ...)                                                                            \
+  extern "C" __attribute__((__simd__("notinbranch"), const)) float actsearch_##name##f(float) noexcept;         \
+  extern "C" vm::f4 _ZGVbN4v_##name##f(vm::f4) noexcept;                                                       \
+  namespace vm {                                                                                                 \
+  constexpr Rule name##_rule{__VA_ARGS__};                                                                       \
+  inline float name(float a) { return actsearch_##name##f(a); }                                                 \
+  inline double name(double a) { return ::name(a); }                                                            \
+  }                                                                                                              \
+  extern "C" __attribute__((used, visibility("hidden"))) float actsearch_##name##_1(float a) noexcept {         \
+    return ::name##f(a);                                                                                         \
+  }                                                                                                              \
+  extern "C" __attribute__((used, visibility("hidden"))) vm::f4 actsearch_##name##_4(vm::f4 a) noexcept {       \
+    return vm::guarded<vm::f4, vm::i4>(a, _ZGVbN4v_##name##f, ::name##f, vm::name##_rule);                      \
+  }                                                                                                              \
+  ACTSEARCH_ALIAS("actsearch_" #name "f", "actsearch_" #name "_1")                                              \
+  ACTSEARCH_ALIAS("_ZGVbN4v_actsearch_" #name "f", "actsearch_" #name "_4")                                     \
+  ACTSEARCH_GUARDED8(name)
+
+#ifdef __AVX2__
+#define ACTSEARCH_GUARDED8(name)                                                                                \
+  extern "C" vm::f8 _ZGVdN8v_##name##f(vm::f8) noexcept;                                                       \
+  extern "C" __attribute__((used, visibility("hidden"))) vm::f8 actsearch_##name##_8(vm::f8 a) noexcept {       \
+    return vm::guarded<vm::f8, vm::i8>(a, _ZGVdN8v_##name##f, ::name##f, vm::name##_rule);                      \
+  }                                                                                                              \
+  ACTSEARCH_ALIAS("_ZGVdN8v_actsearch_" #name "f", "actsearch_" #name "_8")
+#else
+#define ACTSEARCH_GUARDED8(name)
+#endif
+
+namespace vm {
+constexpr float INF = __builtin_inff(), NaN = __builtin_nanf(""), MAX = 3.40282347e38f;
+}
+// Fast ranges measured (a libmvec call on eight equal values, 2026-12-05, glibc 2.36); the constants are glibc's
+// scalar values there (expf(89) = inf, expf(-105) = 0, sinhf(90) = inf, tanhf(10) = 1).
+//                name    fast range     at or below: value   at or above: value
+ACTSEARCH_GUARDED(exp,   -87, 80,        -105, 0,             89, INF)
+ACTSEARCH_GUARDED(log,   1e-30f, MAX,    -INF, NaN,           INF, INF)
+ACTSEARCH_GUARDED(log1p, -0.5f, MAX,     -INF, NaN,           INF, INF)
+ACTSEARCH_GUARDED(sin,   -1000, 1000,    -INF, NaN,           INF, NaN)
+ACTSEARCH_GUARDED(cos,   -1000, 1000,    -INF, NaN,           INF, NaN)
+ACTSEARCH_GUARDED(sinh,  -80, 80,        -90, -INF,           90, INF)
+ACTSEARCH_GUARDED(cosh,  -80, 80,        -90, INF,            90, INF)
+ACTSEARCH_GUARDED(tanh,  -MAX, MAX,      -INF, -1,            INF, 1)
+ACTSEARCH_GUARDED(asinh, -MAX, MAX,      -INF, -INF,          INF, INF)
+ACTSEARCH_DIRECT(atan)
+ACTSEARCH_DIRECT(erf)
+#else  // elsewhere libmvec as it is
+ACTSEARCH_DIRECT(exp) ACTSEARCH_DIRECT(log) ACTSEARCH_DIRECT(log1p) ACTSEARCH_DIRECT(sin) ACTSEARCH_DIRECT(cos)
+ACTSEARCH_DIRECT(sinh) ACTSEARCH_DIRECT(cosh) ACTSEARCH_DIRECT(tanh) ACTSEARCH_DIRECT(asinh) ACTSEARCH_DIRECT(atan)
+ACTSEARCH_DIRECT(erf)
+#endif
 
 namespace {
 
@@ -24,12 +146,15 @@ constexpr double PI = 3.14159265358979323846;
 constexpr int64_t TILE = 256;  // elements per tile: every node's values and gradients of a tile stay in cache
 
 template <typename T> inline T sgn(T a) { return a > T(0) ? T(1) : (a < T(0) ? T(-1) : T(0)); }
-template <typename T> inline T sigm(T a) { return T(1) / (T(1) + std::exp(-a)); }
+template <typename T> inline T sigm(T a) { return T(1) / (T(1) + vm::exp(-a)); }
 template <typename T> inline T clamp_min(T a, T m) { return std::isnan(a) ? a : (a < m ? m : a); }
+// Both sides of a choice computed before choosing: GCC 12 leaves a loop scalar where a call of ours is made under a
+// condition (it if-converts only calls of its own builtins), so a call must come first (and -fno-tree-sink keeps it
+// there: native.cflags).
+template <typename T> inline T pick(bool c, T x, T y) { return c ? x : y; }
 template <typename T> inline T sinc_pi(T t) {
-  if (t == T(0)) return T(1);
-  T q = T(PI) * t;
-  return std::sin(q) / q;
+  const T q = T(PI) * t;
+  return pick(t == T(0), T(1), vm::sin(q) / q);
 }
 
 // One instruction per node, in evaluation order: opcode, operand slots (-1: the input x), beta row (-1: none).

@@ -129,14 +129,15 @@ def _mentions(grad: str) -> str:
 def _costly(forward: str) -> bool:
     """Whether an operator's forward code (``ops.NATIVE``) calls a vector math function (exp, log, sin, tanh, erf, ...,
     also through ``sigm`` and ``sinc_pi``): its value is worth saving for the backward rather than computing again."""
-    return re.search(r"\bstd::(exp|log|log1p|sin|cos|sinh|cosh|tanh|asinh|atan|erf)\(|\b(sigm|sinc_pi)\(",
+    return re.search(r"\bvm::(exp|log|log1p|sin|cos|sinh|cosh|tanh|asinh|atan|erf)\(|\b(sigm|sinc_pi)\(",
                      forward) is not None
 
 
 def cflags() -> list[str]:
     """The compiler's flags: vectorised (AVX2 and FMA where torch finds them on this CPU), no errno or trap
-    bookkeeping (values are unchanged), no contraction into fused multiply-adds (each operation rounds as torch's)."""
-    flags = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
+    bookkeeping (values are unchanged), no contraction into fused multiply-adds (each operation rounds as torch's), no
+    sinking of a vector math call into the branch that uses it (the loop would stay scalar: ``pick`` in native.cpp)."""
+    flags = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-fno-tree-sink"]
     if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
         flags += ["-mavx2", "-mfma"]
     return flags

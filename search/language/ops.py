@@ -223,7 +223,8 @@ assert set(DISPLAY) == set(OPS_BY_NAME), "every operator needs its display"
 # paths (mix) gets its second in ``gq``, summed apart as torch sums each path. Both follow the torch
 # source above step by step, with the backward formulas of torch's autograd (derivatives.yaml), so values, gradients
 # and where they stop being finite agree with the eager path (tests/test_native.py). ``T`` is the scalar type,
-# ``E`` is EPS, ``sgn``/``sigm`` are torch.sgn / torch.sigmoid.
+# ``E`` is EPS, ``sgn``/``sigm`` are torch.sgn / torch.sigmoid, ``vm::`` the kernel's vector math (glibc's),
+# ``pick(c, x, y)`` is ``c ? x : y`` with both computed (a call under a condition leaves the loop scalar).
 NATIVE: dict[str, tuple[str, str]] = {
     "neg": ("-a", "ga = -g;"),
     "abs": ("std::abs(a)", "ga = g * sgn(a);"),
@@ -232,30 +233,30 @@ NATIVE: dict[str, tuple[str, str]] = {
     "sqrt": ("std::sqrt(clamp_min(a, E))", "ga = a > E ? g / (T(2) * v) : T(0);"),
     "scale": ("p * a", "ga = g * p; gp = g * a;"),
     "shift": ("a + p", "ga = g; gp = g;"),
-    "log_abs": ("std::log(std::abs(a) + E)", "ga = g / (std::abs(a) + E) * sgn(a);"),
-    "exp": ("std::exp(a)", "ga = g * v;"),
-    "sin": ("std::sin(a)", "ga = g * std::cos(a);"),
-    "cos": ("std::cos(a)", "ga = g * -std::sin(a);"),
-    "sinh": ("std::sinh(a)", "ga = g * std::cosh(a);"),
-    "cosh": ("std::cosh(a)", "ga = g * std::sinh(a);"),
-    "tanh": ("std::tanh(a)", "ga = g * (T(1) - v * v);"),
-    "asinh": ("std::asinh(a)", "ga = g * (T(1) / std::sqrt(a * a + T(1)));"),
-    "atan": ("std::atan(a)", "ga = g / (a * a + T(1));"),
+    "log_abs": ("vm::log(std::abs(a) + E)", "ga = g / (std::abs(a) + E) * sgn(a);"),
+    "exp": ("vm::exp(a)", "ga = g * v;"),
+    "sin": ("vm::sin(a)", "ga = g * vm::cos(a);"),
+    "cos": ("vm::cos(a)", "ga = g * -vm::sin(a);"),
+    "sinh": ("vm::sinh(a)", "ga = g * vm::cosh(a);"),
+    "cosh": ("vm::cosh(a)", "ga = g * vm::sinh(a);"),
+    "tanh": ("vm::tanh(a)", "ga = g * (T(1) - v * v);"),
+    "asinh": ("vm::asinh(a)", "ga = g * (T(1) / std::sqrt(a * a + T(1)));"),
+    "atan": ("vm::atan(a)", "ga = g / (a * a + T(1));"),
     "sinc": ("sinc_pi(a / T(PI))",
              "T t = a / T(PI), tp = t * T(PI), tsp = t * t * T(PI), q = tp * tp;"
              # near 0 torch's d = tp cos tp - sin tp cancels: libmvec's cos and sin (a few ulp) lose 1% of it at
              # 0.004, so there the series, but 0 where d is 0 as in torch (it is, below 1e-4); tp + 0 keeps GCC from
              # fusing sin and cos into one scalar sincos call
-             " T d = tp * std::cos(tp + T(0)) - std::sin(tp), s = std::abs(tp) < T(0.5) && d != T(0)"
+             " T d = tp * vm::cos(tp + T(0)) - vm::sin(tp), s = std::abs(tp) < T(0.5) && d != T(0)"
              " ? tp * (T(-1.0 / 3) + q * (T(1.0 / 30) + q * (T(-1.0 / 840) + q * T(1.0 / 45360)))) * T(PI) : d / tsp;"
              " ga = (tsp == T(0) ? T(0) : g * s) / T(PI);"),
     "relu": ("std::isnan(a) ? a : (a > T(0) ? a : T(0))", "ga = v <= T(0) ? T(0) : g;"),
     "min0": ("std::isnan(a) ? a : (a < T(0) ? a : T(0))", "ga = a < T(0) ? g : T(0);"),
     "sigmoid": ("sigm(a)", "ga = g * (T(1) - v) * v;"),
-    "softplus": ("a > T(20) ? a : std::log1p(std::exp(a))",
-                 "T z = std::exp(a); ga = a > T(20) ? g : g * z / (z + T(1));"),
-    "gauss": ("std::exp(-(a * a))", "ga = -(g * v) * (T(2) * a);"),
-    "erf": ("std::erf(a)", "ga = T(2.0 / std::sqrt(PI)) * std::exp(-(a * a)) * g;"),
+    "softplus": ("pick(a > T(20), a, vm::log1p(vm::exp(a)))",
+                 "T z = vm::exp(a); ga = a > T(20) ? g : g * z / (z + T(1));"),
+    "gauss": ("vm::exp(-(a * a))", "ga = -(g * v) * (T(2) * a);"),
+    "erf": ("vm::erf(a)", "ga = T(2.0 / std::sqrt(PI)) * vm::exp(-(a * a)) * g;"),
     "beta": ("p", "gp = g;"),
     "add": ("a + b", "ga = g; gb = g;"),
     "mul": ("a * b", "ga = g * b; gb = g * a;"),
@@ -266,10 +267,10 @@ NATIVE: dict[str, tuple[str, str]] = {
     "min": ("(std::isnan(a) || std::isnan(b)) ? a + b : (a < b ? a : b)",
             "T h = a == b ? g / T(2) : g; ga = a > b ? T(0) : h; gb = a < b ? T(0) : h;"),
     "sigmul": ("sigm(a) * b", "T s = sigm(a); ga = (g * b) * (T(1) - s) * s; gb = g * s;"),
-    "gauss_diff": ("std::exp(-p * ((a - b) * (a - b)))",
+    "gauss_diff": ("vm::exp(-p * ((a - b) * (a - b)))",
                    "T d = a - b, s = d * d, gm = g * v; gp = -(gm * s); T gd = (gm * -p) * (T(2) * d);"
                    " ga = gd; gb = -gd;"),
-    "laplace_diff": ("std::exp(-p * std::abs(a - b))",
+    "laplace_diff": ("vm::exp(-p * std::abs(a - b))",
                      "T d = a - b, gm = g * v; gp = -(gm * std::abs(d)); T gd = (gm * -p) * sgn(d);"
                      " ga = gd; gb = -gd;"),
     "mix": ("p * a + (T(1) - p) * b", "ga = g * p; gb = g * (T(1) - p); gp = g * a; gq = -(g * b);"),
