@@ -14,7 +14,8 @@ Variants are measured in interleaved rounds (each round times every variant once
 shared, noisy machine slows them alike. Inputs are random tensors already on the device: this measures the child, not
 data loading. ``--sample N`` instead times training steps of the proxy (cnn1d) for a fixed random sample of N
 one-unit and N two-unit functions that pass the screen (seed 22), eager and native, interleaved with relu in each
-round, and prints each kernel's median and worst ratio to relu. The load average is printed next to the figures.
+round, and prints each kernel's median and worst ratio to relu (a function whose loss stops being finite is left out
+there, as a child stops: it is listed as diverged). The load average is printed next to the figures.
 Usage::
 
     .venv/bin/python benchmarks/child_speed.py                 # CUDA when present, else CPU (one thread)
@@ -71,8 +72,8 @@ def make_runner(model_name: str, activation: str, kernel: str | None, whole: boo
     net = compile_child(model, settings, x[:2])
     optimizer = make_optimizer(model, settings)
 
-    def step():
-        train_step(net, optimizer, x, y, lr=0.01)
+    def step() -> torch.Tensor:
+        return train_step(net, optimizer, x, y, lr=0.01)
 
     return step
 
@@ -127,32 +128,60 @@ def sample_texts(n: int, seed: int = 22) -> list[str]:
 
 
 def sample(n: int, device: torch.device, batch: int, steps: int, rounds: int) -> int:
-    """Step time of the proxy for a sample of functions, eager and native, relative to relu timed in the same round."""
+    """Step time of the proxy for a sample of functions, eager and native, relative to relu timed in the same round.
+
+    A function whose training loss stops being finite (in either kernel) is not timed further: a child stops at its
+    first non-finite loss (``evaluator.train``), so the steps after it, on NaN and inf, are never run by a search. It is
+    listed as diverged, with the step, and left out of the ratios."""
     ratios: dict[str, list[float]] = {"eager": [], "native": []}
-    loads = []
-    for text in sample_texts(n):
+    parts: dict[str, list[float]] = {"one-unit": [], "two-unit": []}
+    loads, diverged = [], []
+    texts = sample_texts(n)
+    for index, text in enumerate(texts):
         runners = {kind: make_runner("cnn1d", text, kind, False, device, batch) for kind in ("eager", "native")}
         runners["relu"] = make_runner("cnn1d", "relu", None, False, device, batch)
-        for run in runners.values():
-            for _ in range(3):
-                run()
+        done = {kind: 0 for kind in runners}
+        bad: str | None = None
+
+        def steps_of(kind: str, count: int) -> None:
+            nonlocal bad
+            for _ in range(count):
+                done[kind] += 1
+                if not bool(torch.isfinite(runners[kind]())) and bad is None:
+                    bad = f"{kind} at step {done[kind]}"
+
+        for kind in runners:
+            steps_of(kind, 3)
         times: dict[str, list[float]] = {k: [] for k in runners}
         for _ in range(rounds):
-            for kind, run in runners.items():
+            for kind in runners:
                 start = time.perf_counter()
-                for _ in range(steps):
-                    run()
+                steps_of(kind, steps)
                 times[kind].append(time.perf_counter() - start)
+            if bad:
+                break
+        label = "one-unit" if index < n else "two-unit"
+        if bad:
+            diverged.append((label, text, bad))
+            print(f"{text:60s}  diverged ({bad}: a child stops there), not timed", flush=True)
+            continue
         relu = statistics.median(times["relu"])
         line = [f"{text:60s}"]
         for kind in ("eager", "native"):
             ratios[kind].append(statistics.median(times[kind]) / relu)
             line.append(f"{kind} {ratios[kind][-1]:.2f}x")
+        parts[label].append(len(ratios["eager"]) - 1)
         loads.append(os.getloadavg()[0])
         print("  ".join(line) + f"  load {loads[-1]:.2f}", flush=True)
     for kind, values in ratios.items():
-        for label, part in (("one-unit", values[:n]), ("two-unit", values[n:]), ("all", values)):
-            print(f"{kind:7s} {label:9s} median {statistics.median(part):.2f}x relu, worst {max(part):.2f}x")
+        for label, part in (("one-unit", [values[i] for i in parts["one-unit"]]),
+                            ("two-unit", [values[i] for i in parts["two-unit"]]), ("all", values)):
+            print(f"{kind:7s} {label:9s} median {statistics.median(part):.2f}x relu, worst {max(part):.2f}x "
+                  f"({len(part)} functions)")
+    faster = sum(nat < eag for nat, eag in zip(ratios["native"], ratios["eager"]))
+    print(f"native faster than eager for {faster} of {len(ratios['native'])}")
+    print(f"diverged, not timed: {sum(d[0] == 'one-unit' for d in diverged)} one-unit, "
+          f"{sum(d[0] == 'two-unit' for d in diverged)} two-unit")
     print(f"load average during the run: {min(loads):.2f} to {max(loads):.2f}")
     return 0
 
