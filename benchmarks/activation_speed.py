@@ -27,13 +27,17 @@ import argparse
 import math
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from search import Expression
-from search.language.kernel import activation_module
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from search import Expression  # noqa: E402
+from search.language.kernel import activation_module  # noqa: E402
 
 CASES = [
     # (candidate text, reference name, reference function taking (x, beta) with beta of shape (1, C, 1, 1))
