@@ -15,12 +15,14 @@ shared, noisy machine slows them alike. Inputs are random tensors already on the
 data loading. ``--sample N`` instead times training steps of the proxy (cnn1d) for a fixed random sample of N
 one-unit and N two-unit functions that pass the screen (seed 22), eager and native, interleaved with relu in each
 round, and prints each kernel's median and worst ratio to relu (a function whose loss stops being finite is left out
-there, as a child stops: it is listed as diverged). The load average is printed next to the figures.
+there, as a child stops: it is listed as diverged); with ``--children`` it times whole 500-step proxy children
+(``train_child``: data, training and evaluation) instead. The load average is printed next to the figures.
 Usage::
 
     .venv/bin/python benchmarks/child_speed.py                 # CUDA when present, else CPU (one thread)
     .venv/bin/python benchmarks/child_speed.py --models cnn1d --rounds 7 --json speed.json
     .venv/bin/python benchmarks/child_speed.py --sample 50 --steps 20 --rounds 3
+    .venv/bin/python benchmarks/child_speed.py --sample 50 --children --rounds 1
 """
 from __future__ import annotations
 
@@ -127,8 +129,57 @@ def sample_texts(n: int, seed: int = 22) -> list[str]:
     return out
 
 
-def sample(n: int, device: torch.device, batch: int, steps: int, rounds: int) -> int:
-    """Step time of the proxy for a sample of functions, eager and native, relative to relu timed in the same round.
+def step_times(text: str, device: torch.device, batch: int, steps: int, rounds: int
+               ) -> tuple[dict[str, list[float]], str | None]:
+    """Seconds of ``steps`` training steps of the proxy with ``text`` eager and native and with relu, ``rounds``
+    interleaved rounds after 3 warm-up steps each; and, where the loss stopped being finite, which kernel at which
+    step (the rounds end there)."""
+    runners = {kind: make_runner("cnn1d", text, kind, False, device, batch) for kind in ("eager", "native")}
+    runners["relu"] = make_runner("cnn1d", "relu", None, False, device, batch)
+    done = {kind: 0 for kind in runners}
+    bad: str | None = None
+
+    def steps_of(kind: str, count: int) -> None:
+        nonlocal bad
+        for _ in range(count):
+            done[kind] += 1
+            if not bool(torch.isfinite(runners[kind]())) and bad is None:
+                bad = f"{kind} at step {done[kind]}"
+
+    for kind in runners:
+        steps_of(kind, 3)
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for _ in range(rounds):
+        for kind in runners:
+            start = time.perf_counter()
+            steps_of(kind, steps)
+            times[kind].append(time.perf_counter() - start)
+        if bad:
+            break
+    return times, bad
+
+
+def child_times(text: str, rounds: int) -> tuple[dict[str, list[float]], str | None]:
+    """Seconds of whole proxy children (``train_child``: the quickstart's mnist1d child, 500 steps, data and evaluation
+    included, one thread) of ``text`` eager and native and of relu, interleaved, seed 1; and, where a child of
+    ``text`` did not end ok (it diverged: a search's child stops there), which and after how many steps."""
+    from evaluator.train import train_child
+
+    times: dict[str, list[float]] = {"eager": [], "native": [], "relu": []}
+    for _ in range(rounds):
+        for kind in times:
+            result = train_child(ChildSettings(task="mnist1d", device="cpu", threads=1, compile="off",
+                                               kernel=kind if kind != "relu" else "auto"),
+                                 "relu" if kind == "relu" else text, seed=1)
+            if result.status != "ok":
+                return times, f"{kind} {result.status} after {result.steps} steps"
+            times[kind].append(result.wall_s)
+    return times, None
+
+
+def sample(n: int, device: torch.device, batch: int, steps: int, rounds: int, children: bool = False) -> int:
+    """Step time of the proxy for a sample of functions, eager and native, relative to relu timed in the same round
+    (``children``: the time of whole children instead, ``child_times``).
 
     A function whose training loss stops being finite (in either kernel) is not timed further: a child stops at its
     first non-finite loss (``evaluator.train``), so the steps after it, on NaN and inf, are never run by a search. It is
@@ -138,32 +189,14 @@ def sample(n: int, device: torch.device, batch: int, steps: int, rounds: int) ->
     loads, diverged = [], []
     texts = sample_texts(n)
     for index, text in enumerate(texts):
-        runners = {kind: make_runner("cnn1d", text, kind, False, device, batch) for kind in ("eager", "native")}
-        runners["relu"] = make_runner("cnn1d", "relu", None, False, device, batch)
-        done = {kind: 0 for kind in runners}
-        bad: str | None = None
-
-        def steps_of(kind: str, count: int) -> None:
-            nonlocal bad
-            for _ in range(count):
-                done[kind] += 1
-                if not bool(torch.isfinite(runners[kind]())) and bad is None:
-                    bad = f"{kind} at step {done[kind]}"
-
-        for kind in runners:
-            steps_of(kind, 3)
-        times: dict[str, list[float]] = {k: [] for k in runners}
-        for _ in range(rounds):
-            for kind in runners:
-                start = time.perf_counter()
-                steps_of(kind, steps)
-                times[kind].append(time.perf_counter() - start)
-            if bad:
-                break
+        if children:
+            times, bad = child_times(text, rounds)
+        else:
+            times, bad = step_times(text, device, batch, steps, rounds)
         label = "one-unit" if index < n else "two-unit"
         if bad:
             diverged.append((label, text, bad))
-            print(f"{text:60s}  diverged ({bad}: a child stops there), not timed", flush=True)
+            print(f"{text:60s}  diverged ({bad}: a child stops there), not counted", flush=True)
             continue
         relu = statistics.median(times["relu"])
         line = [f"{text:60s}"]
@@ -180,7 +213,7 @@ def sample(n: int, device: torch.device, batch: int, steps: int, rounds: int) ->
                   f"({len(part)} functions)")
     faster = sum(nat < eag for nat, eag in zip(ratios["native"], ratios["eager"]))
     print(f"native faster than eager for {faster} of {len(ratios['native'])}")
-    print(f"diverged, not timed: {sum(d[0] == 'one-unit' for d in diverged)} one-unit, "
+    print(f"diverged, not counted: {sum(d[0] == 'one-unit' for d in diverged)} one-unit, "
           f"{sum(d[0] == 'two-unit' for d in diverged)} two-unit")
     print(f"load average during the run: {min(loads):.2f} to {max(loads):.2f}")
     return 0
@@ -197,6 +230,9 @@ def main() -> int:
     parser.add_argument("--whole-child", action="store_true", help="also time the whole child compiled (CUDA: always)")
     parser.add_argument("--sample", type=int, default=0,
                         help="time the proxy for N random one-unit and N two-unit functions, eager and native vs relu")
+    parser.add_argument("--children", action="store_true",
+                        help="with --sample: time whole 500-step proxy children (data, training, evaluation) "
+                             "instead of training steps")
     parser.add_argument("--json", metavar="FILE", help="also write the rows and the machine to this JSON file")
     args = parser.parse_args()
 
@@ -210,7 +246,7 @@ def main() -> int:
     print(f"device: {device} ({machine}); torch {torch.__version__}; batch {args.batch_size}; "
           f"median of {args.rounds} interleaved rounds; load average {os.getloadavg()[0]:.2f}")
     if args.sample:
-        return sample(args.sample, device, args.batch_size, args.steps or 20, args.rounds)
+        return sample(args.sample, device, args.batch_size, args.steps or 20, args.rounds, args.children)
     rows = []
     for model_name in args.models:
         steps = args.steps or (3 if model_name == "resnet20" and not use_cuda else 20)
