@@ -160,11 +160,34 @@ template <typename T> inline T sinc_pi(T t) {
 }
 
 // One instruction per node, in evaluation order: opcode, operand slots (-1: the input x), beta row (-1: none).
+// value[k]: the row whose value row k has. A row that computes what an earlier row computes (the same operator of the
+// same values, no beta: a two-unit function often uses the first unit's value twice, as in tanh(u) * softplus(u)) has
+// that row's value, and the forward computes it once; its backward stays its own, so each occurrence's gradient goes
+// down its own rows and adds up at x exactly as eager's does.
 struct Program {
   const int32_t* code;
   int64_t nodes;
+  std::vector<int64_t> value;
   const int32_t* at(int64_t k) const { return code + 4 * k; }
+  int64_t of(int32_t slot) const { return slot < 0 ? -1 : value[slot]; }  // an operand's value row (-1: x)
 };
+
+inline Program program_of(const torch::Tensor& code) {
+  Program prog{code.data_ptr<int32_t>(), code.size(0), std::vector<int64_t>(code.size(0))};
+  for (int64_t k = 0; k < prog.nodes; ++k) {
+    const int32_t* ins = prog.at(k);
+    prog.value[k] = k;
+    for (int64_t j = 0; j < k && ins[3] < 0; ++j) {
+      const int32_t* other = prog.at(j);
+      if (other[0] == ins[0] && other[3] < 0 && prog.of(other[1]) == prog.of(ins[1]) &&
+          prog.of(other[2]) == prog.of(ins[2])) {
+        prog.value[k] = prog.value[j];
+        break;
+      }
+    }
+  }
+  return prog;
+}
 
 // The betas as seen by the elements: element e of x is in channel (e / inner) % channels, so its betas repeat with a
 // period of channels * inner elements (1 with one beta for all channels). Pattern row j holds beta[j, channel] for
@@ -215,7 +238,8 @@ inline bool costly(int32_t opcode) {
 // Which node values the backward has, and how: it needs a value where a backward formula reads it (its own formula's
 // v, its parent's a or b) or where a node it computes again is computed from it. A needed value of a costly operator
 // is saved by the forward (when ``saving``) and loaded; the others needed are computed again (``compute``), and the
-// rest not at all. Children come before their parent in the program, so one pass from the root decides.
+// rest not at all; a row that has an earlier row's value (Program::value) is never computed, its needs are that
+// row's. Children and the rows whose value a row has come before it in the program, so one pass from the root decides.
 struct Plan {
   std::vector<char> compute;   // per node: computed again in the backward
   std::vector<int64_t> saved;  // the nodes saved by the forward, in program order (row j of the saved tensor)
@@ -226,11 +250,15 @@ inline Plan plan_of(const Program& prog, bool saving) {
   Plan plan{std::vector<char>(prog.nodes, 0), {}};
   for (int64_t k = prog.nodes - 1; k >= 0; --k) {
     const int32_t* ins = prog.at(k);
-    need[k] = need[k] || mentions(ins[0], 'v');
-    keep[k] = saving && need[k] && costly(ins[0]);
-    plan.compute[k] = need[k] && !keep[k];
-    if (ins[1] >= 0) need[ins[1]] = need[ins[1]] || plan.compute[k] || mentions(ins[0], 'a');
-    if (ins[2] >= 0) need[ins[2]] = need[ins[2]] || plan.compute[k] || mentions(ins[0], 'b');
+    const int64_t own = prog.value[k];
+    need[own] = need[own] || mentions(ins[0], 'v');
+    if (own == k) {
+      keep[k] = saving && need[k] && costly(ins[0]);
+      plan.compute[k] = need[k] && !keep[k];
+    }
+    const bool again = own == k && plan.compute[k];
+    if (ins[1] >= 0) need[prog.of(ins[1])] = need[prog.of(ins[1])] || again || mentions(ins[0], 'a');
+    if (ins[2] >= 0) need[prog.of(ins[2])] = need[prog.of(ins[2])] || again || mentions(ins[0], 'b');
   }
   for (int64_t k = 0; k < prog.nodes; ++k)
     if (keep[k]) plan.saved.push_back(k);
@@ -277,10 +305,11 @@ void forward_tile(const Program& prog, int64_t n, const T* x, const T* P, int64_
                   const char* compute = nullptr) {
   const T E = T(/*EPS*/);
   for (int64_t k = 0; k < prog.nodes; ++k) {
+    if (prog.value[k] != k) continue;  // an earlier row's value
     if (compute != nullptr && !compute[k]) continue;  // the backward never reads it, or loads it saved (plan_of)
     const int32_t* ins = prog.at(k);
-    const T* A = ins[1] < 0 ? x : V + ins[1] * TILE;
-    const T* B = ins[2] < 0 ? x : V + ins[2] * TILE;
+    const T* A = ins[1] < 0 ? x : V + prog.of(ins[1]) * TILE;
+    const T* B = ins[2] < 0 ? x : V + prog.of(ins[2]) * TILE;
     const T* Pk = ins[3] < 0 ? P : P + ins[3] * W;
     T* out = last != nullptr && k == prog.nodes - 1 ? last : V + k * TILE;  // the forward writes the root into y
     (void)A; (void)B; (void)Pk; (void)E;
@@ -298,13 +327,13 @@ void backward_tile(const Program& prog, int64_t n, const T* x, const T* P, int64
   bool dx_written = false;  // whether an instruction (in reverse order) wrote dx yet: later ones add to it
   for (int64_t k = prog.nodes - 1; k >= 0; --k) {
     const int32_t* ins = prog.at(k);
-    const T* A = ins[1] < 0 ? x : V + ins[1] * TILE;
-    const T* B = ins[2] < 0 ? x : V + ins[2] * TILE;
+    const T* A = ins[1] < 0 ? x : V + prog.of(ins[1]) * TILE;  // values: the rows that have them
+    const T* B = ins[2] < 0 ? x : V + prog.of(ins[2]) * TILE;
     const T* Pk = ins[3] < 0 ? P : P + ins[3] * W;
-    T* GA = ins[1] < 0 ? dx : G + ins[1] * TILE;
+    T* GA = ins[1] < 0 ? dx : G + ins[1] * TILE;  // gradients: each row its own
     T* GB = ins[2] < 0 ? dx : G + ins[2] * TILE;
     T* GPk = ins[3] < 0 ? GP : GP + ins[3] * 2 * TILE;  // two rows per beta: its two sums (see ops.NATIVE)
-    const T* out = V + k * TILE;
+    const T* out = V + prog.value[k] * TILE;
     const T* Gk = k == prog.nodes - 1 ? dy : G + k * TILE;
     (void)A; (void)B; (void)Pk; (void)E; (void)GA; (void)GB; (void)GPk; (void)out;
     switch (ins[0]) {
@@ -343,7 +372,7 @@ Shape shape_of(const torch::Tensor& x, const torch::Tensor& beta, const torch::T
 std::vector<torch::Tensor> forward_saving(torch::Tensor x, torch::Tensor beta, torch::Tensor code, int64_t channels,
                                           int64_t inner, bool saving) {
   Shape s = shape_of(x, beta, code, channels, inner);
-  Program prog{code.data_ptr<int32_t>(), code.size(0)};
+  const Program prog = program_of(code);
   if (prog.nodes == 0) return {x.clone(), torch::Tensor()};
   auto y = torch::empty_like(x);
   const Plan plan = plan_of(prog, saving);
@@ -382,7 +411,7 @@ std::vector<torch::Tensor> backward_saved(torch::Tensor x, torch::Tensor beta, t
   Shape s = shape_of(x, beta, code, channels, inner);
   TORCH_CHECK(dy.is_contiguous() && dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(),
               "native kernel: dy must be contiguous and shaped like x");
-  Program prog{code.data_ptr<int32_t>(), code.size(0)};
+  const Program prog = program_of(code);
   if (prog.nodes == 0) return {dy.clone(), torch::zeros_like(beta)};
   auto dx = torch::empty_like(x);
   auto total = beta_grad ? torch::zeros({s.n_betas, 2, s.beta_cols}, x.options().dtype(torch::kFloat64))
