@@ -3,7 +3,9 @@
 A candidate becomes a small program (``program``: one instruction per operator node, in evaluation order: opcode,
 operand slots, beta row); one C++ kernel (``native.cpp``, its operator cases filled in from the operator table's
 ``NATIVE`` code) interprets any program over tiles of 256 elements, so it is compiled once per machine (the first use,
-cached in torch's extension directory under a name that hashes its source), never per candidate. The forward reads x
+cached in torch's extension directory under a name that hashes its source), never per candidate. A row that computes
+what an earlier row computes (a repeated subtree without betas) takes its value: the forward computes it once, and
+each occurrence keeps its own backward (``native.cpp``, ``Program::value``). The forward reads x
 and writes y; the backward needs the node values its formulas read (in ``sin(x) + cos(x)`` none: add's gradient reads
 no operand, sin's and cos's read x). Where a gradient will be asked for, the forward also writes those of them that a
 vector math function computed (exp, sin, tanh, ...: ``_costly``; in ``x * sigmoid(beta * x)`` the sigmoid), one
