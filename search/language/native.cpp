@@ -82,10 +82,11 @@ inline F guarded(F a, F (*vector)(F) noexcept, float (*scalar)(float) noexcept, 
 }
 }  // namespace vm
 
-// A guarded function: vm::name(float) calls actsearch_namef, declared SIMD-callable, so GCC's vectorised loops call
-// its variants by the vector ABI's names (4 lanes SSE, 8 lanes AVX2). Those and the scalar one are defined under
-// other names and given these by assembler aliases: GCC must not see that the declared function has a body (it would
-// make SIMD clones of it, and then leaves many unrelated loops of the kernel unvectorised).
+// A guarded function: vm::name(float) calls actsearch_namef, declared SIMD-callable and const, so GCC's vectorised
+// loops call its variants by the vector ABI's names (4 lanes SSE, 8 lanes AVX2). Those and the scalar one are defined
+// under other names and given these by assembler aliases: given the declared function's body, GCC would make SIMD
+// clones of its own under the same names. (Declared without const, a call "clobbers memory" for GCC, and 116 of the
+// kernel's loops, some with no call at all, were left scalar.)
 #define ACTSEARCH_ALIAS(alias, target) \
   __asm__(".globl " alias "\n.hidden " alias "\n.set " alias ", " target "\n");
 #define ACTSEARCH_GUARDED(name, ...)                                                                            \
@@ -124,9 +125,9 @@ constexpr float INF = __builtin_inff(), NaN = __builtin_nanf(""), MAX = 3.402823
 // scalar values there (expf(89) = inf, expf(-105) = 0, sinhf(90) = inf, tanhf(inf) = 1, atanf(1e8) = HALF_PI).
 // Guarded are the functions whose slow inputs a child that goes on training can send: exp's large negative arguments
 // (gauss(x) of |x| > 10, softplus), the tiny values log1p gets from softplus's exp, an inf that tanh or asinh turns
-// finite, atan of 1e7 and more (pre-activations of a child whose weights grow). A NaN or an inf that sin, cos, log or
-// erf would get makes the child's loss non-finite, and the child stops; sin and cos of 1e4 to 1e5 libmvec computes on
-// a middle path faster than glibc's scalar functions: those go to libmvec as they are.
+// finite, atan of 1e7 and more (pre-activations of a child whose weights grow). sin, cos and log of a NaN or an inf
+// make the child's loss non-finite, and the child stops; libmvec's sin and cos of 1e4 to 1e5 take a middle path
+// faster than glibc's scalar functions, and its erf is fast on NaN and inf: those four go to libmvec as they are.
 //                name    fast range     at or below: value   at or above: value
 ACTSEARCH_GUARDED(exp,   -87, 80,        -105, 0,             89, INF)
 ACTSEARCH_GUARDED(log1p, -0.5f, MAX,     -INF, NaN,           INF, INF)
