@@ -11,6 +11,8 @@ from search import Expression
 from search.language import kernel as kernel_module
 from search.language import native
 from search.language.index import FunctionIndex
+from search.language.expression import X, apply
+from search.language.ops import BINARY, UNARY
 from search.language.space import Space
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="the native kernel cannot be built here (no compiler)")
@@ -62,9 +64,9 @@ def _mismatch(expected: torch.Tensor, got: torch.Tensor, exact: torch.Tensor, no
         if bad.any() else None
 
 
-def _check(text: str, seed: int) -> str | None:
+def _check(text: str, seed: int, x: torch.Tensor | None = None) -> str | None:
     expr = Expression.parse(text)
-    x, beta = _points(seed), _betas(expr.n_betas, seed + 1)
+    x, beta = _points(seed) if x is None else x, _betas(expr.n_betas, seed + 1)
     dy = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + 2))
     eager, fast = _run(expr, "eager", x, beta, dy), _run(expr, "native", x, beta, dy)
     exact = _run(expr, "eager", x.double(), beta.double(), dy.double())
@@ -104,6 +106,22 @@ def test_native_matches_eager_on_a_random_sample_of_two_unit_functions():
     # intermediate near 1e21 that rounds differently in glibc's and SLEEF's exp, sinh); at most 1% of the functions,
     # at one or two of their 288 points (22 seed: 8 of 995, two of them by a value overflowing in one and not the other).
     assert len(texts) > 900 and len(bad) <= len(texts) // 100, f"{len(bad)} of {len(texts)}: " + "\n".join(bad)
+
+
+def test_every_operator_matches_eager_where_glibcs_vector_math_leaves_its_fast_path():
+    """NaN, inf, huge and tiny values and the edges of the kernel's guarded ranges (exp beyond 80 and below -87, sinh
+    and cosh beyond 80, atan from 1e6 to 1e8 and beyond, ...): each operator alone gives eager's values and gradients
+    there, non-finite at the same points."""
+    edges = [float("nan"), float("inf"), 0.0, 1e-38, 1e-30, 1e-10, 1e-4, 0.5, 9.5, 10.5, 80.5, 86.0, 87.5, 88.7, 89.5,
+             95.0, 104.5, 105.5, 1e3, 1.5e4, 1e5, 2e6, 5e7, 2e8, 1e20, 3e38]
+    row = torch.tensor(edges + [-e for e in edges])
+    x = row.expand(ROWS, CHANNELS, row.numel()).contiguous()
+    ops = [op for op in UNARY + BINARY if op.name != "x"]
+    texts = [Expression(apply(op, *[X] * op.arity)).text for op in ops]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bad = [why for i, text in enumerate(texts) if (why := _check(text, 20_000 + i, x))]
+    assert not bad, "\n".join(bad)
 
 
 def test_values_saved_by_the_forward_give_the_gradients_computed_again_bit_for_bit():
