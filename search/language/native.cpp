@@ -257,7 +257,7 @@ inline Plan plan_of(const Program& prog, bool saving) {
       keep[k] = saving && need[k] && costly(ins[0]);
       plan.compute[k] = need[k] && !keep[k];
     }
-    const bool again = own == k && plan.compute[k];
+    const bool again = plan.compute[k];  // computed again, so its operands' values are needed (never a shared row)
     if (ins[1] >= 0) need[prog.of(ins[1])] = need[prog.of(ins[1])] || again || mentions(ins[0], 'a');
     if (ins[2] >= 0) need[prog.of(ins[2])] = need[prog.of(ins[2])] || again || mentions(ins[0], 'b');
   }
