@@ -5,13 +5,14 @@
 #include <ATen/Parallel.h>
 
 #include <cmath>
+#include <limits>
 #include <mutex>
 #include <vector>
 
 // Vector math (vm::exp, ...; the operator table's code calls these). The tile loops vectorise their transcendental
-// functions by calling glibc's vector math (libmvec: eight floats a call with AVX2), declared SIMD-callable. Where one
-// lane of a vector is outside a libmvec function's fast range (NaN, inf, exp beyond 87, sin of 1e4, ...) it computes
-// all eight lane by lane, 5 to 15 times slower, and a child whose values run away would pay that in every call. So on
+// functions by calling glibc's vector math (libmvec: eight floats a call with AVX2, sixteen with AVX-512), declared
+// SIMD-callable. Where one lane of a vector is outside a libmvec function's fast range (NaN, inf, exp beyond 87, sin of
+// 5e4, ...) it computes all lanes one by one, 5 to 15 times slower, and a child whose values run away would pay that in every call. So on
 // x86-64 a float function goes through a guard of our own (``guarded``, in the vector ABI under the name GCC calls):
 // lanes in the fast range go to libmvec; NaN stays NaN; where the float function is flat (exp beyond 89 is inf, tanh
 // of inf is 1) a lane gets that constant; any other lane glibc's scalar function (libmvec's own slow path computes
@@ -41,15 +42,21 @@ typedef float f4 __attribute__((vector_size(16)));
 typedef int i4 __attribute__((vector_size(16)));
 typedef float f8 __attribute__((vector_size(32)));
 typedef int i8 __attribute__((vector_size(32)));
+typedef float f16 __attribute__((vector_size(64)));
+typedef int i16 __attribute__((vector_size(64)));
 
 // libmvec is fast for lo <= a <= hi; at or below sat_lo the function's float value is c_lo, at or above sat_hi c_hi.
 struct Rule {
   float lo, hi, sat_lo, c_lo, sat_hi, c_hi;
+  bool wide;
 };
 
 inline int mask(i4 m) { return _mm_movemask_ps(reinterpret_cast<__m128>(m)); }
 #ifdef __AVX2__
 inline int mask(i8 m) { return _mm256_movemask_ps(reinterpret_cast<__m256>(m)); }
+#endif
+#ifdef __AVX512F__
+inline int mask(i16 m) { return _mm512_cmplt_epi32_mask(reinterpret_cast<__m512i>(m), _mm512_setzero_si512()); }
 #endif
 
 // Lanes for glibc's scalar function (bit l of ``left``), called through a pointer so that the compiler cannot turn
@@ -83,7 +90,7 @@ inline F guarded(F a, F (*vector)(F) noexcept, float (*scalar)(float) noexcept, 
 }  // namespace vm
 
 // A guarded function: vm::name(float) calls actsearch_namef, declared SIMD-callable and const, so GCC's vectorised
-// loops call its variants by the vector ABI's names (4 lanes SSE, 8 lanes AVX2). Those and the scalar one are defined
+// loops call its variants by the vector ABI's names (4 lanes SSE, 8 AVX2, 16 AVX-512). Those and the scalar one are defined
 // under other names and given these by assembler aliases: given the declared function's body, GCC would make SIMD
 // clones of its own under the same names. (Declared without const, a call "clobbers memory" for GCC, and 116 of the
 // kernel's loops, some with no call at all, were left scalar.)
@@ -113,30 +120,60 @@ inline F guarded(F a, F (*vector)(F) noexcept, float (*scalar)(float) noexcept, 
   extern "C" __attribute__((used, visibility("hidden"))) vm::f8 actsearch_##name##_8(vm::f8 a) noexcept {       \
     return vm::guarded<vm::f8, vm::i8>(a, _ZGVdN8v_##name##f, ::name##f, vm::name##_rule);                      \
   }                                                                                                              \
-  ACTSEARCH_ALIAS("_ZGVdN8v_actsearch_" #name "f", "actsearch_" #name "_8")
+  ACTSEARCH_ALIAS("_ZGVdN8v_actsearch_" #name "f", "actsearch_" #name "_8")                                     \
+  ACTSEARCH_GUARDED16(name)
 #else
 #define ACTSEARCH_GUARDED8(name)
+#endif
+
+#ifdef __AVX512F__
+namespace vm {
+// Sixteen lanes as two calls of libmvec's eight-lane function (the table's column "16": false).
+template <f8 (*eight)(f8) noexcept>
+f16 halves(f16 a) noexcept {
+  const f8 lo = eight(__builtin_shufflevector(a, a, 0, 1, 2, 3, 4, 5, 6, 7));
+  const f8 hi = eight(__builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15));
+  return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+}  // namespace vm
+#define ACTSEARCH_GUARDED16(name)                                                                               \
+  extern "C" vm::f16 _ZGVeN16v_##name##f(vm::f16) noexcept;                                                    \
+  extern "C" __attribute__((used, visibility("hidden"))) vm::f16 actsearch_##name##_16(vm::f16 a) noexcept {    \
+    return vm::guarded<vm::f16, vm::i16>(a, vm::name##_rule.wide ? _ZGVeN16v_##name##f                          \
+                                                                 : vm::halves<_ZGVdN8v_##name##f>,              \
+                                         ::name##f, vm::name##_rule);                                            \
+  }                                                                                                              \
+  ACTSEARCH_ALIAS("_ZGVeN16v_actsearch_" #name "f", "actsearch_" #name "_16")
+#else
+#define ACTSEARCH_GUARDED16(name)
 #endif
 
 namespace vm {
 constexpr float INF = __builtin_inff(), NaN = __builtin_nanf(""), MAX = 3.40282347e38f, HALF_PI = 1.57079637f;
 }
-// Fast ranges measured (a libmvec call on eight equal values, 2026-12-05, glibc 2.36); the constants are glibc's
-// scalar values there (expf(89) = inf, expf(-105) = 0, sinhf(90) = inf, tanhf(inf) = 1, atanf(1e8) = HALF_PI).
+// Fast ranges measured (a libmvec call on eight or on sixteen equal values: the same ranges; 2026-12-05, glibc 2.36);
+// the constants are glibc's scalar values there (expf(89) = inf, expf(-105) = 0, sinhf(90) = inf, tanhf(inf) = 1,
+// atanf(1e8) = HALF_PI).
 // Guarded are the functions whose slow inputs a child that goes on training can send: exp's large negative arguments
 // (gauss(x) of |x| > 10, softplus), the tiny values log1p gets from softplus's exp, an inf that tanh or asinh turns
 // finite, atan of 1e7 and more (pre-activations of a child whose weights grow). sin, cos and log of a NaN or an inf
 // make the child's loss non-finite, and the child stops; libmvec's sin and cos of 1e4 to 1e5 take a middle path
-// faster than glibc's scalar functions, and its erf is fast on NaN and inf: those four go to libmvec as they are.
-//                name    fast range     at or below: value   at or above: value
-ACTSEARCH_GUARDED(exp,   -87, 80,        -105, 0,             89, INF)
-ACTSEARCH_GUARDED(log1p, -0.5f, MAX,     -INF, NaN,           INF, INF)
-ACTSEARCH_GUARDED(sinh,  -80, 80,        -90, -INF,           90, INF)
-ACTSEARCH_GUARDED(cosh,  -80, 80,        -90, INF,            90, INF)
-ACTSEARCH_GUARDED(tanh,  -MAX, MAX,      -INF, -1,            INF, 1)
-ACTSEARCH_GUARDED(asinh, -MAX, MAX,      -INF, -INF,          INF, INF)
-ACTSEARCH_GUARDED(atan,  -1e6f, 1e6f,    -1e8f, -HALF_PI,     1e8f, HALF_PI)
-ACTSEARCH_DIRECT(log) ACTSEARCH_DIRECT(sin) ACTSEARCH_DIRECT(cos) ACTSEARCH_DIRECT(erf)
+// faster than glibc's scalar functions: those three go to libmvec as they are. Column 16: whether libmvec's
+// sixteen-lane function (AVX-512) is used; its exp, log1p, sinh, sin, cos and log give the eight-lane function's values
+// bit for bit (2^22 random values each), its cosh, tanh, asinh, atan and erf differ by 1 to 4 ulp: those take two
+// eight-lane calls (erf is guarded for that alone), so that a kernel built for AVX-512 computes what one built for AVX2
+// does (with 16-lane cosh, sinh(x) - cosh(x) at x = 20 was -16 where eager's is 0; with 16-lane tanh, asinh, atan
+// and erf, 12 of the 995 two-unit test functions were off eager, against 8).
+//                name    fast range     at or below: value   at or above: value   16
+ACTSEARCH_GUARDED(exp,   -87, 80,        -105, 0,             89, INF,          true)
+ACTSEARCH_GUARDED(log1p, -0.5f, 1.7e38f, -INF, NaN,           INF, INF,         true)
+ACTSEARCH_GUARDED(sinh,  -80, 80,        -90, -INF,           90, INF,          true)
+ACTSEARCH_GUARDED(cosh,  -80, 80,        -90, INF,            90, INF,          false)
+ACTSEARCH_GUARDED(tanh,  -MAX, MAX,      -INF, -1,            INF, 1,           false)
+ACTSEARCH_GUARDED(asinh, -MAX, MAX,      -INF, -INF,          INF, INF,         false)
+ACTSEARCH_GUARDED(atan,  -1e6f, 1e6f,    -1e8f, -HALF_PI,     1e8f, HALF_PI,    false)
+ACTSEARCH_GUARDED(erf,   -MAX, MAX,      -INF, -1,            INF, 1,           false)
+ACTSEARCH_DIRECT(log) ACTSEARCH_DIRECT(sin) ACTSEARCH_DIRECT(cos)
 #else  // elsewhere libmvec as it is
 ACTSEARCH_DIRECT(exp) ACTSEARCH_DIRECT(log) ACTSEARCH_DIRECT(log1p) ACTSEARCH_DIRECT(sin) ACTSEARCH_DIRECT(cos)
 ACTSEARCH_DIRECT(sinh) ACTSEARCH_DIRECT(cosh) ACTSEARCH_DIRECT(tanh) ACTSEARCH_DIRECT(asinh) ACTSEARCH_DIRECT(atan)
@@ -203,16 +240,20 @@ inline Betas betas_of(int64_t used, int64_t beta_cols, int64_t channels, int64_t
   return {period, period + TILE};
 }
 
-inline int64_t channel_at(int64_t position, int64_t beta_cols, int64_t inner) {
-  return beta_cols == 1 ? 0 : position / inner;
-}
-
 template <typename T>
 std::vector<T> beta_pattern(const T* beta, int64_t used, int64_t beta_cols, int64_t inner, const Betas& b) {
   std::vector<T> out(std::max<int64_t>(1, used) * b.width);
-  for (int64_t j = 0; j < used; ++j)
-    for (int64_t k = 0; k < b.width; ++k)
-      out[j * b.width + k] = beta[j * beta_cols + channel_at(k % b.period, beta_cols, inner)];
+  for (int64_t j = 0; j < used; ++j) {
+    T* row = out.data() + j * b.width;
+    if (beta_cols == 1) {
+      std::fill(row, row + b.width, beta[j]);
+      continue;
+    }
+    for (int64_t c = 0; c < beta_cols; ++c)  // the period: each channel's inner positions
+      std::fill(row + c * inner, row + (c + 1) * inner, beta[j * beta_cols + c]);
+    for (int64_t k = b.period; k < b.width; k += b.period)  // and its first TILE positions again, after it
+      std::copy(row, row + std::min(b.period, b.width - k), row + k);
+  }
   return out;
 }
 
@@ -264,41 +305,6 @@ inline Plan plan_of(const Program& prog, bool saving) {
   for (int64_t k = 0; k < prog.nodes; ++k)
     if (keep[k]) plan.saved.push_back(k);
   return plan;
-}
-
-// The tile's channel runs for summing the betas' gradients: runs[r] = (first element, channel), ended by (n, -1). A
-// run is the tile's elements of one channel; where the channel is x's last dim (inner == 1, a linear layer's (batch,
-// features)) it is a row's segment instead, element i + k of it in channel c + k ("rows"); with one beta for all
-// channels the whole tile is one run. Each run is summed in the input's type, as torch's sum does, then added in
-// double.
-inline bool by_rows(int64_t inner, int64_t beta_cols) { return inner == 1 && beta_cols > 1; }
-
-inline int64_t channel_runs(int64_t beta_cols, int64_t channels, int64_t inner, int64_t start, int64_t n,
-                            int64_t* runs) {
-  int64_t count = 0;
-  if (beta_cols == 1) {
-    runs[0] = 0;
-    runs[1] = 0;
-    count = 1;
-  } else if (by_rows(inner, beta_cols)) {
-    for (int64_t i = 0, c = start % channels; i < n; c = 0) {
-      runs[2 * count] = i;
-      runs[2 * count + 1] = c;
-      ++count;
-      i = std::min(n, i + channels - c);
-    }
-  } else {
-    int64_t c = (start / inner) % channels, left = inner - start % inner;
-    for (int64_t i = 0; i < n; c = (c + 1 == channels ? 0 : c + 1), left = inner) {
-      runs[2 * count] = i;
-      runs[2 * count + 1] = c;
-      ++count;
-      i = std::min(n, i + left);
-    }
-  }
-  runs[2 * count] = n;
-  runs[2 * count + 1] = -1;
-  return count;
 }
 
 template <typename T>
@@ -365,6 +371,115 @@ Shape shape_of(const torch::Tensor& x, const torch::Tensor& beta, const torch::T
   s.grain = std::max<int64_t>(1, 16384 / TILE);
   return s;
 }
+
+// The betas' gradients, summed over each channel's elements as torch's sum does: a row's run of a channel's elements
+// in the input's type, the runs added in double (where the channel is x's last dim, inner == 1, a linear layer's
+// (batch, features), a row's segment instead, element i + k of it in channel c + k; with one beta for all channels, the
+// whole tile). Summed run by run, that costs a horizontal sum of a vector per run: more than all the rest of the
+// backward where a channel has 10 positions. So where no sum of a tile's gradients can overflow in any order (each
+// |g| at most the type's max / numel), a thread adds them instead, element by element, into its own accumulator of
+// one period of positions (Betas: position p is in channel p / inner) and sums a channel's positions once, at the
+// end: the same sums in another order, equal to rounding. A tile with a larger value (a child running away) is summed
+// run by run, so that a sum overflows, to inf or NaN, where torch's does. (NaN and inf propagate in any order.)
+inline bool by_rows(int64_t inner, int64_t beta_cols) { return inner == 1 && beta_cols > 1; }
+
+// The tile's runs: runs[r] = (first element, channel), ended by (n, -1).
+inline int64_t channel_runs(int64_t beta_cols, int64_t channels, int64_t inner, int64_t start, int64_t n,
+                            int64_t* runs) {
+  int64_t count = 0;
+  if (beta_cols == 1) {
+    runs[0] = 0;
+    runs[1] = 0;
+    count = 1;
+  } else if (by_rows(inner, beta_cols)) {
+    for (int64_t i = 0, c = start % channels; i < n; c = 0) {
+      runs[2 * count] = i;
+      runs[2 * count + 1] = c;
+      ++count;
+      i = std::min(n, i + channels - c);
+    }
+  } else {
+    int64_t c = (start / inner) % channels, left = inner - start % inner;
+    for (int64_t i = 0; i < n; c = (c + 1 == channels ? 0 : c + 1), left = inner) {
+      runs[2 * count] = i;
+      runs[2 * count + 1] = c;
+      ++count;
+      i = std::min(n, i + left);
+    }
+  }
+  runs[2 * count] = n;
+  runs[2 * count + 1] = -1;
+  return count;
+}
+
+template <typename T>
+struct BetaSums {
+  const Shape& s;
+  const std::vector<int64_t>& rows;  // the gradient rows the program writes (backward_saved)
+  int64_t period;
+  T limit;                   // the largest |g| summed by position
+  std::vector<T> position;   // per gradient row, one period of positions
+  std::vector<double> sums;  // per gradient row, per beta column
+  std::vector<int64_t> runs;
+
+  BetaSums(const Shape& shape, const std::vector<int64_t>& rows_, int64_t period_)
+      : s(shape), rows(rows_), period(period_), limit(std::numeric_limits<T>::max() / T(shape.numel)),
+        position(period_ > 1 ? rows_.size() * period_ : 0, T(0)), sums(rows_.size() * shape.beta_cols, 0.0),
+        runs(2 * TILE + 2) {}
+
+  void add(const T* GP, int64_t start, int64_t n) {
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const T* g = GP + rows[r] * TILE;
+      double* out = sums.data() + r * s.beta_cols;
+      if (period > 1) {
+        T big = 0;
+        _Pragma("omp simd reduction(max:big)")
+        for (int64_t i = 0; i < n; ++i) big = std::max(big, std::abs(g[i]));
+        if (big <= limit) {
+          T* acc = position.data() + r * period;
+          for (int64_t i = 0, p = start % period; i < n; p = 0) {
+            const int64_t len = std::min(n - i, period - p);
+            T* a = acc + p - i;
+            _Pragma("omp simd")
+            for (int64_t k = i; k < i + len; ++k) a[k] += g[k];
+            i += len;
+          }
+          continue;
+        }
+      }
+      const int64_t count = channel_runs(s.beta_cols, s.channels, s.inner, start, n, runs.data());
+      for (int64_t k = 0; k < count; ++k) {
+        const int64_t first = runs[2 * k], last = runs[2 * k + 2];
+        double* a = out + runs[2 * k + 1];
+        if (by_rows(s.inner, s.beta_cols)) {  // element first + i is channel runs[2k + 1] + i
+          _Pragma("omp simd")
+          for (int64_t i = first; i < last; ++i) a[i - first] += double(g[i]);
+          continue;
+        }
+        T sum = 0;
+        _Pragma("omp simd reduction(+:sum)")
+        for (int64_t i = first; i < last; ++i) sum += g[i];
+        a[0] += double(sum);
+      }
+    }
+  }
+
+  // The thread's sums added into total ((rows, beta_cols) in double).
+  void finish(double* total, std::mutex& lock) {
+    if (period > 1)
+      for (size_t r = 0; r < rows.size(); ++r)
+        for (int64_t c = 0; c < s.beta_cols; ++c) {
+          const T* a = position.data() + r * period + c * s.inner;
+          T sum = 0;
+          _Pragma("omp simd reduction(+:sum)")
+          for (int64_t k = 0; k < s.inner; ++k) sum += a[k];
+          sums[r * s.beta_cols + c] += double(sum);
+        }
+    std::lock_guard<std::mutex> guard(lock);
+    for (size_t r = 0; r < rows.size(); ++r)
+      for (int64_t c = 0; c < s.beta_cols; ++c) total[rows[r] * s.beta_cols + c] += sums[r * s.beta_cols + c];
+  }
+};
 
 }  // namespace
 
@@ -440,9 +555,7 @@ std::vector<torch::Tensor> backward_saved(torch::Tensor x, torch::Tensor beta, t
     const std::vector<scalar_t> pattern = beta_pattern(beta.data_ptr<scalar_t>(), s.used, s.beta_cols, s.inner, bt);
     at::parallel_for(0, s.tiles, s.grain, [&](int64_t t0, int64_t t1) {
       std::vector<scalar_t> V(prog.nodes * TILE), G(prog.nodes * TILE), GP(2 * std::max<int64_t>(1, s.used) * TILE);
-      std::vector<int64_t> runs(2 * TILE + 2);
-      std::vector<double> acc(rows.empty() ? 0 : 2 * s.used * s.beta_cols, 0.0);
-      const bool segments = by_rows(s.inner, s.beta_cols);
+      BetaSums<scalar_t> betas(s, rows, bt.period);
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t start = t * TILE, n = std::min(TILE, s.numel - start);
         const scalar_t* P = pattern.data() + start % bt.period;
@@ -451,28 +564,9 @@ std::vector<torch::Tensor> backward_saved(torch::Tensor x, torch::Tensor beta, t
         forward_tile(prog, n, xp + start, P, bt.width, V.data(), static_cast<scalar_t*>(nullptr),
                      plan.compute.data());
         backward_tile(prog, n, xp + start, P, bt.width, V.data(), G.data(), dyp + start, dxp + start, GP.data());
-        if (rows.empty()) continue;
-        const int64_t count = channel_runs(s.beta_cols, s.channels, s.inner, start, n, runs.data());
-        for (int64_t row : rows)
-          for (int64_t r = 0; r < count; ++r) {
-            const scalar_t* g = GP.data() + row * TILE;
-            double* a = acc.data() + row * s.beta_cols + runs[2 * r + 1];
-            const int64_t first = runs[2 * r], last = runs[2 * r + 2];
-            if (segments) {  // element first + k is channel runs[2r + 1] + k
-              _Pragma("omp simd")
-              for (int64_t i = first; i < last; ++i) a[i - first] += double(g[i]);
-              continue;
-            }
-            scalar_t sum = 0;
-            _Pragma("omp simd reduction(+:sum)")
-            for (int64_t i = first; i < last; ++i) sum += g[i];
-            a[0] += double(sum);
-          }
+        betas.add(GP.data(), start, n);
       }
-      if (!rows.empty()) {
-        std::lock_guard<std::mutex> guard(lock);
-        for (size_t i = 0; i < acc.size(); ++i) tp[i] += acc[i];
-      }
+      if (!rows.empty()) betas.finish(tp, lock);
     });
   });
   if (!beta_grad) return {dx, torch::Tensor()};

