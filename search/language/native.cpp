@@ -307,18 +307,19 @@ inline Plan plan_of(const Program& prog, bool saving) {
   return plan;
 }
 
+// at[k]: where node k's values for this tile are (a row of the tile's scratch, of the saved values, or y).
 template <typename T>
-void forward_tile(const Program& prog, int64_t n, const T* x, const T* P, int64_t W, T* V, T* last = nullptr,
+void forward_tile(const Program& prog, int64_t n, const T* x, const T* P, int64_t W, T* const* at,
                   const char* compute = nullptr) {
   const T E = T(/*EPS*/);
   for (int64_t k = 0; k < prog.nodes; ++k) {
     if (prog.value[k] != k) continue;  // an earlier row's value
     if (compute != nullptr && !compute[k]) continue;  // the backward never reads it, or loads it saved (plan_of)
     const int32_t* ins = prog.at(k);
-    const T* A = ins[1] < 0 ? x : V + prog.of(ins[1]) * TILE;
-    const T* B = ins[2] < 0 ? x : V + prog.of(ins[2]) * TILE;
+    const T* A = ins[1] < 0 ? x : at[prog.of(ins[1])];
+    const T* B = ins[2] < 0 ? x : at[prog.of(ins[2])];
     const T* Pk = ins[3] < 0 ? P : P + ins[3] * W;
-    T* out = last != nullptr && k == prog.nodes - 1 ? last : V + k * TILE;  // the forward writes the root into y
+    T* out = at[k];
     (void)A; (void)B; (void)Pk; (void)E;
     switch (ins[0]) {
 /*FORWARD*/
@@ -328,19 +329,19 @@ void forward_tile(const Program& prog, int64_t n, const T* x, const T* P, int64_
 }
 
 template <typename T>
-void backward_tile(const Program& prog, int64_t n, const T* x, const T* P, int64_t W, const T* V, T* G, const T* dy,
-                   T* dx, T* GP) {
+void backward_tile(const Program& prog, int64_t n, const T* x, const T* P, int64_t W, const T* const* at, T* G,
+                   const T* dy, T* dx, T* GP) {
   const T E = T(/*EPS*/);
   bool dx_written = false;  // whether an instruction (in reverse order) wrote dx yet: later ones add to it
   for (int64_t k = prog.nodes - 1; k >= 0; --k) {
     const int32_t* ins = prog.at(k);
-    const T* A = ins[1] < 0 ? x : V + prog.of(ins[1]) * TILE;  // values: the rows that have them
-    const T* B = ins[2] < 0 ? x : V + prog.of(ins[2]) * TILE;
+    const T* A = ins[1] < 0 ? x : at[prog.of(ins[1])];  // values: the rows that have them
+    const T* B = ins[2] < 0 ? x : at[prog.of(ins[2])];
     const T* Pk = ins[3] < 0 ? P : P + ins[3] * W;
     T* GA = ins[1] < 0 ? dx : G + ins[1] * TILE;  // gradients: each row its own
     T* GB = ins[2] < 0 ? dx : G + ins[2] * TILE;
     T* GPk = ins[3] < 0 ? GP : GP + ins[3] * 2 * TILE;  // two rows per beta: its two sums (see ops.NATIVE)
-    const T* out = V + prog.value[k] * TILE;
+    const T* out = at[prog.value[k]];
     const T* Gk = k == prog.nodes - 1 ? dy : G + k * TILE;
     (void)A; (void)B; (void)Pk; (void)E; (void)GA; (void)GB; (void)GPk; (void)out;
     switch (ins[0]) {
@@ -502,14 +503,18 @@ std::vector<torch::Tensor> forward_saving(torch::Tensor x, torch::Tensor beta, t
     const std::vector<scalar_t> pattern = beta_pattern(beta.data_ptr<scalar_t>(), s.used, s.beta_cols, s.inner, bt);
     at::parallel_for(0, s.tiles, s.grain, [&](int64_t t0, int64_t t1) {
       std::vector<scalar_t> V(prog.nodes * TILE);
+      std::vector<scalar_t*> at(prog.nodes);
+      const int64_t root = prog.nodes - 1;
       for (int64_t t = t0; t < t1; ++t) {
         int64_t start = t * TILE, n = std::min(TILE, s.numel - start);
-        forward_tile(prog, n, xp + start, pattern.data() + start % bt.period, bt.width, V.data(), yp + start);
-        for (int64_t j = 0; j < kept; ++j) {
-          const int64_t k = plan.saved[j];
-          const scalar_t* from = k == prog.nodes - 1 ? yp + start : V.data() + k * TILE;
-          std::copy(from, from + n, sp + j * s.numel + start);
-        }
+        // a saved node's values go straight to the saved tensor, the root's to y (and from y to the saved tensor where
+        // the backward needs them: y is not kept, a later in-place operation may change it)
+        for (int64_t k = 0; k < prog.nodes; ++k) at[k] = V.data() + k * TILE;
+        for (int64_t j = 0; j < kept; ++j) at[plan.saved[j]] = sp + j * s.numel + start;
+        at[root] = yp + start;
+        forward_tile(prog, n, xp + start, pattern.data() + start % bt.period, bt.width, at.data());
+        if (kept && plan.saved[kept - 1] == root)
+          std::copy(yp + start, yp + start + n, sp + (kept - 1) * s.numel + start);
       }
     });
   });
@@ -555,15 +560,16 @@ std::vector<torch::Tensor> backward_saved(torch::Tensor x, torch::Tensor beta, t
     const std::vector<scalar_t> pattern = beta_pattern(beta.data_ptr<scalar_t>(), s.used, s.beta_cols, s.inner, bt);
     at::parallel_for(0, s.tiles, s.grain, [&](int64_t t0, int64_t t1) {
       std::vector<scalar_t> V(prog.nodes * TILE), G(prog.nodes * TILE), GP(2 * std::max<int64_t>(1, s.used) * TILE);
+      std::vector<scalar_t*> at(prog.nodes);
       BetaSums<scalar_t> betas(s, rows, bt.period);
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t start = t * TILE, n = std::min(TILE, s.numel - start);
         const scalar_t* P = pattern.data() + start % bt.period;
-        for (int64_t j = 0; j < kept; ++j)
-          std::copy(sp + j * s.numel + start, sp + j * s.numel + start + n, V.data() + plan.saved[j] * TILE);
-        forward_tile(prog, n, xp + start, P, bt.width, V.data(), static_cast<scalar_t*>(nullptr),
-                     plan.compute.data());
-        backward_tile(prog, n, xp + start, P, bt.width, V.data(), G.data(), dyp + start, dxp + start, GP.data());
+        // saved values are read where they are (a saved node is not computed again: plan.compute)
+        for (int64_t k = 0; k < prog.nodes; ++k) at[k] = V.data() + k * TILE;
+        for (int64_t j = 0; j < kept; ++j) at[plan.saved[j]] = const_cast<scalar_t*>(sp + j * s.numel + start);
+        forward_tile(prog, n, xp + start, P, bt.width, at.data(), plan.compute.data());
+        backward_tile(prog, n, xp + start, P, bt.width, at.data(), G.data(), dyp + start, dxp + start, GP.data());
         betas.add(GP.data(), start, n);
       }
       if (!rows.empty()) betas.finish(tp, lock);
