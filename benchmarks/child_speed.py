@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from evaluator.activations import activation_factory  # noqa: E402
 from evaluator.models import build_model  # noqa: E402
 from evaluator.settings import ChildSettings  # noqa: E402
-from evaluator.train import compile_child, make_optimizer, train_step  # noqa: E402
+from evaluator.train import compile_child, make_optimizer, steady_heap, train_step  # noqa: E402
 
 CANDIDATE = "x * sigmoid(beta * x)"
 INPUT_SHAPE = {"resnet20": (3, 32, 32), "cnn1d": (1, 40)}
@@ -63,6 +63,7 @@ def variants(device: torch.device, whole: bool) -> list[tuple[str, str, str | No
 def make_runner(model_name: str, activation: str, kernel: str | None, whole: bool, device: torch.device,
                 batch: int):
     """A function running one training step, after building (and warming up) the child."""
+    steady_heap()  # the process's heap as a search's child has it (evaluator.train)
     torch.manual_seed(0)
     model = build_model(model_name, activation_factory(activation, kernel=kernel)).to(device)
     x = torch.randn(batch, *INPUT_SHAPE[model_name], device=device)

@@ -535,8 +535,8 @@ std::vector<torch::Tensor> backward_saved(torch::Tensor x, torch::Tensor beta, t
   const Program prog = program_of(code);
   if (prog.nodes == 0) return {dy.clone(), torch::zeros_like(beta)};
   auto dx = torch::empty_like(x);
-  auto total = beta_grad ? torch::zeros({s.n_betas, 2, s.beta_cols}, x.options().dtype(torch::kFloat64))
-                         : torch::Tensor();
+  std::vector<double> total(beta_grad ? s.n_betas * 2 * s.beta_cols : 0, 0.0);  // (n_betas, 2, beta_cols)
+  auto dbeta = beta_grad ? torch::empty({s.n_betas, s.beta_cols}, x.options()) : torch::Tensor();
   const Betas bt = betas_of(s.used, s.beta_cols, s.channels, s.inner);
   const Plan plan = plan_of(prog, saved.defined());
   const int64_t kept = static_cast<int64_t>(plan.saved.size());
@@ -555,7 +555,6 @@ std::vector<torch::Tensor> backward_saved(torch::Tensor x, torch::Tensor beta, t
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* dyp = dy.data_ptr<scalar_t>();
     scalar_t* dxp = dx.data_ptr<scalar_t>();
-    double* tp = beta_grad ? total.data_ptr<double>() : nullptr;
     const scalar_t* sp = kept ? saved.data_ptr<scalar_t>() : nullptr;
     const std::vector<scalar_t> pattern = beta_pattern(beta.data_ptr<scalar_t>(), s.used, s.beta_cols, s.inner, bt);
     at::parallel_for(0, s.tiles, s.grain, [&](int64_t t0, int64_t t1) {
@@ -572,13 +571,17 @@ std::vector<torch::Tensor> backward_saved(torch::Tensor x, torch::Tensor beta, t
         backward_tile(prog, n, xp + start, P, bt.width, at.data(), G.data(), dyp + start, dxp + start, GP.data());
         betas.add(GP.data(), start, n);
       }
-      if (!rows.empty()) betas.finish(tp, lock);
+      if (!rows.empty()) betas.finish(total.data(), lock);
     });
+    if (!beta_grad) return;
+    // each sum rounded to the beta's type (where it overflows, as torch's sum does), then the two added
+    scalar_t* db = dbeta.data_ptr<scalar_t>();
+    for (int64_t j = 0; j < s.n_betas; ++j)
+      for (int64_t c = 0; c < s.beta_cols; ++c)
+        db[j * s.beta_cols + c] = scalar_t(total[(2 * j) * s.beta_cols + c]) +
+                                  scalar_t(total[(2 * j + 1) * s.beta_cols + c]);
   });
-  if (!beta_grad) return {dx, torch::Tensor()};
-  // each sum rounded to the beta's type (where it overflows, as torch's sum does), then the two added
-  auto sums = total.to(beta.scalar_type());
-  return {dx, sums.select(1, 0) + sums.select(1, 1)};
+  return {dx, dbeta};
 }
 
 std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::Tensor code, torch::Tensor dy,
