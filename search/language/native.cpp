@@ -45,10 +45,12 @@ typedef int i8 __attribute__((vector_size(32)));
 typedef float f16 __attribute__((vector_size(64)));
 typedef int i16 __attribute__((vector_size(64)));
 
-// libmvec is fast for lo <= a <= hi; at or below sat_lo the function's float value is c_lo, at or above sat_hi c_hi.
+// libmvec is fast for lo <= a <= hi (and |a| >= tiny); at or below sat_lo the function's float value is c_lo, at or
+// above sat_hi c_hi; where |a| < tiny it is a itself.
 struct Rule {
   float lo, hi, sat_lo, c_lo, sat_hi, c_hi;
   bool wide;
+  float tiny;
 };
 
 inline int mask(i4 m) { return _mm_movemask_ps(reinterpret_cast<__m128>(m)); }
@@ -71,10 +73,10 @@ __attribute__((noinline)) inline void scalar_lanes(const float* a, float* y, int
 template <typename F, typename I>
 __attribute__((noinline)) F guarded_slow(F a, I in, F (*vector)(F) noexcept, float (*scalar)(float) noexcept,
                                          const Rule& r) {
-  const I low = a <= r.sat_lo, high = a >= r.sat_hi, nan = a != a;
+  const I low = a <= r.sat_lo, high = a >= r.sat_hi, nan = a != a, tiny = (a < r.tiny) & (a > -r.tiny);
   F y = vector(in ? a : F{} + 1.0f);
-  y = in ? y : nan ? a : low ? F{} + r.c_lo : F{} + r.c_hi;
-  const int left = mask(~(in | low | high | nan));
+  y = in ? y : (nan | tiny) ? a : low ? F{} + r.c_lo : F{} + r.c_hi;
+  const int left = mask(~(in | low | high | nan | tiny));
   if (left) scalar_lanes(reinterpret_cast<const float*>(&a), reinterpret_cast<float*>(&y), sizeof(F) / sizeof(float),
                          left, scalar);
   return y;
@@ -83,7 +85,8 @@ __attribute__((noinline)) F guarded_slow(F a, I in, F (*vector)(F) noexcept, flo
 // The fast path stays a range check and a jump to libmvec (the rest is out of line): about 0.6 ns per vector.
 template <typename F, typename I>
 inline F guarded(F a, F (*vector)(F) noexcept, float (*scalar)(float) noexcept, const Rule& r) {
-  const I in = (a >= r.lo) & (a <= r.hi);
+  I in = (a >= r.lo) & (a <= r.hi);
+  if (r.tiny > 0) in &= (a >= r.tiny) | (a <= -r.tiny);  // a constant rule: no test where tiny is 0
   if (__builtin_expect(mask(in) == (1 << (sizeof(F) / sizeof(float))) - 1, 1)) return vector(a);
   return guarded_slow<F, I>(a, in, vector, scalar, r);
 }
@@ -155,8 +158,9 @@ constexpr float INF = __builtin_inff(), NaN = __builtin_nanf(""), MAX = 3.402823
 // the constants are glibc's scalar values there (expf(89) = inf, expf(-105) = 0, sinhf(90) = inf, tanhf(inf) = 1,
 // atanf(1e8) = HALF_PI).
 // Guarded are the functions whose slow inputs a child that goes on training can send: exp's large negative arguments
-// (gauss(x) of |x| > 10, softplus), the tiny values log1p gets from softplus's exp, an inf that tanh or asinh turns
-// finite, atan of 1e7 and more (pre-activations of a child whose weights grow). sin, cos and log of a NaN or an inf
+// (gauss(x) of |x| > 10, softplus), the tiny values log1p gets from softplus's exp (libmvec's log1p takes 25 ns a
+// value on a denormal; below 1e-30 log1p's value is a itself: glibc's log1pf(a) == a for |a| < 2^-30, 2e6 values
+// checked), an inf that tanh or asinh turns finite, atan of 1e7 and more (pre-activations of a child whose weights grow). sin, cos and log of a NaN or an inf
 // make the child's loss non-finite, and the child stops; libmvec's sin and cos of 1e4 to 1e5 take a middle path
 // faster than glibc's scalar functions: those three go to libmvec as they are. Column 16: whether libmvec's
 // sixteen-lane function (AVX-512) is used; its exp, log1p, sinh, sin, cos and log give the eight-lane function's values
@@ -164,15 +168,15 @@ constexpr float INF = __builtin_inff(), NaN = __builtin_nanf(""), MAX = 3.402823
 // eight-lane calls (erf is guarded for that alone), so that a kernel built for AVX-512 computes what one built for AVX2
 // does (with 16-lane cosh, sinh(x) - cosh(x) at x = 20 was -16 where eager's is 0; with 16-lane tanh, asinh, atan
 // and erf, 12 of the 995 two-unit test functions were off eager, against 8).
-//                name    fast range     at or below: value   at or above: value   16
-ACTSEARCH_GUARDED(exp,   -87, 80,        -105, 0,             89, INF,          true)
-ACTSEARCH_GUARDED(log1p, -0.5f, 1.7e38f, -INF, NaN,           INF, INF,         true)
-ACTSEARCH_GUARDED(sinh,  -80, 80,        -90, -INF,           90, INF,          true)
-ACTSEARCH_GUARDED(cosh,  -80, 80,        -90, INF,            90, INF,          false)
-ACTSEARCH_GUARDED(tanh,  -MAX, MAX,      -INF, -1,            INF, 1,           false)
-ACTSEARCH_GUARDED(asinh, -MAX, MAX,      -INF, -INF,          INF, INF,         false)
-ACTSEARCH_GUARDED(atan,  -1e6f, 1e6f,    -1e8f, -HALF_PI,     1e8f, HALF_PI,    false)
-ACTSEARCH_GUARDED(erf,   -MAX, MAX,      -INF, -1,            INF, 1,           false)
+//                name    fast range     at or below: value   at or above: value   16     below |tiny|: a
+ACTSEARCH_GUARDED(exp,   -87, 80,        -105, 0,             89, INF,          true,  0)
+ACTSEARCH_GUARDED(log1p, -0.5f, 1.7e38f, -INF, NaN,           INF, INF,         true,  1e-30f)
+ACTSEARCH_GUARDED(sinh,  -80, 80,        -90, -INF,           90, INF,          true,  0)
+ACTSEARCH_GUARDED(cosh,  -80, 80,        -90, INF,            90, INF,          false, 0)
+ACTSEARCH_GUARDED(tanh,  -MAX, MAX,      -INF, -1,            INF, 1,           false, 0)
+ACTSEARCH_GUARDED(asinh, -MAX, MAX,      -INF, -INF,          INF, INF,         false, 0)
+ACTSEARCH_GUARDED(atan,  -1e6f, 1e6f,    -1e8f, -HALF_PI,     1e8f, HALF_PI,    false, 0)
+ACTSEARCH_GUARDED(erf,   -MAX, MAX,      -INF, -1,            INF, 1,           false, 0)
 ACTSEARCH_DIRECT(log) ACTSEARCH_DIRECT(sin) ACTSEARCH_DIRECT(cos)
 #else  // elsewhere libmvec as it is
 ACTSEARCH_DIRECT(exp) ACTSEARCH_DIRECT(log) ACTSEARCH_DIRECT(log1p) ACTSEARCH_DIRECT(sin) ACTSEARCH_DIRECT(cos)
