@@ -12,12 +12,12 @@
 // Vector math (vm::exp, ...; the operator table's code calls these). The tile loops vectorise their transcendental
 // functions by calling glibc's vector math (libmvec: eight floats a call with AVX2, sixteen with AVX-512), declared
 // SIMD-callable. Where one lane of a vector is outside a libmvec function's fast range (NaN, inf, exp beyond 87, sin of
-// 5e4, ...) it computes all lanes one by one, 5 to 15 times slower, and a child whose values run away would pay that in every call. So on
-// x86-64 a float function goes through a guard of our own (``guarded``, in the vector ABI under the name GCC calls):
-// lanes in the fast range go to libmvec; NaN stays NaN; where the float function is flat (exp beyond 89 is inf, tanh
-// of inf is 1) a lane gets that constant; any other lane glibc's scalar function (libmvec's own slow path computes
-// it much the same way: the same values to an ulp). Which functions are guarded, and their ranges: below; double calls
-// libmvec directly.
+// 5e4, ...) it computes all lanes one by one, 5 to 15 times slower, and a child whose values run away would pay that
+// in every call. So on x86-64 a float function goes through a guard of our own (``guarded``, in the vector ABI under
+// the name GCC calls): lanes in the fast range go to libmvec; NaN stays NaN; where the float function is flat (exp
+// beyond 89 is inf, tanh of inf is 1) a lane gets that constant; any other lane glibc's scalar function (libmvec's own
+// slow path computes it much the same way: the same values to an ulp). Which functions are guarded, and their ranges:
+// below; double calls libmvec directly.
 #define ACTSEARCH_SIMD(name) __attribute__((__simd__("notinbranch"))) double name(double) noexcept;
 extern "C" {
 ACTSEARCH_SIMD(exp) ACTSEARCH_SIMD(log) ACTSEARCH_SIMD(log1p) ACTSEARCH_SIMD(sin) ACTSEARCH_SIMD(cos)
@@ -46,10 +46,11 @@ typedef float f16 __attribute__((vector_size(64)));
 typedef int i16 __attribute__((vector_size(64)));
 
 // libmvec is fast for lo <= a <= hi (and |a| >= tiny); at or below sat_lo the function's float value is c_lo, at or
-// above sat_hi c_hi; where |a| < tiny it is a itself.
+// above sat_hi c_hi; where |a| < tiny it is a itself. Sixteen lanes (AVX-512): see the table.
+enum Sixteen { HALVES, GUARDED, OPEN };
 struct Rule {
   float lo, hi, sat_lo, c_lo, sat_hi, c_hi;
-  bool wide;
+  Sixteen sixteen;
   float tiny;
 };
 
@@ -93,10 +94,10 @@ inline F guarded(F a, F (*vector)(F) noexcept, float (*scalar)(float) noexcept, 
 }  // namespace vm
 
 // A guarded function: vm::name(float) calls actsearch_namef, declared SIMD-callable and const, so GCC's vectorised
-// loops call its variants by the vector ABI's names (4 lanes SSE, 8 AVX2, 16 AVX-512). Those and the scalar one are defined
-// under other names and given these by assembler aliases: given the declared function's body, GCC would make SIMD
-// clones of its own under the same names. (Declared without const, a call "clobbers memory" for GCC, and 116 of the
-// kernel's loops, some with no call at all, were left scalar.)
+// loops call its variants by the vector ABI's names (4 lanes SSE, 8 AVX2, 16 AVX-512). Those and the scalar one are
+// defined under other names and given these by assembler aliases: given the declared function's body, GCC would make
+// SIMD clones of its own under the same names. (Declared without const, a call "clobbers memory" for GCC, and 116 of
+// the kernel's loops, some with no call at all, were left scalar.)
 #define ACTSEARCH_ALIAS(alias, target) \
   __asm__(".globl " alias "\n.hidden " alias "\n.set " alias ", " target "\n");
 #define ACTSEARCH_GUARDED(name, ...)                                                                            \
@@ -131,7 +132,7 @@ inline F guarded(F a, F (*vector)(F) noexcept, float (*scalar)(float) noexcept, 
 
 #ifdef __AVX512F__
 namespace vm {
-// Sixteen lanes as two calls of libmvec's eight-lane function (the table's column "16": false).
+// Sixteen lanes as two calls of libmvec's eight-lane function (the table's column "16": HALVES).
 template <f8 (*eight)(f8) noexcept>
 f16 halves(f16 a) noexcept {
   const f8 lo = eight(__builtin_shufflevector(a, a, 0, 1, 2, 3, 4, 5, 6, 7));
@@ -142,8 +143,10 @@ f16 halves(f16 a) noexcept {
 #define ACTSEARCH_GUARDED16(name)                                                                               \
   extern "C" vm::f16 _ZGVeN16v_##name##f(vm::f16) noexcept;                                                    \
   extern "C" __attribute__((used, visibility("hidden"))) vm::f16 actsearch_##name##_16(vm::f16 a) noexcept {    \
-    return vm::guarded<vm::f16, vm::i16>(a, vm::name##_rule.wide ? _ZGVeN16v_##name##f                          \
-                                                                 : vm::halves<_ZGVdN8v_##name##f>,              \
+    if (vm::name##_rule.sixteen == vm::OPEN) return _ZGVeN16v_##name##f(a);                                      \
+    return vm::guarded<vm::f16, vm::i16>(a, vm::name##_rule.sixteen == vm::GUARDED                               \
+                                                ? _ZGVeN16v_##name##f                                            \
+                                                : vm::halves<_ZGVdN8v_##name##f>,                                \
                                          ::name##f, vm::name##_rule);                                            \
   }                                                                                                              \
   ACTSEARCH_ALIAS("_ZGVeN16v_actsearch_" #name "f", "actsearch_" #name "_16")
@@ -160,24 +163,25 @@ constexpr float INF = __builtin_inff(), NaN = __builtin_nanf(""), MAX = 3.402823
 // Guarded are the functions whose slow inputs a child that goes on training can send: exp's large negative arguments
 // (gauss(x) of |x| > 10, softplus), the tiny values log1p gets from softplus's exp (libmvec's log1p takes 25 ns a
 // value on a denormal; below 1e-30 log1p's value is a itself: glibc's log1pf(a) == a for |a| < 2^-30, 2e6 values
-// checked), an inf that tanh or asinh turns finite, atan of 1e7 and more (pre-activations of a child whose weights grow). sin, cos and log of a NaN or an inf
-// make the child's loss non-finite, and the child stops; libmvec's sin and cos of 1e4 to 1e5 take a middle path
-// faster than glibc's scalar functions: those three go to libmvec as they are. Column 16: whether libmvec's
-// sixteen-lane function (AVX-512) is used; its exp, log1p, sinh, sin, cos and log give the eight-lane function's values
-// bit for bit (2^22 random values each), its cosh, tanh, asinh, atan and erf differ by 1 to 4 ulp: those take two
-// eight-lane calls (erf is guarded for that alone), so that a kernel built for AVX-512 computes what one built for AVX2
-// does (with 16-lane cosh, sinh(x) - cosh(x) at x = 20 was -16 where eager's is 0; with 16-lane tanh, asinh, atan
-// and erf, 12 of the 995 two-unit test functions were off eager, against 8).
-//                name    fast range     at or below: value   at or above: value   16     below |tiny|: a
-ACTSEARCH_GUARDED(exp,   -87, 80,        -105, 0,             89, INF,          true,  0)
-ACTSEARCH_GUARDED(log1p, -0.5f, 1.7e38f, -INF, NaN,           INF, INF,         true,  1e-30f)
-ACTSEARCH_GUARDED(sinh,  -80, 80,        -90, -INF,           90, INF,          true,  0)
-ACTSEARCH_GUARDED(cosh,  -80, 80,        -90, INF,            90, INF,          false, 0)
-ACTSEARCH_GUARDED(tanh,  -MAX, MAX,      -INF, -1,            INF, 1,           false, 0)
-ACTSEARCH_GUARDED(asinh, -MAX, MAX,      -INF, -INF,          INF, INF,         false, 0)
-ACTSEARCH_GUARDED(atan,  -1e6f, 1e6f,    -1e8f, -HALF_PI,     1e8f, HALF_PI,    false, 0)
-ACTSEARCH_GUARDED(erf,   -MAX, MAX,      -INF, -1,            INF, 1,           false, 0)
-ACTSEARCH_DIRECT(log) ACTSEARCH_DIRECT(sin) ACTSEARCH_DIRECT(cos)
+// checked), an inf that tanh or asinh turns finite, atan of 1e7 and more (pre-activations of a child whose weights
+// grow). sin, cos and log of a NaN or an inf make the child's loss non-finite, and the child stops; libmvec's sin and
+// cos of 1e4 to 1e5 take a middle path faster than glibc's scalar functions; its erf is fast on every input: those go
+// to libmvec as they are. Column 16, with AVX-512: GUARDED, the guard around libmvec's sixteen-lane function (its fast
+// ranges are the eight-lane one's); OPEN, that function alone (atan's is fast on every input, 1e7 and inf too);
+// HALVES, two calls of the eight-lane function, where the sixteen-lane one changes what a function is: cosh's is not
+// rounded as sinh's (sinh(x) - cosh(x) at x = 20 was -16 where eager's is 0) and tanh's falls short of 1 where eager's
+// saturates (so 1 - tanh^2 is not 0: 13 of the 995 two-unit test functions off eager, against 8). The others differ
+// from the eight-lane functions by 1 to 4 ulp (asinh, atan, erf; exp, log1p, sinh, sin, cos and log not at all, 2^22
+// random values each) and leave 7 of them off.
+//                name    fast range     at or below: value   at or above: value   16       below |tiny|: a
+ACTSEARCH_GUARDED(exp,   -87, 80,        -105, 0,             89, INF,          GUARDED, 0)
+ACTSEARCH_GUARDED(log1p, -0.5f, 1.7e38f, -INF, NaN,           INF, INF,         GUARDED, 1e-30f)
+ACTSEARCH_GUARDED(sinh,  -80, 80,        -90, -INF,           90, INF,          GUARDED, 0)
+ACTSEARCH_GUARDED(cosh,  -80, 80,        -90, INF,            90, INF,          HALVES,  0)
+ACTSEARCH_GUARDED(tanh,  -MAX, MAX,      -INF, -1,            INF, 1,           HALVES,  0)
+ACTSEARCH_GUARDED(asinh, -MAX, MAX,      -INF, -INF,          INF, INF,         GUARDED, 0)
+ACTSEARCH_GUARDED(atan,  -1e6f, 1e6f,    -1e8f, -HALF_PI,     1e8f, HALF_PI,    OPEN,    0)
+ACTSEARCH_DIRECT(log) ACTSEARCH_DIRECT(sin) ACTSEARCH_DIRECT(cos) ACTSEARCH_DIRECT(erf)
 #else  // elsewhere libmvec as it is
 ACTSEARCH_DIRECT(exp) ACTSEARCH_DIRECT(log) ACTSEARCH_DIRECT(log1p) ACTSEARCH_DIRECT(sin) ACTSEARCH_DIRECT(cos)
 ACTSEARCH_DIRECT(sinh) ACTSEARCH_DIRECT(cosh) ACTSEARCH_DIRECT(tanh) ACTSEARCH_DIRECT(asinh) ACTSEARCH_DIRECT(atan)
