@@ -104,16 +104,17 @@ def test_native_matches_eager_on_a_random_sample_of_two_unit_functions():
         bad = [why for i, text in enumerate(texts) if (why := _check(text, 10_000 + i))]
     # Deeper compositions reach points float32 cannot answer beyond the input noise measured above (cos of an
     # intermediate near 1e21 that rounds differently in glibc's and SLEEF's exp, sinh); at most 1% of the functions,
-    # at one or two of their 288 points (22 seed: 8 of 995, two of them by a value overflowing in one and not the other).
+    # at one or two of their 288 points (22 seed: 7 of 995 with the kernel built for AVX-512, 8 for AVX2, two of them by
+    # a value overflowing in one and not the other).
     assert len(texts) > 900 and len(bad) <= len(texts) // 100, f"{len(bad)} of {len(texts)}: " + "\n".join(bad)
 
 
 def test_every_operator_matches_eager_where_glibcs_vector_math_leaves_its_fast_path():
     """NaN, inf, huge and tiny values and the edges of the kernel's guarded ranges (exp beyond 80 and below -87, sinh
-    and cosh beyond 80, atan from 1e6 to 1e8 and beyond, ...): each operator alone gives eager's values and gradients
-    there, non-finite at the same points."""
+    and cosh beyond 80, atan from 1e6 to 1e8 and beyond, sin and cos reduced in double from 1e4 to 8e8, ...): each
+    operator alone gives eager's values and gradients there, non-finite at the same points."""
     edges = [float("nan"), float("inf"), 0.0, 1e-38, 1e-30, 1e-10, 1e-4, 0.5, 9.5, 10.5, 80.5, 86.0, 87.5, 88.7, 89.5,
-             95.0, 104.5, 105.5, 1e3, 1.5e4, 1e5, 2e6, 5e7, 2e8, 1e20, 3e38]
+             95.0, 104.5, 105.5, 1e3, 9.9e3, 1.01e4, 1.5e4, 1e5, 2e6, 5e7, 2e8, 7.9e8, 8.1e8, 1e20, 3e38]
     row = torch.tensor(edges + [-e for e in edges])
     x = row.expand(ROWS, CHANNELS, row.numel()).contiguous()
     ops = [op for op in UNARY + BINARY if op.name != "x"]

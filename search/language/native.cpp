@@ -91,6 +91,51 @@ inline F guarded(F a, F (*vector)(F) noexcept, float (*scalar)(float) noexcept, 
   if (__builtin_expect(mask(in) == (1 << (sizeof(F) / sizeof(float))) - 1, 1)) return vector(a);
   return guarded_slow<F, I>(a, in, vector, scalar, r);
 }
+
+// sin and cos. libmvec's are fast for |a| <= 1e4 and compute a whole vector lane by lane (6 to 8 ns a value, as glibc's
+// scalar sinf) from 2e4 on, where a child's grown pre-activations go (`sin(x) + log_abs(x)` on mnist1d: 2.1x relu,
+// eager 1.5x). So lanes of 1e4 < |a| < 8e8 are reduced here, in double: k = rint(a * 2 / pi), r = a - k * pi / 2 with
+// pi / 2 in three parts (Cody and Waite; k * C1 and k * C2 exact for |k| < 2^29), and take libmvec's sin or cos of
+// (float) r by the quadrant k + shift (shift 1: cos(a) = sin(a + pi / 2)); within an ulp of glibc's sinf and cosf.
+// Other lanes as libmvec has them; NaN stays NaN, inf gives NaN, |a| >= 8e8 glibc's scalar function.
+typedef double d4 __attribute__((vector_size(32)));
+typedef double d8 __attribute__((vector_size(64)));
+typedef double d16 __attribute__((vector_size(128)));
+template <typename F> struct Doubles;
+template <> struct Doubles<f4> { typedef d4 type; };
+template <> struct Doubles<f8> { typedef d8 type; };
+template <> struct Doubles<f16> { typedef d16 type; };
+constexpr float TRIG_FAST = 1e4f, TRIG_FAR = 8e8f;
+
+template <typename F, typename I>
+__attribute__((noinline)) F trig_slow(F a, int shift, F (*vsin)(F) noexcept, F (*vcos)(F) noexcept,
+                                      float (*scalar)(float) noexcept) {
+  typedef typename Doubles<F>::type D;
+  const I in = (a >= -TRIG_FAST) & (a <= TRIG_FAST), nan = a != a;
+  const I far = ~in & (a > -TRIG_FAR) & (a < TRIG_FAR), inf = (a == __builtin_inff()) | (a == -__builtin_inff());
+  F y = (shift ? vcos : vsin)(in ? a : F{});
+  const D d = __builtin_convertvector(far ? a : F{}, D);
+  const D magic = D{} + 0x1.8p52;  // adding and taking it away rounds to an integer (|a * 2 / pi| < 2^51)
+  const D k = (d * 0.6366197723675814 + magic) - magic;
+  const D r = ((d - k * 0x1.921fb4p+0) - k * 0x1.4442dp-24) - k * 0x1.8469898cc517p-48;
+  const F rf = __builtin_convertvector(r, F);
+  const I q = __builtin_convertvector(k, I) + shift;
+  const F s = vsin(rf), c = vcos(rf);
+  F z = (q & 1) ? c : s;
+  z = (q & 2) ? -z : z;
+  y = in ? y : far ? z : nan ? a : F{} + __builtin_nanf("");
+  const int left = mask(~(in | far | nan | inf));
+  if (left) scalar_lanes(reinterpret_cast<const float*>(&a), reinterpret_cast<float*>(&y), sizeof(F) / sizeof(float),
+                         left, scalar);
+  return y;
+}
+
+template <typename F, typename I>
+inline F trig(F a, int shift, F (*vsin)(F) noexcept, F (*vcos)(F) noexcept, float (*scalar)(float) noexcept) {
+  const I in = (a >= -TRIG_FAST) & (a <= TRIG_FAST);
+  if (__builtin_expect(mask(in) == (1 << (sizeof(F) / sizeof(float))) - 1, 1)) return (shift ? vcos : vsin)(a);
+  return trig_slow<F, I>(a, shift, vsin, vcos, scalar);
+}
 }  // namespace vm
 
 // A guarded function: vm::name(float) calls actsearch_namef, declared SIMD-callable and const, so GCC's vectorised
@@ -154,6 +199,50 @@ f16 halves(f16 a) noexcept {
 #define ACTSEARCH_GUARDED16(name)
 #endif
 
+// sin and cos (vm::trig above), in the vector ABI as the guarded functions are.
+extern "C" vm::f4 _ZGVbN4v_sinf(vm::f4) noexcept;
+extern "C" vm::f4 _ZGVbN4v_cosf(vm::f4) noexcept;
+#define ACTSEARCH_TRIG(name, shift)                                                                             \
+  extern "C" __attribute__((__simd__("notinbranch"), const)) float actsearch_##name##f(float) noexcept;         \
+  namespace vm {                                                                                                 \
+  inline float name(float a) { return actsearch_##name##f(a); }                                                 \
+  inline double name(double a) { return ::name(a); }                                                            \
+  }                                                                                                              \
+  extern "C" __attribute__((used, visibility("hidden"))) float actsearch_##name##_1(float a) noexcept {         \
+    return ::name##f(a);                                                                                         \
+  }                                                                                                              \
+  extern "C" __attribute__((used, visibility("hidden"))) vm::f4 actsearch_##name##_4(vm::f4 a) noexcept {       \
+    return vm::trig<vm::f4, vm::i4>(a, shift, _ZGVbN4v_sinf, _ZGVbN4v_cosf, ::name##f);                         \
+  }                                                                                                              \
+  ACTSEARCH_ALIAS("actsearch_" #name "f", "actsearch_" #name "_1")                                              \
+  ACTSEARCH_ALIAS("_ZGVbN4v_actsearch_" #name "f", "actsearch_" #name "_4")                                     \
+  ACTSEARCH_TRIG8(name, shift)
+
+#ifdef __AVX2__
+extern "C" vm::f8 _ZGVdN8v_sinf(vm::f8) noexcept;
+extern "C" vm::f8 _ZGVdN8v_cosf(vm::f8) noexcept;
+#define ACTSEARCH_TRIG8(name, shift)                                                                            \
+  extern "C" __attribute__((used, visibility("hidden"))) vm::f8 actsearch_##name##_8(vm::f8 a) noexcept {       \
+    return vm::trig<vm::f8, vm::i8>(a, shift, _ZGVdN8v_sinf, _ZGVdN8v_cosf, ::name##f);                         \
+  }                                                                                                              \
+  ACTSEARCH_ALIAS("_ZGVdN8v_actsearch_" #name "f", "actsearch_" #name "_8")                                     \
+  ACTSEARCH_TRIG16(name, shift)
+#else
+#define ACTSEARCH_TRIG8(name, shift)
+#endif
+
+#ifdef __AVX512F__
+extern "C" vm::f16 _ZGVeN16v_sinf(vm::f16) noexcept;
+extern "C" vm::f16 _ZGVeN16v_cosf(vm::f16) noexcept;
+#define ACTSEARCH_TRIG16(name, shift)                                                                           \
+  extern "C" __attribute__((used, visibility("hidden"))) vm::f16 actsearch_##name##_16(vm::f16 a) noexcept {    \
+    return vm::trig<vm::f16, vm::i16>(a, shift, _ZGVeN16v_sinf, _ZGVeN16v_cosf, ::name##f);                     \
+  }                                                                                                              \
+  ACTSEARCH_ALIAS("_ZGVeN16v_actsearch_" #name "f", "actsearch_" #name "_16")
+#else
+#define ACTSEARCH_TRIG16(name, shift)
+#endif
+
 namespace vm {
 constexpr float INF = __builtin_inff(), NaN = __builtin_nanf(""), MAX = 3.40282347e38f, HALF_PI = 1.57079637f;
 }
@@ -161,18 +250,18 @@ constexpr float INF = __builtin_inff(), NaN = __builtin_nanf(""), MAX = 3.402823
 // the constants are glibc's scalar values there (expf(89) = inf, expf(-105) = 0, sinhf(90) = inf, tanhf(inf) = 1,
 // atanf(1e8) = HALF_PI).
 // Guarded are the functions whose slow inputs a child that goes on training can send: exp's large negative arguments
-// (gauss(x) of |x| > 10, softplus), the tiny values log1p gets from softplus's exp (libmvec's log1p takes 25 ns a
-// value on a denormal; below 1e-30 log1p's value is a itself: glibc's log1pf(a) == a for |a| < 2^-30, 2e6 values
-// checked), an inf that tanh or asinh turns finite, atan of 1e7 and more (pre-activations of a child whose weights
-// grow). sin, cos and log of a NaN or an inf make the child's loss non-finite, and the child stops; libmvec's sin and
-// cos of 1e4 to 1e5 take a middle path faster than glibc's scalar functions; its erf is fast on every input: those go
-// to libmvec as they are. Column 16, with AVX-512: GUARDED, the guard around libmvec's sixteen-lane function (its fast
-// ranges are the eight-lane one's); OPEN, that function alone (atan's is fast on every input, 1e7 and inf too);
-// HALVES, two calls of the eight-lane function, where the sixteen-lane one changes what a function is: cosh's is not
-// rounded as sinh's (sinh(x) - cosh(x) at x = 20 was -16 where eager's is 0) and tanh's falls short of 1 where eager's
-// saturates (so 1 - tanh^2 is not 0: 13 of the 995 two-unit test functions off eager, against 8). The others differ
-// from the eight-lane functions by 1 to 4 ulp (asinh, atan, erf; exp, log1p, sinh, sin, cos and log not at all, 2^22
-// random values each) and leave 7 of them off.
+// (gauss(x) of |x| > 10, softplus), the tiny values log1p gets from softplus's exp (libmvec's log1p takes 25 ns a value
+// on a denormal; below 1e-30 log1p's value is a itself: glibc's log1pf(a) == a for |a| < 2^-30, 2e6 values checked), an
+// inf that tanh or asinh turns finite, atan of 1e7 and more (pre-activations of a child whose weights grow). sin and
+// cos have their own guard (vm::trig). log of a NaN or an inf makes the child's loss non-finite, and the child stops;
+// libmvec's erf is fast on every input: those two go to libmvec as they are. Column 16, with AVX-512: GUARDED, the
+// guard around libmvec's sixteen-lane function (its fast ranges are the eight-lane one's); OPEN, that function alone
+// (atan's is fast on every input, 1e7 and inf too); HALVES, two calls of the eight-lane function, where the
+// sixteen-lane one changes what a function is: cosh's is not rounded as sinh's (sinh(x) - cosh(x) at x = 20 was -16
+// where eager's is 0); the sixteen-lane tanh never reaches 1 (0.99999994 from 8.3 on) where glibc's tanhf is 1 from
+// 9.0109139 and eager's from 9.0108404, so 1 - tanh^2 is not 0 where eager's is: 13 of the 995 two-unit test functions
+// off eager, against 8 (9 with a guard giving 1 from 9.0109139). The others differ from the eight-lane functions by 1
+// to 4 ulp (asinh, atan, erf; exp, log1p, sinh, sin, cos and log not at all, 2^22 random values each).
 //                name    fast range     at or below: value   at or above: value   16       below |tiny|: a
 ACTSEARCH_GUARDED(exp,   -87, 80,        -105, 0,             89, INF,          GUARDED, 0)
 ACTSEARCH_GUARDED(log1p, -0.5f, 1.7e38f, -INF, NaN,           INF, INF,         GUARDED, 1e-30f)
@@ -181,7 +270,8 @@ ACTSEARCH_GUARDED(cosh,  -80, 80,        -90, INF,            90, INF,          
 ACTSEARCH_GUARDED(tanh,  -MAX, MAX,      -INF, -1,            INF, 1,           HALVES,  0)
 ACTSEARCH_GUARDED(asinh, -MAX, MAX,      -INF, -INF,          INF, INF,         GUARDED, 0)
 ACTSEARCH_GUARDED(atan,  -1e6f, 1e6f,    -1e8f, -HALF_PI,     1e8f, HALF_PI,    OPEN,    0)
-ACTSEARCH_DIRECT(log) ACTSEARCH_DIRECT(sin) ACTSEARCH_DIRECT(cos) ACTSEARCH_DIRECT(erf)
+ACTSEARCH_TRIG(sin, 0) ACTSEARCH_TRIG(cos, 1)
+ACTSEARCH_DIRECT(log) ACTSEARCH_DIRECT(erf)
 #else  // elsewhere libmvec as it is
 ACTSEARCH_DIRECT(exp) ACTSEARCH_DIRECT(log) ACTSEARCH_DIRECT(log1p) ACTSEARCH_DIRECT(sin) ACTSEARCH_DIRECT(cos)
 ACTSEARCH_DIRECT(sinh) ACTSEARCH_DIRECT(cosh) ACTSEARCH_DIRECT(tanh) ACTSEARCH_DIRECT(asinh) ACTSEARCH_DIRECT(atan)
