@@ -145,21 +145,26 @@ inline F trig(F a, int shift, F (*vsin)(F) noexcept, F (*vcos)(F) noexcept, floa
 // the kernel's loops, some with no call at all, were left scalar.)
 #define ACTSEARCH_ALIAS(alias, target) \
   __asm__(".globl " alias "\n.hidden " alias "\n.set " alias ", " target "\n");
-#define ACTSEARCH_GUARDED(name, ...)                                                                            \
+// vm::name (float: ours, in the vector ABI; double: libmvec's) and our scalar function; the vectors: below.
+#define ACTSEARCH_VECTOR_ABI(name)                                                                              \
   extern "C" __attribute__((__simd__("notinbranch"), const)) float actsearch_##name##f(float) noexcept;         \
-  extern "C" vm::f4 _ZGVbN4v_##name##f(vm::f4) noexcept;                                                       \
   namespace vm {                                                                                                 \
-  constexpr Rule name##_rule{__VA_ARGS__};                                                                       \
   inline float name(float a) { return actsearch_##name##f(a); }                                                 \
   inline double name(double a) { return ::name(a); }                                                            \
   }                                                                                                              \
   extern "C" __attribute__((used, visibility("hidden"))) float actsearch_##name##_1(float a) noexcept {         \
     return ::name##f(a);                                                                                         \
   }                                                                                                              \
+  ACTSEARCH_ALIAS("actsearch_" #name "f", "actsearch_" #name "_1")
+#define ACTSEARCH_GUARDED(name, ...)                                                                            \
+  namespace vm {                                                                                                 \
+  constexpr Rule name##_rule{__VA_ARGS__};                                                                       \
+  }                                                                                                              \
+  ACTSEARCH_VECTOR_ABI(name)                                                                                     \
+  extern "C" vm::f4 _ZGVbN4v_##name##f(vm::f4) noexcept;                                                       \
   extern "C" __attribute__((used, visibility("hidden"))) vm::f4 actsearch_##name##_4(vm::f4 a) noexcept {       \
     return vm::guarded<vm::f4, vm::i4>(a, _ZGVbN4v_##name##f, ::name##f, vm::name##_rule);                      \
   }                                                                                                              \
-  ACTSEARCH_ALIAS("actsearch_" #name "f", "actsearch_" #name "_1")                                              \
   ACTSEARCH_ALIAS("_ZGVbN4v_actsearch_" #name "f", "actsearch_" #name "_4")                                     \
   ACTSEARCH_GUARDED8(name)
 
@@ -203,18 +208,10 @@ f16 halves(f16 a) noexcept {
 extern "C" vm::f4 _ZGVbN4v_sinf(vm::f4) noexcept;
 extern "C" vm::f4 _ZGVbN4v_cosf(vm::f4) noexcept;
 #define ACTSEARCH_TRIG(name, shift)                                                                             \
-  extern "C" __attribute__((__simd__("notinbranch"), const)) float actsearch_##name##f(float) noexcept;         \
-  namespace vm {                                                                                                 \
-  inline float name(float a) { return actsearch_##name##f(a); }                                                 \
-  inline double name(double a) { return ::name(a); }                                                            \
-  }                                                                                                              \
-  extern "C" __attribute__((used, visibility("hidden"))) float actsearch_##name##_1(float a) noexcept {         \
-    return ::name##f(a);                                                                                         \
-  }                                                                                                              \
+  ACTSEARCH_VECTOR_ABI(name)                                                                                     \
   extern "C" __attribute__((used, visibility("hidden"))) vm::f4 actsearch_##name##_4(vm::f4 a) noexcept {       \
     return vm::trig<vm::f4, vm::i4>(a, shift, _ZGVbN4v_sinf, _ZGVbN4v_cosf, ::name##f);                         \
   }                                                                                                              \
-  ACTSEARCH_ALIAS("actsearch_" #name "f", "actsearch_" #name "_1")                                              \
   ACTSEARCH_ALIAS("_ZGVbN4v_actsearch_" #name "f", "actsearch_" #name "_4")                                     \
   ACTSEARCH_TRIG8(name, shift)
 
