@@ -207,23 +207,22 @@ f16 halves(f16 a) noexcept {
 // sin and cos (vm::trig above), in the vector ABI as the guarded functions are.
 extern "C" vm::f4 _ZGVbN4v_sinf(vm::f4) noexcept;
 extern "C" vm::f4 _ZGVbN4v_cosf(vm::f4) noexcept;
+// One width's variant: n lanes of F (I: its mask), under the vector ABI's ISA letter.
+#define ACTSEARCH_TRIG_LANES(name, shift, isa, n, F, I)                                                         \
+  extern "C" __attribute__((used, visibility("hidden"))) vm::F actsearch_##name##_##n(vm::F a) noexcept {       \
+    return vm::trig<vm::F, vm::I>(a, shift, _ZGV##isa##N##n##v_sinf, _ZGV##isa##N##n##v_cosf, ::name##f);       \
+  }                                                                                                              \
+  ACTSEARCH_ALIAS("_ZGV" #isa "N" #n "v_actsearch_" #name "f", "actsearch_" #name "_" #n)
 #define ACTSEARCH_TRIG(name, shift)                                                                             \
   ACTSEARCH_VECTOR_ABI(name)                                                                                     \
-  extern "C" __attribute__((used, visibility("hidden"))) vm::f4 actsearch_##name##_4(vm::f4 a) noexcept {       \
-    return vm::trig<vm::f4, vm::i4>(a, shift, _ZGVbN4v_sinf, _ZGVbN4v_cosf, ::name##f);                         \
-  }                                                                                                              \
-  ACTSEARCH_ALIAS("_ZGVbN4v_actsearch_" #name "f", "actsearch_" #name "_4")                                     \
-  ACTSEARCH_TRIG8(name, shift)
+  ACTSEARCH_TRIG_LANES(name, shift, b, 4, f4, i4)                                                                \
+  ACTSEARCH_TRIG8(name, shift)                                                                                   \
+  ACTSEARCH_TRIG16(name, shift)
 
 #ifdef __AVX2__
 extern "C" vm::f8 _ZGVdN8v_sinf(vm::f8) noexcept;
 extern "C" vm::f8 _ZGVdN8v_cosf(vm::f8) noexcept;
-#define ACTSEARCH_TRIG8(name, shift)                                                                            \
-  extern "C" __attribute__((used, visibility("hidden"))) vm::f8 actsearch_##name##_8(vm::f8 a) noexcept {       \
-    return vm::trig<vm::f8, vm::i8>(a, shift, _ZGVdN8v_sinf, _ZGVdN8v_cosf, ::name##f);                         \
-  }                                                                                                              \
-  ACTSEARCH_ALIAS("_ZGVdN8v_actsearch_" #name "f", "actsearch_" #name "_8")                                     \
-  ACTSEARCH_TRIG16(name, shift)
+#define ACTSEARCH_TRIG8(name, shift) ACTSEARCH_TRIG_LANES(name, shift, d, 8, f8, i8)
 #else
 #define ACTSEARCH_TRIG8(name, shift)
 #endif
@@ -231,11 +230,7 @@ extern "C" vm::f8 _ZGVdN8v_cosf(vm::f8) noexcept;
 #ifdef __AVX512F__
 extern "C" vm::f16 _ZGVeN16v_sinf(vm::f16) noexcept;
 extern "C" vm::f16 _ZGVeN16v_cosf(vm::f16) noexcept;
-#define ACTSEARCH_TRIG16(name, shift)                                                                           \
-  extern "C" __attribute__((used, visibility("hidden"))) vm::f16 actsearch_##name##_16(vm::f16 a) noexcept {    \
-    return vm::trig<vm::f16, vm::i16>(a, shift, _ZGVeN16v_sinf, _ZGVeN16v_cosf, ::name##f);                     \
-  }                                                                                                              \
-  ACTSEARCH_ALIAS("_ZGVeN16v_actsearch_" #name "f", "actsearch_" #name "_16")
+#define ACTSEARCH_TRIG16(name, shift) ACTSEARCH_TRIG_LANES(name, shift, e, 16, f16, i16)
 #else
 #define ACTSEARCH_TRIG16(name, shift)
 #endif
