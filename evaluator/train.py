@@ -11,6 +11,7 @@ and is compiled with ``torch.compile``. On CPU none of that: it costs more than 
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import sys
 import time
@@ -31,7 +32,6 @@ from evaluator.user import clean_metrics, load_user_function, make_activation
 TRAIN_LOSS_WINDOW = 20  # the reported training loss is the mean over this many final steps (one batch is noisy)
 CUDA_CHECK_EVERY = 10  # on CUDA, reading the loss waits for the GPU: check for a non-finite loss every 10 steps
 EVAL_BATCH = 1000
-_HEAP = {}  # steady_heap's answer, once per process
 
 
 # ---------------------------------------------------------------- device and compilation
@@ -257,26 +257,24 @@ def prepare_kernel(settings: ChildSettings, activation: str) -> str | None:
         return None
 
 
+@functools.cache  # once per process
 def steady_heap() -> bool:
     """Keep the memory a child frees in the process (glibc's malloc, Linux), once per process; whether it is kept.
 
     A child allocates and frees the same tensors every step. By glibc's defaults a block above a threshold that grows
     with the blocks freed (128 KiB at first) is mapped afresh, and freed memory at the top of the heap is handed back
     to the system: the next step faults it in again, page by page. A proxy child with the native activation kernel
-    (whose forward allocates the values it saves) took 100 to 300 page faults a step, 5 to 10% of its time
+    (whose forward allocates the values it saves) took 100 to 300 page faults a step, 6 to 12% of its time
     (docs/benchmarks.md); so blocks up to 32 MiB (glibc's largest threshold on 64-bit) come from the heap, which gives
     back nothing under 256 MiB free. Values are not changed; a worker keeps its peak memory until it exits."""
-    if "kept" not in _HEAP:
-        _HEAP["kept"] = False
-        if sys.platform.startswith("linux"):
-            try:
-                libc = ctypes.CDLL("libc.so.6")
-                M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # malloc.h
-                _HEAP["kept"] = bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and
-                                     libc.mallopt(M_TRIM_THRESHOLD, 256 << 20))
-            except (OSError, AttributeError):  # not glibc (musl, ...): its defaults stand
-                pass
-    return _HEAP["kept"]
+    if not sys.platform.startswith("linux"):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # malloc.h
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 256 << 20))
+    except (OSError, AttributeError):  # not glibc (musl, ...): its defaults stand
+        return False
 
 
 def _device_name(device: torch.device) -> str:

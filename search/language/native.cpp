@@ -70,6 +70,19 @@ __attribute__((noinline)) inline void scalar_lanes(const float* a, float* y, int
     if (left >> l & 1) y[l] = scalar(a[l]);
 }
 
+// The lanes of a vector of F (bit l of ``left``) given glibc's scalar function.
+template <typename F>
+inline void scalar_left(const F& a, F& y, int left, float (*scalar)(float)) {
+  if (left) scalar_lanes(reinterpret_cast<const float*>(&a), reinterpret_cast<float*>(&y), sizeof(F) / sizeof(float),
+                         left, scalar);
+}
+
+// Whether every lane of a mask is set.
+template <typename I>
+inline bool all(I m) {
+  return mask(m) == (1 << (sizeof(I) / sizeof(int))) - 1;
+}
+
 // A vector with lanes outside the fast range (``in`` clear): libmvec computes the others (those replaced by 1).
 template <typename F, typename I>
 __attribute__((noinline)) F guarded_slow(F a, I in, F (*vector)(F) noexcept, float (*scalar)(float) noexcept,
@@ -77,9 +90,7 @@ __attribute__((noinline)) F guarded_slow(F a, I in, F (*vector)(F) noexcept, flo
   const I low = a <= r.sat_lo, high = a >= r.sat_hi, nan = a != a, tiny = (a < r.tiny) & (a > -r.tiny);
   F y = vector(in ? a : F{} + 1.0f);
   y = in ? y : (nan | tiny) ? a : low ? F{} + r.c_lo : F{} + r.c_hi;
-  const int left = mask(~(in | low | high | nan | tiny));
-  if (left) scalar_lanes(reinterpret_cast<const float*>(&a), reinterpret_cast<float*>(&y), sizeof(F) / sizeof(float),
-                         left, scalar);
+  scalar_left(a, y, mask(~(in | low | high | nan | tiny)), scalar);
   return y;
 }
 
@@ -88,7 +99,7 @@ template <typename F, typename I>
 inline F guarded(F a, F (*vector)(F) noexcept, float (*scalar)(float) noexcept, const Rule& r) {
   I in = (a >= r.lo) & (a <= r.hi);
   if (r.tiny > 0) in &= (a >= r.tiny) | (a <= -r.tiny);  // a constant rule: no test where tiny is 0
-  if (__builtin_expect(mask(in) == (1 << (sizeof(F) / sizeof(float))) - 1, 1)) return vector(a);
+  if (__builtin_expect(all(in), 1)) return vector(a);
   return guarded_slow<F, I>(a, in, vector, scalar, r);
 }
 
@@ -124,16 +135,14 @@ __attribute__((noinline)) F trig_slow(F a, int shift, F (*vsin)(F) noexcept, F (
   F z = (q & 1) ? c : s;
   z = (q & 2) ? -z : z;
   y = in ? y : far ? z : nan ? a : F{} + __builtin_nanf("");
-  const int left = mask(~(in | far | nan | inf));
-  if (left) scalar_lanes(reinterpret_cast<const float*>(&a), reinterpret_cast<float*>(&y), sizeof(F) / sizeof(float),
-                         left, scalar);
+  scalar_left(a, y, mask(~(in | far | nan | inf)), scalar);
   return y;
 }
 
 template <typename F, typename I>
 inline F trig(F a, int shift, F (*vsin)(F) noexcept, F (*vcos)(F) noexcept, float (*scalar)(float) noexcept) {
   const I in = (a >= -TRIG_FAST) & (a <= TRIG_FAST);
-  if (__builtin_expect(mask(in) == (1 << (sizeof(F) / sizeof(float))) - 1, 1)) return (shift ? vcos : vsin)(a);
+  if (__builtin_expect(all(in), 1)) return (shift ? vcos : vsin)(a);
   return trig_slow<F, I>(a, shift, vsin, vcos, scalar);
 }
 }  // namespace vm
@@ -204,11 +213,11 @@ f16 halves(f16 a) noexcept {
 #define ACTSEARCH_GUARDED16(name)
 #endif
 
-// sin and cos (vm::trig above), in the vector ABI as the guarded functions are.
-extern "C" vm::f4 _ZGVbN4v_sinf(vm::f4) noexcept;
-extern "C" vm::f4 _ZGVbN4v_cosf(vm::f4) noexcept;
-// One width's variant: n lanes of F (I: its mask), under the vector ABI's ISA letter.
+// sin and cos (vm::trig above), in the vector ABI as the guarded functions are. One width's variant: n lanes of F
+// (I: its mask), under the vector ABI's ISA letter, calling libmvec's sinf and cosf of that width.
 #define ACTSEARCH_TRIG_LANES(name, shift, isa, n, F, I)                                                         \
+  extern "C" vm::F _ZGV##isa##N##n##v_sinf(vm::F) noexcept;                                                    \
+  extern "C" vm::F _ZGV##isa##N##n##v_cosf(vm::F) noexcept;                                                    \
   extern "C" __attribute__((used, visibility("hidden"))) vm::F actsearch_##name##_##n(vm::F a) noexcept {       \
     return vm::trig<vm::F, vm::I>(a, shift, _ZGV##isa##N##n##v_sinf, _ZGV##isa##N##n##v_cosf, ::name##f);       \
   }                                                                                                              \
@@ -220,16 +229,12 @@ extern "C" vm::f4 _ZGVbN4v_cosf(vm::f4) noexcept;
   ACTSEARCH_TRIG16(name, shift)
 
 #ifdef __AVX2__
-extern "C" vm::f8 _ZGVdN8v_sinf(vm::f8) noexcept;
-extern "C" vm::f8 _ZGVdN8v_cosf(vm::f8) noexcept;
 #define ACTSEARCH_TRIG8(name, shift) ACTSEARCH_TRIG_LANES(name, shift, d, 8, f8, i8)
 #else
 #define ACTSEARCH_TRIG8(name, shift)
 #endif
 
 #ifdef __AVX512F__
-extern "C" vm::f16 _ZGVeN16v_sinf(vm::f16) noexcept;
-extern "C" vm::f16 _ZGVeN16v_cosf(vm::f16) noexcept;
 #define ACTSEARCH_TRIG16(name, shift) ACTSEARCH_TRIG_LANES(name, shift, e, 16, f16, i16)
 #else
 #define ACTSEARCH_TRIG16(name, shift)
@@ -594,12 +599,12 @@ std::vector<torch::Tensor> forward_saving(torch::Tensor x, torch::Tensor beta, t
     at::parallel_for(0, s.tiles, s.grain, [&](int64_t t0, int64_t t1) {
       std::vector<scalar_t> V(prog.nodes * TILE);
       std::vector<scalar_t*> at(prog.nodes);
+      for (int64_t k = 0; k < prog.nodes; ++k) at[k] = V.data() + k * TILE;
       const int64_t root = prog.nodes - 1;
       for (int64_t t = t0; t < t1; ++t) {
         int64_t start = t * TILE, n = std::min(TILE, s.numel - start);
         // a saved node's values go straight to the saved tensor, the root's to y (and from y to the saved tensor where
         // the backward needs them: y is not kept, a later in-place operation may change it)
-        for (int64_t k = 0; k < prog.nodes; ++k) at[k] = V.data() + k * TILE;
         for (int64_t j = 0; j < kept; ++j) at[plan.saved[j]] = sp + j * s.numel + start;
         at[root] = yp + start;
         forward_tile(prog, n, xp + start, pattern.data() + start % bt.period, bt.width, at.data());
@@ -650,12 +655,12 @@ std::vector<torch::Tensor> backward_saved(torch::Tensor x, torch::Tensor beta, t
     at::parallel_for(0, s.tiles, s.grain, [&](int64_t t0, int64_t t1) {
       std::vector<scalar_t> V(prog.nodes * TILE), G(prog.nodes * TILE), GP(2 * std::max<int64_t>(1, s.used) * TILE);
       std::vector<scalar_t*> at(prog.nodes);
+      for (int64_t k = 0; k < prog.nodes; ++k) at[k] = V.data() + k * TILE;
       BetaSums<scalar_t> betas(s, rows, bt.period);
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t start = t * TILE, n = std::min(TILE, s.numel - start);
         const scalar_t* P = pattern.data() + start % bt.period;
         // saved values are read where they are (a saved node is not computed again: plan.compute)
-        for (int64_t k = 0; k < prog.nodes; ++k) at[k] = V.data() + k * TILE;
         for (int64_t j = 0; j < kept; ++j) at[plan.saved[j]] = const_cast<scalar_t*>(sp + j * s.numel + start);
         forward_tile(prog, n, xp + start, P, bt.width, at.data(), plan.compute.data());
         backward_tile(prog, n, xp + start, P, bt.width, at.data(), G.data(), dyp + start, dxp + start, GP.data());
