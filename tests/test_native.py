@@ -150,6 +150,48 @@ def test_values_saved_by_the_forward_give_the_gradients_computed_again_bit_for_b
     assert {0, 1, 2} <= kept_counts and max(kept_counts) >= 3
 
 
+def test_a_value_with_two_uses_gets_one_backward_and_eagers_gradients():
+    """A two-unit function often uses the first unit twice (``min(softplus(u), tanh(u))``): the kernel computes u's
+    value once and runs u's backward once, on the sum of both uses' gradients, as autograd does on a graph; where that
+    sum's dx is not finite, eager's own non-finite values (each use's backward apart: inf - inf is NaN)."""
+    g = torch.Generator().manual_seed(7)
+    x, dy = torch.randn(ROWS, CHANNELS, 48, generator=g) * 3, torch.randn(ROWS, CHANNELS, 48, generator=g)
+    x[0, 0, :4] = torch.tensor([100.0, -100.0, 0.0, 1e-3])
+    for expr in [Expression.parse("min(softplus(sigmoid(x) + sinc(x)), tanh(sigmoid(x) + sinc(x)))"),
+                 Expression.parse("(sinh(x) - cos(x)) * sinc(sinh(x) - cos(x))"),
+                 Expression.parse("abs(beta * cosh(x)) + tanh(beta * cosh(x))")]:
+        beta = _betas(expr.n_betas, 1)
+        eager, fast = _run(expr, "eager", x, beta, dy), _run(expr, "native", x, beta, dy)
+        for name, e, n in zip(("value", "dx", "dbeta"), eager, fast):
+            assert torch.equal(e.isfinite(), n.isfinite()), (expr.text, name)
+            assert torch.allclose(e, n, rtol=1e-4, atol=1e-5, equal_nan=True), (expr.text, name)
+
+
+def test_the_betas_gradients_are_the_same_bits_whichever_thread_finishes_first():
+    """With several threads (``child.threads``) each sums the betas' gradients over its own range of tiles, and the
+    ranges' sums are added in the order of their tiles, not in the order the threads finish: a child's betas move the
+    same way on every run. Four ranges whose betas' gradients sum to 1e20, 1, -1e20 and 1 add up to 1 in that order
+    and to 0 in the order 1, -1e20, 1, 1e20; one range made slow (cos of 1e9, glibc's scalar path, where dy is 0)
+    finishes last."""
+    expr = Expression.parse("sin(x) + beta * x")
+    quarter = 64 * 256  # four threads: a range of 64 tiles each (native.cpp's grain)
+
+    def beta_grad(slow: int) -> float:
+        x, dy = torch.ones(4, 1, quarter), torch.zeros(4, 1, quarter)
+        for r, total in enumerate([1e20, 1.0, -1e20, 1.0]):
+            dy[r, 0, :256] = total / 256  # the range's sum, from its first tile
+        x[slow, 0, 256:] = 1e9
+        return _run(expr, "native", x, torch.ones(1, 1), dy)[2].item()
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        sums = {beta_grad(slow) for slow in (0, 3, 0, 3)}
+    finally:
+        torch.set_num_threads(threads)
+    assert sums == {1.0}, sums
+
+
 def test_a_diverging_candidate_still_diverges_and_betas_get_per_channel_gradients():
     expr = Expression.parse("exp(cosh(x)) * (x + beta)")
     x = torch.tensor([[[0.5, 30.0]], [[-1.0, 2.0]]]).repeat(1, 2, 1)  # (2, 2, 2): exp(cosh(30)) overflows

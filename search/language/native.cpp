@@ -4,9 +4,11 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 // Vector math (vm::exp, ...; the operator table's code calls these). The tile loops vectorise their transcendental
@@ -292,22 +294,64 @@ template <typename T> inline T sinc_pi(T t) {
   return pick(t == T(0), T(1), vm::sin(q) / q);
 }
 
+inline bool mentions(int32_t opcode, char what);
+
+// How gradients flow down a program in the backward: which rows' formulas run (live: the root, and the operands whose
+// gradients a row that runs writes; not those under ``beta``, whose value ignores its operand), into which gradient
+// rows (merged: an operand's value row, Program::of; apart: the operand's own row), and whether a row's gradient for
+// its operand adds to what a row after it wrote there (add[2k + side], side 0: a, 1: b; the first writer stores). x is
+// a row of its own here (dx); writes_x: some row's backward writes dx.
+struct Flow {
+  bool merged;
+  std::vector<char> live, add;
+  bool writes_x;
+};
+
 // One instruction per node, in evaluation order: opcode, operand slots (-1: the input x), beta row (-1: none).
 // value[k]: the row whose value row k has. A row that computes what an earlier row computes (the same operator of the
 // same values, no beta: a two-unit function often uses the first unit's value twice, as in tanh(u) * softplus(u)) has
-// that row's value, and the forward computes it once; its backward stays its own, so each occurrence's gradient goes
-// down its own rows and adds up at x exactly as eager's does.
+// that row's value, and the forward computes it once. The backward runs it once too (``merged``), as autograd does on
+// a graph where a value has two uses: its gradient row adds up both parents' gradients, then its formula runs once;
+// half the backward of `min(softplus(u), tanh(u))`. Eager runs each use's backward (``apart``) and adds their
+// gradients at x: the same sums in another order, but where one use's gradient is not finite, eager's is NaN or inf
+// as each use's products make it (inf - inf, 0 * inf). So a tile whose dx is not finite is run again apart
+// (backward_saved), and a child that diverges gets eager's non-finite values.
 struct Program {
   const int32_t* code;
   int64_t nodes;
   std::vector<int64_t> value;
+  Flow merged, apart;
+  bool shares;  // some value has two uses: the two flows differ
   const int32_t* at(int64_t k) const { return code + 4 * k; }
   int64_t of(int32_t slot) const { return slot < 0 ? -1 : value[slot]; }  // an operand's value row (-1: x)
+  int64_t grad_row(const Flow& f, int32_t slot) const { return f.merged ? of(slot) : slot; }
 };
 
+// Parents come after their operands: from the root down, a row's parents are all seen before it.
+inline Flow flow_of(const Program& prog, bool merged) {
+  const int64_t nodes = prog.nodes;
+  Flow f{merged, std::vector<char>(nodes, 0), std::vector<char>(2 * nodes, 0), false};
+  std::vector<char> written(nodes + 1, 0);  // per gradient row, and x's (the last)
+  if (nodes > 0) f.live[nodes - 1] = 1;
+  for (int64_t k = nodes - 1; k >= 0; --k) {
+    if (!f.live[k]) continue;
+    const int32_t* ins = prog.at(k);
+    for (int side = 0; side < 2; ++side) {
+      if (!mentions(ins[0], side == 0 ? 'A' : 'B')) continue;  // writes no gradient for this operand
+      const int64_t row = ins[1 + side] < 0 ? nodes : prog.grad_row(f, ins[1 + side]);
+      f.add[2 * k + side] = written[row];
+      written[row] = 1;
+      if (row < nodes) f.live[row] = 1;
+    }
+  }
+  f.writes_x = written[nodes];
+  return f;
+}
+
 inline Program program_of(const torch::Tensor& code) {
-  Program prog{code.data_ptr<int32_t>(), code.size(0), std::vector<int64_t>(code.size(0))};
-  for (int64_t k = 0; k < prog.nodes; ++k) {
+  const int64_t nodes = code.size(0);
+  Program prog{code.data_ptr<int32_t>(), nodes, std::vector<int64_t>(nodes), {}, {}, false};
+  for (int64_t k = 0; k < nodes; ++k) {
     const int32_t* ins = prog.at(k);
     prog.value[k] = k;
     for (int64_t j = 0; j < k && ins[3] < 0; ++j) {
@@ -319,6 +363,9 @@ inline Program program_of(const torch::Tensor& code) {
       }
     }
   }
+  prog.merged = flow_of(prog, true);
+  prog.apart = flow_of(prog, false);
+  for (int64_t k = 0; k < nodes; ++k) prog.shares = prog.shares || prog.value[k] != k;
   return prog;
 }
 
@@ -372,11 +419,11 @@ inline bool costly(int32_t opcode) {
   }
 }
 
-// Which node values the backward has, and how: it needs a value where a backward formula reads it (its own formula's
-// v, its parent's a or b) or where a node it computes again is computed from it. A needed value of a costly operator
-// is saved by the forward (when ``saving``) and loaded; the others needed are computed again (``compute``), and the
-// rest not at all; a row that has an earlier row's value (Program::value) is never computed, its needs are that
-// row's. Children and the rows whose value a row has come before it in the program, so one pass from the root decides.
+// Which node values the backward has, and how: it needs a value where a backward formula that runs (Program::live)
+// reads it (its own formula's v, its parent's a or b) or where a node it computes again is computed from it. A needed
+// value of a costly operator is saved by the forward (when ``saving``) and loaded; the others needed are computed again
+// (``compute``), and the rest not at all; a row that has an earlier row's value (Program::value) is never computed.
+// Children and the rows whose value a row has come before it in the program, so one pass from the root decides.
 struct Plan {
   std::vector<char> compute;   // per node: computed again in the backward
   std::vector<int64_t> saved;  // the nodes saved by the forward, in program order (row j of the saved tensor)
@@ -387,15 +434,14 @@ inline Plan plan_of(const Program& prog, bool saving) {
   Plan plan{std::vector<char>(prog.nodes, 0), {}};
   for (int64_t k = prog.nodes - 1; k >= 0; --k) {
     const int32_t* ins = prog.at(k);
-    const int64_t own = prog.value[k];
-    need[own] = need[own] || mentions(ins[0], 'v');
-    if (own == k) {
-      keep[k] = saving && need[k] && costly(ins[0]);
-      plan.compute[k] = need[k] && !keep[k];
-    }
-    const bool again = plan.compute[k];  // computed again, so its operands' values are needed (never a shared row)
-    if (ins[1] >= 0) need[prog.of(ins[1])] = need[prog.of(ins[1])] || again || mentions(ins[0], 'a');
-    if (ins[2] >= 0) need[prog.of(ins[2])] = need[prog.of(ins[2])] || again || mentions(ins[0], 'b');
+    if (prog.value[k] != k) continue;  // an earlier row's value: computed there, never a parent that runs
+    const bool live = prog.merged.live[k];  // the apart flow's rows that run read the same values
+    need[k] = need[k] || (live && mentions(ins[0], 'v'));
+    keep[k] = saving && need[k] && costly(ins[0]);
+    plan.compute[k] = need[k] && !keep[k];
+    const bool again = plan.compute[k];  // computed again, so its operands' values are needed
+    if (ins[1] >= 0) need[prog.of(ins[1])] = need[prog.of(ins[1])] || again || (live && mentions(ins[0], 'a'));
+    if (ins[2] >= 0) need[prog.of(ins[2])] = need[prog.of(ins[2])] || again || (live && mentions(ins[0], 'b'));
   }
   for (int64_t k = 0; k < prog.nodes; ++k)
     if (keep[k]) plan.saved.push_back(k);
@@ -424,27 +470,37 @@ void forward_tile(const Program& prog, int64_t n, const T* x, const T* P, int64_
 }
 
 template <typename T>
-void backward_tile(const Program& prog, int64_t n, const T* x, const T* P, int64_t W, const T* const* at, T* G,
-                   const T* dy, T* dx, T* GP) {
+void backward_tile(const Program& prog, const Flow& flow, int64_t n, const T* x, const T* P, int64_t W,
+                   const T* const* at, T* G, const T* dy, T* dx, T* GP) {
   const T E = T(/*EPS*/);
-  bool dx_written = false;  // whether an instruction (in reverse order) wrote dx yet: later ones add to it
   for (int64_t k = prog.nodes - 1; k >= 0; --k) {
+    if (!flow.live[k]) continue;
     const int32_t* ins = prog.at(k);
     const T* A = ins[1] < 0 ? x : at[prog.of(ins[1])];  // values: the rows that have them
     const T* B = ins[2] < 0 ? x : at[prog.of(ins[2])];
     const T* Pk = ins[3] < 0 ? P : P + ins[3] * W;
-    T* GA = ins[1] < 0 ? dx : G + ins[1] * TILE;  // gradients: each row its own
-    T* GB = ins[2] < 0 ? dx : G + ins[2] * TILE;
+    T* GA = ins[1] < 0 ? dx : G + prog.grad_row(flow, ins[1]) * TILE;
+    T* GB = ins[2] < 0 ? dx : G + prog.grad_row(flow, ins[2]) * TILE;
     T* GPk = ins[3] < 0 ? GP : GP + ins[3] * 2 * TILE;  // two rows per beta: its two sums (see ops.NATIVE)
     const T* out = at[prog.value[k]];
     const T* Gk = k == prog.nodes - 1 ? dy : G + k * TILE;
-    (void)A; (void)B; (void)Pk; (void)E; (void)GA; (void)GB; (void)GPk; (void)out;
+    const bool addA = flow.add[2 * k], addB = flow.add[2 * k + 1];
+    (void)A; (void)B; (void)Pk; (void)E; (void)GA; (void)GB; (void)GPk; (void)out; (void)addA; (void)addB;
     switch (ins[0]) {
 /*BACKWARD*/
       default: TORCH_CHECK(false, "native kernel: unknown opcode ", ins[0]);
     }
   }
-  if (!dx_written) std::fill(dx, dx + n, T(0));  // a function that does not read x
+  if (!flow.writes_x) std::fill(dx, dx + n, T(0));  // a function whose gradient does not reach x
+}
+
+// Whether every value of a is finite (0 * inf and 0 * NaN are NaN).
+template <typename T>
+inline bool finite(const T* a, int64_t n) {
+  T sum = 0;
+  _Pragma("omp simd reduction(+:sum)")
+  for (int64_t i = 0; i < n; ++i) sum += a[i] * T(0);
+  return sum == T(0);
 }
 
 struct Shape {
@@ -560,8 +616,8 @@ struct BetaSums {
     }
   }
 
-  // The thread's sums added into total ((rows, beta_cols) in double).
-  void finish(double* total, std::mutex& lock) {
+  // The sums of the tiles added so far ((rows, beta_cols) in double), the positions' sums added in.
+  std::vector<double> finish() {
     if (period > 1)
       for (size_t r = 0; r < rows.size(); ++r)
         for (int64_t c = 0; c < s.beta_cols; ++c) {
@@ -571,9 +627,7 @@ struct BetaSums {
           for (int64_t k = 0; k < s.inner; ++k) sum += a[k];
           sums[r * s.beta_cols + c] += double(sum);
         }
-    std::lock_guard<std::mutex> guard(lock);
-    for (size_t r = 0; r < rows.size(); ++r)
-      for (int64_t c = 0; c < s.beta_cols; ++c) total[rows[r] * s.beta_cols + c] += sums[r * s.beta_cols + c];
+    return sums;
   }
 };
 
@@ -646,6 +700,7 @@ std::vector<torch::Tensor> backward_saved(torch::Tensor x, torch::Tensor beta, t
         if (mentions(prog.at(k)[0], 'q')) rows.push_back(2 * prog.at(k)[3] + 1);
       }
   std::mutex lock;
+  std::vector<std::pair<int64_t, std::vector<double>>> parts;  // per range of tiles a thread took: its first, its sums
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "actsearch_native_backward", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* dyp = dy.data_ptr<scalar_t>();
@@ -663,11 +718,24 @@ std::vector<torch::Tensor> backward_saved(torch::Tensor x, torch::Tensor beta, t
         // saved values are read where they are (a saved node is not computed again: plan.compute)
         for (int64_t j = 0; j < kept; ++j) at[plan.saved[j]] = const_cast<scalar_t*>(sp + j * s.numel + start);
         forward_tile(prog, n, xp + start, P, bt.width, at.data(), plan.compute.data());
-        backward_tile(prog, n, xp + start, P, bt.width, at.data(), G.data(), dyp + start, dxp + start, GP.data());
+        backward_tile(prog, prog.merged, n, xp + start, P, bt.width, at.data(), G.data(), dyp + start, dxp + start,
+                      GP.data());
+        if (prog.shares && !finite(dxp + start, n))  // eager's non-finite values (Program)
+          backward_tile(prog, prog.apart, n, xp + start, P, bt.width, at.data(), G.data(), dyp + start, dxp + start,
+                        GP.data());
         betas.add(GP.data(), start, n);
       }
-      if (!rows.empty()) betas.finish(total.data(), lock);
+      if (rows.empty()) return;
+      std::vector<double> sums = betas.finish();
+      std::lock_guard<std::mutex> guard(lock);
+      parts.emplace_back(t0, std::move(sums));
     });
+    // the threads' sums added in the order of their tiles, not of their finishing: the same bits on every run
+    std::sort(parts.begin(), parts.end());
+    for (const auto& part : parts)
+      for (size_t r = 0; r < rows.size(); ++r)
+        for (int64_t c = 0; c < s.beta_cols; ++c)
+          total[rows[r] * s.beta_cols + c] += part.second[r * s.beta_cols + c];
     if (!beta_grad) return;
     // each sum rounded to the beta's type (where it overflows, as torch's sum does), then the two added
     scalar_t* db = dbeta.data_ptr<scalar_t>();

@@ -85,26 +85,17 @@ def _cases(backward: bool) -> str:
         forward, grad = NATIVE[op.name]
         loads = ["const T a = A[i];"] + (["const T b = B[i];"] if op.arity == 2 else [])
         loads += ["const T p = Pk[i];"] if op.uses_beta else []
-        before = after = ""
         if not backward:
             body = f"out[i] = {forward};"
         else:
-            # Every node but x has one parent, so its gradient and a beta's rows are written once (stored); only x's
-            # (dx) adds up, from its second use on (``dx_written``: an earlier instruction of the tile wrote it).
+            # A gradient row is stored by its first writer and added to by the others (a value with two uses, and x:
+            # Program::add in native.cpp)
             outs = [name for name in ("ga", "gb", "gp", "gq") if f"{name} =" in grad]
             stores = {"ga": "if (addA) GA[i] += ga; else GA[i] = ga;", "gb": "if (addB) GB[i] += gb; else GB[i] = gb;",
                       "gp": "GPk[i] = gp;", "gq": "GPk[TILE + i] = gq;"}
             loads += ["const T v = out[i];", "const T g = Gk[i];", f"T {', '.join(f'{n} = T(0)' for n in outs)};"]
             body = f"{grad} {' '.join(stores[n] for n in outs)}"
-            if "ga" in outs:
-                before += "const bool addA = ins[1] < 0 && dx_written; "
-                after += "dx_written = dx_written || ins[1] < 0; "
-            if "gb" in outs:
-                first = " || ins[1] < 0" if "ga" in outs else ""  # mul(x, x): dx from ga, then gb adds
-                before += f"const bool addB = ins[2] < 0 && (dx_written{first}); "
-                after += "dx_written = dx_written || ins[2] < 0; "
-        lines = [before, '_Pragma("omp simd")', f"for (int64_t i = 0; i < n; ++i) {{ {' '.join(loads)} {body} }}",
-                 after, "break;"]
+        lines = ['_Pragma("omp simd")', f"for (int64_t i = 0; i < n; ++i) {{ {' '.join(loads)} {body} }}", "break;"]
         out.append(f"      case {OPCODES[op.name]}: {{ /* {op.name} */\n" +
                    "".join(f"        {line.strip()}\n" for line in lines if line) + "      }")
     return "\n".join(out)
@@ -124,8 +115,10 @@ def source() -> str:
 
 def _mentions(grad: str) -> str:
     """What an operator's backward code (``ops.NATIVE``) reads, of its operands' values ``a`` and ``b`` and its own
-    value ``v``, and ``q`` where it writes a second gradient row for its beta (``gq``)."""
-    return "".join(w for w in "abv" if re.search(rf"\b{w}\b", grad)) + ("q" if re.search(r"\bgq\b", grad) else "")
+    value ``v``; ``q`` where it writes a second gradient row for its beta (``gq``); ``A`` and ``B`` where it writes its
+    operands' gradients (``ga``, ``gb``: not ``beta``'s, whose value ignores its operand)."""
+    return "".join(w for w in "abv" if re.search(rf"\b{w}\b", grad)) + ("q" if re.search(r"\bgq\b", grad) else "") + \
+        "".join(w.upper() for w in "ab" if re.search(rf"\bg{w}\s*=", grad))
 
 
 def _costly(forward: str) -> bool:
@@ -136,11 +129,13 @@ def _costly(forward: str) -> bool:
 
 
 def cflags() -> list[str]:
-    """The compiler's flags: vectorised (AVX2 and FMA where torch finds them on this CPU, and 512-bit AVX-512 vectors
+    """The compiler's flags: OpenMP (``at::parallel_for`` is a header's loop, run on ``torch.get_num_threads()`` threads
+    only where the kernel is built with it; it links the libgomp torch has loaded, so the two share one thread pool and
+    ``torch.set_num_threads``), vectorised (AVX2 and FMA where torch finds them on this CPU, and 512-bit AVX-512 vectors
     where torch does: sixteen floats an instruction, 0.85x the kernel's time over 20 sample functions), no errno or trap
     bookkeeping (values are unchanged), no contraction into fused multiply-adds (each operation rounds as torch's), no
     sinking of a vector math call into the branch that uses it (the loop would stay scalar: ``pick`` in native.cpp)."""
-    flags = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-fno-tree-sink"]
+    flags = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-fno-tree-sink"]
     capability = torch.backends.cpu.get_cpu_capability()
     if capability in ("AVX2", "AVX512"):
         flags += ["-mavx2", "-mfma"]
@@ -165,7 +160,7 @@ def extension():
                 from torch.utils.cpp_extension import load_inline
 
                 _STATE["module"] = load_inline(name, cpp_sources=[src], functions=FUNCTIONS,
-                                               extra_cflags=flags, extra_ldflags=["-lmvec"],
+                                               extra_cflags=flags, extra_ldflags=["-lmvec", "-fopenmp"],
                                                verbose=False)
             except Exception as exc:  # no compiler or headers: the eager path still works
                 _STATE["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
