@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/activation_speed.py [--shape 128 64 32 32] [--repeats 10] [--device cpu] [--no-compile]
     .venv/bin/python benchmarks/activation_speed.py --per-operator --shape 128 32 40 --scales 1 30 10000
     .venv/bin/python benchmarks/activation_speed.py --saved-values --shape 128 32 40
+    .venv/bin/python benchmarks/activation_speed.py --threads 1 2 --shape 128 16 32 32
 
 For each function it times, interleaved in one run: the native or hand-written PyTorch equivalent, F.relu and
 F.silu, the candidate run as eager generated ops, fused with torch.compile (after its first, timed, compile; skipped
@@ -20,6 +21,10 @@ large values, where a vector math library may leave its fast path. With ``--forw
 ``--saved-values`` times the native kernel alone, forward+backward, as training runs it (the forward saves the values
 of its costly nodes that the backward reads: ``native.FUNCTIONS``' ``forward_saving`` / ``backward_saved``) against
 computing every needed value again in the backward, interleaved, and checks that both give the same bits.
+
+``--threads N ...`` times each function's forward+backward, native and as F.silu, on each of N threads
+(``torch.set_num_threads``, what ``child.threads`` sets), interleaved, and prints each one's speed-up over the first
+count: the kernel's tiles run on torch's threads as torch's own operators do.
 """
 from __future__ import annotations
 
@@ -81,12 +86,17 @@ def main() -> None:
     parser.add_argument("--saved-values", action="store_true",
                         help="time the native kernel's forward+backward with the values of its costly nodes saved "
                              "by the forward against computing them again in the backward (CPU, one thread)")
+    parser.add_argument("--threads", type=int, nargs="+", metavar="N",
+                        help="time the native kernel and F.silu on each of these thread counts")
     parser.add_argument("--forward-only", action="store_true",
                         help="with --per-operator: time the forward alone (no autograd), which compares the vector "
                              "math itself: eager's backward reuses saved outputs where native's recomputes them")
     args = parser.parse_args()
     if args.saved_values:
         saved_values(args.shape, args.repeats)
+        return
+    if args.threads:
+        thread_counts(args.shape, args.threads, args.repeats)
         return
     if args.per_operator:
         per_operator(args.shape, args.scales, args.repeats, args.forward_only)
@@ -178,6 +188,32 @@ def saved_values(shape: list[int], repeats: int) -> None:
               f"{0 if rows is None else rows.shape[0]}  same bits {same}", flush=True)
     print(f"all: again {totals[0]:.0f} us, saved {totals[1]:.0f} us, ratio {totals[1] / totals[0]:.2f}; load average "
           f"{os.getloadavg()[0]:.2f}")
+
+
+def thread_counts(shape: list[int], counts: list[int], repeats: int) -> None:
+    """Forward+backward ms of native candidates and of F.silu on each thread count, interleaved, and the speed-up of
+    each over the first count."""
+    device = torch.device("cpu")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=gen).requires_grad_()
+    print(f"CPU ({os.cpu_count()} logical CPUs); tensor {tuple(shape)} float32; median of {repeats} interleaved "
+          f"repeats; ms per forward+backward on {', '.join(map(str, counts))} threads; load average "
+          f"{os.getloadavg()[0]:.2f}")
+    contenders = {"F.silu": (F.silu, [])}
+    for text in [c[0] for c in CASES] + ["min(softplus(sigmoid(x) + sinc(x)), tanh(sigmoid(x) + sinc(x)))"]:
+        module = activation_module(Expression.parse(text), channels=shape[1], kernel="native")
+        contenders[text] = (module, list(module.parameters()))
+    runs = {(name, n): [] for name in contenders for n in counts}
+    for _ in range(repeats + 1):  # the first round warms up
+        for n in counts:
+            torch.set_num_threads(n)
+            for name, (fn, params) in contenders.items():
+                runs[(name, n)].append(step_time(fn, x, params, device))
+    for name in contenders:
+        ms = [statistics.median(runs[(name, n)][1:]) * 1e3 for n in counts]
+        print(f"{name:64s} " + " ".join(f"{n} thr {t:8.2f}" for n, t in zip(counts, ms)) + "   speed-up " +
+              " ".join(f"{ms[0] / t:5.2f}x" for t in ms[1:]))
+    print(f"load average {os.getloadavg()[0]:.2f}")
 
 
 def forward_time(fn, x: torch.Tensor, params: list[torch.Tensor], device: torch.device) -> float:
