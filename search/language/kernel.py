@@ -108,9 +108,9 @@ def resolve_kernel(kind: str | None, device: torch.device | str, compile: bool |
     where it cannot run (not a CPU, no compiler). Native is the CPU default because it is faster than eager (50
     one-unit and 50 two-unit functions, whole 500-step proxy children, the 81 that do not diverge: median 1.19x
     relu's time against eager's 2.08x on an Intel VM, 1.24x against 1.97x on an AMD one, faster for all 81:
-    docs/benchmarks.md) and disagrees with eager on under 1% of
-    sampled two-unit functions at extreme points. Its first build (about 40 s, once per machine) does not count
-    against a child's time limits (``evaluator.train.prepare_kernel``)."""
+    docs/benchmarks.md) and disagrees with eager on under 1% of sampled two-unit functions at extreme points. Its
+    first build (about 40 s, once per machine) does not count against a child's time limits
+    (``evaluator.train.prepare_kernel``)."""
     device = torch.device(device)
     if kind in (None, "auto"):
         compiled = compile if compile is not None else compile_default(device)

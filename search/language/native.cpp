@@ -320,8 +320,8 @@ struct Program {
   const int32_t* code;
   int64_t nodes;
   std::vector<int64_t> value;
-  Flow merged, apart;
-  bool shares;  // some value has two uses: the two flows differ
+  bool shares;         // some row has an earlier row's value: the two flows may differ
+  Flow merged, apart;  // apart: built only where ``shares`` (it is run only then: backward_saved)
   const int32_t* at(int64_t k) const { return code + 4 * k; }
   int64_t of(int32_t slot) const { return slot < 0 ? -1 : value[slot]; }  // an operand's value row (-1: x)
   int64_t grad_row(const Flow& f, int32_t slot) const { return f.merged ? of(slot) : slot; }
@@ -350,7 +350,7 @@ inline Flow flow_of(const Program& prog, bool merged) {
 
 inline Program program_of(const torch::Tensor& code) {
   const int64_t nodes = code.size(0);
-  Program prog{code.data_ptr<int32_t>(), nodes, std::vector<int64_t>(nodes), {}, {}, false};
+  Program prog{code.data_ptr<int32_t>(), nodes, std::vector<int64_t>(nodes), false, {}, {}};
   for (int64_t k = 0; k < nodes; ++k) {
     const int32_t* ins = prog.at(k);
     prog.value[k] = k;
@@ -359,13 +359,13 @@ inline Program program_of(const torch::Tensor& code) {
       if (other[0] == ins[0] && other[3] < 0 && prog.of(other[1]) == prog.of(ins[1]) &&
           prog.of(other[2]) == prog.of(ins[2])) {
         prog.value[k] = prog.value[j];
+        prog.shares = true;
         break;
       }
     }
   }
   prog.merged = flow_of(prog, true);
-  prog.apart = flow_of(prog, false);
-  for (int64_t k = 0; k < nodes; ++k) prog.shares = prog.shares || prog.value[k] != k;
+  if (prog.shares) prog.apart = flow_of(prog, false);
   return prog;
 }
 

@@ -4,24 +4,23 @@ A candidate becomes a small program (``program``: one instruction per operator n
 operand slots, beta row); one C++ kernel (``native.cpp``, its operator cases filled in from the operator table's
 ``NATIVE`` code) interprets any program over tiles of 256 elements, so it is compiled once per machine (the first use,
 cached in torch's extension directory under a name that hashes its source), never per candidate. A row that computes
-what an earlier row computes (a repeated subtree without betas) takes its value: the forward computes it once, and
-the backward runs it once on the sum of both uses' gradients, as autograd does on a graph; a tile whose dx is then not
+what an earlier row computes (a repeated subtree without betas) takes its value: the forward computes it once, and the
+backward runs it once on the sum of both uses' gradients, as autograd does on a graph; a tile whose dx is then not
 finite is run again use by use, as eager's code does, for eager's NaN or inf (``native.cpp``, ``Program``). The forward
-reads x
-and writes y; the backward needs the node values its formulas read (in ``sin(x) + cos(x)`` none: add's gradient reads
-no operand, sin's and cos's read x). Where a gradient will be asked for, the forward also writes those of them that a
-vector math function computed (exp, sin, tanh, ...: ``_costly``; in ``x * sigmoid(beta * x)`` the sigmoid), one
+reads x and writes y; the backward needs the node values its formulas read (in ``sin(x) + cos(x)`` none: add's gradient
+reads no operand, sin's and cos's read x). Where a gradient will be asked for, the forward also writes those of them
+that a vector math function computed (exp, sin, tanh, ...: ``_costly``; in ``x * sigmoid(beta * x)`` the sigmoid), one
 tensor of x's size each, and the backward loads them and computes the cheap rest again per tile: the same values, bit
-for bit, in less time than computing everything again (``benchmarks/activation_speed.py --saved-values``). It runs
-the operators' backward formulas in reverse (the same formulas as torch's autograd, so gradients and their non-finite
-values agree with the eager path), writes dx and sums the betas' gradients per channel (by position in x's type where
-no sum can overflow, else each tile's run of a channel, as torch's sum; added in double: ``BetaSums``; the threads'
-sums in the order of their tiles, so the same bits on every run).
-That backward is not differentiable itself: where a gradient of the gradient is asked for (``create_graph``, e.g. a
-gradient penalty), the eager code computes the gradient instead, as a graph (``kernel.eager_backward``, which the
-C++ calls by name: this module does not import the kernels above it). Parallel over tiles with ``at::parallel_for``
-(``torch.get_num_threads()``: ``child.threads``; built with OpenMP, see ``cflags``). CPU only, float32 and float64; anything else runs the eager code.
-Without a working compiler the kernel is unavailable: one warning, and callers run eager.
+for bit, in less time than computing everything again (``benchmarks/activation_speed.py --saved-values``). It runs the
+operators' backward formulas in reverse (the same formulas as torch's autograd, so gradients and their non-finite values
+agree with the eager path), writes dx and sums the betas' gradients per channel (by position in x's type where no sum
+can overflow, else each tile's run of a channel, as torch's sum; added in double: ``BetaSums``; the threads' sums in the
+order of their tiles, so the same bits on every run). That backward is not differentiable itself: where a gradient of
+the gradient is asked for (``create_graph``, e.g. a gradient penalty), the eager code computes the gradient instead, as
+a graph (``kernel.eager_backward``, which the C++ calls by name: this module does not import the kernels above it).
+Parallel over tiles with ``at::parallel_for`` (``torch.get_num_threads()``: ``child.threads``; built with OpenMP, see
+``cflags``). CPU only, float32 and float64; anything else runs the eager code. Without a working compiler the kernel is
+unavailable: one warning, and callers run eager.
 """
 from __future__ import annotations
 
