@@ -153,18 +153,16 @@ def test_values_saved_by_the_forward_give_the_gradients_computed_again_bit_for_b
 def test_a_value_with_two_uses_gets_one_backward_and_eagers_gradients():
     """A two-unit function often uses the first unit twice (``min(softplus(u), tanh(u))``): the kernel computes u's
     value once and runs u's backward once, on the sum of both uses' gradients, as autograd does on a graph; where that
-    sum's dx is not finite, eager's own non-finite values (each use's backward apart: inf - inf is NaN)."""
-    g = torch.Generator().manual_seed(7)
-    x, dy = torch.randn(ROWS, CHANNELS, 48, generator=g) * 3, torch.randn(ROWS, CHANNELS, 48, generator=g)
+    sum's dx is not finite, eager's own non-finite values (each use's backward apart: inf - inf is NaN; cosh(100) is
+    inf here)."""
+    x = torch.randn(ROWS, CHANNELS, 48, generator=torch.Generator().manual_seed(7)) * 3
     x[0, 0, :4] = torch.tensor([100.0, -100.0, 0.0, 1e-3])
-    for expr in [Expression.parse("min(softplus(sigmoid(x) + sinc(x)), tanh(sigmoid(x) + sinc(x)))"),
-                 Expression.parse("(sinh(x) - cos(x)) * sinc(sinh(x) - cos(x))"),
-                 Expression.parse("abs(beta * cosh(x)) + tanh(beta * cosh(x))")]:
-        beta = _betas(expr.n_betas, 1)
-        eager, fast = _run(expr, "eager", x, beta, dy), _run(expr, "native", x, beta, dy)
-        for name, e, n in zip(("value", "dx", "dbeta"), eager, fast):
-            assert torch.equal(e.isfinite(), n.isfinite()), (expr.text, name)
-            assert torch.allclose(e, n, rtol=1e-4, atol=1e-5, equal_nan=True), (expr.text, name)
+    texts = ["min(softplus(sigmoid(x) + sinc(x)), tanh(sigmoid(x) + sinc(x)))",
+             "(sinh(x) - cos(x)) * sinc(sinh(x) - cos(x))", "abs(beta * cosh(x)) + tanh(beta * cosh(x))"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bad = [why for i, text in enumerate(texts) if (why := _check(text, 30_000 + i, x))]
+    assert not bad, "\n".join(bad)
 
 
 def test_the_betas_gradients_are_the_same_bits_whichever_thread_finishes_first():
