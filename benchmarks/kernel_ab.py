@@ -1,6 +1,7 @@
 """Training steps with two builds of the native kernel in one process, interleaved: this checkout's against another's.
 
     .venv/bin/python benchmarks/kernel_ab.py /path/to/other/checkout [--n 8] [--rounds 5] [--steps 20]
+    .venv/bin/python benchmarks/kernel_ab.py /path/to/other/checkout --texts "gauss_diff(x, min0(x))" "tanh(x)"
 
 The other checkout (e.g. ``git worktree add /tmp/base <commit>``) gives its ``search/language/native.py``'s kernel
 source and flags; both kernels are built (or loaded from torch's extension cache) under names of their own and
@@ -8,7 +9,8 @@ loaded side by side, and each function's proxy child (cnn1d, batch 128, one thre
 alternate the two, each running ``--steps`` training steps with its own kernel (``search.language.native``'s loaded
 module is swapped between them), so the machine's drift between separate runs (a few % on a shared VM) cancels. It
 prints, for the first ``--n`` one-unit and ``--n`` two-unit functions of ``child_speed.py``'s sample that do not
-diverge, this checkout's step time over the other's, and the median of each half.
+diverge, this checkout's step time over the other's, and the median of each half (or, with ``--texts``, of those
+functions).
 """
 from __future__ import annotations
 
@@ -50,16 +52,18 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=8, help="one-unit and two-unit functions of the sample, each")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--texts", nargs="+", help="these functions instead of the sample's")
     args = parser.parse_args()
     torch.set_num_threads(1)
     kernels = {"other": build(args.other.resolve(), "other"), "this": build(HERE.parent, "this")}
     texts = sample_texts(50)
     print(f"this checkout over {args.other}: step time, median of {args.rounds} alternating rounds of {args.steps} "
           f"steps; load average {os.getloadavg()[0]:.2f}")
-    ratios: dict[str, list[float]] = {"one-unit": [], "two-unit": []}
-    for label, part in (("one-unit", texts[:50]), ("two-unit", texts[50:])):
+    groups = [("given", args.texts)] if args.texts else [("one-unit", texts[:50]), ("two-unit", texts[50:])]
+    ratios: dict[str, list[float]] = {label: [] for label, _ in groups}
+    for label, part in groups:
         for text in part:
-            if len(ratios[label]) == args.n:
+            if not args.texts and len(ratios[label]) == args.n:
                 break
             runners = {}
             for kind, kernel in kernels.items():

@@ -83,7 +83,7 @@ def kernel_alone(text: str):
             if saved is None:
                 ext.backward(x, beta, code, dy, channels, inner, True)
             else:
-                ext.backward_saved(x, beta, code, dy, channels, inner, True, saved)
+                ext.backward_saved(x, beta, code, dy, channels, inner, True, saved, y)
     return run
 
 

@@ -141,13 +141,32 @@ def test_values_saved_by_the_forward_give_the_gradients_computed_again_bit_for_b
         kept_counts.add(0 if kept is None else kept.shape[0])
         again = ext.backward(x, beta, code, dy, CHANNELS, 48, grad)
         if kept is not None:
-            saved = ext.backward_saved(x, beta, code, dy, CHANNELS, 48, grad, kept)
+            saved = ext.backward_saved(x, beta, code, dy, CHANNELS, 48, grad, kept, y)
             for a, b in zip(again[:1 + grad], saved[:1 + grad]):
                 assert torch.equal(bits(a), bits(b)), text
         assert torch.equal(bits(y), bits(ext.forward(x, beta, code, CHANNELS, 48))), text
         with torch.no_grad():
             assert torch.equal(bits(kernel_module.kernel(expr, "native")(x, beta)), bits(y)), text
     assert {0, 1, 2} <= kept_counts and max(kept_counts) >= 3
+
+
+def test_the_roots_value_read_back_is_y_itself_kept_as_autograd_keeps_an_output():
+    """gauss_diff's backward reads its own value: at the root that value is y, so the forward saves no copy of it (one
+    tensor less kept per site until the backward), and an in-place change of y before the backward is autograd's
+    error, as it is for the eager path's exp, not gradients of changed values."""
+    ext = native.extension()
+    x = torch.randn(ROWS, CHANNELS, 48, generator=torch.Generator().manual_seed(3))
+    for text, rows in [("gauss_diff(x, min0(x))", 0), ("gauss_diff(tanh(x), x)", 1), ("tanh(x) * beta", 1)]:
+        expr = Expression.parse(text)
+        _, kept = ext.forward_saving(x, _betas(expr.n_betas, 3), native.program(expr.root), CHANNELS, 48, True)
+        assert kept is not None and kept.shape[0] == rows, text
+    expr = Expression.parse("gauss_diff(x, min0(x))")
+    for kind in ("native", "eager"):
+        act = kernel_module.activation_module(expr, channels=CHANNELS, kernel=kind)
+        y = act(x.clone().requires_grad_())
+        y.mul_(2)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.sum().backward()
 
 
 def test_a_value_with_two_uses_gets_one_backward_and_eagers_gradients():

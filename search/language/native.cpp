@@ -427,11 +427,12 @@ inline bool costly(int32_t opcode) {
 struct Plan {
   std::vector<char> compute;   // per node: computed again in the backward
   std::vector<int64_t> saved;  // the nodes saved by the forward, in program order (row j of the saved tensor)
+  bool root;                   // the root's value is read back: it is y, which autograd keeps as the output it is
 };
 
 inline Plan plan_of(const Program& prog, bool saving) {
   std::vector<char> need(prog.nodes, 0), keep(prog.nodes, 0);
-  Plan plan{std::vector<char>(prog.nodes, 0), {}};
+  Plan plan{std::vector<char>(prog.nodes, 0), {}, false};
   for (int64_t k = prog.nodes - 1; k >= 0; --k) {
     const int32_t* ins = prog.at(k);
     if (prog.value[k] != k) continue;  // an earlier row's value: computed there, never a parent that runs
@@ -443,8 +444,10 @@ inline Plan plan_of(const Program& prog, bool saving) {
     if (ins[1] >= 0) need[prog.of(ins[1])] = need[prog.of(ins[1])] || again || (live && mentions(ins[0], 'a'));
     if (ins[2] >= 0) need[prog.of(ins[2])] = need[prog.of(ins[2])] || again || (live && mentions(ins[0], 'b'));
   }
-  for (int64_t k = 0; k < prog.nodes; ++k)
+  const int64_t root = prog.nodes - 1;
+  for (int64_t k = 0; k < root; ++k)
     if (keep[k]) plan.saved.push_back(k);
+  plan.root = root >= 0 && keep[root];
   return plan;
 }
 
@@ -634,16 +637,19 @@ struct BetaSums {
 }  // namespace
 
 // y, and with ``saving`` the values of the costly nodes the backward needs (plan_of), row j of the second tensor for
-// the plan's saved node j (undefined when none is saved).
-std::vector<torch::Tensor> forward_saving(torch::Tensor x, torch::Tensor beta, torch::Tensor code, int64_t channels,
-                                          int64_t inner, bool saving) {
+// the plan's saved node j, but the root's, which is y (the tensor is undefined when none is saved, root included;
+// without rows where the root's is the only one). ``root``: whether the backward reads y.
+std::vector<torch::Tensor> run_forward(torch::Tensor x, torch::Tensor beta, torch::Tensor code, int64_t channels,
+                                       int64_t inner, bool saving, bool& root) {
   Shape s = shape_of(x, beta, code, channels, inner);
   const Program prog = program_of(code);
+  root = false;
   if (prog.nodes == 0) return {x.clone(), torch::Tensor()};
   auto y = torch::empty_like(x);
   const Plan plan = plan_of(prog, saving);
   const int64_t kept = static_cast<int64_t>(plan.saved.size());
-  auto saved = kept ? torch::empty({kept, s.numel}, x.options()) : torch::Tensor();
+  root = plan.root;
+  auto saved = kept || plan.root ? torch::empty({kept, s.numel}, x.options()) : torch::Tensor();
   const Betas bt = betas_of(s.used, s.beta_cols, s.channels, s.inner);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "actsearch_native_forward", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
@@ -651,23 +657,26 @@ std::vector<torch::Tensor> forward_saving(torch::Tensor x, torch::Tensor beta, t
     scalar_t* sp = kept ? saved.data_ptr<scalar_t>() : nullptr;
     const std::vector<scalar_t> pattern = beta_pattern(beta.data_ptr<scalar_t>(), s.used, s.beta_cols, s.inner, bt);
     at::parallel_for(0, s.tiles, s.grain, [&](int64_t t0, int64_t t1) {
-      std::vector<scalar_t> V(prog.nodes * TILE);
+      std::vector<scalar_t> V(prog.nodes * TILE);  // the rows of the values neither saved nor y
       std::vector<scalar_t*> at(prog.nodes);
       for (int64_t k = 0; k < prog.nodes; ++k) at[k] = V.data() + k * TILE;
-      const int64_t root = prog.nodes - 1;
+      const int64_t last = prog.nodes - 1;
       for (int64_t t = t0; t < t1; ++t) {
         int64_t start = t * TILE, n = std::min(TILE, s.numel - start);
-        // a saved node's values go straight to the saved tensor, the root's to y (and from y to the saved tensor where
-        // the backward needs them: y is not kept, a later in-place operation may change it)
+        // a saved node's values go straight to the saved tensor, the root's to y
         for (int64_t j = 0; j < kept; ++j) at[plan.saved[j]] = sp + j * s.numel + start;
-        at[root] = yp + start;
+        at[last] = yp + start;
         forward_tile(prog, n, xp + start, pattern.data() + start % bt.period, bt.width, at.data());
-        if (kept && plan.saved[kept - 1] == root)
-          std::copy(yp + start, yp + start + n, sp + (kept - 1) * s.numel + start);
       }
     });
   });
   return {y, saved};
+}
+
+std::vector<torch::Tensor> forward_saving(torch::Tensor x, torch::Tensor beta, torch::Tensor code, int64_t channels,
+                                          int64_t inner, bool saving) {
+  bool root;
+  return run_forward(x, beta, code, channels, inner, saving, root);
 }
 
 torch::Tensor forward(torch::Tensor x, torch::Tensor beta, torch::Tensor code, int64_t channels, int64_t inner) {
@@ -675,9 +684,10 @@ torch::Tensor forward(torch::Tensor x, torch::Tensor beta, torch::Tensor code, i
 }
 
 // dx and the betas' gradient; ``saved``: forward_saving's saved values (undefined: every needed value is computed
-// again).
+// again), and ``y`` its y where the plan reads the root's value back (undefined elsewhere).
 std::vector<torch::Tensor> backward_saved(torch::Tensor x, torch::Tensor beta, torch::Tensor code, torch::Tensor dy,
-                                          int64_t channels, int64_t inner, bool beta_grad, torch::Tensor saved) {
+                                          int64_t channels, int64_t inner, bool beta_grad, torch::Tensor saved,
+                                          torch::Tensor y) {
   Shape s = shape_of(x, beta, code, channels, inner);
   TORCH_CHECK(dy.is_contiguous() && dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(),
               "native kernel: dy must be contiguous and shaped like x");
@@ -692,6 +702,9 @@ std::vector<torch::Tensor> backward_saved(torch::Tensor x, torch::Tensor beta, t
   TORCH_CHECK(!saved.defined() || (saved.dim() == 2 && saved.size(0) == kept && saved.size(1) == s.numel &&
                                    saved.is_contiguous() && saved.scalar_type() == x.scalar_type()),
               "native kernel: the saved values do not fit this program and x");
+  TORCH_CHECK(!plan.root || (y.defined() && y.sizes() == x.sizes() && y.is_contiguous() &&
+                             y.scalar_type() == x.scalar_type()),
+              "native kernel: the backward reads y back, and y does not fit x");
   std::vector<int64_t> rows;  // the gradient rows the program writes: 2j for beta j, 2j + 1 where its operator has two
   if (beta_grad)
     for (int64_t k = 0; k < prog.nodes; ++k)
@@ -706,6 +719,7 @@ std::vector<torch::Tensor> backward_saved(torch::Tensor x, torch::Tensor beta, t
     const scalar_t* dyp = dy.data_ptr<scalar_t>();
     scalar_t* dxp = dx.data_ptr<scalar_t>();
     const scalar_t* sp = kept ? saved.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* yp = plan.root ? y.data_ptr<scalar_t>() : nullptr;
     const std::vector<scalar_t> pattern = beta_pattern(beta.data_ptr<scalar_t>(), s.used, s.beta_cols, s.inner, bt);
     at::parallel_for(0, s.tiles, s.grain, [&](int64_t t0, int64_t t1) {
       std::vector<scalar_t> V(prog.nodes * TILE), G(prog.nodes * TILE), GP(2 * std::max<int64_t>(1, s.used) * TILE);
@@ -717,6 +731,7 @@ std::vector<torch::Tensor> backward_saved(torch::Tensor x, torch::Tensor beta, t
         const scalar_t* P = pattern.data() + start % bt.period;
         // saved values are read where they are (a saved node is not computed again: plan.compute)
         for (int64_t j = 0; j < kept; ++j) at[plan.saved[j]] = const_cast<scalar_t*>(sp + j * s.numel + start);
+        if (plan.root) at[prog.nodes - 1] = const_cast<scalar_t*>(yp + start);
         forward_tile(prog, n, xp + start, P, bt.width, at.data(), plan.compute.data());
         backward_tile(prog, prog.merged, n, xp + start, P, bt.width, at.data(), G.data(), dyp + start, dxp + start,
                       GP.data());
@@ -749,7 +764,7 @@ std::vector<torch::Tensor> backward_saved(torch::Tensor x, torch::Tensor beta, t
 
 std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::Tensor code, torch::Tensor dy,
                                     int64_t channels, int64_t inner, bool beta_grad) {
-  return backward_saved(x, beta, code, dy, channels, inner, beta_grad, torch::Tensor());
+  return backward_saved(x, beta, code, dy, channels, inner, beta_grad, torch::Tensor(), torch::Tensor());
 }
 
 // y = f(x, beta) with its backward, as a C++ autograd function: a Python torch.autograd.Function costs about as much
@@ -761,9 +776,11 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::
 struct NativeFunction : public torch::autograd::Function<NativeFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor beta,
                                torch::Tensor code, int64_t channels, int64_t inner, bool saving) {
-    auto out = forward_saving(x.contiguous(), beta.to(x.scalar_type()).contiguous(), code, channels, inner, saving);
-    // the inputs themselves: the eager backward needs their graphs
-    ctx->save_for_backward({x, beta, code, out[1]});
+    bool root;
+    auto out = run_forward(x.contiguous(), beta.to(x.scalar_type()).contiguous(), code, channels, inner, saving, root);
+    // the inputs themselves: the eager backward needs their graphs; y where the backward reads it, as autograd keeps
+    // an output (an in-place change of y before the backward is then an error, as for torch's exp or tanh)
+    ctx->save_for_backward({x, beta, code, out[1], root ? out[0] : torch::Tensor()});
     ctx->saved_data["channels"] = channels;
     ctx->saved_data["inner"] = inner;
     return out[0];
@@ -783,7 +800,7 @@ struct NativeFunction : public torch::autograd::Function<NativeFunction> {
     } else {
       auto out = backward_saved(x.contiguous(), beta.to(x.scalar_type()).contiguous(), saved[2],
                                 grads[0].contiguous().to(x.scalar_type()), ctx->saved_data["channels"].toInt(),
-                                ctx->saved_data["inner"].toInt(), beta_grad, saved[3]);
+                                ctx->saved_data["inner"].toInt(), beta_grad, saved[3], saved[4]);
       dx = out[0];
       if (beta_grad) dbeta = out[1].to(beta.scalar_type());
     }
