@@ -6,7 +6,8 @@ training steps (forward, backward, SGD) with:
 - ``relu`` and ``silu``: torch's native modules;
 - the candidate ``x * sigmoid(beta * x)`` (Swish with trainable per-channel beta) as ``activation_module(expr)``, eager
   (``kernel="eager"``), fused (``kernel="compiled"``: one ``torch.compile``d kernel per expression) and native
-  (``kernel="native"``: search.language.native's one C++ kernel, built once per machine);
+  (``kernel="native"``: search.language.native's one C++ kernel, built once per machine; on CUDA
+  search.language.cuda's Triton kernels, compiled once per GPU);
 - on CUDA also the way ``train_child`` runs a child there: the whole child under ``torch.compile``, channels_last,
   bf16 autocast (rows marked "child compiled").
 
@@ -44,6 +45,7 @@ from evaluator.activations import activation_factory  # noqa: E402
 from evaluator.models import build_model  # noqa: E402
 from evaluator.settings import ChildSettings  # noqa: E402
 from evaluator.train import compile_child, make_optimizer, steady_heap, train_step  # noqa: E402
+from search.language import cuda  # noqa: E402
 
 CANDIDATE = "x * sigmoid(beta * x)"
 INPUT_SHAPE = {"resnet20": (3, 32, 32), "cnn1d": (1, 40)}
@@ -53,7 +55,7 @@ def variants(device: torch.device, whole: bool) -> list[tuple[str, str, str | No
     """(label, activation, activation kernel, compile the whole child)."""
     out = [("relu", "relu", None, False), ("silu (native)", "silu", None, False),
            ("candidate eager", CANDIDATE, "eager", False), ("candidate compiled", CANDIDATE, "compiled", False)]
-    if device.type == "cpu":
+    if device.type == "cpu" or cuda.available():  # the C++ kernel on CPU, the Triton one on CUDA
         out.append(("candidate native kernel", CANDIDATE, "native", False))
     if whole:
         out += [("relu, child compiled", "relu", None, True), ("candidate, child compiled", CANDIDATE, None, True)]

@@ -18,7 +18,7 @@ import warnings
 import torch
 from torch import nn
 
-from search.language import native
+from search.language import cuda, native
 from search.language.expression import Expression, Node
 
 KERNELS = ("eager", "compiled", "native")
@@ -61,7 +61,8 @@ def _codegen(root: Node, text: str):
 
 
 class Kernel:
-    """A callable ``(x, beta) -> y`` for one expression: eager, fused with ``torch.compile``, or native."""
+    """A callable ``(x, beta) -> y`` for one expression: eager, fused with ``torch.compile``, or native (the C++
+    kernel on CPU, the Triton one on CUDA)."""
 
     def __init__(self, expr: Expression, kind: str):
         self.text = expr.text
@@ -74,6 +75,8 @@ class Kernel:
     def __call__(self, x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         if self.code is not None and native.supports(x):
             return native.run(self.code, x, beta)
+        if self.code is not None and cuda.supports(x):
+            return cuda.run(self.code, x, beta)
         if self.fn is self.eager:
             return self.eager(x, beta)
         try:
@@ -105,7 +108,9 @@ def kernel(expr: Expression, kind: str | bool) -> Kernel:
 def resolve_kernel(kind: str | None, device: torch.device | str, compile: bool | None = None) -> str:
     """The kernel a candidate runs with on ``device``: ``kind`` (eager | compiled | native; None or "auto": compiled
     where ``compile`` or, when that is None, ``compile_default`` says so, else native) with native replaced by eager
-    where it cannot run (not a CPU, no compiler). Native is the CPU default because it is faster than eager (50
+    where it cannot run (no compiler on a CPU, no Triton on CUDA, another device). Native is the C++ kernel on CPU
+    (``search.language.native``) and the Triton one on CUDA (``search.language.cuda``: never timed on a GPU yet, so
+    not CUDA's default, which compiles). Native is the CPU default because it is faster than eager (50
     one-unit and 50 two-unit functions, whole 500-step proxy children, the 81 that do not diverge: median 1.19x
     relu's time against eager's 2.08x on an Intel VM, 1.24x against 1.97x on an AMD one, faster for all 81:
     docs/benchmarks.md) and disagrees with eager on under 1% of sampled two-unit functions at extreme points. Its
@@ -115,7 +120,8 @@ def resolve_kernel(kind: str | None, device: torch.device | str, compile: bool |
     if kind in (None, "auto"):
         compiled = compile if compile is not None else compile_default(device)
         kind = "compiled" if compiled else "native"
-    if kind == "native" and (device.type != "cpu" or not native.available()):
+    if kind == "native" and not (native.available() if device.type == "cpu" else
+                                 device.type == "cuda" and cuda.available()):
         return "eager"
     return kind
 

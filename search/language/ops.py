@@ -276,3 +276,52 @@ NATIVE: dict[str, tuple[str, str]] = {
     "mix": ("p * a + (T(1) - p) * b", "ga = g * p; gb = g * (T(1) - p); gp = g * a; gq = -(g * b);"),
 }
 assert set(NATIVE) == set(OPS_BY_NAME) - {"x"}, "every operator but the identity needs its native code"
+
+# The same in Triton (search/language/cuda.py's kernels, on CUDA): (forward, backward) in Python syntax, statements
+# separated by ";", with tl (triton.language), E (EPS), PI, the functions exp, log, log1p, sin, cos, sinh, cosh, tanh,
+# asinh, atan, erf, sqrt (libdevice's on a GPU), and sgn, sigm, sinc_pi as above. Every backward formula is NATIVE's.
+TRITON: dict[str, tuple[str, str]] = {
+    "neg": ("-a", "ga = -g"),
+    "abs": ("tl.abs(a)", "ga = g * sgn(a)"),
+    "square": ("a * a", "ga = g * (2.0 * a)"),
+    "cube": ("a * a * a", "ga1 = g * a; ga = g * (a * a) + ga1 * a + ga1 * a"),
+    "sqrt": ("sqrt(tl.where(a < E, E, a))", "ga = tl.where(a > E, g / (2.0 * v), 0.0)"),
+    "scale": ("p * a", "ga = g * p; gp = g * a"),
+    "shift": ("a + p", "ga = g; gp = g"),
+    "log_abs": ("log(tl.abs(a) + E)", "ga = g / (tl.abs(a) + E) * sgn(a)"),
+    "exp": ("exp(a)", "ga = g * v"),
+    "sin": ("sin(a)", "ga = g * cos(a)"),
+    "cos": ("cos(a)", "ga = g * -sin(a)"),
+    "sinh": ("sinh(a)", "ga = g * cosh(a)"),
+    "cosh": ("cosh(a)", "ga = g * sinh(a)"),
+    "tanh": ("tanh(a)", "ga = g * (1.0 - v * v)"),
+    "asinh": ("asinh(a)", "ga = g * (1.0 / sqrt(a * a + 1.0))"),
+    "atan": ("atan(a)", "ga = g / (a * a + 1.0)"),
+    "sinc": ("sinc_pi(a / PI)",
+             "t = a / PI; tp = t * PI; tsp = t * t * PI; q = tp * tp; d = tp * cos(tp) - sin(tp);"
+             " s = tl.where((tl.abs(tp) < 0.5) & (d != 0.0),"
+             " tp * (-1.0 / 3 + q * (1.0 / 30 + q * (-1.0 / 840 + q * (1.0 / 45360)))) * PI, d / tsp);"
+             " ga = tl.where(tsp == 0.0, 0.0, g * s) / PI"),
+    "relu": ("tl.where(a != a, a, tl.where(a > 0.0, a, 0.0))", "ga = tl.where(v <= 0.0, 0.0, g)"),
+    "min0": ("tl.where(a != a, a, tl.where(a < 0.0, a, 0.0))", "ga = tl.where(a < 0.0, g, 0.0)"),
+    "sigmoid": ("sigm(a)", "ga = g * (1.0 - v) * v"),
+    "softplus": ("tl.where(a > 20.0, a, log1p(exp(a)))", "z = exp(a); ga = tl.where(a > 20.0, g, g * z / (z + 1.0))"),
+    "gauss": ("exp(-(a * a))", "ga = -(g * v) * (2.0 * a)"),
+    "erf": ("erf(a)", "ga = 1.1283791670955126 * exp(-(a * a)) * g"),
+    "beta": ("p + 0.0 * a", "gp = g"),
+    "add": ("a + b", "ga = g; gb = g"),
+    "mul": ("a * b", "ga = g * b; gb = g * a"),
+    "sub": ("a - b", "ga = g; gb = -g"),
+    "div": ("a / (b + E)", "d = b + E; ga = g / d; gb = -g * ((a / d) / d)"),
+    "max": ("tl.where((a != a) | (b != b), a + b, tl.where(a > b, a, b))",
+            "h = tl.where(a == b, g / 2.0, g); ga = tl.where(a < b, 0.0, h); gb = tl.where(a > b, 0.0, h)"),
+    "min": ("tl.where((a != a) | (b != b), a + b, tl.where(a < b, a, b))",
+            "h = tl.where(a == b, g / 2.0, g); ga = tl.where(a > b, 0.0, h); gb = tl.where(a < b, 0.0, h)"),
+    "sigmul": ("sigm(a) * b", "s = sigm(a); ga = (g * b) * (1.0 - s) * s; gb = g * s"),
+    "gauss_diff": ("exp(-p * ((a - b) * (a - b)))",
+                   "d = a - b; s = d * d; gm = g * v; gp = -(gm * s); gd = (gm * -p) * (2.0 * d); ga = gd; gb = -gd"),
+    "laplace_diff": ("exp(-p * tl.abs(a - b))",
+                     "d = a - b; gm = g * v; gp = -(gm * tl.abs(d)); gd = (gm * -p) * sgn(d); ga = gd; gb = -gd"),
+    "mix": ("p * a + (1.0 - p) * b", "ga = g * p; gb = g * (1.0 - p); gp = g * a; gq = -(g * b)"),
+}
+assert set(TRITON) == set(NATIVE), "every operator with native code needs its Triton code"

@@ -1,0 +1,140 @@
+"""The native kernel's Triton kind (CUDA) without a GPU: its kernels run under Triton's interpreter on CPU tensors
+(the program walk, the backward's formulas and sums, the betas' per-channel gradients: the same code a GPU compiles,
+with torch's CPU functions for libdevice's), and they compile for two GPU generations (Triton's ahead-of-time
+compiler and ptxas, no driver needed)."""
+from __future__ import annotations
+
+import random
+import warnings
+
+import pytest
+import torch
+
+from search.language import cuda, native
+from search.language import kernel as kernel_module
+from search.language.expression import Expression
+from search.language.space import Space
+from test_native import _betas, _mismatch, _points
+
+pytestmark = pytest.mark.skipif(not cuda.available(), reason="Triton is not installed")
+
+
+def _run(expr: Expression, x: torch.Tensor, beta: torch.Tensor, dy: torch.Tensor, triton: bool):
+    x = x.clone().requires_grad_()
+    beta = beta.clone().requires_grad_(expr.n_betas > 0)
+    if triton:
+        y = cuda.run(native.program(expr.root), x, beta, interpret=True)
+    else:
+        y = kernel_module.kernel(expr, "eager")(x, beta)
+    y.backward(dy)
+    none = lambda t: torch.zeros_like(t) if t.grad is None else t.grad  # noqa: E731  (a function that ignores x)
+    return [y.detach(), none(x), none(beta) if expr.n_betas else torch.zeros(())]
+
+
+def _check(text: str, seed: int, x: torch.Tensor | None = None) -> str | None:
+    """test_native's check (the same points, betas and tolerance), Triton's interpreted kernels against eager."""
+    expr = Expression.parse(text)
+    x, beta = _points(seed) if x is None else x, _betas(expr.n_betas, seed + 1)
+    dy = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numpy's overflow warnings inside the interpreter
+        eager, fast = _run(expr, x, beta, dy, False), _run(expr, x, beta, dy, True)
+        exact = _run(expr, x.double(), beta.double(), dy.double(), False)
+        moved = [_run(expr, x.double() * f, beta.double() * f, dy.double(), False)
+                 for f in (1 + 2 ** -24, 1 - 2 ** -24)]
+    for k, (name, e, n, t) in enumerate(zip(("value", "dx", "dbeta"), eager, fast, exact)):
+        noise = torch.maximum((moved[0][k] - t).abs(), (moved[1][k] - t).abs())
+        why = _mismatch(e, n, t, noise)
+        if why:
+            return f"{text}: {name}: {why}"
+    return None
+
+
+def test_every_operator_alone_and_with_a_beta_matches_eager():
+    texts = [f"{op}(x)" for op in ("abs", "sqrt", "log_abs", "exp", "sin", "cos", "sinh", "cosh", "tanh", "asinh",
+                                   "atan", "sinc", "relu", "min0", "sigmoid", "softplus", "gauss", "erf")]
+    texts += ["-x", "x**2", "x**3", "beta * x", "x + beta", "max(x, beta)"]
+    texts += [f"{op}(x, sin(x))" for op in ("max", "min", "sigmul", "gauss_diff", "laplace_diff", "mix")]
+    texts += ["x / sin(x)", "x * sin(x)", "x - sin(x)", "x + sin(x)", "x"]
+    ordinary = torch.randn(2, 3, 48, generator=torch.Generator().manual_seed(8)) * 3  # where no sum is inf
+    bad = [why for i, text in enumerate(texts) for x in (None, ordinary) if (why := _check(text, i, x))]
+    assert not bad, "\n".join(bad)
+
+
+def test_a_sample_of_one_unit_and_two_unit_functions_matches_eager():
+    """200 one-unit and 200 two-unit functions (the CPU kernel's tests take the whole one-unit space and 995 two-unit
+    ones; the interpreter is slower), at test_native's points, extreme ones included: values and gradients agree,
+    non-finite where eager's are, but at most 1% of the two-unit ones (as the CPU kernel's: sums in another order)."""
+    for units, seed in ((1, 31), (2, 32)):
+        space, rng = Space(units), random.Random(seed)
+        texts = sorted({space.decode(tuple(rng.choice(c) for c in space.choices)).text for _ in range(200)})
+        bad = [why for i, text in enumerate(texts) if (why := _check(text, 20_000 * units + i))]
+        assert len(texts) > 150 and len(bad) <= (0 if units == 1 else len(texts) // 100), \
+            f"{len(bad)} of {len(texts)}: " + "\n".join(bad)
+
+
+def test_betas_per_channel_or_shared_and_any_layout():
+    """One beta per channel over (N, C, L) and (N, C, H, W) inputs, a linear layer's (N, C), one beta for all channels,
+    and a non-contiguous x: the betas' gradients are summed per channel as eager's broadcasting does."""
+    expr = Expression.parse("mix(x + beta, tanh(beta * x)) * x")
+    g = torch.Generator().manual_seed(4)
+    for shape, cols in (((5, 3, 7), 3), ((2, 3, 4, 5), 3), ((9, 3), 3), ((5, 3, 7), 1), ((6, 8), 1)):
+        x = torch.randn(*shape, generator=g) * 2
+        beta = torch.rand(expr.n_betas, cols, generator=g) + 0.5
+        dy = torch.randn(*shape, generator=g)
+        eager, fast = _run(expr, x, beta, dy, False), _run(expr, x, beta, dy, True)
+        for e, f in zip(eager, fast):
+            torch.testing.assert_close(f, e, rtol=1e-4, atol=1e-5)
+    x = torch.randn(4, 7, 3, generator=g).transpose(1, 2)  # (4, 3, 7), not contiguous
+    beta, dy = torch.rand(expr.n_betas, 3, generator=g) + 0.5, torch.randn(4, 3, 7, generator=g)
+    for e, f in zip(_run(expr, x, beta, dy, False), _run(expr, x, beta, dy, True)):
+        torch.testing.assert_close(f, e, rtol=1e-4, atol=1e-5)
+
+
+def test_a_gradient_of_the_gradient_is_the_eager_codes():
+    expr = Expression.parse("x * sigmoid(beta * x)")
+    x = torch.randn(3, 2, 5, generator=torch.Generator().manual_seed(6))
+    grads = []
+    for triton in (False, True):
+        xi = x.clone().requires_grad_()
+        beta = torch.full((1, 2), 1.5, requires_grad=True)
+        y = cuda.run(native.program(expr.root), xi, beta, interpret=True) if triton else \
+            kernel_module.kernel(expr, "eager")(xi, beta)
+        (gx,) = torch.autograd.grad(y.sum(), xi, create_graph=True)
+        grads.append(torch.autograd.grad(gx.pow(2).sum(), [xi, beta]))
+    for e, f in zip(*grads):
+        torch.testing.assert_close(f, e)
+
+
+def test_the_kernels_compile_for_gpus():
+    """The GPU module (libdevice's functions) compiles to machine code for sm_80 (A100) and sm_90 (H100, H200) with
+    float32 and bfloat16 inputs: what a GPU's first call does, checked here without one."""
+    pytest.importorskip("triton.backends.nvidia")
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    kernels = cuda.module(interpret=False)
+    ints = dict.fromkeys(("n_nodes", "numel", "channels", "inner", "beta_cols"), "i32")
+    for dtype in ("fp32", "bf16"):
+        signatures = [
+            (kernels.forward_kernel, {"x_ptr": f"*{dtype}", "y_ptr": f"*{dtype}", "beta_ptr": "*fp32",
+                                      "code_ptr": "*i32", "scratch_ptr": "*fp32", **ints, "BLOCK": "constexpr"}),
+            (kernels.backward_kernel, {"x_ptr": f"*{dtype}", "dy_ptr": f"*{dtype}", "dx_ptr": f"*{dtype}",
+                                       "beta_ptr": "*fp32", "gbeta_ptr": "*fp32", "code_ptr": "*i32",
+                                       "scratch_ptr": "*fp32", "grads_ptr": "*fp32", "n_nodes": "i32", "numel": "i32",
+                                       "channels": "i32", "inner": "i32", "beta_cols": "i32", "BLOCK": "constexpr"}),
+        ]
+        for fn, signature in signatures:
+            for capability in (80, 90):
+                compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs={"BLOCK": cuda.BLOCK}),
+                                          target=GPUTarget("cuda", capability, 32))
+                assert len(compiled.asm["cubin"]) > 0
+
+
+def test_native_on_cuda_is_the_triton_kernel_and_records_it():
+    """What a CUDA child gets for ``kernel: native`` (Triton present): the Triton kernel, recorded as native; the
+    default there stays compiled (this kernel has not been timed on a GPU)."""
+    assert kernel_module.resolve_kernel("native", "cuda") == "native"
+    assert kernel_module.resolve_kernel(None, "cuda") == "compiled"
+    assert kernel_module.resolve_kernel("native", "mps") == "eager"
