@@ -37,7 +37,7 @@ class ChildSettings:
     augment: bool = True  # CIFAR: random crop with 4-pixel padding and horizontal flip (no effect on mnist1d)
     device: str = "auto"  # auto (cuda when available, else cpu) | cpu | cuda
     compile: str = "auto"  # auto (torch.compile the child on CUDA only) | on (also on CPU) | off
-    kernel: str = "auto"  # how a candidate's function runs: auto (compiled where the child is compiled or on CUDA, else native) | native (one C++ kernel for every candidate, built once per machine; CPU; eager where it cannot be built or elsewhere; docs/benchmarks.md) | eager (one torch op per operator; native runs eager's backward where a gradient of a gradient is asked for) | compiled (torch.compile per candidate)
+    kernel: str = "auto"  # how a candidate's function runs: auto (compiled where the child is compiled or on CUDA, else native) | native (one kernel for every candidate: C++ on CPU, built once per machine; Triton on CUDA, compiled once per GPU, not yet timed on one; eager where it cannot run; docs/benchmarks.md) | eager (one torch op per operator; native runs eager's backward where a gradient of a gradient is asked for) | compiled (torch.compile per candidate)
     compile_mode: str = "default"  # torch.compile mode when the child is compiled: default | reduce-overhead (CUDA graphs) | max-autotune-no-cudagraphs
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
     channels_last: str = "auto"  # memory format of image batches and convolutions: auto (on CUDA) | on | off

@@ -33,6 +33,7 @@ import torch
 
 from search.language.ops import BINARY, EPS, TRITON, UNARY
 from search.language import native
+from search.language.files import atomic_write
 
 BLOCK = 1024
 FUNCTIONS = ("exp", "log", "log1p", "sin", "cos", "sinh", "cosh", "tanh", "asinh", "atan", "erf", "sqrt")
@@ -215,9 +216,7 @@ def module(interpret: bool = False):
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{name}.py"
             if not path.exists() or path.read_text() != text:
-                part = path.with_suffix(f".{os.getpid()}.part")
-                part.write_text(text)
-                os.replace(part, path)
+                atomic_write(path, text)
             with _interpreting(interpret):
                 spec = importlib.util.spec_from_file_location(name, path)
                 loaded = importlib.util.module_from_spec(spec)
