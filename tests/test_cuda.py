@@ -23,7 +23,7 @@ def _run(expr: Expression, x: torch.Tensor, beta: torch.Tensor, dy: torch.Tensor
     x = x.clone().requires_grad_()
     beta = beta.clone().requires_grad_(expr.n_betas > 0)
     if triton:
-        y = cuda.run(native.program(expr.root), x, beta, interpret=True)
+        y = cuda.run(native.program(expr.root), x, beta, kernel_module.eager_backward, interpret=True)
     else:
         y = kernel_module.kernel(expr, "eager")(x, beta)
     y.backward(dy)
@@ -98,7 +98,7 @@ def test_a_gradient_of_the_gradient_is_the_eager_codes():
     for triton in (False, True):
         xi = x.clone().requires_grad_()
         beta = torch.full((1, 2), 1.5, requires_grad=True)
-        y = cuda.run(native.program(expr.root), xi, beta, interpret=True) if triton else \
+        y = cuda.run(native.program(expr.root), xi, beta, kernel_module.eager_backward, interpret=True) if triton else \
             kernel_module.kernel(expr, "eager")(xi, beta)
         (gx,) = torch.autograd.grad(y.sum(), xi, create_graph=True)
         grads.append(torch.autograd.grad(gx.pow(2).sum(), [xi, beta]))
@@ -137,4 +137,5 @@ def test_native_on_cuda_is_the_triton_kernel_and_records_it():
     default there stays compiled (this kernel has not been timed on a GPU)."""
     assert kernel_module.resolve_kernel("native", "cuda") == "native"
     assert kernel_module.resolve_kernel(None, "cuda") == "compiled"
+    assert kernel_module.resolve_kernel(None, "cuda", False) == "eager"  # not compiling: eager, not the untimed kernel
     assert kernel_module.resolve_kernel("native", "mps") == "eager"

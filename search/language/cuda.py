@@ -14,7 +14,7 @@ torch's own CUDA operators call. With ``interpret`` (Triton's interpreter, on CP
 kernels without a GPU) they are torch's CPU functions.
 
 Where a gradient of the gradient is asked for (``create_graph``), the eager code computes the gradient instead, as a
-graph (``kernel.eager_backward``), as on CPU.
+graph (``kernel.eager_backward``, passed in by the caller), as on CPU.
 """
 from __future__ import annotations
 
@@ -277,11 +277,12 @@ def triton_cdiv(a: int, b: int) -> int:
 
 class _Function(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, beta, code, device_code, channels, inner, interpret):
+    def forward(ctx, x, beta, code, device_code, channels, inner, interpret, graph_backward):
         kernels = module(interpret)
         x_c = x.contiguous()
         ctx.save_for_backward(x, beta)
         ctx.program = (code, device_code, channels, inner, interpret)
+        ctx.graph_backward = graph_backward
         if device_code.shape[0] == 0:  # the identity
             return x_c.clone()
         return _launch_forward(kernels, x_c, beta.contiguous(), device_code, channels, inner)
@@ -292,9 +293,7 @@ class _Function(torch.autograd.Function):
         code, device_code, channels, inner, interpret = ctx.program
         x_grad, beta_grad = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if torch.is_grad_enabled():  # a graph of the gradient is being built: the eager code's, as a graph
-            from search.language.kernel import eager_backward
-
-            dx, dbeta = eager_backward(code, x, beta, dy, x_grad, beta_grad)
+            dx, dbeta = ctx.graph_backward(code, x, beta, dy, x_grad, beta_grad)
         elif device_code.shape[0] == 0:
             dx, dbeta = dy.clone(), torch.zeros_like(beta)
         else:
@@ -303,16 +302,18 @@ class _Function(torch.autograd.Function):
                                          dy.contiguous().to(x.dtype), channels, inner, n_betas)
             if beta.shape[0] > n_betas:  # rows no instruction reads
                 dbeta = torch.cat([dbeta, beta.new_zeros(beta.shape[0] - n_betas, beta.shape[1])])
-        return (dx if x_grad else None, dbeta if beta_grad else None, None, None, None, None, None)
+        return (dx if x_grad else None, dbeta if beta_grad else None, None, None, None, None, None, None)
 
 
 _DEVICE_CODE: dict[tuple[bytes, str], torch.Tensor] = {}
 
 
-@torch.compiler.disable  # a child compiled whole calls it as it is (the Function's Python is not for tracing)
-def run(code: torch.Tensor, x: torch.Tensor, beta: torch.Tensor, interpret: bool = False) -> torch.Tensor:
+def run(code: torch.Tensor, x: torch.Tensor, beta: torch.Tensor, graph_backward, interpret: bool = False
+        ) -> torch.Tensor:
     """The program ``code`` applied to ``x`` with ``beta`` ((n_betas, channels) or (n_betas, 1)), autograd-aware.
-    interpret: run the kernels with Triton's interpreter (x on the CPU; tests)."""
+    graph_backward: what computes the gradient where a graph of it is asked for (``kernel.eager_backward``: passed in,
+    as this module does not import the kernels above it); interpret: run the kernels with Triton's interpreter (x on
+    the CPU; tests)."""
     channels, inner = native._dims(x)
     if beta.dim() != 2 or beta.shape[1] not in (1, channels):
         raise ValueError(f"beta of shape {tuple(beta.shape)} for an input of {channels} channels")
@@ -320,4 +321,4 @@ def run(code: torch.Tensor, x: torch.Tensor, beta: torch.Tensor, interpret: bool
     device_code = _DEVICE_CODE.get(key)
     if device_code is None:
         device_code = _DEVICE_CODE[key] = code.to(x.device)
-    return _Function.apply(x, beta, code, device_code, channels, inner, interpret)
+    return _Function.apply(x, beta, code, device_code, channels, inner, interpret, graph_backward)

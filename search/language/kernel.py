@@ -76,7 +76,7 @@ class Kernel:
         if self.code is not None and native.supports(x):
             return native.run(self.code, x, beta)
         if self.code is not None and cuda.supports(x):
-            return cuda.run(self.code, x, beta)
+            return cuda.run(self.code, x, beta, graph_backward=eager_backward)
         if self.fn is self.eager:
             return self.eager(x, beta)
         try:
@@ -107,7 +107,8 @@ def kernel(expr: Expression, kind: str | bool) -> Kernel:
 
 def resolve_kernel(kind: str | None, device: torch.device | str, compile: bool | None = None) -> str:
     """The kernel a candidate runs with on ``device``: ``kind`` (eager | compiled | native; None or "auto": compiled
-    where ``compile`` or, when that is None, ``compile_default`` says so, else native) with native replaced by eager
+    where ``compile`` or, when that is None, ``compile_default`` says so, else native on CPU, eager elsewhere) with
+    native replaced by eager
     where it cannot run (no compiler on a CPU, no Triton on CUDA, another device). Native is the C++ kernel on CPU
     (``search.language.native``) and the Triton one on CUDA (``search.language.cuda``: never timed on a GPU yet, so
     not CUDA's default, which compiles). Native is the CPU default because it is faster than eager (50
@@ -119,7 +120,7 @@ def resolve_kernel(kind: str | None, device: torch.device | str, compile: bool |
     device = torch.device(device)
     if kind in (None, "auto"):
         compiled = compile if compile is not None else compile_default(device)
-        kind = "compiled" if compiled else "native"
+        kind = "compiled" if compiled else "native" if device.type == "cpu" else "eager"
     if kind == "native" and not (native.available() if device.type == "cpu" else
                                  device.type == "cuda" and cuda.available()):
         return "eager"
