@@ -91,6 +91,19 @@ def test_betas_per_channel_or_shared_and_any_layout():
         torch.testing.assert_close(f, e, rtol=1e-4, atol=1e-5)
 
 
+def test_the_constant_unary_ignores_an_operand_that_is_not_finite():
+    """beta(exp(x)) is beta where exp(x) is inf (a program the parser cannot write, as a two-unit search builds it)."""
+    ops = native.OPCODES
+    code = torch.tensor([[ops["exp"], -1, -1, -1], [ops["beta"], 0, -1, 0]], dtype=torch.int32)
+    x = torch.tensor([[0.5, 100.0, -100.0], [1e30, 2.0, 0.0]]).requires_grad_()
+    beta = torch.tensor([[0.25, -1.5, 3.0]], requires_grad=True)
+    y = cuda.run(code, x, beta, kernel_module.eager_backward, interpret=True)
+    torch.testing.assert_close(y, beta.detach().expand(2, 3))
+    y.sum().backward()
+    torch.testing.assert_close(beta.grad, torch.full((1, 3), 2.0))
+    torch.testing.assert_close(x.grad, torch.zeros(2, 3))
+
+
 def test_a_gradient_of_the_gradient_is_the_eager_codes():
     expr = Expression.parse("x * sigmoid(beta * x)")
     x = torch.randn(3, 2, 5, generator=torch.Generator().manual_seed(6))

@@ -166,8 +166,8 @@ def backward_kernel(x_ptr, dy_ptr, dx_ptr, beta_ptr, gbeta_ptr, code_ptr, scratc
 
 _DEVICE_FUNCTIONS = "from triton.language.extra import libdevice\n" + "\n".join(
     f"{name} = libdevice.{name}" for name in FUNCTIONS)
-_INTERPRETED_FUNCTIONS = "from search.language.cuda import numpy_function\n" + "\n".join(
-    f"{name} = numpy_function({name!r})" for name in FUNCTIONS)
+_INTERPRETED_FUNCTIONS = "from search.language.cuda import interpreted_function\n" + "\n".join(
+    f"{name} = interpreted_function({name!r})" for name in FUNCTIONS)
 
 
 def source(interpret: bool = False) -> str:
@@ -176,7 +176,7 @@ def source(interpret: bool = False) -> str:
                             forward=_cases(False), backward=_cases(True))
 
 
-def numpy_function(name: str):
+def interpreted_function(name: str):
     """``name`` (a FUNCTIONS entry) on the interpreter's tensors (numpy arrays): torch's CPU function of it."""
     import numpy as np
     from triton.language import core
@@ -240,24 +240,28 @@ def supports(x: torch.Tensor) -> bool:
     return x.device.type == "cuda" and x.dtype in (torch.float32, torch.float16, torch.bfloat16) and available()
 
 
-def _launch_forward(kernels, x, beta, code, channels, inner):
+def _blocks(numel: int) -> tuple[int]:
+    return ((numel + BLOCK - 1) // BLOCK,)
+
+
+def _launch_forward(kernels, x, beta, code, channels, inner, interpret):
     numel, nodes = x.numel(), code.shape[0]
     y = torch.empty_like(x)
-    grid = (triton_cdiv(numel, BLOCK),)
+    grid = _blocks(numel)
     scratch = torch.empty(grid[0] * nodes * BLOCK, device=x.device, dtype=torch.float32)
-    with _interpreting(x.device.type == "cpu"):
+    with _interpreting(interpret):
         kernels.forward_kernel[grid](x, y, beta, code, scratch, nodes, numel, channels, inner, beta.shape[1],
                                      BLOCK=BLOCK)
     return y
 
 
-def _launch_backward(kernels, x, beta, code, dy, channels, inner, n_betas):
+def _launch_backward(kernels, x, beta, code, dy, channels, inner, n_betas, interpret):
     numel, nodes = x.numel(), code.shape[0]
     dx = torch.empty_like(x)
-    grid = (triton_cdiv(numel, BLOCK),)
+    grid = _blocks(numel)
     scratch = torch.empty(2, grid[0] * nodes * BLOCK, device=x.device, dtype=torch.float32)
     gbeta = torch.empty(max(1, n_betas), 2, numel, device=x.device, dtype=torch.float32)
-    with _interpreting(x.device.type == "cpu"):
+    with _interpreting(interpret):
         kernels.backward_kernel[grid](x, dy, dx, beta, gbeta, code, scratch[0], scratch[1], nodes, numel, channels,
                                       inner, beta.shape[1], BLOCK=BLOCK)
     if n_betas == 0:
@@ -271,21 +275,18 @@ def _launch_backward(kernels, x, beta, code, dy, channels, inner, n_betas):
     return dx, sums[:, 0] + sums[:, 1]
 
 
-def triton_cdiv(a: int, b: int) -> int:
-    return (a + b - 1) // b
-
-
 class _Function(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, beta, code, device_code, channels, inner, interpret, graph_backward):
+    def forward(ctx, x, beta, code, programs, channels, inner, interpret, graph_backward):
         kernels = module(interpret)
         x_c = x.contiguous()
+        device_code = programs[0]
         ctx.save_for_backward(x, beta)
-        ctx.program = (code, device_code, channels, inner, interpret)
+        ctx.program = (code, programs[1], channels, inner, interpret)
         ctx.graph_backward = graph_backward
         if device_code.shape[0] == 0:  # the identity
             return x_c.clone()
-        return _launch_forward(kernels, x_c, beta.contiguous(), device_code, channels, inner)
+        return _launch_forward(kernels, x_c, beta.contiguous(), device_code, channels, inner, interpret)
 
     @staticmethod
     def backward(ctx, dy):
@@ -299,13 +300,32 @@ class _Function(torch.autograd.Function):
         else:
             n_betas = int(code[:, 3].max()) + 1 if code.shape[0] and int(code[:, 3].max()) >= 0 else 0
             dx, dbeta = _launch_backward(module(interpret), x.contiguous(), beta.contiguous(), device_code,
-                                         dy.contiguous().to(x.dtype), channels, inner, n_betas)
+                                         dy.contiguous().to(x.dtype), channels, inner, n_betas, interpret)
             if beta.shape[0] > n_betas:  # rows no instruction reads
                 dbeta = torch.cat([dbeta, beta.new_zeros(beta.shape[0] - n_betas, beta.shape[1])])
         return (dx if x_grad else None, dbeta if beta_grad else None, None, None, None, None, None, None)
 
 
-_DEVICE_CODE: dict[tuple[bytes, str], torch.Tensor] = {}
+_DEVICE_CODE: dict[tuple[bytes, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def backward_program(code: torch.Tensor) -> torch.Tensor:
+    """``code`` with the opcode of every node no gradient reaches set to -1 (no branch: its backward does not run):
+    the nodes under a ``beta``, whose value ignores its operand, as autograd leaves them (where such a node's value
+    is inf, running its backward on a zero gradient would make NaN)."""
+    rows = code.tolist()
+    live = [False] * len(rows)
+    if rows:
+        live[-1] = True
+    for k in range(len(rows) - 1, -1, -1):
+        opcode, a, b, _ = rows[k]
+        if live[k] and opcode != native.OPCODES["beta"]:
+            for slot in (a, b):
+                if slot >= 0:
+                    live[slot] = True
+    out = code.clone()
+    out[[k for k, alive in enumerate(live) if not alive], 0] = -1
+    return out
 
 
 def run(code: torch.Tensor, x: torch.Tensor, beta: torch.Tensor, graph_backward, interpret: bool = False
@@ -318,7 +338,7 @@ def run(code: torch.Tensor, x: torch.Tensor, beta: torch.Tensor, graph_backward,
     if beta.dim() != 2 or beta.shape[1] not in (1, channels):
         raise ValueError(f"beta of shape {tuple(beta.shape)} for an input of {channels} channels")
     key = (code.numpy().tobytes(), str(x.device))
-    device_code = _DEVICE_CODE.get(key)
-    if device_code is None:
-        device_code = _DEVICE_CODE[key] = code.to(x.device)
-    return _Function.apply(x, beta, code, device_code, channels, inner, interpret, graph_backward)
+    programs = _DEVICE_CODE.get(key)
+    if programs is None:
+        programs = _DEVICE_CODE[key] = (code.to(x.device), backward_program(code).to(x.device))
+    return _Function.apply(x, beta, code, programs, channels, inner, interpret, graph_backward)

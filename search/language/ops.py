@@ -308,7 +308,7 @@ TRITON: dict[str, tuple[str, str]] = {
     "softplus": ("tl.where(a > 20.0, a, log1p(exp(a)))", "z = exp(a); ga = tl.where(a > 20.0, g, g * z / (z + 1.0))"),
     "gauss": ("exp(-(a * a))", "ga = -(g * v) * (2.0 * a)"),
     "erf": ("erf(a)", "ga = 1.1283791670955126 * exp(-(a * a)) * g"),
-    "beta": ("p + 0.0 * a", "gp = g"),
+    "beta": ("p", "gp = g"),
     "add": ("a + b", "ga = g; gb = g"),
     "mul": ("a * b", "ga = g * b; gb = g * a"),
     "sub": ("a - b", "ga = g; gb = -g"),
