@@ -14,18 +14,17 @@ from search.language import cuda, native
 from search.language import kernel as kernel_module
 from search.language.expression import Expression
 from search.language.space import Space
-from test_native import _betas, _mismatch, _points
+from test_native import _check as native_check
+from test_native import _run
 
 pytestmark = pytest.mark.skipif(not cuda.available(), reason="Triton is not installed")
 
 
-def _run(expr: Expression, x: torch.Tensor, beta: torch.Tensor, dy: torch.Tensor, triton: bool):
+def _triton(expr: Expression, x: torch.Tensor, beta: torch.Tensor, dy: torch.Tensor):
+    """Values and gradients as test_native's ``_run`` gives them, by the Triton kernels under the interpreter."""
     x = x.clone().requires_grad_()
     beta = beta.clone().requires_grad_(expr.n_betas > 0)
-    if triton:
-        y = cuda.run(native.program(expr.root), x, beta, kernel_module.eager_backward, interpret=True)
-    else:
-        y = kernel_module.kernel(expr, "eager")(x, beta)
+    y = cuda.run(native.program(expr.root), x, beta, kernel_module.eager_backward, interpret=True)
     y.backward(dy)
     none = lambda t: torch.zeros_like(t) if t.grad is None else t.grad  # noqa: E731  (a function that ignores x)
     return [y.detach(), none(x), none(beta) if expr.n_betas else torch.zeros(())]
@@ -33,21 +32,9 @@ def _run(expr: Expression, x: torch.Tensor, beta: torch.Tensor, dy: torch.Tensor
 
 def _check(text: str, seed: int, x: torch.Tensor | None = None) -> str | None:
     """test_native's check (the same points, betas and tolerance), Triton's interpreted kernels against eager."""
-    expr = Expression.parse(text)
-    x, beta = _points(seed) if x is None else x, _betas(expr.n_betas, seed + 1)
-    dy = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + 2))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # numpy's overflow warnings inside the interpreter
-        eager, fast = _run(expr, x, beta, dy, False), _run(expr, x, beta, dy, True)
-        exact = _run(expr, x.double(), beta.double(), dy.double(), False)
-        moved = [_run(expr, x.double() * f, beta.double() * f, dy.double(), False)
-                 for f in (1 + 2 ** -24, 1 - 2 ** -24)]
-    for k, (name, e, n, t) in enumerate(zip(("value", "dx", "dbeta"), eager, fast, exact)):
-        noise = torch.maximum((moved[0][k] - t).abs(), (moved[1][k] - t).abs())
-        why = _mismatch(e, n, t, noise)
-        if why:
-            return f"{text}: {name}: {why}"
-    return None
+        return native_check(text, seed, x, fast=_triton)
 
 
 def test_every_operator_alone_and_with_a_beta_matches_eager():
@@ -82,12 +69,11 @@ def test_betas_per_channel_or_shared_and_any_layout():
         x = torch.randn(*shape, generator=g) * 2
         beta = torch.rand(expr.n_betas, cols, generator=g) + 0.5
         dy = torch.randn(*shape, generator=g)
-        eager, fast = _run(expr, x, beta, dy, False), _run(expr, x, beta, dy, True)
-        for e, f in zip(eager, fast):
+        for e, f in zip(_run(expr, "eager", x, beta, dy), _triton(expr, x, beta, dy)):
             torch.testing.assert_close(f, e, rtol=1e-4, atol=1e-5)
     x = torch.randn(4, 7, 3, generator=g).transpose(1, 2)  # (4, 3, 7), not contiguous
     beta, dy = torch.rand(expr.n_betas, 3, generator=g) + 0.5, torch.randn(4, 3, 7, generator=g)
-    for e, f in zip(_run(expr, x, beta, dy, False), _run(expr, x, beta, dy, True)):
+    for e, f in zip(_run(expr, "eager", x, beta, dy), _triton(expr, x, beta, dy)):
         torch.testing.assert_close(f, e, rtol=1e-4, atol=1e-5)
 
 

@@ -105,16 +105,24 @@ def values(x, rows, lane, code_ptr, n_nodes, beta_ptr, bcol, beta_cols, mask, BL
     return v
 
 
-@triton.jit(do_not_specialize=["n_nodes", "numel", "channels", "inner", "beta_cols"])
-def forward_kernel(x_ptr, y_ptr, beta_ptr, code_ptr, scratch_ptr, n_nodes, numel, channels, inner, beta_cols,
-                   BLOCK: tl.constexpr):
+@triton.jit
+def block(x_ptr, n_nodes, numel, channels, inner, beta_cols, BLOCK: tl.constexpr):
+    """This program instance's elements: their lanes, offsets, mask, x, beta column, and where its scratch rows start
+    (row k of node k, BLOCK values each)."""
     pid = tl.program_id(0).to(tl.int64)
     lane = tl.arange(0, BLOCK)
     offs = pid * BLOCK + lane
     mask = offs < numel
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     bcol = tl.where(beta_cols > 1, (offs // inner) % channels, 0)
-    rows = scratch_ptr + pid * n_nodes * BLOCK
+    return lane, offs, mask, x, bcol, pid * n_nodes * BLOCK
+
+
+@triton.jit(do_not_specialize=["n_nodes", "numel", "channels", "inner", "beta_cols"])
+def forward_kernel(x_ptr, y_ptr, beta_ptr, code_ptr, scratch_ptr, n_nodes, numel, channels, inner, beta_cols,
+                   BLOCK: tl.constexpr):
+    lane, offs, mask, x, bcol, first = block(x_ptr, n_nodes, numel, channels, inner, beta_cols, BLOCK)
+    rows = scratch_ptr + first
     v = values(x, rows, lane, code_ptr, n_nodes, beta_ptr, bcol, beta_cols, mask, BLOCK)
     tl.store(y_ptr + offs, v.to(y_ptr.dtype.element_ty), mask=mask)
 
@@ -122,14 +130,9 @@ def forward_kernel(x_ptr, y_ptr, beta_ptr, code_ptr, scratch_ptr, n_nodes, numel
 @triton.jit(do_not_specialize=["n_nodes", "numel", "channels", "inner", "beta_cols"])
 def backward_kernel(x_ptr, dy_ptr, dx_ptr, beta_ptr, gbeta_ptr, code_ptr, scratch_ptr, grads_ptr, n_nodes, numel,
                     channels, inner, beta_cols, BLOCK: tl.constexpr):
-    pid = tl.program_id(0).to(tl.int64)
-    lane = tl.arange(0, BLOCK)
-    offs = pid * BLOCK + lane
-    mask = offs < numel
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    bcol = tl.where(beta_cols > 1, (offs // inner) % channels, 0)
-    rows = scratch_ptr + pid * n_nodes * BLOCK
-    grows = grads_ptr + pid * n_nodes * BLOCK
+    lane, offs, mask, x, bcol, first = block(x_ptr, n_nodes, numel, channels, inner, beta_cols, BLOCK)
+    rows = scratch_ptr + first
+    grows = grads_ptr + first
     values(x, rows, lane, code_ptr, n_nodes, beta_ptr, bcol, beta_cols, mask, BLOCK)
     zero = tl.full([BLOCK], 0.0, tl.float32)
     for k in range(n_nodes - 1):
