@@ -69,8 +69,8 @@ def kernel_alone(text: str):
             for x in xs:
                 torch.ops.aten.threshold_backward(x, torch.relu(x), 0)
         return run_relu
-    ext, code = native.extension(), native.program(Expression.parse(text).root)
-    n_betas = max(1, int(code[:, 3].max()) + 1) if code.numel() else 1
+    expr = Expression.parse(text)
+    ext, code, n_betas = native.extension(), native.program(expr.root), max(1, expr.n_betas)
     calls = []
     for shape in SHAPES:
         x = torch.randn(shape) * 0.7

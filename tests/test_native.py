@@ -36,10 +36,11 @@ def _betas(n: int, seed: int) -> torch.Tensor:
     return torch.rand(max(n, 1), CHANNELS, generator=g) * 5 - 2.5
 
 
-def _run(expr: Expression, kind: str, x: torch.Tensor, beta: torch.Tensor, dy: torch.Tensor):
+def _run(expr: Expression, kind, x: torch.Tensor, beta: torch.Tensor, dy: torch.Tensor):
+    """y, dx and dbeta of ``expr`` by the kernel ``kind`` (a kernel_module kind, or ``kind(expr, x, beta) -> y``)."""
     x = x.clone().requires_grad_()
     beta = beta.clone().requires_grad_(expr.n_betas > 0)
-    y = kernel_module.kernel(expr, kind)(x, beta)
+    y = kind(expr, x, beta) if callable(kind) else kernel_module.kernel(expr, kind)(x, beta)
     y.backward(dy)
     none = lambda t: torch.zeros_like(t) if t.grad is None else t.grad  # noqa: E731  (a function that ignores x)
     return [y.detach(), none(x), none(beta) if expr.n_betas else torch.zeros(())]
@@ -65,14 +66,13 @@ def _mismatch(expected: torch.Tensor, got: torch.Tensor, exact: torch.Tensor, no
         if bad.any() else None
 
 
-def _check(text: str, seed: int, x: torch.Tensor | None = None, fast=None) -> str | None:
-    """Why the native kernel (or ``fast(expr, x, beta, dy)``, another kernel's values and gradients as ``_run``
-    gives them) is not eager's for ``text``, at ``_points(seed)`` or ``x``; None where it is."""
+def _check(text: str, seed: int, x: torch.Tensor | None = None, kind="native") -> str | None:
+    """Why the kernel ``kind`` (``_run``'s) is not eager's for ``text``, at ``_points(seed)`` or ``x``; None where it
+    is."""
     expr = Expression.parse(text)
     x, beta = _points(seed) if x is None else x, _betas(expr.n_betas, seed + 1)
     dy = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + 2))
-    eager = _run(expr, "eager", x, beta, dy)
-    fast = fast(expr, x, beta, dy) if fast is not None else _run(expr, "native", x, beta, dy)
+    eager, fast = _run(expr, "eager", x, beta, dy), _run(expr, kind, x, beta, dy)
     exact = _run(expr, "eager", x.double(), beta.double(), dy.double())
     moved = [_run(expr, "eager", x.double() * f, beta.double() * f, dy.double()) for f in (1 + 2 ** -24, 1 - 2 ** -24)]
     for k, (name, e, n, t) in enumerate(zip(("value", "dx", "dbeta"), eager, fast, exact)):

@@ -286,6 +286,7 @@ class _Function(torch.autograd.Function):
         device_code = programs[0]
         ctx.save_for_backward(x, beta)
         ctx.program = (code, programs[1], channels, inner, interpret)
+        ctx.n_betas = programs[2]
         ctx.graph_backward = graph_backward
         if device_code.shape[0] == 0:  # the identity
             return x_c.clone()
@@ -301,7 +302,7 @@ class _Function(torch.autograd.Function):
         elif device_code.shape[0] == 0:
             dx, dbeta = dy.clone(), torch.zeros_like(beta)
         else:
-            n_betas = int(code[:, 3].max()) + 1 if code.shape[0] and int(code[:, 3].max()) >= 0 else 0
+            n_betas = ctx.n_betas
             dx, dbeta = _launch_backward(module(interpret), x.contiguous(), beta.contiguous(), device_code,
                                          dy.contiguous().to(x.dtype), channels, inner, n_betas, interpret)
             if beta.shape[0] > n_betas:  # rows no instruction reads
@@ -309,7 +310,7 @@ class _Function(torch.autograd.Function):
         return (dx if x_grad else None, dbeta if beta_grad else None, None, None, None, None, None, None)
 
 
-_DEVICE_CODE: dict[tuple[bytes, str], tuple[torch.Tensor, torch.Tensor]] = {}
+_DEVICE_CODE: dict[tuple[bytes, str], tuple[torch.Tensor, torch.Tensor, int]] = {}
 
 
 def backward_program(code: torch.Tensor) -> torch.Tensor:
@@ -343,5 +344,6 @@ def run(code: torch.Tensor, x: torch.Tensor, beta: torch.Tensor, graph_backward,
     key = (code.numpy().tobytes(), str(x.device))
     programs = _DEVICE_CODE.get(key)
     if programs is None:
-        programs = _DEVICE_CODE[key] = (code.to(x.device), backward_program(code).to(x.device))
+        n_betas = int(code[:, 3].max()) + 1 if code.shape[0] else 0  # the betas the program reads (rows 0..n-1)
+        programs = _DEVICE_CODE[key] = (code.to(x.device), backward_program(code).to(x.device), n_betas)
     return _Function.apply(x, beta, code, programs, channels, inner, interpret, graph_backward)

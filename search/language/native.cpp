@@ -265,8 +265,9 @@ constexpr float INF = __builtin_inff(), NaN = __builtin_nanf(""), MAX = 3.402823
 // off eager, against 8 (9 with a guard giving 1 from 9.0109139). Where every |a| < 8 (column "whole") tanh and cosh
 // call the sixteen-lane function all the same: there tanh's is within 1 ulp of the eight-lane one (2^22 values; 1.37
 // and 1.03 ulp from tanh in double at most), cosh's within 2 (2.02 and 1.99 ulp), and a call takes 0.56 to 0.76x
-// (tanh), 0.67x (cosh) the time of two; test_native's functions off eager are the same 7 of 995. The others differ from the eight-lane functions by 1
-// to 4 ulp (asinh, atan, erf; exp, log1p, sinh, sin, cos and log not at all, 2^22 random values each).
+// (tanh), 0.67x (cosh) the time of two; test_native's functions off eager are the same 7 of 995. The others differ
+// from the eight-lane functions by 1 to 4 ulp (asinh, atan, erf; exp, log1p, sinh, sin, cos and log not at all, 2^22
+// random values each).
 //                name    fast range     at or below: value   at or above: value   16       below |tiny|: a  whole
 ACTSEARCH_GUARDED(exp,   -87, 80,        -105, 0,             89, INF,          GUARDED, 0)
 ACTSEARCH_GUARDED(log1p, -0.5f, 1.7e38f, -INF, NaN,           INF, INF,         GUARDED, 1e-30f)
