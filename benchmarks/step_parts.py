@@ -13,9 +13,11 @@ that bound what any native candidate can reach here, whatever its arithmetic:
 - ``relu(x) native`` and ``relu(x) eager``: the expression ``relu(x)`` through the native kernel and through eager
   torch operations (an activation module, per-call Python and autograd overhead included).
 
-Then each function: its step ratio; ``kernel``, the kernel alone on the proxy's four activation shapes (forward saving,
-backward), its time over torch's relu's there as a share of relu's step; ``rest``, what the step takes beyond both
-(the values the kernel keeps for its backward, the module's per-call overhead).
+Then each function (``relu(x)`` first): its step ratio; ``kernel``, the kernel alone on the proxy's four activation
+shapes (forward saving, backward), its time over torch's relu's there as a share of relu's step; ``calls``, what the
+same four calls cost beyond the kernel through the activation module and autograd (as a child calls them: Python,
+the C++ autograd node), over what torch's relu module costs beyond its kernel, as a share of relu's step; ``rest``,
+what the step takes beyond those (the values the kernel keeps for its backward slowing the step's other operations).
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ import evaluator.activations as activations  # noqa: E402
 from child_speed import make_runner  # noqa: E402
 from search.language import native  # noqa: E402
 from search.language.expression import Expression  # noqa: E402
+from search.language.kernel import activation_module  # noqa: E402
 
 SHAPES = [(128, 32, 40), (128, 32, 20), (128, 32, 10), (128, 64)]  # the proxy's four activation sites, batch 128
 DEFAULT = ["sin(x) * beta", "tanh(x) * beta", "sigmoid(x) * gauss(x)", "mix(sinc(x), cos(x))",
@@ -59,6 +62,21 @@ class ReluSavingX(nn.Module):
         return _ReluSavingX.apply(x)
 
 
+def sites(text: str):
+    """A forward and backward through autograd at each site's shape, as a child runs them: the activation module of
+    ``text`` with the native kernel (torch's relu module for relu)."""
+    torch.manual_seed(0)
+    calls = []
+    for shape in SHAPES:
+        module = nn.ReLU() if text == "relu" else activation_module(Expression.parse(text), shape[1], kernel="native")
+        calls.append((module, (torch.randn(shape) * 0.7).requires_grad_(), torch.randn(shape) * 1e-3))
+
+    def run():
+        for module, x, dy in calls:
+            module(x).backward(dy)
+    return run
+
+
 def kernel_alone(text: str):
     """One forward (saving) and backward of the kernel at each site's shape; torch's relu and its backward for relu."""
     torch.manual_seed(0)
@@ -80,10 +98,7 @@ def kernel_alone(text: str):
     def run():
         for x, beta, channels, inner, dy in calls:
             y, saved = ext.forward_saving(x, beta, code, channels, inner, True)
-            if saved is None:
-                ext.backward(x, beta, code, dy, channels, inner, True)
-            else:
-                ext.backward_saved(x, beta, code, dy, channels, inner, True, saved, y)
+            ext.backward_saved(x, beta, code, dy, channels, inner, True, saved, y)
     return run
 
 
@@ -102,8 +117,10 @@ def main() -> int:
             ("relu(x) native", "relu(x)", "native"), ("relu(x) eager", "relu(x)", "eager")]
     rows += [(text, text, "native") for text in args.texts]
     steps = [make_runner("cnn1d", act, kernel, False, torch.device("cpu"), 128) for _, act, kernel in rows]
-    kernels = {"relu": kernel_alone("relu"), **{text: kernel_alone(text) for text in args.texts}}
-    for fn in steps + list(kernels.values()):
+    texts = ["relu", "relu(x)"] + args.texts
+    kernels = {text: kernel_alone(text) for text in texts}
+    called = {text: sites(text) for text in texts}
+    for fn in steps + list(kernels.values()) + list(called.values()):
         for _ in range(3):
             fn()
 
@@ -114,24 +131,28 @@ def main() -> int:
         return (time.perf_counter() - start) / args.steps
 
     step_t: list[list[float]] = [[] for _ in rows]
-    kernel_t: dict[str, list[float]] = {text: [] for text in kernels}
+    kernel_t: dict[str, list[float]] = {text: [] for text in texts}
+    called_t: dict[str, list[float]] = {text: [] for text in texts}
     for _ in range(args.rounds):
         for i, fn in enumerate(steps):
             step_t[i].append(seconds(fn))
-        for text, fn in kernels.items():
-            kernel_t[text].append(seconds(fn))
+        for text in texts:
+            kernel_t[text].append(seconds(kernels[text]))
+            called_t[text].append(seconds(called[text]))
     step = [statistics.median(t) for t in step_t]
     kernel = {text: statistics.median(t) for text, t in kernel_t.items()}
+    overhead = {text: statistics.median(t) - kernel[text] for text, t in called_t.items()}
     relu = step[0]
     print(f"cnn1d, batch 128, one thread; median of {args.rounds} interleaved rounds of {args.steps} steps; "
           f"torch {torch.__version__}; load average {os.getloadavg()[0]:.2f}")
     print(f"relu: {1e3 * relu:.2f} ms a step, its kernel alone {1e3 * kernel['relu']:.3f} ms")
     for i, (label, _, _) in enumerate(rows[:4]):
         print(f"{label:52s} {step[i] / relu:.3f}x relu")
-    print(f"{'function':52s} {'step':>7s} {'kernel':>7s} {'rest':>7s}")
-    for i, (label, text, _) in enumerate(rows[4:], start=4):
+    print(f"{'function':52s} {'step':>7s} {'kernel':>7s} {'calls':>7s} {'rest':>7s}")
+    for i, (label, text, _) in [(2, rows[2])] + list(enumerate(rows[4:], start=4)):
         k = (kernel[text] - kernel["relu"]) / relu
-        print(f"{label:52s} {step[i] / relu:6.3f}x {k:+7.3f} {step[i] / relu - 1 - k:+7.3f}")
+        c = (overhead[text] - overhead["relu"]) / relu
+        print(f"{text:52s} {step[i] / relu:6.3f}x {k:+7.3f} {c:+7.3f} {step[i] / relu - 1 - k - c:+7.3f}")
     print(f"load average {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -246,6 +246,17 @@ def test_native_is_chosen_by_name_and_recorded():
     assert torch.autograd.gradcheck(lambda t: module(t), (x,))  # float64 through the same kernel
 
 
+def test_a_beta_that_does_not_fit_the_input_is_named_and_a_function_without_betas_needs_none():
+    x = torch.randn(4, 6, 5)
+    code = native.program(Expression.parse("x * sigmoid(beta * x)").root)
+    with pytest.raises(ValueError, match=r"beta of shape \[1, 4\] for an input of 6 channels"):
+        native.run(code, x, torch.ones(1, 4))
+    with pytest.raises(RuntimeError, match="reads 1 betas of 0"):
+        native.run(code, x, None)
+    code = native.program(Expression.parse("x * sigmoid(x)").root)
+    assert torch.equal(native.run(code, x, None), native.run(code, x, torch.ones(1, 1)))
+
+
 @pytest.mark.parametrize("shape, columns", [((300, 70), 70), ((300, 70), 1), ((7, 5, 3), 5), ((2, 3, 200), 3)])
 def test_betas_get_their_gradients_whatever_the_layout(shape, columns):
     """A linear layer's (batch, features) input puts each element in its own channel, and a row of 70 features

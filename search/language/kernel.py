@@ -72,9 +72,12 @@ class Kernel:
         self.code = native.program(expr.root) if kind == "native" else None
         self.failed: str | None = None
 
-    def __call__(self, x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, beta: torch.Tensor | None) -> torch.Tensor:
+        """``beta``: (n_betas, channels) or (n_betas, 1); None where the expression has no betas."""
         if self.code is not None and native.supports(x):
             return native.run(self.code, x, beta)
+        if beta is None:
+            beta = x.new_ones(1, 1)
         if self.code is not None and cuda.supports(x):
             return cuda.run(self.code, x, beta, graph_backward=eager_backward)
         if self.fn is self.eager:
@@ -162,10 +165,7 @@ class Activation(nn.Module):
         _init_betas(self, self.n_betas, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        beta = self.beta
-        if beta is None:
-            beta = x.new_ones(1, 1)
-        return kernel(self.expression, resolve_kernel(self.kernel, x.device, self.compile))(x, beta)
+        return kernel(self.expression, resolve_kernel(self.kernel, x.device, self.compile))(x, self.beta)
 
     def extra_repr(self) -> str:
         channels = None if self.beta is None or isinstance(self.beta, nn.UninitializedParameter) else self.beta.shape[1]

@@ -521,10 +521,10 @@ Shape shape_of(const torch::Tensor& x, const torch::Tensor& beta, const torch::T
                int64_t inner) {
   TORCH_CHECK(x.device().is_cpu() && x.is_contiguous(), "native kernel: x must be a contiguous CPU tensor");
   TORCH_CHECK(code.dtype() == torch::kInt32 && code.dim() == 2 && code.size(1) == 4, "native kernel: bad program");
-  TORCH_CHECK(beta.dim() == 2 && beta.is_contiguous() && beta.scalar_type() == x.scalar_type(),
-              "native kernel: beta must be (n_betas, channels) of x's dtype");
-  TORCH_CHECK(beta.size(1) == 1 || beta.size(1) == channels, "native kernel: beta has ", beta.size(1),
-              " columns for ", channels, " channels");
+  TORCH_CHECK_VALUE(beta.dim() == 2 && (beta.size(1) == 1 || beta.size(1) == channels), "beta of shape ",
+                    beta.sizes(), " for an input of ", channels, " channels");
+  TORCH_CHECK(beta.is_contiguous() && beta.scalar_type() == x.scalar_type(), "native kernel: beta must be contiguous, "
+              "of x's dtype");
   Shape s{x.numel(), channels, inner, beta.size(0), beta.size(1), 0, 1, 0};
   const int32_t* ins = code.data_ptr<int32_t>();
   for (int64_t k = 0; k < code.size(0); ++k) s.used = std::max<int64_t>(s.used, ins[4 * k + 3] + 1);
@@ -690,11 +690,12 @@ torch::Tensor forward(torch::Tensor x, torch::Tensor beta, torch::Tensor code, i
   return forward_saving(x, beta, code, channels, inner, false)[0];
 }
 
-// dx and the betas' gradient; ``saved``: forward_saving's saved values (undefined: every needed value is computed
-// again), and ``y`` its y where the plan reads the root's value back (undefined elsewhere).
+// dx and the betas' gradient; ``saved``: forward_saving's saved values (none or undefined: every needed value is
+// computed again), and ``y`` its y where the plan reads the root's value back (none or undefined elsewhere).
 std::vector<torch::Tensor> backward_saved(torch::Tensor x, torch::Tensor beta, torch::Tensor code, torch::Tensor dy,
-                                          int64_t channels, int64_t inner, bool beta_grad, torch::Tensor saved,
-                                          torch::Tensor y) {
+                                          int64_t channels, int64_t inner, bool beta_grad,
+                                          std::optional<torch::Tensor> saved_values, std::optional<torch::Tensor> y_) {
+  const torch::Tensor saved = saved_values.value_or(torch::Tensor()), y = y_.value_or(torch::Tensor());
   Shape s = shape_of(x, beta, code, channels, inner);
   TORCH_CHECK(dy.is_contiguous() && dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(),
               "native kernel: dy must be contiguous and shaped like x");
@@ -771,7 +772,7 @@ std::vector<torch::Tensor> backward_saved(torch::Tensor x, torch::Tensor beta, t
 
 std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::Tensor code, torch::Tensor dy,
                                     int64_t channels, int64_t inner, bool beta_grad) {
-  return backward_saved(x, beta, code, dy, channels, inner, beta_grad, torch::Tensor(), torch::Tensor());
+  return backward_saved(x, beta, code, dy, channels, inner, beta_grad, std::nullopt, std::nullopt);
 }
 
 // y = f(x, beta) with its backward, as a C++ autograd function: a Python torch.autograd.Function costs about as much
@@ -779,17 +780,30 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::
 // values of its costly nodes that the backward needs (plan_of); the backward reruns the rest of the program per tile.
 // Where a graph of the gradient is being built (create_graph, e.g. a gradient penalty) that backward, which is not
 // differentiable itself, would treat f'(x) as a constant: there the eager operators compute the gradient instead, as
-// a graph (search.language.kernel.eager_backward), so a gradient of the gradient is the eager path's.
+// a graph (search.language.kernel.eager_backward), so a gradient of the gradient is the eager path's. Each call runs at
+// every activation site of every step, so it makes no call through torch's dispatcher that it can skip (a tensor that
+// is already contiguous and of x's dtype is used as it is).
+inline torch::Tensor as_of(const torch::Tensor& t, const torch::Tensor& x) {
+  const torch::Tensor typed = t.scalar_type() == x.scalar_type() ? t : t.to(x.scalar_type());
+  return typed.is_contiguous() ? typed : typed.contiguous();
+}
+
+// x's channels (dim 1; 1 for a vector) and the positions per channel (the product of the dims after it)
+inline std::pair<int64_t, int64_t> dims_of(const torch::Tensor& x) {
+  int64_t inner = 1;
+  for (int64_t d = 2; d < x.dim(); ++d) inner *= x.size(d);
+  return {x.dim() >= 2 ? x.size(1) : 1, inner};
+}
+
 struct NativeFunction : public torch::autograd::Function<NativeFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor beta,
-                               torch::Tensor code, int64_t channels, int64_t inner, bool saving) {
+                               torch::Tensor code, bool saving) {
     bool root;
-    auto out = run_forward(x.contiguous(), beta.to(x.scalar_type()).contiguous(), code, channels, inner, saving, root);
+    const auto [channels, inner] = dims_of(x);
+    auto out = run_forward(x.is_contiguous() ? x : x.contiguous(), as_of(beta, x), code, channels, inner, saving, root);
     // the inputs themselves: the eager backward needs their graphs; y where the backward reads it, as autograd keeps
     // an output (an in-place change of y before the backward is then an error, as for torch's exp or tanh)
     ctx->save_for_backward({x, beta, code, out[1], root ? out[0] : torch::Tensor()});
-    ctx->saved_data["channels"] = channels;
-    ctx->saved_data["inner"] = inner;
     return out[0];
   }
 
@@ -805,20 +819,21 @@ struct NativeFunction : public torch::autograd::Function<NativeFunction> {
           saved[2], x, beta, grads[0], x_grad, beta_grad).cast<std::vector<torch::Tensor>>();
       dx = out[0], dbeta = out[1];
     } else {
-      auto out = backward_saved(x.contiguous(), beta.to(x.scalar_type()).contiguous(), saved[2],
-                                grads[0].contiguous().to(x.scalar_type()), ctx->saved_data["channels"].toInt(),
-                                ctx->saved_data["inner"].toInt(), beta_grad, saved[3], saved[4]);
+      const auto [channels, inner] = dims_of(x);
+      auto out = backward_saved(x.is_contiguous() ? x : x.contiguous(), as_of(beta, x), saved[2], as_of(grads[0], x),
+                                channels, inner, beta_grad, saved[3], saved[4]);
       dx = out[0];
-      if (beta_grad) dbeta = out[1].to(beta.scalar_type());
+      if (beta_grad) dbeta = out[1].scalar_type() == beta.scalar_type() ? out[1] : out[1].to(beta.scalar_type());
     }
-    return {x_grad ? dx : torch::Tensor(), beta_grad ? dbeta : torch::Tensor(), torch::Tensor(), torch::Tensor(),
-            torch::Tensor(), torch::Tensor()};
+    return {x_grad ? dx : torch::Tensor(), beta_grad ? dbeta : torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
-torch::Tensor apply(torch::Tensor x, torch::Tensor beta, torch::Tensor code, int64_t channels, int64_t inner) {
+// f(x, beta) for autograd; beta: (n_betas, channels) or (n_betas, 1), None for a program without betas.
+torch::Tensor apply(torch::Tensor x, std::optional<torch::Tensor> beta, torch::Tensor code) {
+  const torch::Tensor b = beta.has_value() && beta->defined() ? *beta : torch::empty({0, 1}, x.options());
   // values are saved for a backward only where one can come (under no_grad, or for an input that needs no gradient,
   // the forward writes y alone)
-  const bool saving = torch::GradMode::is_enabled() && (x.requires_grad() || beta.requires_grad());
-  return NativeFunction::apply(x, beta, code, channels, inner, saving);
+  const bool saving = torch::GradMode::is_enabled() && (x.requires_grad() || b.requires_grad());
+  return NativeFunction::apply(x, b, code, saving);
 }

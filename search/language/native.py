@@ -184,6 +184,7 @@ def supports(x: torch.Tensor) -> bool:
 
 
 def _dims(x: torch.Tensor) -> tuple[int, int]:
+    """x's channels (dim 1; 1 for a vector) and positions per channel (the product of the dims after it)."""
     channels = x.shape[1] if x.dim() >= 2 else 1
     inner = 1
     for size in x.shape[2:]:
@@ -191,11 +192,9 @@ def _dims(x: torch.Tensor) -> tuple[int, int]:
     return channels, max(inner, 1)
 
 
-def run(code: torch.Tensor, x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """The program ``code`` applied to ``x`` with ``beta`` ((n_betas, channels) or (n_betas, 1)); autograd-aware
-    (the kernel's own C++ autograd function: x's and beta's gradients; a gradient of a gradient by
-    ``search.language.kernel.eager_backward``). Callers check ``supports(x)`` first."""
-    channels, inner = _dims(x)
-    if beta.dim() != 2 or beta.shape[1] not in (1, channels):
-        raise ValueError(f"beta of shape {tuple(beta.shape)} for an input of {channels} channels")
-    return extension().apply(x, beta, code, channels, inner)
+def run(code: torch.Tensor, x: torch.Tensor, beta: torch.Tensor | None) -> torch.Tensor:
+    """The program ``code`` applied to ``x`` with ``beta`` ((n_betas, channels) or (n_betas, 1); None for a program
+    without betas); autograd-aware (the kernel's own C++ autograd function: x's and beta's gradients; a gradient of a
+    gradient by ``search.language.kernel.eager_backward``). A beta of another shape is a ValueError. Callers check
+    ``supports(x)`` first."""
+    return extension().apply(x, beta, code)
