@@ -10,8 +10,10 @@ F.silu, the candidate run as eager generated ops, fused with torch.compile (afte
 with --no-compile) and run by the native kernel (search.language.native; CPU). It prints milliseconds per
 forward+backward, the ratios to the reference, to F.relu and to F.silu, the compile time of each candidate, and the
 load average. Memory traffic per element (float32): the minimum is 16 bytes (forward: read x, write y; backward: read
-x and dy, write dx); the native kernel moves exactly that (it saves only x and recomputes the rest per tile in
-cache); eager ops move 8 bytes per operator forward and about 12 per operator backward, plus their saved tensors.
+x and dy, write dx); the native kernel's column ``native B/elt`` counts what it moves: that, plus 8 for each costly
+value its forward saves and its backward reads (``native_bytes``), plus 4 where its backward reads y back (every other
+value stays in cache, per tile); eager ops move 8 bytes per operator forward and about 12 per operator backward, plus
+their saved tensors.
 
 ``--per-operator`` times each operator alone (``op(x)``, a binary one as ``op(x, x)``) forward+backward, eager and
 native, on inputs drawn as randn times each of ``--scales``: a child whose pre-activations grow feeds the kernel
@@ -72,6 +74,19 @@ def step_time(fn, x: torch.Tensor, params: list[torch.Tensor], device: torch.dev
     return time.perf_counter() - start
 
 
+def native_bytes(expr: Expression, x: torch.Tensor) -> int:
+    """Bytes per element the native kernel reads and writes in a training step's forward and backward (float32): x and
+    y, then x, dy and dx (16); 8 for each value the forward saves and the backward reads; 4 where the backward reads y
+    back (the plan the kernel runs: ``forward_saving``'s outputs)."""
+    from search.language import native
+
+    channels, inner = native._dims(x)
+    beta = torch.ones(max(1, expr.n_betas), channels)
+    _, saved, y = native.extension().forward_saving(x.detach().cpu(), beta, native.program(expr.root), channels, inner,
+                                                    True)
+    return 16 + 8 * (0 if saved is None else saved.shape[0]) + 4 * (y is not None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs="+", default=[128, 64, 32, 32])
@@ -115,7 +130,7 @@ def main() -> None:
     kinds = ["eager"] + ([] if args.no_compile else ["compiled"]) + (["native"] if device.type == "cpu" else [])
     print(f"{'candidate':52s} {'ref ms':>7s} {'relu ms':>7s} {'silu ms':>7s} " +
           " ".join(f"{k + ' ms':>11s} {k + '/ref':>11s} {k + '/relu':>11s} {k + '/silu':>11s}" for k in kinds) +
-          f" {'compile s':>9s}")
+          f" {'compile s':>9s}" + (f" {'native B/elt':>12s}" if "native" in kinds else ""))
     for text, ref_name, ref in CASES:
         expr = Expression.parse(text)
         modules = {k: activation_module(expr, channels=channels, kernel=k).to(device) for k in kinds}
@@ -136,7 +151,9 @@ def main() -> None:
         ms = {k: statistics.median(v) * 1e3 for k, v in runs.items()}
         print(f"{text:52s} {ms['ref']:7.2f} {ms['relu']:7.2f} {ms['silu']:7.2f} " +
               " ".join(f"{ms[k]:11.2f} {ms[k] / ms['ref']:11.2f} {ms[k] / ms['relu']:11.2f} {ms[k] / ms['silu']:11.2f}"
-                       for k in kinds) + f" {compile_s:9.1f}   (ref: {ref_name}; load {os.getloadavg()[0]:.2f})")
+                       for k in kinds) + f" {compile_s:9.1f}" +
+              (f" {native_bytes(expr, x):12d}" if "native" in kinds else "") +
+              f"   (ref: {ref_name}; load {os.getloadavg()[0]:.2f})")
 
 
 SAVED_CASES = ["x * sigmoid(beta * x)", "sin(x) * relu(x)", "tanh(x) * beta", "exp(x)", "sigmoid(x) * gauss(x)",
@@ -167,8 +184,8 @@ def saved_values(shape: list[int], repeats: int) -> None:
             return ext.backward(x, beta, code, dy, channels, inner, grad)
 
         def saving():
-            y, kept = ext.forward_saving(x, beta, code, channels, inner, True)
-            return ext.backward_saved(x, beta, code, dy, channels, inner, grad, kept, y)  # kept None: nothing read back
+            _, kept, y = ext.forward_saving(x, beta, code, channels, inner, True)
+            return ext.backward_saved(x, beta, code, dy, channels, inner, grad, kept, y)  # None: nothing read back
 
         a, b = again(), saving()
         same = all(torch.equal(u, v) for u, v in zip(a[:1 + grad], b[:1 + grad]))

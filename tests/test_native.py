@@ -141,11 +141,11 @@ def test_values_saved_by_the_forward_give_the_gradients_computed_again_bit_for_b
     for text in texts:
         expr = Expression.parse(text)
         code, beta, grad = native.program(expr.root), _betas(expr.n_betas, 3), expr.n_betas > 0
-        y, kept = ext.forward_saving(x, beta, code, CHANNELS, 48, True)
+        y, kept, back = ext.forward_saving(x, beta, code, CHANNELS, 48, True)
         kept_counts.add(0 if kept is None else kept.shape[0])
         again = ext.backward(x, beta, code, dy, CHANNELS, 48, grad)
         if kept is not None:
-            saved = ext.backward_saved(x, beta, code, dy, CHANNELS, 48, grad, kept, y)
+            saved = ext.backward_saved(x, beta, code, dy, CHANNELS, 48, grad, kept, back)
             for a, b in zip(again[:1 + grad], saved[:1 + grad]):
                 assert torch.equal(bits(a), bits(b)), text
         assert torch.equal(bits(y), bits(ext.forward(x, beta, code, CHANNELS, 48))), text
@@ -160,10 +160,12 @@ def test_the_roots_value_read_back_is_y_itself_kept_as_autograd_keeps_an_output(
     error, as it is for the eager path's exp, not gradients of changed values."""
     ext = native.extension()
     x = torch.randn(ROWS, CHANNELS, 48, generator=torch.Generator().manual_seed(3))
-    for text, rows in [("gauss_diff(x, min0(x))", 0), ("gauss_diff(tanh(x), x)", 1), ("tanh(x) * beta", 1)]:
+    for text, rows, reads_y in [("gauss_diff(x, min0(x))", 0, True), ("gauss_diff(tanh(x), x)", 1, True),
+                                ("tanh(x) * beta", 1, False)]:
         expr = Expression.parse(text)
-        _, kept = ext.forward_saving(x, _betas(expr.n_betas, 3), native.program(expr.root), CHANNELS, 48, True)
+        y, kept, back = ext.forward_saving(x, _betas(expr.n_betas, 3), native.program(expr.root), CHANNELS, 48, True)
         assert kept is not None and kept.shape[0] == rows, text
+        assert (back is not None) == reads_y and (back is None or back.data_ptr() == y.data_ptr()), text
     expr = Expression.parse("gauss_diff(x, min0(x))")
     for kind in ("native", "eager"):
         act = kernel_module.activation_module(expr, channels=CHANNELS, kernel=kind)

@@ -680,10 +680,14 @@ std::vector<torch::Tensor> run_forward(torch::Tensor x, torch::Tensor beta, torc
   return {y, saved};
 }
 
+// y, the saved values (undefined: none), and y again where the backward reads the root's value back (undefined
+// elsewhere): what backward_saved takes as ``saved`` and ``y``.
 std::vector<torch::Tensor> forward_saving(torch::Tensor x, torch::Tensor beta, torch::Tensor code, int64_t channels,
                                           int64_t inner, bool saving) {
   bool root;
-  return run_forward(x, beta, code, channels, inner, saving, root);
+  auto out = run_forward(x, beta, code, channels, inner, saving, root);
+  out.push_back(root ? out[0] : torch::Tensor());
+  return out;
 }
 
 torch::Tensor forward(torch::Tensor x, torch::Tensor beta, torch::Tensor code, int64_t channels, int64_t inner) {
