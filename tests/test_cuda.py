@@ -52,11 +52,16 @@ KINDS = [pytest.param(_interpreted, id="interpreter", marks=pytest.mark.skipif(
 on_both = pytest.mark.parametrize("run", KINDS)
 
 
+def _kind(run):
+    """``run`` as a kind for test_native's ``_run`` and ``_check``: ``(expr, x, beta) -> y``."""
+    return lambda expr, x, beta: run(native.program(expr.root), x, beta)
+
+
 def _check(text: str, seed: int, run, x: torch.Tensor | None = None) -> str | None:
     """test_native's check (the same points, betas and tolerance), the Triton kernels (``run``) against eager."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # numpy's overflow warnings inside the interpreter
-        return native_check(text, seed, x, kind=lambda expr, xs, beta: run(native.program(expr.root), xs, beta))
+        return native_check(text, seed, x, kind=_kind(run))
 
 
 @on_both
@@ -89,7 +94,7 @@ def test_betas_per_channel_or_shared_and_any_layout(run):
     """One beta per channel over (N, C, L) and (N, C, H, W) inputs, a linear layer's (N, C), one beta for all channels,
     and a non-contiguous x: the betas' gradients are summed per channel as eager's broadcasting does."""
     expr = Expression.parse("mix(x + beta, tanh(beta * x)) * x")
-    triton = lambda e, xs, beta: run(native.program(e.root), xs, beta)  # noqa: E731
+    triton = _kind(run)
     g = torch.Generator().manual_seed(4)
     for shape, cols in (((5, 3, 7), 3), ((2, 3, 4, 5), 3), ((9, 3), 3), ((5, 3, 7), 1), ((6, 8), 1)):
         x = torch.randn(*shape, generator=g) * 2

@@ -643,19 +643,18 @@ struct BetaSums {
 
 }  // namespace
 
-// y, and with ``saving`` the values of the costly nodes the backward needs (plan_of), row j of the second tensor for
-// the plan's saved node j, but the root's, which is y (the tensor is undefined when none is saved, root included;
-// without rows where the root's is the only one). ``root``: whether the backward reads y.
-std::vector<torch::Tensor> run_forward(torch::Tensor x, torch::Tensor beta, torch::Tensor code, int64_t channels,
-                                       int64_t inner, bool saving, bool& root) {
+// y; with ``saving`` the values of the costly nodes the backward needs (plan_of), row j of the second tensor for the
+// plan's saved node j, but the root's, which is y (the tensor is undefined when none is saved, root included; without
+// rows where the root's is the only one); and y again where the backward reads the root's value back (undefined
+// elsewhere): what backward_saved takes as ``saved`` and ``y``.
+std::vector<torch::Tensor> forward_saving(torch::Tensor x, torch::Tensor beta, torch::Tensor code, int64_t channels,
+                                          int64_t inner, bool saving) {
   Shape s = shape_of(x, beta, code, channels, inner);
   const Program prog = program_of(code);
-  root = false;
-  if (prog.nodes == 0) return {x.clone(), torch::Tensor()};
+  if (prog.nodes == 0) return {x.clone(), torch::Tensor(), torch::Tensor()};
   auto y = torch::empty_like(x);
   const Plan plan = plan_of(prog, saving);
   const int64_t kept = static_cast<int64_t>(plan.saved.size());
-  root = plan.root;
   auto saved = kept || plan.root ? torch::empty({kept, s.numel}, x.options()) : torch::Tensor();
   const Betas bt = betas_of(s.used, s.beta_cols, s.channels, s.inner);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "actsearch_native_forward", [&] {
@@ -677,17 +676,7 @@ std::vector<torch::Tensor> run_forward(torch::Tensor x, torch::Tensor beta, torc
       }
     });
   });
-  return {y, saved};
-}
-
-// y, the saved values (undefined: none), and y again where the backward reads the root's value back (undefined
-// elsewhere): what backward_saved takes as ``saved`` and ``y``.
-std::vector<torch::Tensor> forward_saving(torch::Tensor x, torch::Tensor beta, torch::Tensor code, int64_t channels,
-                                          int64_t inner, bool saving) {
-  bool root;
-  auto out = run_forward(x, beta, code, channels, inner, saving, root);
-  out.push_back(root ? out[0] : torch::Tensor());
-  return out;
+  return {y, saved, plan.root ? y : torch::Tensor()};
 }
 
 torch::Tensor forward(torch::Tensor x, torch::Tensor beta, torch::Tensor code, int64_t channels, int64_t inner) {
@@ -785,11 +774,10 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor beta, torch::
 // Where a graph of the gradient is being built (create_graph, e.g. a gradient penalty) that backward, which is not
 // differentiable itself, would treat f'(x) as a constant: there the eager operators compute the gradient instead, as
 // a graph (search.language.kernel.eager_backward), so a gradient of the gradient is the eager path's. Each call runs at
-// every activation site of every step, so it makes no call through torch's dispatcher that it can skip (a tensor that
-// is already contiguous and of x's dtype is used as it is).
+// every activation site of every step, so it makes no call through torch's dispatcher that it can skip: ``.to()`` is
+// one even where the type is already x's (``.contiguous()`` of a contiguous tensor is not).
 inline torch::Tensor as_of(const torch::Tensor& t, const torch::Tensor& x) {
-  const torch::Tensor typed = t.scalar_type() == x.scalar_type() ? t : t.to(x.scalar_type());
-  return typed.is_contiguous() ? typed : typed.contiguous();
+  return (t.scalar_type() == x.scalar_type() ? t : t.to(x.scalar_type())).contiguous();
 }
 
 // x's channels (dim 1; 1 for a vector) and the positions per channel (the product of the dims after it)
@@ -802,12 +790,11 @@ inline std::pair<int64_t, int64_t> dims_of(const torch::Tensor& x) {
 struct NativeFunction : public torch::autograd::Function<NativeFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor beta,
                                torch::Tensor code, bool saving) {
-    bool root;
     const auto [channels, inner] = dims_of(x);
-    auto out = run_forward(x.is_contiguous() ? x : x.contiguous(), as_of(beta, x), code, channels, inner, saving, root);
+    auto out = forward_saving(x.contiguous(), as_of(beta, x), code, channels, inner, saving);
     // the inputs themselves: the eager backward needs their graphs; y where the backward reads it, as autograd keeps
     // an output (an in-place change of y before the backward is then an error, as for torch's exp or tanh)
-    ctx->save_for_backward({x, beta, code, out[1], root ? out[0] : torch::Tensor()});
+    ctx->save_for_backward({x, beta, code, out[1], out[2]});
     return out[0];
   }
 
@@ -824,7 +811,7 @@ struct NativeFunction : public torch::autograd::Function<NativeFunction> {
       dx = out[0], dbeta = out[1];
     } else {
       const auto [channels, inner] = dims_of(x);
-      auto out = backward_saved(x.is_contiguous() ? x : x.contiguous(), as_of(beta, x), saved[2], as_of(grads[0], x),
+      auto out = backward_saved(x.contiguous(), as_of(beta, x), saved[2], as_of(grads[0], x),
                                 channels, inner, beta_grad, saved[3], saved[4]);
       dx = out[0];
       if (beta_grad) dbeta = out[1].scalar_type() == beta.scalar_type() ? out[1] : out[1].to(beta.scalar_type());
