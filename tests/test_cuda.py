@@ -170,3 +170,10 @@ def test_native_on_cuda_is_the_triton_kernel_and_records_it():
     assert kernel_module.resolve_kernel(None, "cuda") == "compiled"
     assert kernel_module.resolve_kernel(None, "cuda", False) == "eager"  # not compiling: eager, not the untimed kernel
     assert kernel_module.resolve_kernel("native", "mps") == "eager"
+
+
+def test_a_beta_that_does_not_fit_the_input_is_named_as_the_cpu_kernel_names_it():
+    x = torch.randn(4, 6, 5)
+    code = native.program(Expression.parse("x * sigmoid(beta * x)").root)
+    with pytest.raises(ValueError, match=r"^beta of shape \[1, 4\] for an input of 6 channels$"):
+        cuda.run(code, x, torch.ones(1, 4), graph_backward=None, interpret=True)

@@ -340,7 +340,7 @@ def run(code: torch.Tensor, x: torch.Tensor, beta: torch.Tensor, graph_backward,
     the CPU; tests)."""
     channels, inner = native._dims(x)
     if beta.dim() != 2 or beta.shape[1] not in (1, channels):
-        raise ValueError(f"beta of shape {tuple(beta.shape)} for an input of {channels} channels")
+        raise ValueError(f"beta of shape {list(beta.shape)} for an input of {channels} channels")  # as native.cpp says it
     key = (code.numpy().tobytes(), str(x.device))
     programs = _DEVICE_CODE.get(key)
     if programs is None:
