@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/step_parts.py                       # the floor rows and six sample functions
     .venv/bin/python benchmarks/step_parts.py "tanh(x) * beta" "gauss_diff(sinh(x), cos(x))" --rounds 40
+    .venv/bin/python benchmarks/step_parts.py --sample 50 --rounds 15   # child_speed.py's sample, medians per part
 
 Training steps of the proxy child (cnn1d, batch 128, one thread, as ``child_speed.py`` builds it) in interleaved
 rounds of ``--steps`` steps, median of ``--rounds``; every ratio is to torch's relu in the same rounds. First the rows
@@ -18,6 +19,9 @@ shapes (forward saving, backward), its time over torch's relu's there as a share
 same four calls cost beyond the kernel through the activation module and autograd (as a child calls them: Python,
 the C++ autograd node), over what torch's relu module costs beyond its kernel, as a share of relu's step; ``rest``,
 what the step takes beyond those (the values the kernel keeps for its backward slowing the step's other operations).
+With ``--sample N``, the functions are ``child_speed.py --sample N``'s (the issue's sample: N one-unit and N two-unit
+functions), and the medians of each column per group follow; a function whose training loss stops being finite in
+these steps is listed and left out, as child_speed leaves it out.
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 import evaluator.activations as activations  # noqa: E402
-from child_speed import make_runner  # noqa: E402
+from child_speed import make_runner, sample_texts  # noqa: E402
 from search.language import native  # noqa: E402
 from search.language.expression import Expression  # noqa: E402
 from search.language.kernel import activation_module  # noqa: E402
@@ -107,7 +111,11 @@ def main() -> int:
     parser.add_argument("texts", nargs="*", default=DEFAULT, help="candidate expressions (default: six samples)")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--sample", type=int, default=0, metavar="N",
+                        help="the functions of child_speed.py --sample N instead (N one-unit, N two-unit)")
     args = parser.parse_args()
+    if args.sample:
+        args.texts = sample_texts(args.sample)
     torch.set_num_threads(1)
     if not native.available():
         print("the native kernel cannot be built here")
@@ -115,6 +123,7 @@ def main() -> int:
     activations.BASELINES["relu_saving_x"] = lambda c, compile, kernel=None: ReluSavingX()
     rows = [("relu", "relu", None), ("relu, saving x", "relu_saving_x", None),
             ("relu(x) native", "relu(x)", "native"), ("relu(x) eager", "relu(x)", "eager")]
+    floor = len(rows)
     rows += [(text, text, "native") for text in args.texts]
     steps = [make_runner("cnn1d", act, kernel, False, torch.device("cpu"), 128) for _, act, kernel in rows]
     texts = ["relu", "relu(x)"] + args.texts
@@ -124,18 +133,21 @@ def main() -> int:
         for _ in range(3):
             fn()
 
-    def seconds(fn) -> float:
+    def seconds(fn, row: int | None = None) -> float:
         start = time.perf_counter()
         for _ in range(args.steps):
-            fn()
+            out = fn()
+        if row is not None and not bool(torch.isfinite(out)):
+            finite[row] = False
         return (time.perf_counter() - start) / args.steps
 
     step_t: list[list[float]] = [[] for _ in rows]
+    finite = [True for _ in rows]
     kernel_t: dict[str, list[float]] = {text: [] for text in texts}
     called_t: dict[str, list[float]] = {text: [] for text in texts}
     for _ in range(args.rounds):
         for i, fn in enumerate(steps):
-            step_t[i].append(seconds(fn))
+            step_t[i].append(seconds(fn, i))
         for text in texts:
             kernel_t[text].append(seconds(kernels[text]))
             called_t[text].append(seconds(called[text]))
@@ -146,13 +158,25 @@ def main() -> int:
     print(f"cnn1d, batch 128, one thread; median of {args.rounds} interleaved rounds of {args.steps} steps; "
           f"torch {torch.__version__}; load average {os.getloadavg()[0]:.2f}")
     print(f"relu: {1e3 * relu:.2f} ms a step, its kernel alone {1e3 * kernel['relu']:.3f} ms")
-    for i, (label, _, _) in enumerate(rows[:4]):
+    for i, (label, _, _) in enumerate(rows[:floor]):
         print(f"{label:52s} {step[i] / relu:.3f}x relu")
     print(f"{'function':52s} {'step':>7s} {'kernel':>7s} {'calls':>7s} {'rest':>7s}")
-    for i, (label, text, _) in [(2, rows[2])] + list(enumerate(rows[4:], start=4)):
+    parts: dict[str, list[tuple[float, float, float, float]]] = {"one-unit": [], "two-unit": []}
+    for i, (label, text, _) in [(2, rows[2])] + list(enumerate(rows[floor:], start=floor)):
+        if not finite[i]:
+            print(f"{text:52s} diverged (its loss stopped being finite), not counted")
+            continue
         k = (kernel[text] - kernel["relu"]) / relu
         c = (overhead[text] - overhead["relu"]) / relu
         print(f"{text:52s} {step[i] / relu:6.3f}x {k:+7.3f} {c:+7.3f} {step[i] / relu - 1 - k - c:+7.3f}")
+        if args.sample and i >= floor:
+            parts["one-unit" if i - floor < args.sample else "two-unit"].append(
+                (step[i] / relu, k, c, step[i] / relu - 1 - k - c))
+    for group, values in parts.items():
+        if values:
+            medians = [statistics.median(v[j] for v in values) for j in range(4)]
+            print(f"{group + ' median (' + str(len(values)) + ' functions)':52s} {medians[0]:6.3f}x "
+                  + " ".join(f"{m:+7.3f}" for m in medians[1:]))
     print(f"load average {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -109,19 +109,12 @@ def compile_child(model: nn.Module, settings: ChildSettings, sample: torch.Tenso
 
 
 def make_optimizer(model: nn.Module, settings: ChildSettings) -> torch.optim.SGD:
-    """SGD with Nesterov momentum; weight decay on conv and linear weights only (not biases, BN, betas, slopes).
-
-    Multi-tensor (``foreach``) on every device, as torch has it on CUDA: each update is one call over a group's
-    parameters rather than a Python loop over them, which on CPU is what a small child's step pays per parameter (a
-    proxy step's update took 144 us for relu's 14 parameters and 174 us for swish's 18 as a loop, 117 and 132 us so;
-    a candidate's betas are four more). The same values bit for bit
-    (``tests/test_evaluator.py::test_the_multi_tensor_update_trains_a_child_to_the_same_bits_as_the_loop``)."""
+    """SGD with Nesterov momentum; weight decay on conv and linear weights only (not biases, BN, betas, slopes)."""
     decay = [m.weight for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
     decay_ids = {id(p) for p in decay}
     rest = [p for p in model.parameters() if id(p) not in decay_ids]
     groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum, nesterov=settings.momentum > 0,
-                           foreach=True)
+    return torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum, nesterov=settings.momentum > 0)
 
 
 def learning_rate(step: int, settings: ChildSettings) -> float:

@@ -20,7 +20,7 @@ from evaluator.activations import BASELINES, activation_factory, activation_labe
 from evaluator.data import load_task, random_crop_flip
 from evaluator.models import build_model, count_parameters
 from evaluator.settings import ChildSettings
-from evaluator.train import BatchStream, build_child, learning_rate, make_optimizer, train_child, train_step
+from evaluator.train import BatchStream, build_child, learning_rate, train_child
 from search.language.errors import UserError
 from search.language.kernel import Activation
 
@@ -213,32 +213,6 @@ def test_same_seed_gives_every_candidate_the_same_init_and_batches(proxy):
     for _ in range(40):  # past an epoch boundary (2000 / 64)
         (x1, y1), (x2, y2) = streams[0].next(), streams[1].next()
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
-
-
-@pytest.mark.parametrize("activation, kernel", [("relu", None), ("x * sigmoid(beta * x)", "native"),
-                                                ("sin(x) * beta", "eager")])
-def test_the_multi_tensor_update_trains_a_child_to_the_same_bits_as_the_loop(activation, kernel):
-    """make_optimizer's foreach SGD is a speed-up only: 30 steps of a proxy child (weight decay, Nesterov momentum,
-    betas) end at the same parameters and buffers, bit for bit, as with torch's per-parameter loop."""
-    def state(model):
-        return torch.cat([t.detach().flatten().double() for t in (*model.parameters(), *model.buffers())])
-
-    ends = []
-    for foreach in (True, False):
-        torch.manual_seed(0)
-        model = build_model("cnn1d", activation_factory(activation, kernel=kernel))
-        start, settings = state(model), ChildSettings()
-        optimizer = make_optimizer(model, settings)
-        assert all(group["foreach"] for group in optimizer.param_groups)
-        for group in optimizer.param_groups:
-            group["foreach"] = foreach
-        batches = torch.Generator().manual_seed(1)
-        for step in range(30):
-            x, y = torch.randn(64, 1, 40, generator=batches), torch.randint(0, 10, (64,), generator=batches)
-            train_step(model, optimizer, x, y, lr=learning_rate(step, settings))
-        ends.append(state(model))
-        assert (ends[-1] != start).sum() > len(start) // 2  # it trained
-    assert torch.equal(ends[0], ends[1])
 
 
 def test_learning_rate_warms_up_then_decays_to_zero():
