@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/kernel_ab.py /path/to/other/checkout [--n 8] [--rounds 5] [--steps 20]
     .venv/bin/python benchmarks/kernel_ab.py /path/to/other/checkout --texts "gauss_diff(x, min0(x))" "tanh(x)"
+    .venv/bin/python benchmarks/kernel_ab.py /path/to/other/checkout --n 50 --kernel-alone
 
 The other checkout (e.g. ``git worktree add /tmp/base <commit>``) gives its ``search/language/native.py``'s kernel
 source and flags; both kernels are built (or loaded from torch's extension cache) under names of their own and
@@ -10,7 +11,8 @@ alternate the two, each running ``--steps`` training steps with its own kernel (
 module is swapped between them), so the machine's drift between separate runs (a few % on a shared VM) cancels. It
 prints, for the first ``--n`` one-unit and ``--n`` two-unit functions of ``child_speed.py``'s sample that do not
 diverge, this checkout's step time over the other's, and the median of each half (or, with ``--texts``, of those
-functions).
+functions). With ``--kernel-alone`` the rounds time each kernel alone instead of training steps: a forward saving and
+a backward at each of the proxy's four activation shapes (``step_parts.py``'s ``kernel`` column), the same functions.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from child_speed import make_runner, sample_texts  # noqa: E402
+from step_parts import kernel_alone  # noqa: E402
 from search.language import native  # noqa: E402
 
 
@@ -53,12 +56,15 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--texts", nargs="+", help="these functions instead of the sample's")
+    parser.add_argument("--kernel-alone", action="store_true",
+                        help="time the kernels alone at the proxy's activation shapes instead of training steps")
     args = parser.parse_args()
     torch.set_num_threads(1)
     kernels = {"other": build(args.other.resolve(), "other"), "this": build(HERE.parent, "this")}
     texts = sample_texts(50)
-    print(f"this checkout over {args.other}: step time, median of {args.rounds} alternating rounds of {args.steps} "
-          f"steps; load average {os.getloadavg()[0]:.2f}")
+    what = "the kernel alone at the proxy's four sites" if args.kernel_alone else "step time"
+    print(f"this checkout over {args.other}: {what}, median of {args.rounds} alternating rounds of {args.steps} "
+          f"{'calls' if args.kernel_alone else 'steps'}; load average {os.getloadavg()[0]:.2f}")
     groups = [("given", args.texts)] if args.texts else [("one-unit", texts[:50]), ("two-unit", texts[50:])]
     ratios: dict[str, list[float]] = {label: [] for label, _ in groups}
     for label, part in groups:
@@ -76,6 +82,10 @@ def main() -> int:
                     finite = finite and bool(torch.isfinite(run()))
             if not finite:
                 continue  # a diverging child stops: not timed (child_speed.py's rule)
+            if args.kernel_alone:
+                for kind, kernel in kernels.items():
+                    native._STATE["module"] = kernel
+                    runners[kind] = kernel_alone(text)  # it holds the kernel it was made with
             times: dict[str, list[float]] = {kind: [] for kind in runners}
             for _ in range(args.rounds):
                 for kind, run in runners.items():

@@ -287,7 +287,12 @@ ACTSEARCH_DIRECT(erf)
 namespace {
 
 constexpr double PI = 3.14159265358979323846;
-constexpr int64_t TILE = 256;  // elements per tile: every node's values and gradients of a tile stay in cache
+// Elements per tile: every node's values and gradients of a tile stay in cache (2 KiB a row), and each node's loop runs
+// long enough to pay for its setup: the kernel alone on the proxy's four activation shapes (the sample's 45 one-unit
+// and 36 two-unit functions, 2026-12-05, AMD EPYC Zen 4) took, over 256's time, 1.07x at 128, 0.96x at 384 and 512,
+// 0.96 to 0.99x at 768 and 1024; whole training steps at 512 over 256, 0.997x (benchmarks/kernel_ab.py, 40 functions;
+// docs/benchmarks.md).
+constexpr int64_t TILE = 512;
 
 template <typename T> inline T sgn(T a) { return a > T(0) ? T(1) : (a < T(0) ? T(-1) : T(0)); }
 template <typename T> inline T sigm(T a) { return T(1) / (T(1) + vm::exp(-a)); }

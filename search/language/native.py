@@ -2,7 +2,7 @@
 
 A candidate becomes a small program (``program``: one instruction per operator node, in evaluation order: opcode,
 operand slots, beta row); one C++ kernel (``native.cpp``, its operator cases filled in from the operator table's
-``NATIVE`` code) interprets any program over tiles of 256 elements, so it is compiled once per machine (the first use,
+``NATIVE`` code) interprets any program over tiles of 512 elements, so it is compiled once per machine (the first use,
 cached in torch's extension directory under a name that hashes its source), never per candidate. A row that computes
 what an earlier row computes (a repeated subtree without betas) takes its value: the forward computes it once, and the
 backward runs it once on the sum of both uses' gradients, as autograd does on a graph; a tile whose dx is then not
