@@ -17,13 +17,16 @@ data loading. ``--sample N`` instead times training steps of the proxy (cnn1d) f
 one-unit and N two-unit functions that pass the screen (seed 22), eager and native, interleaved with relu in each
 round, and prints each kernel's median and worst ratio to relu (a function whose loss stops being finite is left out
 there, as a child stops: it is listed as diverged); with ``--children`` it times whole 500-step proxy children
-(``train_child``: data, training and evaluation) instead. The load average is printed next to the figures.
+(``train_child``: data, training and evaluation) instead; ``--sample-model resnet20`` times ResNet-20's steps (batch
+128, CIFAR-sized random input) instead of the proxy's: the sample on a GPU, where ``native`` is the Triton kernel
+(``benchmarks/gpu.sh``). The load average is printed next to the figures.
 Usage::
 
     .venv/bin/python benchmarks/child_speed.py                 # CUDA when present, else CPU (one thread)
     .venv/bin/python benchmarks/child_speed.py --models cnn1d --rounds 7 --json speed.json
     .venv/bin/python benchmarks/child_speed.py --sample 50 --steps 20 --rounds 3
     .venv/bin/python benchmarks/child_speed.py --sample 50 --children --rounds 1
+    python benchmarks/child_speed.py --sample 10 --sample-model resnet20 --rounds 3 --steps 10   # on a GPU
 """
 from __future__ import annotations
 
@@ -132,13 +135,13 @@ def sample_texts(n: int, seed: int = 22) -> list[str]:
     return out
 
 
-def step_times(text: str, device: torch.device, batch: int, steps: int, rounds: int
+def step_times(text: str, device: torch.device, batch: int, steps: int, rounds: int, model: str = "cnn1d"
                ) -> tuple[dict[str, list[float]], str | None]:
-    """Seconds of ``steps`` training steps of the proxy with ``text`` eager and native and with relu, ``rounds``
-    interleaved rounds after 3 warm-up steps each; and, where the loss stopped being finite, which kernel at which
-    step (the rounds end there)."""
-    runners = {kind: make_runner("cnn1d", text, kind, False, device, batch) for kind in ("eager", "native")}
-    runners["relu"] = make_runner("cnn1d", "relu", None, False, device, batch)
+    """Seconds of ``steps`` training steps of ``model`` (the proxy's by default) with ``text`` eager and native and with
+    relu, ``rounds`` interleaved rounds after 3 warm-up steps each; and, where the loss stopped being finite, which
+    kernel at which step (the rounds end there)."""
+    runners = {kind: make_runner(model, text, kind, False, device, batch) for kind in ("eager", "native")}
+    runners["relu"] = make_runner(model, "relu", None, False, device, batch)
     done = {kind: 0 for kind in runners}
     bad: str | None = None
 
@@ -180,9 +183,10 @@ def child_times(text: str, rounds: int) -> tuple[dict[str, list[float]], str | N
     return times, None
 
 
-def sample(n: int, device: torch.device, batch: int, steps: int, rounds: int, children: bool = False) -> int:
-    """Step time of the proxy for a sample of functions, eager and native, relative to relu timed in the same round
-    (``children``: the time of whole children instead, ``child_times``).
+def sample(n: int, device: torch.device, batch: int, steps: int, rounds: int, children: bool = False,
+           model: str = "cnn1d") -> int:
+    """Step time of ``model`` (the proxy's by default) for a sample of functions, eager and native, relative to relu
+    timed in the same round (``children``: the time of whole proxy children instead, ``child_times``).
 
     A function whose training loss stops being finite (in either kernel) is not timed further: a child stops at its
     first non-finite loss (``evaluator.train``), so the steps after it, on NaN and inf, are never run by a search. It is
@@ -195,7 +199,7 @@ def sample(n: int, device: torch.device, batch: int, steps: int, rounds: int, ch
         if children:
             times, bad = child_times(text, rounds)
         else:
-            times, bad = step_times(text, device, batch, steps, rounds)
+            times, bad = step_times(text, device, batch, steps, rounds, model)
         label = "one-unit" if index < n else "two-unit"
         if bad:
             diverged.append((label, text, bad))
@@ -212,13 +216,17 @@ def sample(n: int, device: torch.device, batch: int, steps: int, rounds: int, ch
     for kind, values in ratios.items():
         for label, part in (("one-unit", [values[i] for i in parts["one-unit"]]),
                             ("two-unit", [values[i] for i in parts["two-unit"]]), ("all", values)):
+            if not part:  # every function of the group diverged
+                print(f"{kind:7s} {label:9s} no function timed")
+                continue
             print(f"{kind:7s} {label:9s} median {statistics.median(part):.2f}x relu, worst {max(part):.2f}x "
                   f"({len(part)} functions)")
     faster = sum(nat < eag for nat, eag in zip(ratios["native"], ratios["eager"]))
     print(f"native faster than eager for {faster} of {len(ratios['native'])}")
     print(f"diverged, not counted: {sum(d[0] == 'one-unit' for d in diverged)} one-unit, "
           f"{sum(d[0] == 'two-unit' for d in diverged)} two-unit")
-    print(f"load average during the run: {min(loads):.2f} to {max(loads):.2f}")
+    if loads:
+        print(f"load average during the run: {min(loads):.2f} to {max(loads):.2f}")
     return 0
 
 
@@ -236,6 +244,8 @@ def main() -> int:
     parser.add_argument("--children", action="store_true",
                         help="with --sample: time whole 500-step proxy children (data, training, evaluation) "
                              "instead of training steps")
+    parser.add_argument("--sample-model", default="cnn1d", choices=sorted(INPUT_SHAPE),
+                        help="with --sample (not --children): the child whose steps are timed")
     parser.add_argument("--json", metavar="FILE", help="also write the rows and the machine to this JSON file")
     args = parser.parse_args()
 
@@ -249,7 +259,8 @@ def main() -> int:
     print(f"device: {device} ({machine}); torch {torch.__version__}; batch {args.batch_size}; "
           f"median of {args.rounds} interleaved rounds; load average {os.getloadavg()[0]:.2f}")
     if args.sample:
-        return sample(args.sample, device, args.batch_size, args.steps or 20, args.rounds, args.children)
+        return sample(args.sample, device, args.batch_size, args.steps or 20, args.rounds, args.children,
+                      args.sample_model)
     rows = []
     for model_name in args.models:
         steps = args.steps or (3 if model_name == "resnet20" and not use_cuda else 20)
