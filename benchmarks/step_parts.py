@@ -133,6 +133,8 @@ def main() -> int:
         for _ in range(3):
             fn()
 
+    finite = [True for _ in rows]  # per row: its loss stayed finite (else it is left out, as a child stops)
+
     def seconds(fn, row: int | None = None) -> float:
         start = time.perf_counter()
         for _ in range(args.steps):
@@ -142,7 +144,6 @@ def main() -> int:
         return (time.perf_counter() - start) / args.steps
 
     step_t: list[list[float]] = [[] for _ in rows]
-    finite = [True for _ in rows]
     kernel_t: dict[str, list[float]] = {text: [] for text in texts}
     called_t: dict[str, list[float]] = {text: [] for text in texts}
     for _ in range(args.rounds):
@@ -168,10 +169,10 @@ def main() -> int:
             continue
         k = (kernel[text] - kernel["relu"]) / relu
         c = (overhead[text] - overhead["relu"]) / relu
-        print(f"{text:52s} {step[i] / relu:6.3f}x {k:+7.3f} {c:+7.3f} {step[i] / relu - 1 - k - c:+7.3f}")
+        ratio = step[i] / relu
+        print(f"{text:52s} {ratio:6.3f}x {k:+7.3f} {c:+7.3f} {ratio - 1 - k - c:+7.3f}")
         if args.sample and i >= floor:
-            parts["one-unit" if i - floor < args.sample else "two-unit"].append(
-                (step[i] / relu, k, c, step[i] / relu - 1 - k - c))
+            parts["one-unit" if i - floor < args.sample else "two-unit"].append((ratio, k, c, ratio - 1 - k - c))
     for group, values in parts.items():
         if values:
             medians = [statistics.median(v[j] for v in values) for j in range(4)]
