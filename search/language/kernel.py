@@ -115,7 +115,7 @@ def resolve_kernel(kind: str | None, device: torch.device | str, compile: bool |
     the C++ kernel on CPU (``search.language.native``) and the Triton one on CUDA (``search.language.cuda``: never
     timed on a GPU yet, so not CUDA's default, which compiles). Native is the CPU default because it is faster than
     eager (50 one-unit and 50 two-unit functions, whole 500-step proxy children, the 81 that do not diverge: median
-    1.19x relu's time against eager's 2.08x on an Intel VM, 1.27x against 2.09x on an AMD one, faster for 80 or 81 of
+    1.19x relu's time against eager's 2.08x on an Intel VM, 1.23x against 1.95x on an AMD one, faster for 80 or 81 of
     them: docs/benchmarks.md) and disagrees with eager on under 1% of sampled two-unit functions at extreme points. Its
     first build (about 40 s, once per machine) does not count against a child's time limits
     (``evaluator.train.prepare_kernel``)."""
