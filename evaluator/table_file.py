@@ -352,6 +352,21 @@ def _row_problem(row: dict, header: dict) -> str | None:
     return None
 
 
+def study_problem(table: Table, activations: Sequence[str], seeds: int) -> str | None:
+    """Why a significance study of ``activations`` over ``seeds`` paired seeds cannot be replayed from ``table``, or
+    None: a function the table lacks (each re-training would fail, and a failure's score is no measurement of it), or
+    more seeds than it records (seed k mod S again: the same few results counted as independent pairs)."""
+    name = os.path.basename(table.path)
+    missing = [a for a in activations if table.find(a) is None]
+    if missing:
+        return (f"{', '.join(missing[:3])} {'is' if len(missing) == 1 else 'are'} not in the table {name} "
+                f"({len(table.rows)} functions): a replayed study compares only functions the table holds")
+    if seeds > table.seeds:
+        return (f"{seeds} seeds, but the table {name} records {table.seeds} a function: a replayed study would count "
+                f"them again (seed k mod {table.seeds}) as if they were {seeds} independent pairs")
+    return None
+
+
 def replay_child(table_path: str, activation: str, seed: int, split: str = "val",
                  search_path: Sequence[str] | None = None, report=None) -> ChildResult:
     """The ``table`` task's child: look ``activation`` up and return the seed ``seed mod S`` it recorded, as a

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from evaluator.result import ChildResult
 from evaluator.synthetic import evaluate_synthetic, synthetic_target_problem
-from evaluator.table_file import load_table, replay_child
+from evaluator.table_file import load_table, replay_child, study_problem as table_study_problem
 from evaluator.user import is_user_task, load_user_function
 from search.language.errors import UserError
 
@@ -55,6 +55,12 @@ class Task:
 
     def prepare(self, s, search_path: Sequence[str] | None = None) -> None:
         """Load what a child needs beyond its settings (a table, a user's function); ``UserError`` naming it."""
+
+    def study_problem(self, s, activations: Sequence[str], seeds: int,
+                      search_path: Sequence[str] | None = None) -> str | None:
+        """Why a significance study of ``activations`` over ``seeds`` paired seeds cannot be scored by this task, or
+        None (a table holds only its functions and its seeds)."""
+        return None
 
     def evaluate(self, s, activation: str, seed: int, search_path: Sequence[str] | None = None,
                  report=None) -> ChildResult | None:
@@ -136,6 +142,9 @@ class TableTask(Task):
 
     def prepare(self, s, search_path=None):
         load_table(s.table, search_path)
+
+    def study_problem(self, s, activations, seeds, search_path=None):
+        return table_study_problem(load_table(s.table, search_path), activations, seeds)
 
     def evaluate(self, s, activation, seed, search_path=None, report=None):
         return replay_child(s.table, activation, seed, s.split, search_path, report)

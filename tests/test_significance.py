@@ -184,7 +184,7 @@ def test_other_child_settings_are_a_separate_study(address, tmp_path, capsys):
     # no held-out data on the synthetic task: --split changes nothing, so it is the same study, and says so
     code, out, err = cli(capsys, "significance", run, *ARGS, "--split", "val")
     assert code == 0 and "18 from earlier sessions, 0 trained now" in out
-    assert "note: --split val has no effect: the synthetic task has no held-out data" in err
+    assert "note: --split val has no effect: the synthetic task has no held-out split to choose" in err
     code, out, err = cli(capsys, "significance", run, *ARGS, "--set", "child.noise=0.05")
     assert code == 0, err
     assert "0 from earlier sessions, 18 trained now" in out

@@ -299,6 +299,35 @@ def test_a_search_replays_the_table_through_actsearch_run(built, capsys, address
     code, _, err = run_cli(capsys, "run", replay, "--results", folder / "runs", "--name", "x",
                            "--set", "child.table=nowhere.json")
     assert code == 2 and "nowhere.json" in err and not (folder / "runs" / "x").exists()
+    # its significance test takes only the table's functions and seeds: refused before anything is recorded
+    run = folder / "runs" / "replay"
+    before = sorted((p.name, p.stat().st_size) for p in run.iterdir())
+    for args, says in ((["--baselines", "relu,gelu", "--seeds", "2"], "gelu is not in the table small.json"),
+                       (["--baselines", "relu", "--seeds", "5"], "5 seeds, but the table small.json records 2")):
+        code, _, err = run_cli(capsys, "significance", run, "--top", "1", *args)
+        assert code == 2 and says in err, err
+    assert sorted((p.name, p.stat().st_size) for p in run.iterdir()) == before
+    code, stdout, err = run_cli(capsys, "significance", run, "--top", "1", "--baselines", "relu", "--seeds", "2")
+    assert code == 0, err
+    assert "on the table's recorded seeds" in stdout and "synthetic" not in stdout
+
+
+@pytest.mark.parametrize("change, says", [
+    ("confirm.baselines=[relu, gelu]", "gelu is not in the table small.json"),
+    ("confirm.seeds=3", "3 seeds, but the table small.json records 2 a function"),
+])
+def test_a_replay_whose_confirmation_the_table_cannot_score_is_refused(built, capsys, change, says):
+    """A confirmation replays recorded results: a baseline the table lacks would score 0 at every seed (a failed
+    lookup) and win every verdict against it, and seeds beyond the table's would count its two results again as
+    independent pairs. The run is refused before it exists, one line naming what is wrong."""
+    folder, config, out = built
+    replay = folder / "replay-confirm.yaml"
+    replay.write_text(f"seed: 1\n{SMALL_SPACE}controller:\n  kind: random\nchild:\n  task: table\n"
+                      f"  table: {out}\nbudget:\n  children: 4\nconfirm:\n  enabled: true\n  top: 1\n"
+                      f"  baselines: [relu]\n  seeds: 2\n")
+    code, _, err = run_cli(capsys, "run", replay, "--results", folder / "runs", "--set", change)
+    assert code == 2 and says in err and "confirm.enabled: false" in err and err.count("\n") == 1, err
+    assert not (folder / "runs" / "replay-confirm").exists()
 
 
 @pytest.mark.parametrize("change, says", [

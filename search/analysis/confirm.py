@@ -236,7 +236,7 @@ def answer_text(confirmation: Confirmation, rewards=None, show: Callable[[str], 
                 f"re-trainings on the run's child recorded")
     comparisons = metric_comparisons(home.result.comparisons, rewards)
     best = best_of([c.to_dict() for c in home.result.comparisons])
-    where = f"on the {home.result.split} split" if home.result.split else "on the synthetic task"
+    where = home.result.where()
     lines = [f"answer: {show(best)}: best of {len(confirmation.candidates)} confirmed function"
              f"{'s' * (len(confirmation.candidates) != 1)}, {confirmation.seeds} paired seeds {where} "
              f"({home.label}); difference = function minus baseline, 95% interval:"]

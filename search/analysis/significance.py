@@ -203,7 +203,14 @@ class SignificanceResult:
     trained: int  # trained in this session
     comparisons: list[Comparison] = field(default_factory=list)
     wins: WinsTable | None = None
-    split: str | None = None  # the held-out split the scores come from; None for the synthetic task (no split)
+    split: str | None = None  # the held-out split the scores come from; None for a task without one (synthetic, table)
+    task: str = ""  # the child's task
+
+    def where(self) -> str:
+        """Where the scores come from, for a sentence: "on the test split", or the task's own where it has no split."""
+        if self.split:
+            return f"on the {self.split} split"
+        return "on the table's recorded seeds" if self.task == "table" else f"on the {self.task} task (no held-out split)"
 
 
 def run_significance(run_dir: str | Path, candidates: Sequence[str], baselines: Sequence[str], seeds: int,
@@ -214,8 +221,8 @@ def run_significance(run_dir: str | Path, candidates: Sequence[str], baselines: 
     ``SIGNIFICANCE_SPLIT``, see ``study_overrides``), then compare every candidate with every baseline. Progress goes
     to ``out`` (stdout by default) and the run's log.
 
-    Returns a ``SignificanceResult``; raises ``UserError`` for a missing or busy run directory, bad overrides, or a
-    broken setup (the first re-trainings all failing with one error: nothing of them is recorded).
+    Returns a ``SignificanceResult``; raises ``UserError`` for a missing or busy run directory, bad overrides, a study
+    a replayed table cannot score (a function or seed it lacks), or a broken setup (the first re-trainings all failing with one error: nothing of them is recorded).
     """
     run_dir = require_writable_run_dir(run_dir)
     out = sys.stdout if out is None else out
@@ -227,6 +234,9 @@ def run_significance(run_dir: str | Path, candidates: Sequence[str], baselines: 
     study_child = config.to_dict()["child"]
     label = study_label({"child": study_child}, run_config_of(run_dir).to_dict()["child"])
     activations = list(dict.fromkeys([*candidates, *baselines]))
+    problem = find_task(config.child.task).study_problem(config.child, activations, seeds, config.search_path())
+    if problem:
+        raise UserError(problem)
     with run_lock(run_dir), Store.open(run_dir) as store, open(run_dir / LOG_FILE, "a") as log:
         progress = Progress(out, log, progress_every_s)
         store.record_study(key, config.to_dict()["child"], [o for o in overrides if o.strip().startswith("child.")])
@@ -234,7 +244,8 @@ def run_significance(run_dir: str | Path, candidates: Sequence[str], baselines: 
         # seed-major order: a test stopped half-way already holds whole pairs
         jobs = [(a, s) for s in range(seeds) for a in activations if (a, s) not in done]
         total = len(activations) * seeds
-        result = SignificanceResult("complete", key, total, total - len(jobs), 0, split=study_split(study_child))
+        result = SignificanceResult("complete", key, total, total - len(jobs), 0, split=study_split(study_child),
+                                    task=config.child.task)
         progress.event(f"significance study {key} ({label}): {len(candidates)} candidate(s) x {len(baselines)} "
                        f"baseline(s), {seeds} seeds: {total} re-trainings, {result.reused} already done, "
                        f"{len(jobs)} to train")
@@ -335,16 +346,18 @@ def study_label(study: dict, run_child: dict) -> str:
 
 
 def statistics_text(comparisons: Sequence[Comparison | dict], seeds: int, split: str | None,
-                    run_split: str | None = None, width: int = 116) -> str:
+                    run_split: str | None = None, width: int = 116, task: str = "synthetic") -> str:
     """What the verdicts rest on, for the command's output: pairing, the tie rule, the test, the verdict rule with
-    ``seeds_needed`` for this many comparisons, and the split the scores come from (``split``; None for the
-    synthetic task; ``run_split``: the one the search selected on). Wrapped to ``width`` columns."""
+    ``seeds_needed`` for this many comparisons, and the split the scores come from (``split``; None for a ``task``
+    without one, synthetic or table; ``run_split``: the one the search selected on). Wrapped to ``width`` columns."""
     m = len(comparisons)
     alpha = (comparisons[0].alpha if isinstance(comparisons[0], Comparison) else comparisons[0].get("alpha", ALPHA)) \
         if comparisons else ALPHA
     need = seeds_needed(max(m, 1), alpha)
-    if split is None:
-        where = "Split: none; the synthetic task has no held-out data (the score is the similarity to its target)."
+    if split is None and task == "table":
+        where = "Split: none; a replayed table's scores are those its children recorded, seed by seed."
+    elif split is None:
+        where = f"Split: none; the {task} task has no held-out data (the score is the similarity to its target)."
     elif split == (run_split or "val"):
         where = (f"Split: {split}, the held-out set the search scored and selected its candidates on; these verdicts "
                  f"favour the candidates (selection bias).")

@@ -35,7 +35,7 @@ def register(sub) -> None:
     p.add_argument("--split", choices=("val", "test"), default=None,
                    help="held-out set the scores come from (default test: data the search never scored; val is the "
                         "set the search selected on, so its verdicts favour the candidates). No effect on the "
-                        "synthetic task")
+                        "synthetic and table tasks")
     p.add_argument("--plot", default=None, metavar="FILE.png",
                    help="also draw the comparisons to this PNG: per-seed differences, bootstrap interval, verdict")
     p.add_argument("--format", choices=FORMATS, default="table", help="format of the result tables")
@@ -80,20 +80,21 @@ def cmd_significance(args) -> int:
         if warning:
             print(warning, file=sys.stderr)
     if args.split and not has_split(config):
-        print(f"note: --split {args.split} has no effect: the synthetic task has no held-out data", file=sys.stderr)
+        print(f"note: --split {args.split} has no effect: the {config.child.task} task has no held-out split to choose",
+              file=sys.stderr)
     result = run_significance(run_dir, candidates, baselines, args.seeds, overrides)
     print(f"\n{result.total} re-trainings: {result.reused} from earlier sessions, {result.trained} trained now")
     if result.outcome != "complete":
         print("stopped; run the same command again to continue (finished re-trainings are kept)", file=sys.stderr)
         return 130
-    where = f"on the {result.split} split" if result.split else "on the synthetic task (no held-out split)"
+    where = result.where()
     print(f"\n{len(result.comparisons)} comparisons over {args.seeds} seeds {where} (candidate minus baseline; Holm "
           f"over all of them; verdict at 0.05):\n")
     print(significance_table(result.comparisons, args.format, config.rewards))
     print(f"\nwins / ties / losses over {args.seeds} seeds:\n")
     print(wins_text(result.wins, args.format))
     print()
-    print(statistics_text(result.comparisons, args.seeds, result.split, run_child.get("split")))
+    print(statistics_text(result.comparisons, args.seeds, result.split, run_child.get("split"), task=result.task))
     if metric_note(config.rewards):
         print(metric_note(config.rewards))
     if plot:

@@ -342,7 +342,8 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
 def check_child_code(config: Config) -> None:
     """Load what the config's children need beyond their settings, as ``run`` does before it creates or resumes a
     run: ``resources.working_dir`` and ``py_modules`` must exist here and shadow none of actsearch's packages, the
-    user's function must import and take the four arguments, the table file must read. ``UserError`` naming the field.
+    user's function must import and take the four arguments, the table file must read and hold the functions and seeds
+    the run's confirmation replays. ``UserError`` naming the field.
     Read-only commands never call it: inspecting a run needs none of its code."""
     r = config.resources
     local = [m for m in (r.working_dir, *r.py_modules) if m and "://" not in m]
@@ -371,6 +372,13 @@ def check_child_code(config: Config) -> None:
         field = "child.table" if task.reads_table else "child.task"
         message = str(exc)
         raise UserError(message if message.startswith(field) else f"{field}: {message}") from None
+    if config.confirm.enabled:  # a table replays only the functions and seeds it holds
+        from evaluator.activations import activation_label
+
+        problem = task.study_problem(config.child, [activation_label(b) for b in config.confirm.baselines],
+                                     config.confirm.seeds, config.search_path())
+        if problem:
+            raise UserError(f"confirm: {problem}; set confirm.enabled: false to replay the search alone")
 
 
 def check_resume_overrides(overrides: Sequence[str]) -> None:
