@@ -237,6 +237,7 @@ CASES = [
     ("expr-core-units-negative", ["expr", "relu(x)", "--core-units", "-3"], None, ["--core-units"]),
     ("expr-exponent", ["expr", "1e400 * x"], None, ["constant 1e400"]),
     ("plot-unknown-format", ["plot", "RUN", "-o", "TMP/x.txt"], None, [".png, .pdf or .svg"]),
+    ("export-not-python", ["export", "RUN", "1", "-o", "RUN/config.yaml", "--force"], None, ["must end in .py"]),
     ("resume-top-negative", ["resume", "RUN", "--top", "-1"], None, ["--top"]),
     ("top-k-zero", ["top", "RUN", "-k", "0"], None, ["-k"]),
     ("unknown-section", ["run", "TMP/run.yaml", "--set", "chidl.steps=5"], None, ["chidl"]),

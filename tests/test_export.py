@@ -134,6 +134,20 @@ def test_default_module_sizes_betas_from_the_first_input(tmp_path):
     assert module.FORMULA == expr.text and "channels=6" in repr(act)
 
 
+@pytest.mark.parametrize("kernel", ["eager", "native"])
+def test_exported_and_searched_modules_keep_the_shape_of_a_vector_and_a_scalar(tmp_path, kernel):
+    """A 1-D input (one channel) and a 0-D one come back in their own shape, as ReLU's do: the generated code
+    broadcast a beta of shape (1, 1) against x and returned (1, N) for a vector."""
+    expr = Expression.parse("sigmul(asinh(x), beta * x)")
+    module = _load(write_export(tmp_path / "vector.py", expr, {}))
+    for x in (torch.linspace(-3, 3, 7), torch.tensor(0.5)):
+        want = activation_module(expr, kernel=kernel)(x)
+        have = module.SearchedActivation()(x)
+        assert want.shape == have.shape == x.shape
+        torch.testing.assert_close(have, want)
+        torch.testing.assert_close(have, expr(x[None])[0] if x.dim() == 0 else expr(x))
+
+
 def test_docstring_carries_formula_and_provenance(tmp_path):
     significance = [{"candidate": "x * sigmoid(beta * x)", "baseline": "relu", "verdict": "better", "mean_diff": 0.0042,
                      "ci_low": 0.001, "ci_high": 0.007, "wilcoxon_p_holm": 0.012, "sign_p": 0.002, "n": 10,

@@ -24,7 +24,7 @@ def cmd_export(args) -> int:
     from search.analysis.ranking import current_analysis, ranked
     from search.language.expression import Expression
 
-    output = output_file(args.output, "-o", "my_activation.py")
+    output = output_file(args.output, "-o", "my_activation.py", (".py",))  # never a run's own files
     run_dir, config, store = open_run(args.run_dir)
     with store:
         target = args.candidate.strip()

@@ -49,7 +49,8 @@ def _codegen(root: Node, text: str):
     body = "\n".join(lines)
     src = (
         "def activation(x, beta):\n"
-        "    b = beta.reshape((beta.shape[0], 1, beta.shape[1]) + (1,) * (x.dim() - 2))\n"
+        "    shape = (1, beta.shape[1]) + (1,) * (x.dim() - 2) if x.dim() >= 2 else (1,) * x.dim()\n"
+        "    b = beta.reshape((beta.shape[0],) + shape)\n"
         f"{body}\n"
         f"    return {out}\n"
     )
