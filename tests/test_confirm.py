@@ -138,6 +138,29 @@ def test_a_confirmation_killed_midway_resumes_without_retraining_what_was_record
     assert analysis["seeds"] == SEEDS and len(analysis["comparisons"]) == 4
 
 
+def test_a_ctrl_c_as_the_confirmation_connects_says_how_to_resume_and_keeps_the_run(address, tmp_path, capsys,
+                                                                                      monkeypatch):
+    """A Ctrl-C that lands before a stage installs its own handling (here: as the confirmation's pool starts) ends
+    with exit 130, the resume command and a line in run.log, and loses nothing."""
+    config = write_config(tmp_path, address, {})
+    code, _, err = cli(capsys, "run", config, "--name", "c", "--results", tmp_path / "results",
+                       "--set", "confirm.enabled=false")
+    assert code == 0, err
+    run = tmp_path / "results" / "c"
+    with Store.open(run, readonly=True) as store:
+        before = store.candidates(("ok", "failed"))
+
+    def interrupted(pool):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ChildPool, "__enter__", interrupted)
+    code, _, err = cli(capsys, "resume", run, "--set", "confirm.enabled=true")
+    assert code == 130 and f"continue with `actsearch resume {run}`" in err, err
+    assert "interrupted (Ctrl-C)" in (run / "run.log").read_text().splitlines()[-1]
+    with Store.open(run, readonly=True) as store:
+        assert store.candidates(("ok", "failed")) == before and store.retrainings() == []
+
+
 def test_too_few_seeds_warn_with_the_number_needed_and_bad_settings_stop_in_one_line(tmp_path, capsys):
     config = config_from_dict({"child": {"task": "mnist1d"}, "confirm": {"enabled": True, "top": 3, "seeds": 5}})
     [warning] = confirm_warnings(config)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from pathlib import Path
 
 from search.cli.common import whole
@@ -135,10 +136,18 @@ def _run(run_dir: Path, top: int, overrides=(), config_file=None, accept_changed
         overrides = _resume_overrides(run_dir, config_file)
     _check_resumed_child_code(run_dir, overrides, accept_changed)
     _warn_confirm(run_dir, overrides)
-    result = run_search(run_dir, overrides=tuple(overrides))
-    confirmation = None
-    if result.outcome in CONFIRM_AFTER:  # the budget is spent: re-train the best against the baselines
-        confirmation = confirm_run(run_dir, overrides)
+    try:
+        result = run_search(run_dir, overrides=tuple(overrides))
+        confirmation = None
+        if result.outcome in CONFIRM_AFTER:  # the budget is spent: re-train the best against the baselines
+            confirmation = confirm_run(run_dir, overrides)
+    except KeyboardInterrupt:  # a Ctrl-C outside a session's own handling (connecting to Ray, between the stages)
+        from search.loop.rundir import LOG_FILE
+
+        with open(run_dir / LOG_FILE, "a") as log:
+            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} interrupted (Ctrl-C) between the run's stages\n")
+        print(f"\nstopped; continue with `actsearch resume {run_dir}` (everything recorded is kept)", file=sys.stderr)
+        return 130
     from search.loop.rundir import run_config
 
     with Store.open(run_dir, readonly=True) as store:
