@@ -244,7 +244,7 @@ CASES = [
     ("unknown-setting", ["run", "TMP/run.yaml", "--set", "child.stpes=5"], None, ["child.stpes"]),
     ("not-a-run", ["top", "TMP"], None, ["not a run directory"]),
     ("unknown-baseline", ["significance", "RUN", "--baselines", "frobnicate"], None, ["--baselines"]),
-    ("unknown-flag", ["top", "RUN", "--frobnicate"], None, ["--frobnicate"]),
+    ("unknown-flag", ["top", "RUN", "--frobnicate"], None, ["actsearch top: error", "--frobnicate"]),
     # 10. output paths, checked before any work (issue 20, items 5 and 10): a folder, a missing folder, a file as the
     # folder, a folder no one may write in (sysfs refuses even root), a name too long, the wrong suffix
     *[(f"{command}-out-{kind}", [*argv, flag, path], change, [flag, *words])

@@ -66,7 +66,8 @@ def test_beta_changes_swish():
     ("2 * x", "constant 2 is not in the space"),
     ("x # y", "unexpected character '#'"),
     ("x x", "unexpected 'x'"),
-    ("y", "unknown operator 'y'"),
+    ("y", "unknown name 'y': the input is x, a trainable constant is beta"),
+    ("y(x)", "unknown operator 'y'"),
 ])
 def test_bad_text_names_the_problem_and_column(bad, fragment):
     with pytest.raises(ExpressionError) as info:

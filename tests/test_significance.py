@@ -269,3 +269,17 @@ def test_ctrl_c_stops_with_exit_130_and_the_same_command_continues(address, tmp_
     code, out, err = cli(capsys, "significance", run, *ARGS)
     assert code == 0, err
     assert f"18 re-trainings: {stopped} from earlier sessions, {18 - stopped} trained now" in out
+
+
+def test_the_wins_table_writes_functions_as_every_display_does_and_csv_keeps_their_texts():
+    """The significance table above it shows ``x * sigmoid(sinh(x))``; the wins table showed ``sigmul(sinh(x), x)``
+    for the same function, and a baseline expression as its raw text."""
+    from search.analysis.significance import wins_text
+
+    wins = {"unit": "seed", "candidates": ["sigmul(sinh(x), x)"], "baselines": ["relu", "sigmul(beta * x, x)"],
+            "cells": {"sigmul(sinh(x), x)": {"relu": [8, 0, 0], "sigmul(beta * x, x)": [1, 2, 5]}}}
+    header, _, row = wins_text(wins).splitlines()
+    assert header.split() == ["candidate", "relu", "x", "*", "sigmoid(beta", "*", "x)", "=", "swish"]
+    assert row.split() == ["x", "*", "sigmoid(sinh(x))", "8/0/0", "1/2/5"]
+    assert wins_text(wins, "csv").splitlines() == ['candidate,relu,"sigmul(beta * x, x)"',
+                                                   '"sigmul(sinh(x), x)",8/0/0,1/2/5']

@@ -172,14 +172,14 @@ def top_table(rows: Sequence[dict], fmt: str = "table", rewards: Any = None,
 
 
 # A significance study's comparisons, one row each (``comparison_rows``): the text tables and the report's HTML.
-def _function(label: str) -> str:
+def function_label(label: str) -> str:
     """A candidate or baseline label as displays write it (a baseline's name stays as it is)."""
     return label if fingerprint_of(label) is None else display_text(label)
 
 
 SIGNIFICANCE_COLUMNS = (
-    Column("candidate", "candidate", _function),
-    Column("baseline", "baseline", _function),
+    Column("candidate", "candidate", function_label),
+    Column("baseline", "baseline", function_label),
     Column("n", "seeds", _plain, right=True),
     Column("candidate_mean", "cand. mean", _number(4), right=True),
     Column("baseline_mean", "base. mean", _number(4), right=True),

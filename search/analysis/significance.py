@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Sequence, TextIO
 
 from evaluator.tasks import SyntheticTask, find_task
-from search.analysis.formatting import SIGNIFICANCE_COLUMNS, Column, comparison_rows, format_rows
+from search.analysis.formatting import SIGNIFICANCE_COLUMNS, Column, comparison_rows, format_rows, function_label
 from search.analysis.retrain import retrain
 from search.analysis.stats import (
     ALPHA,
@@ -322,7 +322,9 @@ def significance_table(comparisons: Sequence[Comparison | dict], fmt: str = "tab
 def wins_text(table: WinsTable | dict, fmt: str = "table") -> str:
     """The paper's wins / ties / losses summary: one row per candidate, one ``w/t/l`` column per baseline."""
     table = WinsTable.from_dict(table) if isinstance(table, dict) else table
-    columns = [Column("candidate", "candidate")] + [Column(b, b, str, right=True) for b in table.baselines]
+    shown = function_label if fmt in ("table", "markdown") else str  # CSV and JSON keep the canonical texts
+    columns = [Column("candidate", "candidate", function_label)] + [Column(b, shown(b), str, right=True)
+                                                                     for b in table.baselines]
     return format_rows(table.rows(), columns, fmt)
 
 

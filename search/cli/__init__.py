@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.register(sub)
+    parser.set_defaults(commands=sub.choices)  # each command's own parser, to name it in an error
     return parser
 
 
@@ -40,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # said by the command's parser: "actsearch top: error: unrecognized arguments: --top 0"
+            args.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # a bad command line (one line already printed) or --help
         return int(exc.code or 0)
     try:

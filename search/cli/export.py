@@ -21,6 +21,7 @@ def register(sub) -> None:
 
 def cmd_export(args) -> int:
     from search.analysis.export import write_export
+    from search.analysis.formatting import display_text
     from search.analysis.ranking import current_analysis, ranked
     from search.language.expression import Expression
 
@@ -63,5 +64,6 @@ def cmd_export(args) -> int:
                                                f"{len(analysis['comparisons'])} comparisons, "
                                                f"{study_label(analysis, config.to_dict()['child'])}")
     path = write_export(output, expr, provenance, force=args.force, class_name=args.class_name)
-    print(f"wrote {path}: {expr.text}")
+    shown = display_text(expr.text)
+    print(f"wrote {path}: {expr.text}" + (f" (displays show it as {shown})" if shown != expr.text else ""))
     return 0

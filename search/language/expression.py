@@ -205,6 +205,9 @@ class _Parser:
             return apply("beta", X)
         if value not in CALLS:
             known = ", ".join(sorted(CALLS))
+            if self.peek() != "(":  # a name, not a call
+                raise self.error(f"unknown name {value!r}: the input is x, a trainable constant is beta, and an "
+                                 f"operator is called, e.g. tanh(x) (operators: {known})", col)
             raise self.error(f"unknown operator {value!r} (known: {known})", col)
         op = CALLS[value]
         self.take("(")
