@@ -283,3 +283,21 @@ def test_the_wins_table_writes_functions_as_every_display_does_and_csv_keeps_the
     assert row.split() == ["x", "*", "sigmoid(sinh(x))", "8/0/0", "1/2/5"]
     assert wins_text(wins, "csv").splitlines() == ['candidate,relu,"sigmul(beta * x, x)"',
                                                    '"sigmul(sinh(x), x)",8/0/0,1/2/5']
+
+
+def test_top_k_takes_the_k_best_children_that_trained_to_the_end():
+    """``--top K`` of a run with early stopping tested fewer than K functions: the K best by reward less the stopped
+    ones, without a word."""
+    from search.analysis.significance import choose_candidates
+    from search.loop.config import config_from_dict
+    from search.loop.local import search_local
+
+    config = config_from_dict({"seed": 1, "space": {"core_units": 1}, "controller": {"kind": "random"},
+                               "child": {"task": "synthetic", "noise": 0.02, "steps": 500},
+                               "fidelity": {"rungs": [50, 150], "eta": 3}, "budget": {"children": 60}})
+    store = search_local(config, capacity=4)["store"]
+    ranked = store.top(store.evaluated())
+    ok = [r["text"] for r in ranked if r["status"] == "ok"]
+    k = len(ok) - 1  # 13 here
+    assert k >= 5 and any(r["status"] == "stopped" for r in ranked[:k])
+    assert choose_candidates(store, k) == ok[:k]

@@ -33,6 +33,18 @@ def built(tmp_path_factory, address):
     return folder, config, out
 
 
+def test_a_build_whose_budget_ends_before_the_space_writes_what_it_trained(built, capsys):
+    """A budget smaller than the space ended the first session "finished": the build said "finished; run the same
+    command again to continue" and exited 130 without a table (the second call wrote it)."""
+    folder, config, _ = built
+    out = folder / "part.json"
+    code, stdout, err = run_cli(capsys, "table", "build", config, "--seeds", "1", "--out", out, "--results",
+                                folder / "results", "--name", "part", "--set", "budget.children=5")
+    assert code == 0, err
+    assert "ended the search before the space did: the table holds the 5 children it trained" in stdout + err
+    assert len(load_table(out).rows) == 5
+
+
 def test_build_writes_every_function_once_per_seed(built):
     folder, config, out = built
     table = load_table(out)

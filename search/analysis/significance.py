@@ -142,8 +142,8 @@ def choose_candidates(store: Store, top: int | None, expressions: Sequence[str] 
     from search.language.expression import Expression
 
     texts = []
-    if top:
-        texts += [r["text"] for r in store.top(top) if r["status"] == "ok"]
+    if top:  # the best ``top`` that trained to the end: a child stopped early ranks by a cheaper score
+        texts += [r["text"] for r in store.top(store.evaluated()) if r["status"] == "ok"][:top]
     texts += [Expression.parse(e).text for e in expressions]
     texts = list(dict.fromkeys(texts))
     if not texts:

@@ -96,9 +96,12 @@ def _search_space(config: Config, results: Path, name: str, seeds: int, stream: 
             create_run(run_dir, seeded)
         print(f"table seed {k}: {run_dir}", file=stream)
         result = run_search(run_dir, out=stream)
-        if result.outcome not in ("exhausted", "complete"):
+        if result.outcome not in ("exhausted", "complete", "finished", "stalled"):  # stopped: it goes on next time
             print(f"{run_dir}: {result.outcome}; run the same command again to continue", file=stream)
             return None
+        if result.outcome in ("finished", "stalled"):
+            print(f"{run_dir}: budget.children ({result.budget}) ended the search before the space did: the table "
+                  f"holds the {result.evaluated:,} children it trained (a bigger budget continues it)", file=stream)
         run_dirs.append(run_dir)
     return _rows_from_runs(config, run_dirs)
 
