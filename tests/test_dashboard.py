@@ -135,6 +135,37 @@ def test_the_state_of_a_run_comes_from_its_sessions_and_lock(tmp_path):
     assert run_state([{"ended_at": None, "host": socket.gethostname(), "pid": 2 ** 22 + 7}], False) == "stopped"
 
 
+def test_a_minimised_metric_is_shown_as_itself_with_differences_in_its_units(tmp_path):
+    """A run that minimises val_loss showed "best reward -1.2", and its forest plot differences with the wrong sign."""
+    from search.analysis.dashboard import Board
+
+    run = tmp_path / "lm"
+    create_run(run, config_from_dict({"seed": 1, "child": {"task": "children:train"}, "budget": {"children": 3},
+                                      "rewards": {"metric": "val_loss", "minimize": True, "failed": -10,
+                                                  "screened": -10}}))
+    texts = ["sigmul(beta * x, x)", "relu(x)", "tanh(x)"]
+    with Store.open(run) as store:
+        session = store.start_session({})
+        _ask(store, texts)
+        for i, loss in enumerate((1.2, 1.5, 2.0)):
+            store.record_launch(i, seed=i)
+            store.record_result(i, "ok", -loss, metrics={"val_loss": loss})
+        store.record_study("s1", {"task": "children:train"}, [])
+        store.record_significance("s1", [texts[0]], ["relu"], 8, [
+            {"candidate": texts[0], "baseline": "relu", "mean_diff": 0.02, "ci_low": 0.01, "ci_high": 0.03,
+             "verdict": "better", "wilcoxon_p_holm": 0.008, "n": 8, "diffs": [0.02] * 8}], {})
+        store.end_session(session, "finished", 0.1)
+    board = Board({"lm": run, "done": finished_run(tmp_path)})
+    lm, done = board.runs()
+    assert (lm["metric"], lm["lower"], lm["best"]["reward"]) == ("val_loss", True, 1.2)
+    assert [p[1] for p in lm["curve"]] == [1.2, 1.2]
+    assert (done["metric"], done["lower"], done["best"]["reward"]) == ("reward", False, 0.9)
+    detail = board.run("lm")
+    assert [c[1] for c in detail["course"]] == [1.2, 1.5, 2.0] and [c[3] for c in detail["course"]] == [1.2] * 3
+    [row] = detail["significance"][0]["comparisons"]
+    assert (row["mean"], row["low"], row["high"], row["lower"]) == (-0.02, -0.03, -0.01, True)
+
+
 # ---------------------------------------------------------------- in a browser, while a search runs
 
 def _dom(url: str, width: int, screenshot: Path | None = None) -> tuple[str, str]:

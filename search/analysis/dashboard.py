@@ -27,7 +27,6 @@ from search.language.errors import UserError
 SHAPE_POINTS = np.linspace(-5.0, 5.0, 81)  # x where the small multiples draw f and f'
 SHAPES = 12  # best functions drawn per run
 CURVE_POINTS = 400  # best-so-far points per run on the comparison plot (the course itself is sent whole)
-ETA_WINDOW = 30  # the last children whose finishing times give the rate
 
 
 def find_runs(paths: Iterable[str | Path]) -> dict[str, Path]:
@@ -128,11 +127,18 @@ class _Watched:
 
     path: Path
     budget: int | None = None
+    rewards: Any = None  # the run's RewardSettings: a minimised metric is shown as itself, not as its negated reward
+    rungs: tuple = ()  # fidelity.rungs: the steps of each rung
+    session: dict = field(default_factory=dict)  # the last session (its start and end give the rate)
     course: list = field(default_factory=list)  # (index, status, reward, finished_at) of final candidates
     first_open: int = 0  # candidates before this index all have their results in ``course``
     seq: int = -1  # the journal's last event at the last full read
     detail: dict = field(default_factory=dict)  # the rest of the last full read
     shapes: dict = field(default_factory=dict)  # text -> shape
+
+    def shown(self, reward: float | None) -> float | None:
+        """A reward as the run's metric (val_bpc 4.18, not reward -4.18); accuracy as it is."""
+        return _finite(self.rewards.metric_of(reward) if self.rewards is not None and reward is not None else reward)
 
 
 class Board:
@@ -171,7 +177,7 @@ class Board:
         for index, status, reward, _ in w.course:
             r = _finite(reward)
             best = max(best, r) if r is not None else best
-            course.append([index, r, status, best if best > -math.inf else None])
+            course.append([index, w.shown(r), status, w.shown(best) if best > -math.inf else None])
         return {**self._summary(name, w), "course": course, **w.detail}
 
     # ------------------------------------------------------------ reading a store
@@ -183,9 +189,11 @@ class Board:
 
         with Store.open(w.path, readonly=True) as store:
             if w.budget is None:
-                w.budget = run_config(w.path, store).budget.children
+                config = run_config(w.path, store)
+                w.budget, w.rewards, w.rungs = config.budget.children, config.rewards, tuple(config.fidelity.rungs)
             seq = store.last_event_seq()
             sessions = store.sessions()
+            w.session = sessions[-1] if sessions else {}
             w.detail["state"] = run_state(sessions, lock_held(w.path))
             if seq == w.seq and w.detail.get("sessions") == len(sessions):
                 return
@@ -211,25 +219,27 @@ class Board:
             simplest, equals = display_parts(r["text"], known.get(r["fingerprint"], ()))
             if r["text"] not in w.shapes:
                 w.shapes[r["text"]] = shape(r["text"])
-            retrained = [{"seed": t["seed_number"], "score": _finite(t["score"])}
+            retrained = [{"seed": t["seed_number"], "score": w.shown(t["score"])}
                          for t in store.retrainings(activations=[r["text"]])]
             shapes.append({"rank": r["rank"], "index": r["index"], "text": r["text"], "readable": simplest,
-                           "equals": equals, "typeset": typeset_html(simplest), "reward": _finite(r["reward"]),
+                           "equals": equals, "typeset": typeset_html(simplest), "reward": w.shown(r["reward"]),
                            "seed": r["seed"], "retrained": retrained, **w.shapes[r["text"]]})
         steps = store.child_steps()
         return {"entropy": [e for e in entropy if e[1] is not None], "shapes": shapes,
-                "rungs": {"children": steps["children"], "stopped": {str(k): v for k, v in steps["stopped"].items()}},
-                "significance": self._significance(store)}
+                "rungs": {"children": steps["children"], "stopped": {str(k): v for k, v in steps["stopped"].items()},
+                          "steps": list(w.rungs)},
+                "significance": self._significance(store, w.rewards)}
 
     @staticmethod
-    def _significance(store) -> list[dict]:
+    def _significance(store, rewards=None) -> list[dict]:
         from search.analysis.formatting import display_parts
+        from search.analysis.significance import metric_comparisons
         from search.language.simplify import typeset_html
 
         out = []
         for study in store.significance():
             rows = []
-            for c in study["comparisons"]:
+            for c in metric_comparisons(study["comparisons"], rewards):  # in the metric: candidate minus baseline
                 shown, equals = display_parts(c.get("candidate", ""))
                 try:
                     typeset = typeset_html(shown)
@@ -239,7 +249,7 @@ class Board:
                              "baseline": c.get("baseline"), "mean": _finite(c.get("mean_diff")),
                              "low": _finite(c.get("ci_low")), "high": _finite(c.get("ci_high")),
                              "verdict": c.get("verdict") or "no evidence", "p": _finite(c.get("wilcoxon_p_holm")),
-                             "n": c.get("n")})
+                             "n": c.get("n"), "metric": c.get("metric"), "lower": bool(c.get("lower_is_better"))})
             out.append({"study": study["study"], "overrides": study["overrides"], "seeds": study["seeds"],
                         "comparisons": rows})
         return out
@@ -254,15 +264,24 @@ class Board:
                 curve.append([index, r])
         if w.course and curve:
             curve.append([w.course[-1][0], best])
-        finished = sorted(c[3] for c in w.course if c[3] is not None)[-ETA_WINDOW:]
-        per_minute = (len(finished) - 1) * 60 / (finished[-1] - finished[0]) \
-            if len(finished) > 1 and finished[-1] > finished[0] else None
+        finished = sorted(c[3] for c in w.course if c[3] is not None)
         state = w.detail.get("state", "new")
+        # the rate of the last session: its children over its time so far (or in all, once it ended); the spread of
+        # finishing times would count a pause between sessions, and a batch recorded at once as no time at all
+        started, ended = w.session.get("started_at"), w.session.get("ended_at")
+        now = time.time()
+        until = ended if ended is not None else (now if state == "running" else (finished[-1] if finished else None))
+        this_session = sum(1 for t in finished if started is not None and t >= started)
+        per_minute = this_session * 60 / (until - started) \
+            if this_session and started is not None and until is not None and until > started else None
         left = max((w.budget or 0) - done, 0)
         eta = left * 60 / per_minute if per_minute and state == "running" and left else None
         top = (w.detail.get("shapes") or [None])[0]
+        metric = w.rewards.metric if w.rewards is not None else "accuracy"
+        lower = bool(w.rewards is not None and w.rewards.minimize)
         return {"name": name, "path": str(w.path), "state": state, "done": done, "budget": w.budget,
                 "proposals": w.detail.get("proposals", 0), "running": w.detail.get("running", 0),
                 "best": top and {k: top[k] for k in ("readable", "equals", "typeset", "reward")},
-                "per_minute": per_minute, "eta_s": eta, "curve": _thin(curve, CURVE_POINTS),
-                "last_at": finished[-1] if finished else None, "now": time.time()}
+                "per_minute": per_minute, "eta_s": eta, "curve": _thin([[i, w.shown(r)] for i, r in curve], CURVE_POINTS),
+                "metric": "reward" if metric == "accuracy" and not lower else metric, "lower": lower,
+                "last_at": finished[-1] if finished else None, "now": now}

@@ -70,19 +70,26 @@ function path(points, sx, sy) {
   return d;
 }
 
+function measure(r) { return r.metric + (r.lower ? ' (lower is better)' : ''); }
+
 function compareSvg(runs) {
   const w = 1300, h = 260, m = {l: 56, r: 170, t: 16, b: 22};
-  const withCurve = runs.filter(r => r.curve && r.curve.length);
-  if (!withCurve.length) return '<p class="small">no rewards yet</p>';
+  const scored = runs.filter(r => r.curve && r.curve.length);
+  if (!scored.length) return '<p class="small">no rewards yet</p>';
+  const count = {}; scored.forEach(r => { count[measure(r)] = (count[measure(r)] || 0) + 1; });
+  const shared = Object.keys(count).sort((a, b) => count[b] - count[a])[0];  // one axis: the most runs' metric
+  const withCurve = scored.filter(r => measure(r) === shared), apart = scored.filter(r => measure(r) !== shared);
   const xs = withCurve.flatMap(r => r.curve.map(p => p[0])), ys = withCurve.flatMap(r => r.curve.map(p => p[1]));
   const [x0, x1] = extent(xs.concat([0])), [y0, y1] = extent(ys);
   const sx = scale(x0, x1, m.l, w - m.r), sy = scale(y0, y1, h - m.b, m.t);
-  let s = axes(w, h, m, [x0, x1], [fmt(y0, 3), fmt(y1, 3)], 'candidate index', 'best reward so far');
+  let s = axes(w, h, m, [x0, x1], [fmt(y0, 3), fmt(y1, 3)], 'candidate index', 'best so far: ' + shared);
   withCurve.forEach((r, i) => { const c = COLORS[i % COLORS.length];
     const steps = r.curve.flatMap((p, j) => j ? [[p[0], r.curve[j - 1][1]], p] : [p]);  // best so far: a step
     s += `<path d="${path(steps, sx, sy)}" fill="none" stroke="${c}" stroke-width="2"><title>${esc(r.name)}</title></path>`;
     s += `<text x="${w - m.r + 8}" y="${m.t + 14 * i + 8}" style="fill:${c}">${esc(r.name.slice(0, 24))}</text>`; });
-  return `<svg id="compare" viewBox="0 0 ${w} ${h}">${s}</svg>`;
+  const note = apart.length ? `<p class="small">not drawn here (another metric): ${apart.map(r => esc(r.name) +
+    ' (' + esc(measure(r)) + ')').join(', ')}</p>` : '';
+  return `<svg id="compare" viewBox="0 0 ${w} ${h}">${s}</svg>${note}`;
 }
 
 function courseSvg(run) {
@@ -91,12 +98,15 @@ function courseSvg(run) {
   if (!pts.length) return '<p class="small">no rewards yet</p>';
   const [x0, x1] = extent(run.course.map(c => c[0]).concat([0]));
   let [y0, y1] = extent(pts.map(c => c[1]));
-  const sorted = pts.map(c => c[1]).sort((a, b) => a - b), floor = sorted[Math.floor(sorted.length * 0.05)];
-  if (floor > y0 && y1 > floor) y0 = floor - 0.05 * (y1 - floor);  // far-below rewards pinned to the edge
+  const sorted = pts.map(c => c[1]).sort((a, b) => a - b);
+  if (!run.lower) { const floor = sorted[Math.floor(sorted.length * 0.05)];  // far-worse values pinned to the edge
+    if (floor > y0 && y1 > floor) y0 = floor - 0.05 * (y1 - floor); }
+  else { const ceil = sorted[Math.ceil(sorted.length * 0.95) - 1];
+    if (ceil < y1 && ceil > y0) y1 = ceil + 0.05 * (ceil - y0); }
   const sx = scale(x0, x1, m.l, w - m.r), sy = scale(y0, y1, h - m.b, m.t);
   const r = pts.length > 300 ? 1.6 : 2.8;
-  let s = axes(w, h, m, [x0, x1], [fmt(y0, 3), fmt(y1, 3)], 'candidate index', 'reward');
-  for (const [i, v, st] of pts) s += `<circle class="child" cx="${sx(i).toFixed(1)}" cy="${sy(Math.max(v, y0)).toFixed(1)}" ` +
+  let s = axes(w, h, m, [x0, x1], [fmt(y0, 3), fmt(y1, 3)], 'candidate index', measure(run));
+  for (const [i, v, st] of pts) s += `<circle class="child" cx="${sx(i).toFixed(1)}" cy="${sy(Math.min(Math.max(v, y0), y1)).toFixed(1)}" ` +
     `r="${r}" fill="${st === 'ok' ? '#7a8a99' : '#c98a8a'}" fill-opacity="0.65"><title>#${i} ${st} ${fmt(v)}</title></circle>`;
   s += `<path d="${path(run.course.map(c => [c[0], c[3]]), sx, sy)}" fill="none" stroke="#c0392b" stroke-width="2"/>`;
   return `<svg id="course" viewBox="0 0 ${w} ${h}">${s}</svg>`;
@@ -116,8 +126,9 @@ function rungsSvg(run) {
   const stopped = Object.entries(run.rungs.stopped);
   if (!stopped.length) return '';
   const w = 640, rowH = 22, h = 20 + rowH * (stopped.length + 1), total = run.rungs.children || 1;
-  const bars = [...stopped.map(([k, n]) => ['stopped at rung ' + k, n]),
-    ['trained to the end', total - stopped.reduce((a, [, n]) => a + n, 0)]];
+  const steps = run.rungs.steps || [];
+  const bars = [...stopped.map(([k, n]) => ['stopped at rung ' + (+k + 1) + (steps[+k] != null ? ' (' + steps[+k] + ' steps)' : ''), n]),
+    ['not stopped', total - stopped.reduce((a, [, n]) => a + n, 0)]];
   let s = '';
   bars.forEach(([label, n], i) => { const y = 10 + i * rowH, bw = (w - 200) * n / total;
     s += `<text x="150" y="${y + 14}" text-anchor="end">${esc(label)}</text><rect x="160" y="${y + 3}" width="${bw.toFixed(1)}" ` +
@@ -140,8 +151,8 @@ function shapesHtml(run) {
     const sx = scale(-5, 5, m.l, w - m.r), sy = scale(lo, hi, h - m.b, m.t);
     const clip = v => v == null ? null : Math.min(hi, Math.max(lo, v));
     const seeds = f.retrained.length ? '; re-trained: ' + f.retrained.map(t => `seed ${t.seed}: ${fmt(t.score)}`).join(', ') : '';
-    const hover = `#${f.rank} ${f.readable}${f.equals ? '  = ' + f.equals : ''}\nreward ${fmt(f.reward)} (child seed ${f.seed})${seeds}`;
-    const t = r1 > r0 ? (f.reward - r0) / (r1 - r0) : 1;
+    const hover = `#${f.rank} ${f.readable}${f.equals ? '  = ' + f.equals : ''}\n${run.metric} ${fmt(f.reward)} (child seed ${f.seed})${seeds}`;
+    const t = r1 > r0 ? (run.lower ? r1 - f.reward : f.reward - r0) / (r1 - r0) : 1;
     return `<div class="shape" style="border-color:${shapeColor(t)}" title="${esc(hover)}">` +
       `<div class="small">#${f.rank} &middot; ${fmt(f.reward)}${f.equals ? ' &middot; = ' + esc(f.equals) : ''}</div>` +
       `<div class="math">${f.typeset}</div><svg viewBox="0 0 ${w} ${h}">` +
@@ -153,12 +164,13 @@ function shapesHtml(run) {
 }
 
 function forestSvg(study, i) {
+  const lower = study.comparisons.some(r => r.lower);
   const rows = study.comparisons, w = 1300, rowH = 30, m = {l: 380, r: 300, t: 10, b: 40}, h = m.t + m.b + rowH * rows.length;
   const vals = rows.flatMap(r => [r.low, r.high, r.mean]).concat([0]);
   const [x0, x1] = extent(vals), pad = 0.08 * (x1 - x0 || 1);
   const sx = scale(x0 - pad, x1 + pad, m.l, w - m.r);
   let s = `<line x1="${sx(0)}" x2="${sx(0)}" y1="${m.t}" y2="${h - m.b}" stroke="#333"/>` +
-    `<text x="${(m.l + w - m.r) / 2}" y="${h - 4}" text-anchor="middle">candidate minus baseline (mean and 95% interval; the line is zero)</text>` +
+    `<text x="${(m.l + w - m.r) / 2}" y="${h - 4}" text-anchor="middle">candidate minus baseline${lower ? ' in ' + esc(study.comparisons[0].metric) + ', lower is better' : ''} (mean and 95% interval; the line is zero)</text>` +
     `<line x1="${m.l}" x2="${w - m.r}" y1="${h - m.b + 4}" y2="${h - m.b + 4}" stroke="#999"/>` +
     `<text x="${m.l}" y="${h - 22}">${fmt(x0 - pad, 3)}</text><text x="${w - m.r}" y="${h - 22}" text-anchor="end">${fmt(x1 + pad, 3)}</text>`;
   rows.forEach((r, j) => { const y = m.t + j * rowH + rowH / 2, c = VERDICT[r.verdict] || '#5f6b76';
@@ -175,11 +187,11 @@ function forestSvg(study, i) {
 function cards(runs) {
   return runs.map(r => { const pct = r.budget ? Math.min(100, 100 * r.done / r.budget) : 0;
     const best = r.best ? `<div class="math">${r.best.typeset}${r.best.equals ? ' <span class="small">= ' + esc(r.best.equals) + '</span>' : ''}</div>` +
-      `<div class="small">best reward ${fmt(r.best.reward)}</div>` : '<div class="small">no reward yet</div>';
+      `<div class="small">best ${esc(r.metric)} ${fmt(r.best.reward)}</div>` : '<div class="small">no reward yet</div>';
     const body = r.state === 'damaged' ? `<div class="small">${esc(r.error)}</div>` :
       `<div class="bar"><div style="width:${pct.toFixed(1)}%"></div></div><div class="small">` +
       `<span class="done">${r.done}</span> / ${r.budget ?? '?'} children` +
-      `${r.running ? ', ' + r.running + ' in flight' : ''}${r.per_minute ? ', ' + r.per_minute.toFixed(1) + '/min' : ''}` +
+      `${r.running ? ', ' + r.running + (r.state === 'running' ? ' in flight' : ' left open') : ''}${r.per_minute ? ', ' + r.per_minute.toFixed(1) + '/min' : ''}` +
       `${r.eta_s != null ? ', ETA ' + dur(r.eta_s) : ''}</div>${best}`;
     return `<div class="card ${r.name === chosen ? 'sel' : ''}" data-run="${esc(r.name)}"><span class="name">${esc(r.name)}</span>` +
       `<span class="state ${r.state}">${r.state}</span>${body}</div>`; }).join('');
@@ -199,10 +211,10 @@ async function refresh() {
     const box = document.getElementById('run');
     if (run.state === 'damaged') box.innerHTML = `<h2>${esc(run.name)}</h2><p>damaged: ${esc(run.error)}</p>`;
     else box.innerHTML = `<h2>${esc(run.name)}: the course of the search</h2><div class="row"><div class="panel">` +
-      `<b>reward per child</b> <span class="small">(grey dots; red line: best so far)</span>${courseSvg(run)}</div>` +
+      `<b>${esc(run.metric)} per child</b> <span class="small">(grey dots; red line: best so far)</span>${courseSvg(run)}</div>` +
       `<div class="panel"><b>controller</b>${entropySvg(run)}</div></div>${rungsSvg(run)}` +
       `<h2>best functions <span class="small">f (blue) and f&prime; (orange, dashed) on [&minus;5, 5], betas at 1; ` +
-      `frame colour: reward; hover for the formula, reward and seeds</span></h2>${shapesHtml(run)}` +
+      `frame colour: ${esc(measure(run))}; hover for the formula, score and seeds</span></h2>${shapesHtml(run)}` +
       (run.significance.length ? '<h2>significance</h2>' + run.significance.map(forestSvg).join('') : '');
     refreshes += 1;
     document.body.dataset.refreshes = refreshes;
@@ -225,6 +237,6 @@ def page_html(title: str = "actsearch dashboard") -> str:
             f'<style>{_CSS}</style></head><body data-refreshes="0"><header><h1>{escape(title)}</h1>'
             f'<span class="muted" id="stamp">loading</span></header><main><div id="errors"></div>'
             f'<h2>runs</h2><div class="cards" id="cards"></div>'
-            f'<div id="compare-panel" class="panel" style="display:none"><b>best reward so far, every run</b>'
+            f'<div id="compare-panel" class="panel" style="display:none"><b>best so far, every run</b>'
             f'<div id="compare-box"></div></div><div id="run"></div></main>'
             f'<script>{_SCRIPT.replace("__POLL__", str(POLL_MS))}</script></body></html>\n')
