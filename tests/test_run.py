@@ -314,3 +314,21 @@ def test_a_candidates_own_failure_is_its_functions_reward(tmp_path):
     judged = driver.book.judge(driver.space.decode(store.candidate(index)["tokens"]))
     assert judged.status == "duplicate" and judged.reward == driver.config.rewards.failed
     store.close()
+
+
+def test_address_auto_without_a_cluster_is_one_line_before_the_run_exists(tmp_path):
+    """paper.yaml's `address: auto` on a machine with no `ray start` cluster: the run directory was created, then the
+    session failed, and the same command was refused next time ("already exists")."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    config = write_config(tmp_path, resources={"address": "auto"})
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_TMPDIR=str(tmp_path / "ray"), RAY_AUTH_MODE="disabled")  # no cluster file left by another test
+    (tmp_path / "ray").mkdir()
+    done = subprocess.run([sys.executable, "-m", "search.cli", "run", str(config), "--results", str(tmp_path / "r")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "auto finds no Ray cluster on this machine" in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 and not (tmp_path / "r").exists()

@@ -78,7 +78,17 @@ def cmd_run(args) -> int:
     check_address(config)  # an unreachable cluster fails here, before the run directory exists
     create_run(run_dir, config)
     print(f"created {run_dir}")
-    return _run(run_dir, args.top)
+    try:
+        return _run(run_dir, args.top)
+    except UserError as exc:  # a setup the session found wrong (resources, a cluster): say where the run is
+        from search.loop.store import Store
+
+        with Store.open(run_dir, readonly=True) as store:
+            empty = store.evaluated() == 0
+        if not empty:
+            raise
+        raise UserError(f"{exc} ({run_dir} was created and holds no child yet: `actsearch resume {run_dir}` "
+                        f"continues it once that is fixed, or remove it to start over)") from None
 
 
 def check_run_name(name: str, given: bool = True) -> None:

@@ -160,7 +160,17 @@ def child_result(ref: ray.ObjectRef, activation: str, seed: int, split: str, max
 def check_address(config: Config) -> None:
     """``UserError`` at once when nothing answers at ``resources.address`` (Ray itself retries for minutes)."""
     address = config.resources.address
-    if address and address != "auto":
+    if address == "auto":  # the cluster `ray start` left on this machine (or RAY_ADDRESS), as Ray looks for it
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            address = canonicalize_bootstrap_address("auto") or ""
+        except ConnectionError:
+            raise UserError("resources.address: auto finds no Ray cluster on this machine; start one with "
+                            "`ray start --head`, or leave address empty for a Ray of this command's own") from None
+        except Exception:  # noqa: BLE001  a Ray without that helper: connecting will say what is wrong
+            return
+    if address:
         host, _, port = address.removeprefix("ray://").rpartition(":")
         try:
             socket.create_connection((host, int(port)), timeout=5).close()
