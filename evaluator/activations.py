@@ -6,13 +6,13 @@ activation site, so every site gets its own module (a candidate's betas, PReLU's
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Callable, Iterable
 
 from torch import nn
 
 from search.language.expression import Expression, ExpressionError
 from search.language.kernel import activation_module, resolve_kernel
-from search.language.simplify import agree_widely, fingerprint_of
+from search.language.simplify import agree_widely, fingerprint_of, readable_text, simplest_text
 
 ActivationFactory = Callable[[int], nn.Module]
 DEFAULT_BASELINES = ("relu", "swish", "gelu")  # what a candidate is compared with when nobody names baselines
@@ -109,3 +109,32 @@ def activation_factory(activation: str, compile: bool | None = None, kernel: str
         build = BASELINES[resolved]
         return lambda channels: build(channels, compile, kernel)
     return lambda channels: activation_module(resolved, channels=channels, compile=compile, kernel=kernel)
+
+
+# ---------------------------------------------------------------- how a candidate's function is shown
+
+def display_parts(text: str, known: Iterable[str] = ()) -> tuple[str, str | None]:
+    """``(simplest, equals)`` for a candidate's text: its simplest equivalent (``search.language.simplify``, with
+    ``known``: other texts of the same function) written readably (``readable_text``: ``x * sigmoid(beta * x)``, not
+    ``sigmul(beta * x, x)``) and the name of the baseline it computes, or None. A baseline's name (``relu``) and text
+    that does not parse come back as they are."""
+    if not isinstance(text, str) or text.strip().lower() in BASELINES:
+        return text, None
+    try:
+        expr = Expression.parse(text)
+    except ExpressionError:
+        return text, None
+    equals = baseline_equal(expr)
+    simplest = simplest_text(expr, [*known, *([BASELINE_TEXTS[equals]] if equals else [])])
+    return readable_text(simplest), equals
+
+
+def display_text(text: str, known: Iterable[str] = ()) -> str:
+    """A candidate as every display shows it: ``max(relu(x), x)`` -> ``relu(x)  = relu``, ``x - relu(x)`` ->
+    ``min0(x)``; see ``display_parts``. Records, JSON and CSV keep the canonical text (commands accept either)."""
+    return joined(*display_parts(text, known))
+
+
+def joined(simplest: str, equals: str | None) -> str:
+    """``display_parts``' two parts as one text: ``relu(x)  = relu``."""
+    return f"{simplest}  = {equals}" if equals else simplest

@@ -12,7 +12,8 @@ started in). The function is as small as a Ray Tune trainable::
 ``activation`` is an ``Activation``: call it with a site's channel count for a fresh module (a candidate's betas are
 per site and per channel; pass 1 for one shared beta), or read ``activation.expression`` (the ``Expression``, None for a
 native baseline such as ``relu``) and ``activation.name``. ``options`` is ``child.options`` from the config, a plain
-dict. The function must accept those four arguments positionally.
+dict. The function must accept those four arguments positionally. A ``steps`` entry (the training steps it ran) lets
+the run count its children's compute (``actsearch train`` and early stopping's savings); without one a child counts 0.
 
 ``evaluator.train.train_child`` runs the function inside ``evaluator.train.train_child``'s record discipline: it never raises;
 an exception becomes a "failed" record (``fault`` "candidate", ``error`` its last line, ``traceback`` the whole text,

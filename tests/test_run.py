@@ -51,6 +51,9 @@ def test_synthetic_search_end_to_end(local_ray, tmp_path, capsys):
     assert "rank  reward  status  expression" in out  # the top-10 table
     table = out[out.index("rank  reward"):].strip().splitlines()
     assert len(table) == 2 + 10
+    # the last "new best" names the best function as the table's first row writes it (not another text of it)
+    last_best = [line for line in out.splitlines() if line.startswith("new best")][-1]
+    assert last_best.split(None, 4)[4] in table[2]
 
     with Store.open(run_dir, readonly=True) as store:
         assert store.audit() == []
@@ -316,19 +319,17 @@ def test_a_candidates_own_failure_is_its_functions_reward(tmp_path):
     store.close()
 
 
-def test_address_auto_without_a_cluster_is_one_line_before_the_run_exists(tmp_path):
-    """paper.yaml's `address: auto` on a machine with no `ray start` cluster: the run directory was created, then the
-    session failed, and the same command was refused next time ("already exists")."""
-    import subprocess
-    import sys
+def test_address_auto_without_a_cluster_is_one_line_before_the_run_exists(tmp_path, capsys, monkeypatch):
+    """paper.yaml's `address: auto` on a machine with no Ray cluster: the run directory was created, then the session
+    failed, and the same command was refused next time ("already exists"). Ray finds no cluster (as where none runs:
+    ``auto`` would find any Ray this machine runs, another test's too)."""
+    import ray._private.services as services
 
-    from conftest import REPO
+    def none_found(address, temp_dir=None):
+        raise ConnectionError("Could not find any running Ray instance.")
 
+    monkeypatch.setattr(services, "canonicalize_bootstrap_address", none_found)
     config = write_config(tmp_path, resources={"address": "auto"})
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(RAY_TMPDIR=str(tmp_path / "ray"), RAY_AUTH_MODE="disabled")  # no cluster file left by another test
-    (tmp_path / "ray").mkdir()
-    done = subprocess.run([sys.executable, "-m", "search.cli", "run", str(config), "--results", str(tmp_path / "r")],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and "auto finds no Ray cluster on this machine" in done.stderr, done.stderr
-    assert done.stderr.count("\n") == 1 and not (tmp_path / "r").exists()
+    code, _, err = run_cli(capsys, "run", config, "--results", tmp_path / "r")
+    assert code == 2 and "auto finds no Ray cluster on this machine" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()

@@ -9,12 +9,11 @@ import csv
 import io
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from evaluator.activations import BASELINE_TEXTS, BASELINES, baseline_equal
+from evaluator.activations import display_parts, display_text, joined  # noqa: F401  (displays import them from here)
 from search.analysis.stats import format_p
-from search.language.expression import Expression, ExpressionError
-from search.language.simplify import fingerprint_of, readable_text, simplest_text
+from search.language.simplify import fingerprint_of
 
 FORMATS = ("table", "markdown", "csv", "json")
 
@@ -43,39 +42,13 @@ def _signed(v: float | None) -> str:
 
 # ---------------------------------------------------------------- how a candidate's function is shown
 
-def display_parts(text: str, known: Iterable[str] = ()) -> tuple[str, str | None]:
-    """``(simplest, equals)`` for a candidate's text: its simplest equivalent (``search.language.simplify``, with
-    ``known``: other texts of the same function) written readably (``readable_text``: ``x * sigmoid(beta * x)``, not
-    ``sigmul(beta * x, x)``) and the name of the baseline it computes, or None. A baseline's name (``relu``) and text
-    that does not parse come back as they are."""
-    if not isinstance(text, str) or text.strip().lower() in BASELINES:
-        return text, None
-    try:
-        expr = Expression.parse(text)
-    except ExpressionError:
-        return text, None
-    equals = baseline_equal(expr)
-    simplest = simplest_text(expr, [*known, *([BASELINE_TEXTS[equals]] if equals else [])])
-    return readable_text(simplest), equals
-
-
-def display_text(text: str, known: Iterable[str] = ()) -> str:
-    """A candidate as every display shows it: ``max(relu(x), x)`` -> ``relu(x)  = relu``, ``x - relu(x)`` ->
-    ``min0(x)``; see ``display_parts``. Records, JSON and CSV keep the canonical text (commands accept either)."""
-    return _joined(*display_parts(text, known))
-
-
-def _joined(simplest: str, equals: str | None) -> str:
-    return f"{simplest}  = {equals}" if equals else simplest
-
-
 def with_display(rows: Sequence[dict], equivalents: Mapping[str, Sequence[str]] | None = None) -> list[dict]:
     """``rows`` (with ``text`` and ``fingerprint``) with ``simplest``, ``equals`` and ``display`` added.
     equivalents: fingerprint -> the texts a run recorded that function under (``Store.texts_by_fingerprint``)."""
     out = []
     for r in rows:
         simplest, equals = display_parts(r["text"], (equivalents or {}).get(r.get("fingerprint"), ()))
-        out.append(dict(r, simplest=simplest, equals=equals, display=_joined(simplest, equals)))
+        out.append(dict(r, simplest=simplest, equals=equals, display=joined(simplest, equals)))
     return out
 
 

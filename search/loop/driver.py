@@ -23,8 +23,8 @@ from pathlib import Path
 
 from controller import Proposal, make_proposer
 from evaluator.result import ChildResult
+from evaluator.activations import display_text
 from evaluator.result import reward as child_reward
-from search.language.simplify import readable_text
 from search.loop.config import Config, child_seed
 from search.loop.fidelity import RungBoard, RungDecision, count_child, early_stopping_text
 from search.loop.progress import Progress
@@ -80,8 +80,8 @@ class Driver:
         self.since_new = 0  # proposals in a row judged screened, duplicate or pending (this session)
         self.session_children = 0
         self.best = store.best()
-        if self.best is not None:  # displays write the readable text; the store keeps the canonical one
-            self.best = {**self.best, "text": readable_text(self.best["text"])}
+        if self.best is not None:  # shown as every display shows it (the top table); the store keeps the canonical text
+            self.best = {**self.best, "text": display_text(self.best["text"])}
         self.child_steps = store.child_steps() if self.board is not None else None  # kept up to date per child
 
     def on_probation(self) -> bool:
@@ -297,7 +297,7 @@ class Driver:
             self.book.record(fp, reward)
             self.first_child[fp] = index
         if self.best is None or reward > self.best["reward"]:
-            self.best = {"reward": reward, "text": readable_text(self.texts[index]), "index": index}
+            self.best = {"reward": reward, "text": display_text(self.texts[index]), "index": index}
             rewards = self.config.rewards
             shown = f"{rewards.metric} {rewards.metric_of(reward):.4f}" if rewards.minimize else f"{reward:.4f}"
             self.progress.event(f"new best  #{index}  {shown}  {self.best['text']}", show=True)
