@@ -53,6 +53,9 @@ def measure(zero_share: float, rank_window: int, batches: int = 600, seed: int =
 
 
 def main() -> None:
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # --help, and no other arguments
     print("advantages of trained children (accuracy 0.95 +- 0.01) among zeros (screened / failed), batch 8")
     print("| advantages | zeros | within-batch spread | across-batch wobble | corr(advantage, accuracy) "
           "| zeros' mean |")

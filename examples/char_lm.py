@@ -170,8 +170,8 @@ def train(activation, seed: int, device, options: dict) -> dict:
                 return {"steps": step + 1}  # stopped at a rung: actsearch records the value it reported
     train_s = time.perf_counter() - start
     bpc = bits_per_char(model, data[split], ctx, o["eval_chars"], device)
-    return {"val_bpc": bpc, "train_loss": loss_sum / min(20, o["steps"]), "train_s": train_s, "split_is_test":
-            float(split == "test")}
+    return {"val_bpc": bpc, "train_loss": loss_sum / min(20, o["steps"]), "train_s": train_s, "steps": o["steps"],
+            "split_is_test": float(split == "test")}
 
 
 if __name__ == "__main__":
