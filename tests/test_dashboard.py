@@ -33,18 +33,22 @@ def _ask(store: Store, texts: list[str]) -> None:
                                    "policy_version": 0, "proposal": {}} for i, t in enumerate(texts)])
 
 
-def finished_run(folder: Path, name: str = "done") -> Path:
-    """A run whose store holds three trained children and a significance study of the best against relu."""
+def finished_run(folder: Path, name: str = "done", minimised: str | None = None) -> Path:
+    """A run whose store holds three trained children and a significance study of the best against relu; with
+    ``minimised``, a user child's run that minimises that metric (its children's values 1.2, 1.5 and 2.0)."""
     run = folder / name
-    create_run(run, config_from_dict({"seed": 1, "child": {"task": "synthetic"}, "budget": {"children": 3}}))
+    task = "children:train" if minimised else "synthetic"
+    rewards = {"metric": minimised, "minimize": True, "failed": -10, "screened": -10} if minimised else {}
+    create_run(run, config_from_dict({"seed": 1, "child": {"task": task}, "budget": {"children": 3},
+                                      "rewards": rewards}))
     texts = ["sigmul(beta * x, x)", "relu(x)", "tanh(x)"]
     with Store.open(run) as store:
         session = store.start_session({})
         _ask(store, texts)
-        for i, reward in enumerate((0.9, 0.8, 0.5)):
+        for i, value in enumerate((1.2, 1.5, 2.0) if minimised else (0.9, 0.8, 0.5)):
             store.record_launch(i, seed=i)
-            store.record_result(i, "ok", reward, metrics={"accuracy": reward})
-        store.record_study("s1", {"task": "synthetic"}, ["child.options.steps=1200"])
+            store.record_result(i, "ok", -value if minimised else value, metrics={minimised or "accuracy": value})
+        store.record_study("s1", {"task": task}, ["child.options.steps=1200"])
         store.record_significance("s1", [texts[0]], ["relu"], 8, [
             {"candidate": texts[0], "baseline": "relu", "mean_diff": 0.02, "ci_low": 0.01, "ci_high": 0.03,
              "verdict": "better", "wilcoxon_p_holm": 0.008, "n": 8, "diffs": [0.02] * 8}], {})
@@ -139,22 +143,7 @@ def test_a_minimised_metric_is_shown_as_itself_with_differences_in_its_units(tmp
     """A run that minimises val_loss showed "best reward -1.2", and its forest plot differences with the wrong sign."""
     from search.analysis.dashboard import Board
 
-    run = tmp_path / "lm"
-    create_run(run, config_from_dict({"seed": 1, "child": {"task": "children:train"}, "budget": {"children": 3},
-                                      "rewards": {"metric": "val_loss", "minimize": True, "failed": -10,
-                                                  "screened": -10}}))
-    texts = ["sigmul(beta * x, x)", "relu(x)", "tanh(x)"]
-    with Store.open(run) as store:
-        session = store.start_session({})
-        _ask(store, texts)
-        for i, loss in enumerate((1.2, 1.5, 2.0)):
-            store.record_launch(i, seed=i)
-            store.record_result(i, "ok", -loss, metrics={"val_loss": loss})
-        store.record_study("s1", {"task": "children:train"}, [])
-        store.record_significance("s1", [texts[0]], ["relu"], 8, [
-            {"candidate": texts[0], "baseline": "relu", "mean_diff": 0.02, "ci_low": 0.01, "ci_high": 0.03,
-             "verdict": "better", "wilcoxon_p_holm": 0.008, "n": 8, "diffs": [0.02] * 8}], {})
-        store.end_session(session, "finished", 0.1)
+    run = finished_run(tmp_path, "lm", minimised="val_loss")
     board = Board({"lm": run, "done": finished_run(tmp_path)})
     lm, done = board.runs()
     assert (lm["metric"], lm["lower"], lm["best"]["reward"]) == ("val_loss", True, 1.2)
