@@ -312,8 +312,8 @@ def build_report(path: str | os.PathLike, *, title: str, config: Mapping[str, An
                             "their mean (bar, | the mean), zero (line) and the verdict; each panel has its own scale."))
     parts += [
         "<h2>Progress</h2>",
-        _image(progress_png, "search progress", "Reward per candidate with its best-so-far and moving average; "
-                                                 "controller entropy per update."),
+        _image(progress_png, "search progress", "Reward per candidate with its best-so-far and moving average; a "
+                                                 "learning proposer's (PPO's) policy entropy per update."),
         "<h2>Shapes of the top functions</h2>",
         _image(function_png, "top functions", "Each function (solid) and its derivative (dashed) on [-5, 5], "
                                               "every beta at its initial value 1."),
