@@ -82,7 +82,7 @@ def plot_functions(exprs: Sequence[Expression | str], path: str | os.PathLike | 
         ax.tick_params(labelsize=9)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
-        ax.set_title("\n".join(textwrap.wrap(title, 32)) or title, fontsize=10.5, family="monospace")
+        ax.set_title("\n".join(textwrap.wrap(title, 28)) or title, fontsize=10.5, family="monospace")  # a column's width
     for ax in axes.flat[len(exprs):]:
         ax.set_visible(False)
     handles = [Line2D([], [], color=FUNCTION_COLOR, lw=2.0, label="f(x)"),
@@ -104,12 +104,13 @@ def moving_average(values: Sequence[float], window: int) -> np.ndarray:
 
 
 def plot_progress(rewards: Sequence[float | None], updates: Sequence[dict],
-                  path: str | os.PathLike | IO[bytes]) -> None:
+                  path: str | os.PathLike | IO[bytes], label: str = "reward") -> None:
     """The course of a search: reward per candidate, best-so-far and a moving average; controller entropy per update.
 
     rewards: by candidate index (None: no reward yet, not drawn); updates: the proposer's update records
     (``{"version", "consumed": [indices], "stats": {"entropy", ...}}``); the entropy panel is left out when no update
-    carries an entropy (random, exhaustive and evolution proposers). path: PNG destination.
+    carries an entropy (random, exhaustive and evolution proposers). path: PNG destination. label: what the rewards
+    are (the y axis), e.g. "reward = -val_bpc (higher is better)".
     """
     r = np.array([np.nan if v is None else float(v) for v in rewards], dtype=np.float64)
     idx = np.arange(r.size)
@@ -134,11 +135,11 @@ def plot_progress(rewards: Sequence[float | None], updates: Sequence[dict],
         ax.plot(ri, average, color=FUNCTION_COLOR, lw=1.6, label=f"moving average ({window})")
         ax.step(ri, np.maximum.accumulate(rv), where="post", color="#c0392b", lw=1.8, label="best so far")
         ax.set_ylim(lo, hi)
-        ax.legend(loc="lower right", fontsize=8, frameon=True, framealpha=0.9)
+        ax.legend(loc="best", fontsize=8, frameon=True, framealpha=0.9)  # where it covers the fewest points
     else:
         ax.text(0.5, 0.5, "no rewards yet", transform=ax.transAxes, ha="center", va="center", color="#666666")
     ax.set_xlim(-0.5, max(r.size, 1) - 0.5)
-    ax.set_ylabel("reward")
+    ax.set_ylabel(label)
     ax.set_xlabel("candidate index")
     ax.set_title(f"reward of {int(ok.sum())} candidates" + (f" ({r.size - int(ok.sum())} more without one yet)"
                                                             if (~ok).any() else ""), fontsize=10)
@@ -272,6 +273,12 @@ def plot_comparisons(comparisons: Sequence[Any], path: str | os.PathLike | IO[by
                       path, subtitle=subtitle)
 
 
-def plot_run_progress(store: Any, path: str | os.PathLike | IO[bytes]) -> None:
-    """``plot_progress`` of a run store: every candidate's reward and the controller's updates."""
-    plot_progress([c["reward"] for c in store.candidates()], store.updates(), path)
+def plot_run_progress(store: Any, path: str | os.PathLike | IO[bytes], rewards=None) -> None:
+    """``plot_progress`` of a run store: every candidate's reward and the controller's updates. rewards: the run's
+    ``RewardSettings`` (a minimised metric's rewards are minus the metric: the axis says so)."""
+    label = "reward"
+    if rewards is not None and rewards.minimize:
+        label = f"reward = -{rewards.metric} (higher is better)"
+    elif rewards is not None and rewards.metric != "accuracy":
+        label = f"reward = {rewards.metric}"
+    plot_progress([c["reward"] for c in store.candidates()], store.updates(), path, label)

@@ -357,7 +357,7 @@ def write_run_report(path: str | os.PathLike, run_dir: Path, config, store, k: i
     analysis = current_analysis(store, config)
     functions, progress = io.BytesIO(), io.BytesIO()
     plot_ranked(rows[:plot_top], functions, config.rewards)
-    plot_run_progress(store, progress)
+    plot_run_progress(store, progress, config.rewards)
     best = rows[0]
     summary = {"run": run_dir.name, "children": f"{store.evaluated()} / {config.budget.children}",
                "proposals": store.proposals(), "statuses": statuses_text(store.counts()),

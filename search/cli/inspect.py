@@ -70,7 +70,7 @@ def cmd_plot(args) -> int:
         from search.analysis.ranking import displayed
 
         if args.progress:
-            plot_run_progress(store, output)
+            plot_run_progress(store, output, config.rewards)
         else:
             rows = store.top(args.top)
             if not rows:
