@@ -108,7 +108,9 @@ function courseSvg(run) {
   let s = axes(w, h, m, [x0, x1], [fmt(y0, 3), fmt(y1, 3)], 'candidate index', measure(run));
   for (const [i, v, st] of pts) s += `<circle class="child" cx="${sx(i).toFixed(1)}" cy="${sy(Math.min(Math.max(v, y0), y1)).toFixed(1)}" ` +
     `r="${r}" fill="${st === 'ok' ? '#7a8a99' : '#c98a8a'}" fill-opacity="0.65"><title>#${i} ${st} ${fmt(v)}</title></circle>`;
-  s += `<path d="${path(run.course.map(c => [c[0], c[3]]), sx, sy)}" fill="none" stroke="#c0392b" stroke-width="2"/>`;
+  const best = run.course.map(c => [c[0], c[3]]);
+  const steps = best.flatMap((p, j) => j ? [[p[0], best[j - 1][1]], p] : [p]);  // best so far: a step, not a slope
+  s += `<path d="${path(steps, sx, sy)}" fill="none" stroke="#c0392b" stroke-width="2"/>`;
   return `<svg id="course" viewBox="0 0 ${w} ${h}">${s}</svg>`;
 }
 
