@@ -103,6 +103,19 @@ def test_a_run_ends_with_the_answer_stored_as_significance_on_each_child(address
         retrain_seed(3, SEEDS)}
     assert load_config(run / "config.yaml").confirm.seeds == SEEDS + 1
 
+    # a later test of the same study (a typed-in candidate, one baseline, fewer seeds) prints its own verdicts but does
+    # not replace the run's answer in what top, report and export show
+    with Store.open(run, readonly=True) as store:
+        [answer, _] = store.significance()
+    assert answer["seeds"] == SEEDS + 1 and answer["baselines"] == BASELINES
+    code, out, err = cli(capsys, "significance", run, "--candidates", "x * tanh(x)", "--baselines", "relu(x)",
+                         "--seeds", "3")
+    assert code == 0, err
+    with Store.open(run, readonly=True) as store:
+        assert store.significance()[0] == answer and len(store.studies()) == 2
+    code, out, err = cli(capsys, "top", run)
+    assert code == 0 and f"significance: {SEEDS + 1} seeds" in out, out
+
 
 def test_a_confirmation_killed_midway_resumes_without_retraining_what_was_recorded(address, tmp_path, capsys,
                                                                                    monkeypatch):

@@ -169,7 +169,7 @@ def confirm_run(run_dir: str | Path, overrides: Sequence[str] = (), out: TextIO 
     confirmation = Confirmation("complete", candidates, baselines, c.seeds)
     for name, child in [("", []), *((n, child_overrides(e)) for n, e in c.children.items())]:
         result = run_significance(run_dir, candidates, baselines, c.seeds, [*child, *resources], out,
-                                  progress_every_s, split=c.split)
+                                  progress_every_s, split=c.split, confirmation=True)
         study = study_config(run_dir, study_overrides(run_dir, child, c.split)).to_dict()["child"]
         confirmation.studies.append(ChildStudy(name, study_label({"child": study}, run_child), result))
         if result.outcome != "complete":

@@ -215,11 +215,13 @@ class SignificanceResult:
 
 def run_significance(run_dir: str | Path, candidates: Sequence[str], baselines: Sequence[str], seeds: int,
                      overrides: Sequence[str] = (), out: TextIO | None = None,
-                     progress_every_s: float = 30.0, split: str | None = None) -> SignificanceResult:
+                     progress_every_s: float = 30.0, split: str | None = None,
+                     confirmation: bool = False) -> SignificanceResult:
     """Re-train ``candidates`` and ``baselines`` (labels: canonical expression texts or baseline names) with seed
     numbers 0..seeds-1 under the run's child settings changed by ``overrides`` and scored on ``split`` (default
     ``SIGNIFICANCE_SPLIT``, see ``study_overrides``), then compare every candidate with every baseline. Progress goes
-    to ``out`` (stdout by default) and the run's log.
+    to ``out`` (stdout by default) and the run's log. ``confirmation``: the run's ``confirm:`` stage asks, and its
+    analysis stays the study's current one (``Store.significance``).
 
     Returns a ``SignificanceResult``; raises ``UserError`` for a missing or busy run directory, bad overrides, a study
     a replayed table cannot score (a function or seed it lacks), or a broken setup (the first re-trainings all failing with one error: nothing of them is recorded).
@@ -257,7 +259,7 @@ def run_significance(run_dir: str | Path, candidates: Sequence[str], baselines: 
         if result.outcome == "complete":
             result.comparisons, result.wins = analyse(store, key, candidates, baselines, seeds, config.seed)
             store.record_significance(key, candidates, baselines, seeds, [c.to_dict() for c in result.comparisons],
-                                      result.wins.to_dict())
+                                      result.wins.to_dict(), confirmation=confirmation)
             verdicts = collections.Counter(c.verdict for c in result.comparisons)
             progress.event(f"significance study {key} analysed: " + ", ".join(f"{n} {v}" for v, n in
                                                                                verdicts.items()), show=False)

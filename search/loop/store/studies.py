@@ -11,6 +11,8 @@ from typing import Sequence
 
 from search.loop.store.schema import CHILD_STATUSES, StoreError
 
+CONFIRMATION_META = "confirmation_analyses"  # meta: study key -> the id of the run's confirmation's analysis of it
+
 
 class StudyRecords:
     """What ``Store`` reads and writes about re-training studies (uses its ``_conn`` and ``_tx``)."""
@@ -111,26 +113,38 @@ class StudyRecords:
         return out
 
     def record_significance(self, study: str, candidates: Sequence[str], baselines: Sequence[str], seeds: int,
-                            comparisons: Sequence[dict], wins: dict) -> int:
+                            comparisons: Sequence[dict], wins: dict, confirmation: bool = False) -> int:
         """Store one analysis of ``study``: ``comparisons`` (``Comparison.to_dict()`` records) and ``wins`` (a
-        ``WinsTable.to_dict()``) over seed numbers 0..seeds-1. Returns its id; the latest per study is current."""
+        ``WinsTable.to_dict()``) over seed numbers 0..seeds-1. Returns its id. ``confirmation``: the run's
+        ``confirm:`` stage made it, so it stays the study's current analysis (``significance``)."""
         with self._tx() as db:
             cur = db.execute("INSERT INTO significance (study, candidates, baselines, seeds, comparisons, wins, at) "
                              "VALUES (?, ?, ?, ?, ?, ?, ?)",
                              (study, json.dumps(list(candidates)), json.dumps(list(baselines)), int(seeds),
                               json.dumps(list(comparisons)), json.dumps(wins), time.time()))
+            if confirmation:
+                row = db.execute("SELECT value FROM meta WHERE key=?", (CONFIRMATION_META,)).fetchone()
+                ids = {**(json.loads(row[0]) if row else {}), study: cur.lastrowid}
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (CONFIRMATION_META, json.dumps(ids)))
             return cur.lastrowid
 
     def significance(self) -> list[dict]:
-        """The current (latest) analysis of each study, oldest study first: ``id, study, candidates, baselines,
-        seeds, comparisons, wins, at`` plus the study's ``child`` and ``overrides``."""
+        """The current analysis of each study, oldest study first: ``id, study, candidates, baselines, seeds,
+        comparisons, wins, at`` plus the study's ``child`` and ``overrides``. Current is the run's confirmation's
+        analysis where it made one (a later ``actsearch significance`` of the same study, say against other baselines
+        or with one seed, prints its own verdicts but does not replace the run's answer), else the latest."""
         if not self._has_table("significance"):
             return []
+        confirmed = self.get_meta(CONFIRMATION_META, {}) or {}
         rows = self._conn.execute(
             "SELECT s.*, t.child, t.overrides, t.created_at FROM significance s JOIN studies t ON t.key = s.study "
-            "WHERE s.id = (SELECT MAX(id) FROM significance WHERE study = s.study) ORDER BY t.created_at, s.study")
-        out = []
+            "ORDER BY t.created_at, s.study, s.id")
+        current: dict[str, sqlite3.Row] = {}
         for row in rows:
+            if current.get(row["study"]) is None or current[row["study"]]["id"] != confirmed.get(row["study"]):
+                current[row["study"]] = row  # the latest, unless the confirmation's is already there
+        out = []
+        for row in current.values():
             item = dict(row)
             for key in ("candidates", "baselines", "comparisons", "wins", "child", "overrides"):
                 item[key] = json.loads(item[key])
