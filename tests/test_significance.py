@@ -301,3 +301,22 @@ def test_top_k_takes_the_k_best_children_that_trained_to_the_end():
     k = len(ok) - 1  # 13 here
     assert k >= 5 and any(r["status"] == "stopped" for r in ranked[:k])
     assert choose_candidates(store, k) == ok[:k]
+
+
+def test_csv_and_json_print_the_data_alone_on_stdout(address, tmp_path, capsys):
+    """`--format json > sig.json` wrote a progress line, prose, two JSON arrays and a paragraph: no JSON reader took
+    it. Now stdout is one JSON document (or one CSV table) and the rest goes to stderr."""
+    import csv
+    import io
+    import json
+
+    run = synthetic_run(tmp_path, address)
+    code, out, err = cli(capsys, "significance", run, *ARGS, "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["seeds"] == 6 and len(data["comparisons"]) == 2 and data["wins"][0]["candidate"]
+    assert {c["baseline"] for c in data["comparisons"]} == {"relu(x)"} and "Statistics:" in err
+    code, out, err = cli(capsys, "significance", run, *ARGS, "--format", "csv")
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 2 and [r["baseline"] for r in rows] == ["relu(x)"] * 2

@@ -2,6 +2,7 @@
 (``search.analysis.significance``). It drives re-trainings and holds the run's lock like a search does."""
 from __future__ import annotations
 
+import json
 import sys
 
 from evaluator.activations import DEFAULT_BASELINES
@@ -82,26 +83,36 @@ def cmd_significance(args) -> int:
     if args.split and not has_split(config):
         print(f"note: --split {args.split} has no effect: the {config.child.task} task has no held-out split to choose",
               file=sys.stderr)
-    result = run_significance(run_dir, candidates, baselines, args.seeds, overrides)
-    print(f"\n{result.total} re-trainings: {result.reused} from earlier sessions, {result.trained} trained now")
+    # csv and json: stdout holds the data alone (one CSV table, one JSON document); progress and prose go to stderr
+    data = args.format in ("csv", "json")
+    say = sys.stderr if data else sys.stdout
+    result = run_significance(run_dir, candidates, baselines, args.seeds, overrides, out=say)
+    print(f"\n{result.total} re-trainings: {result.reused} from earlier sessions, {result.trained} trained now", file=say)
     if result.outcome != "complete":
         print("stopped; run the same command again to continue (finished re-trainings are kept)", file=sys.stderr)
         return 130
     where = result.where()
     print(f"\n{len(result.comparisons)} comparisons over {args.seeds} seeds {where} (candidate minus baseline; Holm "
-          f"over all of them; verdict at 0.05):\n")
-    print(significance_table(result.comparisons, args.format, config.rewards))
-    print(f"\nwins / ties / losses over {args.seeds} seeds:\n")
-    print(wins_text(result.wins, args.format))
-    print()
-    print(statistics_text(result.comparisons, args.seeds, result.split, run_child.get("split"), task=result.task))
+          f"over all of them; verdict at 0.05):\n", file=say)
+    if args.format == "json":
+        print(json.dumps({"seeds": args.seeds, "split": result.split, "study": result.study,
+                          "comparisons": json.loads(significance_table(result.comparisons, "json", config.rewards)),
+                          "wins": json.loads(wins_text(result.wins, "json"))}, indent=2))
+    else:
+        print(significance_table(result.comparisons, args.format, config.rewards))
+    if not data:  # the wins are the comparisons' w/t/l column in csv and json
+        print(f"\nwins / ties / losses over {args.seeds} seeds:\n")
+        print(wins_text(result.wins, args.format))
+    print(file=say)
+    print(statistics_text(result.comparisons, args.seeds, result.split, run_child.get("split"), task=result.task),
+          file=say)
     if metric_note(config.rewards):
-        print(metric_note(config.rewards))
+        print(metric_note(config.rewards), file=say)
     if plot:
         from search.analysis.plots import plot_comparisons
         from search.analysis.significance import study_label
 
         subtitle = f"{args.seeds} seeds, {study_label({'child': study_child}, run_child)}"
         plot_comparisons(result.comparisons, plot, subtitle, config.rewards)
-        print(f"\nwrote {plot}")
+        print(f"\nwrote {plot}", file=say)
     return 0
