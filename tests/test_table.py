@@ -1,5 +1,7 @@
 """The tabular benchmark: building a table through the run machinery, showing it, replaying it as a task, and the
 shipped tables themselves (a complete one-unit table, and the full-fidelity table of named functions)."""
+import csv
+import io
 import json
 import statistics
 
@@ -134,6 +136,18 @@ def test_show_prints_top_bottom_and_ranks(built, capsys):
     assert sum("not in table" in line for line in asked) == 2  # gelu (not writable here) and cos(x) (not in space)
     code, _, err = run_cli(capsys, "table", "show", out, "--rank", "max(x,")
     assert code == 2 and "max(x," in err
+    # csv and json: the data alone, the file's values unrounded, the canonical text beside the shown one
+    args = ["table", "show", out, "--top", "3", "--bottom", "2", "--rank", "relu", "--rank", "gelu"]
+    code, stdout, err = run_cli(capsys, *args, "--format", "json")
+    assert code == 0, err
+    data = json.loads(stdout)
+    assert [r["section"] for r in data["rows"]] == ["top"] * 3 + ["bottom"] * 2 + ["asked"] * 2
+    assert data["rows"][0]["accuracy"] == table.rows[0]["accuracy"] and data["rows"][0]["text"] == table.rows[0]["text"]
+    assert data["rows"][-1]["status"] == "not in table" and data["header"] == table.header
+    code, stdout, err = run_cli(capsys, *args, "--format", "csv")
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(stdout)))
+    assert len(rows) == 7 and float(rows[0]["accuracy"].split()[0]) == table.rows[0]["accuracy"][0]
 
 
 @pytest.mark.parametrize("content, says", [

@@ -15,8 +15,11 @@ Either way the table is written only when every child has a result; a stopped bu
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import datetime
+import io
+import json
 import os
 import platform
 import sys
@@ -308,12 +311,50 @@ def _display(table: Table, row: dict) -> dict:
     return {**row, "rank": table.rank_of(row), "seeds": seeds, "shown": _shown(row)}
 
 
+def _asked_label(text: str) -> str:
+    """How a ``--rank`` the table lacks is named: its canonical text, or a baseline's name. ``UserError`` for
+    neither."""
+    try:
+        return Expression.parse(text).text
+    except ExpressionError as exc:
+        if text.strip().lower() in SHOWN_BASELINES:
+            return text
+        raise UserError(f"--rank {text!r}: not a baseline name and not an expression ({exc})") from None
+
+
+def _record(table: Table, row: dict, section: str) -> dict:
+    """A row as csv and json give it: the file's values unrounded, the canonical text beside the shown one."""
+    return {"section": section, "rank": table.rank_of(row), "text": row["text"], "shown": _shown(row),
+            "equals": row["equals"] or None, "fingerprint": row["fingerprint"], "mean": row["mean"], "sd": row["sd"],
+            "accuracy": row["accuracy"], "status": row["status"], "seconds": row["seconds"]}
+
+
 def show_table(path: str | Path, top: int = 10, bottom: int = 5, ask: Sequence[str] = (), fmt: str = "table") -> str:
-    """The header, the ``top`` and ``bottom`` rows and the rank of each expression or baseline in ``ask``."""
+    """The header, the ``top`` and ``bottom`` rows and the rank of each expression or baseline in ``ask``; csv and
+    json: those rows alone as data (one CSV table with a ``section`` column, or one JSON document with the header)."""
     table = load_table(path)
     h = table.header
     child = h.get("child", {})
     n = len(table.rows)
+    if fmt in ("csv", "json"):
+        records = [_record(table, r, "top") for r in table.rows[:top]]
+        records += [_record(table, r, "bottom") for r in (table.rows[max(top, n - bottom):] if bottom else [])]
+        for a in ask:
+            row = table.find(a)
+            records.append(_record(table, row, "asked") if row is not None else {
+                "section": "asked", "rank": None, "text": _asked_label(a), "shown": _asked_label(a), "equals": None,
+                "fingerprint": None, "mean": None, "sd": None, "accuracy": [], "status": "not in table",
+                "seconds": None})
+        if fmt == "json":
+            return json.dumps({"file": str(path), "functions": n, "header": h, "rows": records}, indent=2)
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        keys = list(records[0]) if records else ["section", "rank", "text"]
+        writer.writerow(keys)
+        for r in records:
+            writer.writerow([" ".join("-" if a is None else repr(a) for a in r[k]) if k == "accuracy" else
+                             ("" if r[k] is None else r[k]) for k in keys])
+        return out.getvalue().rstrip("\n")
     lines = [f"{path}: {n:,} functions x {table.seeds} seed(s) ({h.get('kind')}); child {child.get('task')} "
              f"{child.get('model')} {child.get('steps')} steps, batch {child.get('batch_size')}; reward "
              f"{h.get('reward')}",
@@ -330,14 +371,8 @@ def show_table(path: str | Path, top: int = 10, bottom: int = 5, ask: Sequence[s
         for a in ask:
             row = table.find(a)
             if row is None:
-                try:
-                    label = Expression.parse(a).text
-                except ExpressionError as exc:
-                    label = a if a.strip().lower() in SHOWN_BASELINES else None
-                    if label is None:
-                        raise UserError(f"--rank {a!r}: not a baseline name and not an expression ({exc})") from None
                 asked.append({"rank": "-", "mean": None, "sd": None, "seeds": "", "status": "not in table",
-                              "shown": label, "seconds": None})
+                              "shown": _asked_label(a), "seconds": None})
             else:
                 asked.append(_display(table, row))
         lines += ["", f"asked (rank of {n:,}):", format_rows(asked, SHOW_COLUMNS, fmt)]
