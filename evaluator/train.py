@@ -397,7 +397,8 @@ def train_user_child(settings: ChildSettings, activation: str, seed: int,
         else:
             scores = {key: metrics[key] for key in ("accuracy", "train_loss") if isinstance(metrics.get(key), float)}
             result = ChildResult.ok(metrics=metrics, **{"accuracy": None, **scores}, **state).bounded()
-            if isinstance(metrics.get("steps"), float) and 0 <= metrics["steps"] < 2 ** 53:  # the steps it says it trained
-                result.steps = int(metrics["steps"])
+            steps = metrics.get("steps")
+            if isinstance(steps, float) and 0 <= steps < 2 ** 53:  # the steps it says it trained
+                result.steps = int(steps)
     result.wall_s = time.perf_counter() - start
     return result

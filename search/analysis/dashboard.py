@@ -282,6 +282,7 @@ class Board:
         return {"name": name, "path": str(w.path), "state": state, "done": done, "budget": w.budget,
                 "proposals": w.detail.get("proposals", 0), "running": w.detail.get("running", 0),
                 "best": top and {k: top[k] for k in ("readable", "equals", "typeset", "reward")},
-                "per_minute": per_minute, "eta_s": eta, "curve": _thin([[i, w.shown(r)] for i, r in curve], CURVE_POINTS),
+                "per_minute": per_minute, "eta_s": eta,
+                "curve": _thin([[i, w.shown(r)] for i, r in curve], CURVE_POINTS),
                 "metric": "reward" if metric == "accuracy" and not lower else metric, "lower": lower,
                 "last_at": finished[-1] if finished else None, "now": now}

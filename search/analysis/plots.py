@@ -82,7 +82,8 @@ def plot_functions(exprs: Sequence[Expression | str], path: str | os.PathLike | 
         ax.tick_params(labelsize=9)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
-        ax.set_title("\n".join(textwrap.wrap(title, 28)) or title, fontsize=10.5, family="monospace")  # a column's width
+        # wrapped to a column's width
+        ax.set_title("\n".join(textwrap.wrap(title, 28)) or title, fontsize=10.5, family="monospace")
     for ax in axes.flat[len(exprs):]:
         ax.set_visible(False)
     handles = [Line2D([], [], color=FUNCTION_COLOR, lw=2.0, label="f(x)"),

@@ -210,7 +210,9 @@ class SignificanceResult:
         """Where the scores come from, for a sentence: "on the test split", or the task's own where it has no split."""
         if self.split:
             return f"on the {self.split} split"
-        return "on the table's recorded seeds" if self.task == "table" else f"on the {self.task} task (no held-out split)"
+        if self.task == "table":
+            return "on the table's recorded seeds"
+        return f"on the {self.task} task (no held-out split)"
 
 
 def run_significance(run_dir: str | Path, candidates: Sequence[str], baselines: Sequence[str], seeds: int,
@@ -223,8 +225,9 @@ def run_significance(run_dir: str | Path, candidates: Sequence[str], baselines: 
     to ``out`` (stdout by default) and the run's log. ``confirmation``: the run's ``confirm:`` stage asks, and its
     analysis stays the study's current one (``Store.significance``).
 
-    Returns a ``SignificanceResult``; raises ``UserError`` for a missing or busy run directory, bad overrides, a study
-    a replayed table cannot score (a function or seed it lacks), or a broken setup (the first re-trainings all failing with one error: nothing of them is recorded).
+    Returns a ``SignificanceResult``; raises ``UserError`` for a missing or busy run directory, bad overrides, a
+    study a replayed table cannot score (a function or seed it lacks), or a broken setup (the first re-trainings all
+    failing with one error: nothing of them is recorded).
     """
     run_dir = require_writable_run_dir(run_dir)
     out = sys.stdout if out is None else out

@@ -87,7 +87,8 @@ def cmd_significance(args) -> int:
     data = args.format in ("csv", "json")
     say = sys.stderr if data else sys.stdout
     result = run_significance(run_dir, candidates, baselines, args.seeds, overrides, out=say)
-    print(f"\n{result.total} re-trainings: {result.reused} from earlier sessions, {result.trained} trained now", file=say)
+    print(f"\n{result.total} re-trainings: {result.reused} from earlier sessions, {result.trained} trained now",
+          file=say)
     if result.outcome != "complete":
         print("stopped; run the same command again to continue (finished re-trainings are kept)", file=sys.stderr)
         return 130
