@@ -277,12 +277,13 @@ class Board:
         left = max((w.budget or 0) - done, 0)
         eta = left * 60 / per_minute if per_minute and state == "running" and left else None
         top = (w.detail.get("shapes") or [None])[0]
-        metric = w.rewards.metric if w.rewards is not None else "accuracy"
+        from search.analysis.formatting import shows_metric
+
         lower = bool(w.rewards is not None and w.rewards.minimize)
         return {"name": name, "path": str(w.path), "state": state, "done": done, "budget": w.budget,
                 "proposals": w.detail.get("proposals", 0), "running": w.detail.get("running", 0),
                 "best": top and {k: top[k] for k in ("readable", "equals", "typeset", "reward")},
                 "per_minute": per_minute, "eta_s": eta,
                 "curve": _thin([[i, w.shown(r)] for i, r in curve], CURVE_POINTS),
-                "metric": "reward" if metric == "accuracy" and not lower else metric, "lower": lower,
+                "metric": w.rewards.metric if shows_metric(w.rewards) else "reward", "lower": lower,
                 "last_at": finished[-1] if finished else None, "now": now}

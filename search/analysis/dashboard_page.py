@@ -70,6 +70,10 @@ function path(points, sx, sy) {
   return d;
 }
 
+function stepped(points) {  // a best-so-far curve as steps: it holds its value until the next point
+  return points.flatMap((p, j) => j ? [[p[0], points[j - 1][1]], p] : [p]);
+}
+
 function measure(r) { return r.metric + (r.lower ? ' (lower is better)' : ''); }
 
 function compareSvg(runs) {
@@ -84,8 +88,7 @@ function compareSvg(runs) {
   const sx = scale(x0, x1, m.l, w - m.r), sy = scale(y0, y1, h - m.b, m.t);
   let s = axes(w, h, m, [x0, x1], [fmt(y0, 3), fmt(y1, 3)], 'candidate index', 'best so far: ' + shared);
   withCurve.forEach((r, i) => { const c = COLORS[i % COLORS.length];
-    const steps = r.curve.flatMap((p, j) => j ? [[p[0], r.curve[j - 1][1]], p] : [p]);  // best so far: a step
-    s += `<path d="${path(steps, sx, sy)}" fill="none" stroke="${c}" stroke-width="2"><title>${esc(r.name)}</title></path>`;
+    s += `<path d="${path(stepped(r.curve), sx, sy)}" fill="none" stroke="${c}" stroke-width="2"><title>${esc(r.name)}</title></path>`;
     s += `<text x="${w - m.r + 8}" y="${m.t + 14 * i + 8}" style="fill:${c}">${esc(r.name.slice(0, 24))}</text>`; });
   const note = apart.length ? `<p class="small">not drawn here (another metric): ${apart.map(r => esc(r.name) +
     ' (' + esc(measure(r)) + ')').join(', ')}</p>` : '';
@@ -108,9 +111,8 @@ function courseSvg(run) {
   let s = axes(w, h, m, [x0, x1], [fmt(y0, 3), fmt(y1, 3)], 'candidate index', measure(run));
   for (const [i, v, st] of pts) s += `<circle class="child" cx="${sx(i).toFixed(1)}" cy="${sy(Math.min(Math.max(v, y0), y1)).toFixed(1)}" ` +
     `r="${r}" fill="${st === 'ok' ? '#7a8a99' : '#c98a8a'}" fill-opacity="0.65"><title>#${i} ${st} ${fmt(v)}</title></circle>`;
-  const best = run.course.map(c => [c[0], c[3]]);
-  const steps = best.flatMap((p, j) => j ? [[p[0], best[j - 1][1]], p] : [p]);  // best so far: a step, not a slope
-  s += `<path d="${path(steps, sx, sy)}" fill="none" stroke="#c0392b" stroke-width="2"/>`;
+  s += `<path d="${path(stepped(run.course.map(c => [c[0], c[3]])), sx, sy)}" fill="none" stroke="#c0392b" ` +
+    `stroke-width="2"/>`;
   return `<svg id="course" viewBox="0 0 ${w} ${h}">${s}</svg>`;
 }
 

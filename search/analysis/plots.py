@@ -277,9 +277,9 @@ def plot_comparisons(comparisons: Sequence[Any], path: str | os.PathLike | IO[by
 def plot_run_progress(store: Any, path: str | os.PathLike | IO[bytes], rewards=None) -> None:
     """``plot_progress`` of a run store: every candidate's reward and the controller's updates. rewards: the run's
     ``RewardSettings`` (a minimised metric's rewards are minus the metric: the axis says so)."""
+    from search.analysis.formatting import shows_metric
+
     label = "reward"
-    if rewards is not None and rewards.minimize:
-        label = f"reward = -{rewards.metric} (higher is better)"
-    elif rewards is not None and rewards.metric != "accuracy":
-        label = f"reward = {rewards.metric}"
+    if shows_metric(rewards):
+        label = f"reward = -{rewards.metric} (higher is better)" if rewards.minimize else f"reward = {rewards.metric}"
     plot_progress([c["reward"] for c in store.candidates()], store.updates(), path, label)

@@ -143,7 +143,7 @@ def choose_candidates(store: Store, top: int | None, expressions: Sequence[str] 
 
     texts = []
     if top:  # the best ``top`` that trained to the end: a child stopped early ranks by a cheaper score
-        texts += [r["text"] for r in store.top(store.evaluated()) if r["status"] == "ok"][:top]
+        texts += [r["text"] for r in store.top(top, statuses=("ok",))]
     texts += [Expression.parse(e).text for e in expressions]
     texts = list(dict.fromkeys(texts))
     if not texts:

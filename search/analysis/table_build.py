@@ -322,8 +322,13 @@ def _asked_label(text: str) -> str:
         raise UserError(f"--rank {text!r}: not a baseline name and not an expression ({exc})") from None
 
 
-def _record(table: Table, row: dict, section: str) -> dict:
-    """A row as csv and json give it: the file's values unrounded, the canonical text beside the shown one."""
+def _record(table: Table, row: dict | None, section: str, asked: str = "") -> dict:
+    """A row as csv and json give it: the file's values unrounded, the canonical text beside the shown one; for a
+    ``--rank`` ``asked`` that the table lacks (``row`` None), its label and "not in table"."""
+    if row is None:
+        label = _asked_label(asked)
+        return {"section": section, "rank": None, "text": label, "shown": label, "equals": None, "fingerprint": None,
+                "mean": None, "sd": None, "accuracy": [], "status": "not in table", "seconds": None}
     return {"section": section, "rank": table.rank_of(row), "text": row["text"], "shown": _shown(row),
             "equals": row["equals"] or None, "fingerprint": row["fingerprint"], "mean": row["mean"], "sd": row["sd"],
             "accuracy": row["accuracy"], "status": row["status"], "seconds": row["seconds"]}
@@ -339,12 +344,7 @@ def show_table(path: str | Path, top: int = 10, bottom: int = 5, ask: Sequence[s
     if fmt in ("csv", "json"):
         records = [_record(table, r, "top") for r in table.rows[:top]]
         records += [_record(table, r, "bottom") for r in (table.rows[max(top, n - bottom):] if bottom else [])]
-        for a in ask:
-            row = table.find(a)
-            records.append(_record(table, row, "asked") if row is not None else {
-                "section": "asked", "rank": None, "text": _asked_label(a), "shown": _asked_label(a), "equals": None,
-                "fingerprint": None, "mean": None, "sd": None, "accuracy": [], "status": "not in table",
-                "seconds": None})
+        records += [_record(table, table.find(a), "asked", a) for a in ask]
         if fmt == "json":
             return json.dumps({"file": str(path), "functions": n, "header": h, "rows": records}, indent=2)
         out = io.StringIO()

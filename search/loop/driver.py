@@ -22,8 +22,8 @@ import collections
 from pathlib import Path
 
 from controller import Proposal, make_proposer
-from evaluator.result import ChildResult
 from evaluator.activations import display_text
+from evaluator.result import ChildResult
 from evaluator.result import reward as child_reward
 from search.loop.config import Config, child_seed
 from search.loop.fidelity import RungBoard, RungDecision, count_child, early_stopping_text

@@ -353,13 +353,14 @@ class Store(StudyRecords):
                 out.setdefault(row["fingerprint"], {})[row["text"]] = None
         return {fingerprint: list(texts) for fingerprint, texts in out.items()}
 
-    def top(self, k: int = 10) -> list[dict]:
+    def top(self, k: int = 10, statuses: Sequence[str] = CHILD_STATUSES) -> list[dict]:
         """The ``k`` trained candidates with the highest reward (ties: earlier first), each with ``rank`` and
-        ``proposed`` (how often the controller proposed that function: 1 + its duplicates)."""
+        ``proposed`` (how often the controller proposed that function: 1 + its duplicates); ``statuses``: of those
+        statuses only (e.g. ("ok",): the children that trained to the end)."""
         rows = self._conn.execute(
             f"SELECT c.*, 1 + (SELECT COUNT(*) FROM candidates d WHERE d.duplicate_of = c.idx) AS proposed "
-            f"FROM candidates c WHERE c.status IN ({','.join('?' * len(CHILD_STATUSES))}) "
-            f"ORDER BY c.reward DESC, c.idx ASC LIMIT ?", (*CHILD_STATUSES, k))
+            f"FROM candidates c WHERE c.status IN ({','.join('?' * len(statuses))}) "
+            f"ORDER BY c.reward DESC, c.idx ASC LIMIT ?", (*statuses, k))
         out = []
         for rank, row in enumerate(rows, 1):
             item = _candidate(row)
