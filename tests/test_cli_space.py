@@ -56,6 +56,15 @@ def test_space_bad_operator_exit_2(capsys):
     assert code == 2 and "unknown unary operator 'bogus'" in err
 
 
+def test_an_expression_starting_with_minus_gets_the_double_dash_hint():
+    proc = subprocess.run([sys.executable, "-m", "search.cli", "expr", "-(-x)"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "put -- before it" in proc.stderr and "-- '-(-x)'" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "search.cli", "expr", "--", "-(-x)"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "--x" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "search.cli", "expr", "x", "--bogus"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--bogus" in proc.stderr and "put --" not in proc.stderr
+
+
 def test_console_script_runs():
     proc = subprocess.run([sys.executable, "-m", "search.cli", "expr", "max(x, 0)"], capture_output=True, text=True)
     assert proc.returncode == 0 and "relu(x)" in proc.stdout

@@ -25,7 +25,8 @@ def test_text_prints_back_as_typed(text):
 
 
 @pytest.mark.parametrize("typed, canonical", [
-    ("max(x, 0)", "relu(x)"), ("min(x,0)", "min0(x)"), ("x*sigmoid(beta*x)", "x * sigmoid(beta * x)"),
+    ("max(x, 0)", "relu(x)"), ("min(x,0)", "min0(x)"), ("max(0, x)", "relu(x)"), ("min(0, tanh(x))", "min0(tanh(x))"),
+    ("x*sigmoid(beta*x)", "x * sigmoid(beta * x)"),
     ("((x))", "x"), ("  x  +  beta ", "x + beta"),
 ])
 def test_canonical_spelling(typed, canonical):
@@ -68,6 +69,8 @@ def test_beta_changes_swish():
     ("x x", "unexpected 'x'"),
     ("y", "unknown name 'y': the input is x, a trainable constant is beta"),
     ("y(x)", "unknown operator 'y'"),
+    ("max(0, 0)", "constant 0 is only allowed as max(a, 0)"),
+    ("sin(0)", "constant 0 is not in the space"),
 ])
 def test_bad_text_names_the_problem_and_column(bad, fragment):
     with pytest.raises(ExpressionError) as info:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 
 from search.language.errors import UserError
 
+OPTION = re.compile(r"--?[A-Za-z][\w-]*(=.*)?|-\d[\d.e+-]*", re.DOTALL)  # an option or a negative number, else a value
 PICTURE_SUFFIXES = (".png", ".pdf", ".svg")  # the formats a plot is written in (matplotlib picks it by suffix)
 
 
@@ -18,7 +20,11 @@ class Parser(argparse.ArgumentParser):
     input error; ``actsearch COMMAND --help`` shows the usage."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message[:240]} (see {self.prog} --help)\n")
+        hint = f"see {self.prog} --help"
+        odd = [arg for arg in sys.argv[1:] if arg.startswith("-") and not OPTION.fullmatch(arg)]
+        if odd:  # an expression such as '-(-x)' or '-x * beta' is read as an option
+            hint = f"a value that starts with '-' is read as an option: put -- before it, as in {self.prog} -- {odd[0]!r}"
+        self.exit(2, f"{self.prog}: error: {message[:240]} ({hint})\n")
 
 
 def whole(low: int, high: int):

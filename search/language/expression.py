@@ -11,7 +11,7 @@ Text syntax (what users type and the tool prints)::
 ``+ - * /`` are the binary ``add sub mul div`` (``/`` is the protected ``x1 / (x2 + eps)``), ``-a`` is ``neg``,
 ``a**2``/``a**3`` are ``square``/``cube``, ``beta * a`` is ``scale``, ``a + beta`` is ``shift``, a lone ``beta`` is the
 constant unary; every other operator is called by its token name (``sigmoid(x)``, ``max(x, y)``, ``gauss_diff(x, y)``).
-``max(a, 0)`` and ``min(a, 0)`` are accepted for ``relu(a)`` and ``min0(a)``.
+``max(a, 0)`` and ``min(a, 0)`` (or ``max(0, a)``, ``min(0, a)``) are accepted for ``relu(a)`` and ``min0(a)``.
 """
 from __future__ import annotations
 
@@ -217,17 +217,17 @@ class _Parser:
             args.append(self.zero_or_sum(op))
         close_col = self.tokens[self.i][2] if self.i < len(self.tokens) else len(self.text)
         self.take(")")
-        if op.name in ("max", "min") and len(args) == 2 and args[1] == "zero":
-            return apply("relu" if op.name == "max" else "min0", args[0])
+        if op.name in ("max", "min") and len(args) == 2 and args.count("zero") == 1:  # max(a, 0) or max(0, a)
+            return apply("relu" if op.name == "max" else "min0", args[args[0] == "zero"])
         if "zero" in args:
-            raise self.error("constant 0 is only allowed as max(a, 0) or min(a, 0)", col)
+            raise self.error("constant 0 is only allowed as max(a, 0) or min(a, 0) (or max(0, a), min(0, a))", col)
         if len(args) != op.arity:
             raise self.error(f"{value} takes {op.arity} argument(s), got {len(args)}", close_col)
         return apply(op, *args)
 
     def zero_or_sum(self, op: Op):
         if op.name in ("max", "min") and self.peek() == "0" and self.i + 1 < len(self.tokens) \
-                and self.tokens[self.i + 1][1] == ")":
+                and self.tokens[self.i + 1][1] in (")", ","):
             self.take()
             return "zero"
         return self.sum()
