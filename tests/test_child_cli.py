@@ -59,6 +59,15 @@ def test_calibrate_prints_a_table(data_dir, capsys):
     assert len(lines) == 3 and lines[1].startswith("relu") and "s/child" in lines[2]
 
 
+def test_calibrate_row_of_an_activation_with_no_ok_child_says_so():
+    from search.cli.child import _format_row, summarize
+    records = [{"activation": "exp(exp(x))", "status": "diverged", "accuracy": None, "wall_s": 1.5}] * 2
+    line = _format_row(summarize("exp(exp(x))", records))
+    assert "range none (no ok child)" in line and "ok 0/2" in line and "statuses: diverged" in line
+    ok = [{"activation": "relu", "status": "ok", "accuracy": a, "wall_s": 2.0} for a in (0.9, 0.95)]
+    assert "range 0.9000 to 0.9500" in _format_row(summarize("relu", ok))
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train", "--activation", "sigmoid(x"], "expected ')'"),
     (["train", "--activation", "swishy"], "unknown activation 'swishy'"),

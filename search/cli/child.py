@@ -204,6 +204,7 @@ def _format_row(row: dict) -> str:
         return format(v, spec) if v is not None else "-"
 
     status = "" if row["statuses"] == ["ok"] else f"  statuses: {', '.join(row['statuses'])}"
+    spread = f"{row['min']:.4f} to {row['max']:.4f}" if row["min"] is not None else "none (no ok child)"
     return (f"{row['activation']:<24} mean {f(row['mean'], '.4f')}  std {f(row['std'], '.4f')}  "
-            f"range {f(row['min'], '.4f')}-{f(row['max'], '.4f')}  ok {row['ok']}/{row['children']}  "
+            f"range {spread}  ok {row['ok']}/{row['children']}  "
             f"{f(row['s_per_child'], '.1f')} s/child{status}")
