@@ -285,6 +285,26 @@ def test_the_wins_table_writes_functions_as_every_display_does_and_csv_keeps_the
                                                    '"sigmul(sinh(x), x)",8/0/0,1/2/5']
 
 
+def test_csv_and_json_comparisons_name_each_function_by_its_text_and_its_simplest_text():
+    """``top --format json`` gives each function's simplest text; significance's json and csv gave only the canonical
+    text (``sigmul(sinh(x), x)``, not ``x * sigmoid(sinh(x))``)."""
+    import csv
+    import io
+    import json
+
+    from search.analysis.significance import significance_table
+
+    comparison = {"candidate": "sigmul(sinh(x), x)", "baseline": "sigmul(beta * x, x)", "n": 8, "candidate_mean": 0.9,
+                  "baseline_mean": 0.89, "mean_diff": 0.01, "ci_low": 0.0, "ci_high": 0.02, "wilcoxon_p": 0.04,
+                  "wilcoxon_p_holm": 0.04, "sign_p": 0.07, "wins": 6, "ties": 0, "losses": 2, "verdict": "better"}
+    (row,) = json.loads(significance_table([comparison], "json"))
+    assert row["candidate"] == "sigmul(sinh(x), x)" and row["candidate_simplest"] == "x * sigmoid(sinh(x))"
+    assert row["baseline_simplest"] == "x * sigmoid(beta * x)"
+    (row,) = csv.DictReader(io.StringIO(significance_table([comparison], "csv")))
+    assert row["candidate"] == "sigmul(sinh(x), x)" and row["candidate simplest"] == "x * sigmoid(sinh(x))"
+    assert "candidate simplest" not in significance_table([comparison], "table")
+
+
 def test_top_k_takes_the_k_best_children_that_trained_to_the_end():
     """``--top K`` of a run with early stopping tested fewer than K functions: the K best by reward less the stopped
     ones, without a word."""

@@ -150,6 +150,11 @@ def function_label(label: str) -> str:
     return label if fingerprint_of(label) is None else display_text(label)
 
 
+def simplest_label(label: str) -> str:
+    """A candidate or baseline label's simplest text alone, as ``top``'s csv and json give it (a name stays)."""
+    return label if fingerprint_of(label) is None else display_parts(label)[0]
+
+
 SIGNIFICANCE_COLUMNS = (
     Column("candidate", "candidate", function_label),
     Column("baseline", "baseline", function_label),
@@ -166,11 +171,19 @@ SIGNIFICANCE_COLUMNS = (
 )
 
 
+# csv and json keep the canonical texts and add each one's simplest text after it, as top's do
+SIGNIFICANCE_DATA_COLUMNS = (SIGNIFICANCE_COLUMNS[0], Column("candidate_simplest", "candidate simplest", _plain),
+                             SIGNIFICANCE_COLUMNS[1], Column("baseline_simplest", "baseline simplest", _plain),
+                             *SIGNIFICANCE_COLUMNS[2:])
+
+
 def comparison_rows(comparisons: Sequence[Mapping[str, Any]]) -> list[dict]:
-    """Comparison records (``Comparison.to_dict()``) with the shown ``ci`` (``[low, high]`` of the mean difference)
-    and ``wtl`` (wins/ties/losses) added, as ``SIGNIFICANCE_COLUMNS`` show them."""
+    """Comparison records (``Comparison.to_dict()``) with the shown ``ci`` (``[low, high]`` of the mean difference),
+    ``wtl`` (wins/ties/losses) and both functions' simplest texts added, as ``SIGNIFICANCE_COLUMNS`` show them."""
     return [dict(c, ci=f"[{_signed(c['ci_low'])}, {_signed(c['ci_high'])}]" if c.get("ci_low") is not None else "-",
-                 wtl=f"{c.get('wins', 0)}/{c.get('ties', 0)}/{c.get('losses', 0)}") for c in comparisons]
+                 wtl=f"{c.get('wins', 0)}/{c.get('ties', 0)}/{c.get('losses', 0)}",
+                 candidate_simplest=simplest_label(c["candidate"]), baseline_simplest=simplest_label(c["baseline"]))
+            for c in comparisons]
 
 
 def format_rows(rows: Sequence[dict], columns: Sequence[Column], fmt: str = "table") -> str:

@@ -33,7 +33,14 @@ from pathlib import Path
 from typing import Sequence, TextIO
 
 from evaluator.tasks import SyntheticTask, find_task
-from search.analysis.formatting import SIGNIFICANCE_COLUMNS, Column, comparison_rows, format_rows, function_label
+from search.analysis.formatting import (
+    SIGNIFICANCE_COLUMNS,
+    SIGNIFICANCE_DATA_COLUMNS,
+    Column,
+    comparison_rows,
+    format_rows,
+    function_label,
+)
 from search.analysis.retrain import retrain
 from search.analysis.stats import (
     ALPHA,
@@ -321,7 +328,7 @@ def significance_table(comparisons: Sequence[Comparison | dict], fmt: str = "tab
     rows = comparison_rows(metric_comparisons(comparisons, rewards))
     if fmt == "json":
         return json.dumps([{k: v for k, v in r.items() if k not in ("ci", "wtl")} for r in rows], indent=2)
-    return format_rows(rows, SIGNIFICANCE_COLUMNS, fmt)
+    return format_rows(rows, SIGNIFICANCE_DATA_COLUMNS if fmt == "csv" else SIGNIFICANCE_COLUMNS, fmt)
 
 
 def wins_text(table: WinsTable | dict, fmt: str = "table") -> str:
