@@ -155,6 +155,23 @@ def test_a_minimised_metric_is_shown_as_itself_with_differences_in_its_units(tmp
     assert (row["mean"], row["low"], row["high"], row["lower"]) == (-0.02, -0.03, -0.01, True)
 
 
+def test_a_run_of_re_trainings_only_is_shown_as_such_not_as_a_new_search(tmp_path):
+    """``table build --functions`` records re-trainings in a run that never searched: its card said "new, 0 / 10000
+    children"."""
+    from search.analysis.dashboard import Board
+
+    run = tmp_path / "named"
+    create_run(run, config_from_dict({"seed": 1, "child": {"task": "synthetic"}}))
+    with Store.open(run) as store:
+        store.record_study("s1", {"task": "synthetic"}, [])
+        for seed in range(3):
+            store.record_retraining("s1", "relu(x)", seed, seed, "ok", 0.5, {"accuracy": 0.5})
+    board = Board({"named": run, "done": finished_run(tmp_path)})
+    named, done = board.runs()
+    assert (named["state"], named["retrainings"], named["done"], named["proposals"]) == ("re-trained", 3, 0, 0)
+    assert done["state"] == "finished" and done["retrainings"] == 0
+
+
 # ---------------------------------------------------------------- in a browser, while a search runs
 
 def _dom(url: str, width: int, screenshot: Path | None = None) -> tuple[str, str]:

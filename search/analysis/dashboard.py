@@ -203,7 +203,7 @@ class Board:
             w.first_open = pending[0] if pending else (fresh[-1][0] + 1 if fresh else w.first_open)
             w.course.sort()
             w.detail.update(self._details(store, w), sessions=len(sessions), running=len(pending),
-                            proposals=store.proposals(), done=store.evaluated())
+                            proposals=store.proposals(), done=store.evaluated(), retrainings=store.retraining_count())
             w.seq = seq
 
     def _details(self, store, w: _Watched) -> dict:
@@ -266,6 +266,9 @@ class Board:
             curve.append([w.course[-1][0], best])
         finished = sorted(c[3] for c in w.course if c[3] is not None)
         state = w.detail.get("state", "new")
+        retrainings = w.detail.get("retrainings", 0)
+        if state == "new" and retrainings:  # no search session, only re-trainings (a table of named functions)
+            state = "re-trained"
         # the rate of the last session: its children over its time so far (or in all, once it ended); the spread of
         # finishing times would count a pause between sessions, and a batch recorded at once as no time at all
         started, ended = w.session.get("started_at"), w.session.get("ended_at")
@@ -282,6 +285,7 @@ class Board:
         lower = bool(w.rewards is not None and w.rewards.minimize)
         return {"name": name, "path": str(w.path), "state": state, "done": done, "budget": w.budget,
                 "proposals": w.detail.get("proposals", 0), "running": w.detail.get("running", 0),
+                "retrainings": retrainings,
                 "best": top and {k: top[k] for k in ("readable", "equals", "typeset", "reward")},
                 "per_minute": per_minute, "eta_s": eta,
                 "curve": _thin([[i, w.shown(r)] for i, r in curve], CURVE_POINTS),

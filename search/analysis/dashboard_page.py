@@ -23,7 +23,7 @@ h2 { font-size: 15px; margin: 18px 0 6px; }
 .card .name { font-weight: 600; overflow-wrap: anywhere; }
 .state { display: inline-block; padding: 0 7px; border-radius: 9px; font-size: 12px; color: #fff; margin-left: 6px; }
 .running { background: #1f7a45; } .finished { background: #1f5fa8; } .stopped { background: #8a6d1a; }
-.new { background: #6b7580; } .damaged { background: #b3261e; }
+.new { background: #6b7580; } .re-trained { background: #1f5fa8; } .damaged { background: #b3261e; }
 .bar { height: 6px; background: #e6e9ec; border-radius: 3px; margin: 6px 0; }
 .bar div { height: 6px; background: #1f5fa8; border-radius: 3px; }
 .math { font-family: "STIX Two Math", "Cambria Math", "Latin Modern Math", Georgia, serif; font-size: 15px; }
@@ -193,6 +193,8 @@ function cards(runs) {
     const best = r.best ? `<div class="math">${r.best.typeset}${r.best.equals ? ' <span class="small">= ' + esc(r.best.equals) + '</span>' : ''}</div>` +
       `<div class="small">best ${esc(r.metric)} ${fmt(r.best.reward)}</div>` : '<div class="small">no reward yet</div>';
     const body = r.state === 'damaged' ? `<div class="small">${esc(r.error)}</div>` :
+      !r.proposals && r.retrainings ? `<div class="small"><span class="done">${r.retrainings}</span> re-trainings of ` +
+        `named functions, no search</div>` :
       `<div class="bar"><div style="width:${pct.toFixed(1)}%"></div></div><div class="small">` +
       `<span class="done">${r.done}</span> / ${r.budget ?? '?'} children` +
       `${r.running ? ', ' + r.running + (r.state === 'running' ? ' in flight' : ' left open') : ''}${r.per_minute ? ', ' + r.per_minute.toFixed(1) + '/min' : ''}` +

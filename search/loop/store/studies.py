@@ -93,6 +93,12 @@ class StudyRecords:
             raise StoreError(f"re-training of {activation!r} with seed number {seed_number} in study {study} is "
                              f"already recorded (or the study is unknown): {exc}") from None
 
+    def retraining_count(self) -> int:
+        """How many re-trainings are recorded, over every study."""
+        if not self._has_table("retrainings"):
+            return 0
+        return self._conn.execute("SELECT COUNT(*) FROM retrainings").fetchone()[0]
+
     def retrainings(self, study: str | None = None, activations: Sequence[str] | None = None) -> list[dict]:
         """Recorded re-trainings (of ``study`` and ``activations`` when given), ordered by study, activation and seed
         number; each with ``metrics`` as a dict."""
