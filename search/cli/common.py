@@ -19,9 +19,15 @@ class Parser(argparse.ArgumentParser):
     """argparse that reports a bad command line in one line (no usage block) with exit code 2, like every other
     input error; ``actsearch COMMAND --help`` shows the usage."""
 
+    given: list = []  # the command line this parser was given (error's hint reads it)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.given = [str(a) for a in (sys.argv[1:] if args is None else args)]
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str):
         hint = f"see {self.prog} --help"
-        odd = [arg for arg in sys.argv[1:] if arg.startswith("-") and not OPTION.fullmatch(arg)]
+        odd = [arg for arg in self.given if arg.startswith("-") and not OPTION.fullmatch(arg)]
         if odd:  # an expression such as '-(-x)' or '-x * beta' is read as an option
             hint = f"a value that starts with '-' is read as an option: put -- before it, as in {self.prog} -- {odd[0]!r}"
         self.exit(2, f"{self.prog}: error: {message[:240]} ({hint})\n")
