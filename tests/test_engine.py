@@ -113,6 +113,82 @@ def test_probation_stops_a_broken_setup_in_process(tmp_path):
     assert store.evaluated() == 0  # nothing of a broken setup is recorded
 
 
+class _VanishingExecutor(LocalExecutor):
+    """Trains ``before`` children, then every child is lost as when the Ray cluster is stopped under the search
+    (a system failure), and ``lost`` says so."""
+
+    def __init__(self, config, capacity, before):
+        super().__init__(config, capacity=capacity)
+        self.before, self.trained = before, 0
+
+    def poll(self, timeout):
+        out = []
+        for key, activation, seed in self._queued:
+            if self.trained < self.before:
+                self.trained += 1
+                out.append((key, self._train(self.config.child, activation, seed)))
+            else:
+                out.append((key, ChildResult.failed(activation, seed, "system failure: LocalRayletDiedError", "system")))
+        self._queued = []
+        return out
+
+    def lost(self, result):
+        return "the Ray cluster at 10.0.0.1:6379 stopped answering" if self.trained >= self.before else None
+
+
+def test_a_cluster_that_goes_away_stops_the_session_and_a_resume_makes_the_same_search(tmp_path):
+    """A Ray cluster stopped under a search: the driver went on launching children into it, each lost child queued
+    again until its system retries were spent and then recorded as a failure (a penalty for the candidate), and Ray
+    ended the process a minute later (exit 1). Now the session stops at the first lost child, recording none of them,
+    and a resume trains them: the search is the one an uninterrupted run makes."""
+    from search.loop.driver import Driver
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({
+        "seed": 3, "space": {"core_units": 1}, "controller": {"kind": "random"},
+        "child": {"task": "synthetic", "noise": 0.02}, "budget": {"children": 24}, "resources": {"system_retries": 2}}))
+    config = load_config(tmp_path / "c.yaml")
+    store = Store.in_memory()
+    log = io.StringIO()
+    progress = Progress(io.StringIO(), log, 60)
+    driver = Driver(None, config, store, progress)
+    driver.restore()
+    with StopSignal(print) as stop, _VanishingExecutor(config, 4, before=9) as executor:
+        assert Engine(executor, driver, progress, config.rewards, config.resources.system_retries).run(stop) \
+            == "interrupted"
+    assert store.evaluated() == 9 and store.counts()["failed"] == 0
+    assert "stopped answering; the session stops" in log.getvalue() and "queued again" not in log.getvalue()
+    driver = Driver(None, config, store, progress)
+    driver.restore()
+    with StopSignal(print) as stop, LocalExecutor(config, capacity=4) as executor:
+        assert Engine(executor, driver, progress, config.rewards).run(stop) == "finished"
+    uninterrupted = search_local(config, capacity=4)["store"]
+    assert _rows(store) == _rows(uninterrupted) and store.audit() == []
+
+
+def test_the_pool_knows_a_lost_cluster_from_a_lost_worker():
+    """ChildPool.lost: this machine's Ray node dying, or a cluster head that no longer answers, is the end of the
+    session; any other system failure (a worker or another node died) is Ray's to retry."""
+    import socket
+
+    from search.loop.config import config_from_dict
+    from search.loop.pool import ChildPool
+
+    pool = ChildPool(config_from_dict({"child": {"task": "synthetic"}}))
+    worker = ChildResult.failed("relu", 0, "system failure after 3 retries: WorkerCrashedError", "system")
+    worker.extra["ray_error"] = "WorkerCrashedError"
+    raylet = ChildResult.failed("relu", 0, "system failure after 3 retries: LocalRayletDiedError", "system")
+    raylet.extra["ray_error"] = "LocalRayletDiedError"
+    assert pool.lost(worker) is None  # embedded Ray, a worker died
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        pool._head = f"127.0.0.1:{listening.getsockname()[1]}"
+        assert pool.lost(worker) is None  # the head answers
+    assert "stopped answering" in pool.lost(worker)  # the same port, closed
+    pool = ChildPool(config_from_dict({"child": {"task": "synthetic"}}))
+    assert "this machine's Ray node died" in pool.lost(raylet)
+
+
 USER_CHILDREN = ("def nan(activation, seed, device, options):\n    return {'val_loss': float('nan')}\n\n"
                  "def fine(activation, seed, device, options):\n    return {'val_loss': 0.5}\n")
 LOSS = {"minimize": True, "failed": -9.0, "screened": -9.0}

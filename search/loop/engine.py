@@ -68,6 +68,7 @@ class Engine:
         self.held: list[tuple[Hashable, ChildResult]] = []  # failures held back on probation
         self.attempts: collections.Counter[Hashable] = collections.Counter()  # key -> system re-queues this session
         self.started = time.monotonic()
+        self.gone = False  # the children's machines went away (Executor.lost): the session stops, as when interrupted
         self.board = getattr(work, "board", None)  # early stopping (search.loop.fidelity), when the work has it
         if self.board is not None:
             executor.attach(self.board)
@@ -79,7 +80,7 @@ class Engine:
     def run(self, stop: StopSignal) -> str:
         """Step until the work says it is done (its outcome) or a stop is requested ("interrupted")."""
         work, executor = self.work, self.executor
-        while not stop.requested:
+        while not stop.requested and not self.gone:
             self.dispatch()
             outcome = work.finished(len(executor))
             if outcome:
@@ -117,7 +118,7 @@ class Engine:
         broken (``SystemicFailure``)."""
         out = []
         for key, result in finished:
-            if not self.probation:
+            if not self.probation or (result.system_failure and self.cluster_gone(result)):  # deliver abandons the latter
                 out.append((key, result))
             elif (checked := reward(result, self.rewards)[2]).status == "failed":  # a missing metric fails too
                 self.held.append((key, checked))
@@ -139,13 +140,29 @@ class Engine:
         return held
 
     def deliver(self, key: Hashable, record: ChildResult) -> None:
-        """A result arrived: queue a system failure again (while retries last), else the work records it."""
+        """A result arrived: queue a system failure again (while retries last), else the work records it. A system
+        failure where the cluster itself went away is neither: the work forgets the child (it runs again, same seed,
+        when the session is resumed) and the session stops."""
+        if record.system_failure and self.cluster_gone(record):
+            self.work.abandon(key)
+            return
         if record.system_failure and self.attempts[key] < self.system_retries:
             self.attempts[key] += 1
             self.work.ready.append(key)
             self.work.requeued(key, record, self.attempts[key], self.system_retries)
             return
         self.work.record(key, record)
+
+    def cluster_gone(self, result: ChildResult) -> bool:
+        """Whether the children's machines went away (asked after ``result``, a system failure; ``Executor.lost``);
+        the first time it says so, the session is told to stop."""
+        if not self.gone:
+            lost = self.executor.lost(result)
+            if lost:
+                self.gone = True
+                self.progress.event(f"{lost}; the session stops (once Ray is back, a resume runs the children that "
+                                    f"did not finish)")
+        return self.gone
 
     def stop(self) -> None:
         """Cancel the children in flight (a stopped session); the work forgets them (they run again next time)."""

@@ -65,6 +65,11 @@ class Executor:
         """Cancel every child in flight (a stopped session); returns their keys."""
         raise NotImplementedError
 
+    def lost(self, result: ChildResult) -> str | None:
+        """Asked after ``result``, a child's failure for the system's reasons: a line saying where the children's
+        machines went (a cluster that stopped answering), or None while they are there."""
+        return None
+
 
 class LocalExecutor(Executor):
     """Children trained in this process, in submission order, when ``poll`` is called: ``capacity`` of them are "in

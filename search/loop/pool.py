@@ -40,6 +40,7 @@ from search.loop.fidelity import Reporter, RungBoard, RungDecision
 CAPACITY_REFRESH_S = 5.0  # how often the pool re-reads the cluster's resources
 TIMEOUT_GRACE_S = 60.0
 PREPARE_TIMEOUT_S = 900.0  # how long a cluster's nodes may take to build the kernel before the children start anyway
+LOST_CHECK_S = 3.0  # how long the driver waits for a cluster's head to answer, after a child failed for the system's reasons
 CANCEL_AFTER_S = 30.0  # past a child's deadline, how long the driver waits for its worker to stop it before cancelling
 
 
@@ -152,8 +153,10 @@ def child_result(ref: ray.ObjectRef, activation: str, seed: int, split: str, max
         cause = exc.cause if getattr(exc, "cause", None) is not None else exc
         return lost_child("failed", one_line(cause), activation, seed, split)
     except ray.exceptions.RayError as exc:  # worker or node died more often than max_retries allows
-        return lost_child("failed", f"system failure after {max_retries} retries: {type(exc).__name__}",
+        lost = lost_child("failed", f"system failure after {max_retries} retries: {type(exc).__name__}",
                           activation, seed, split)
+        lost.extra["ray_error"] = type(exc).__name__  # ChildPool.lost reads it
+        return lost
     return ChildResult.from_dict(record)
 
 
@@ -251,6 +254,7 @@ class ChildPool(Executor):
         self._flights: dict[ray.ObjectRef, _Flight] = {}
         self._capacity, self._capacity_at = 0, -math.inf
         self._started_ray = False
+        self._head, self._gone = None, False  # the cluster head's address (None: embedded); whether it went away
 
     # -- connection
 
@@ -267,13 +271,34 @@ class ChildPool(Executor):
             raise
         self.cluster = {"nodes": len([n for n in ray.nodes() if n.get("Alive")]), "CPU": total.get("CPU", 0),
                         "GPU": total.get("GPU", 0), "children_at_once": capacity}
+        self._head = ray.get_runtime_context().gcs_address if self.config.resources.address else None
         return self
 
     def __exit__(self, *exc) -> None:
         self.cancel_all()
+        if self._gone:  # nothing answers: ray.shutdown would wait a minute for the head, then end this process
+            return
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False
+
+    def lost(self, result: ChildResult) -> str | None:
+        """After ``result``, a system failure: a line when the children's Ray went away (this machine's Ray node
+        died, which no child survives, or a cluster's head, ``resources.address``, stopped answering), else None (a
+        worker or another node died: Ray retried it, and the engine queues it again)."""
+        where = f"the Ray cluster at {self.config.resources.address}" if self._head else "the Ray of this command"
+        if result.extra.get("ray_error") == "LocalRayletDiedError":
+            self._gone = True
+            return f"{where} stopped (this machine's Ray node died)"
+        if not self._head:
+            return None
+        host, _, port = self._head.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=LOST_CHECK_S).close()
+        except OSError as exc:
+            self._gone = True
+            return f"{where} stopped answering ({exc.strerror or exc})"
+        return None
 
     def prepare_nodes(self) -> list[dict]:
         """On a cluster (``resources.address``), build or load the children's activation kernel on every node a child
@@ -385,6 +410,9 @@ class ChildPool(Executor):
     def cancel_all(self) -> list[Hashable]:
         """Cancel every child in flight (a stopped session); returns their keys. They rerun, same seed, next time."""
         keys = self.keys()
+        if self._gone:  # nothing answers: a Ray call would wait a minute for the head, then end this process
+            self._flights.clear()
+            return keys
         refs = list(self._flights)
         # The children still running are asked to stop (an interrupt in the worker), not force-cancelled: a
         # force-cancel that races with the task's own end aborts Ray 2.60's driver ("Tried to complete task that was
