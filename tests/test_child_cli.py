@@ -27,6 +27,15 @@ def test_train_prints_the_result_record_as_json(data_dir, capsys):
     assert record["activation"] == "x * sigmoid(beta * x)" and 0 <= record["accuracy"] <= 1
 
 
+def test_train_takes_the_kernel_as_a_flag_and_says_which_ran(data_dir, capsys):
+    """The kernel could be chosen only through --set child.kernel=..., and the text line did not say which ran."""
+    assert main(["train", "--activation", "x * sigmoid(beta * x)", "--steps", "5", "--kernel", "eager",
+                 *_small(data_dir)]) == 0
+    assert "(eager kernel)" in capsys.readouterr().out
+    assert main(["train", "--activation", "relu", "--steps", "5", "--kernel", "eager", "--json", *_small(data_dir)]) == 0
+    assert json.loads(capsys.readouterr().out)["kernel"] == "torch"  # relu is torch's own, whatever the setting
+
+
 def test_train_takes_child_settings_from_a_config_and_flags_win(data_dir, tmp_path, capsys):
     config = tmp_path / "search.yaml"
     config.write_text(f"child:\n  steps: 12\n  batch_size: 32\n  data_dir: {data_dir}\n  train_size: 500\n"

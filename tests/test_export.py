@@ -148,6 +148,43 @@ def test_exported_and_searched_modules_keep_the_shape_of_a_vector_and_a_scalar(t
         torch.testing.assert_close(have, expr(x[None])[0] if x.dim() == 0 else expr(x))
 
 
+@pytest.mark.parametrize("name", ["op_sin", "torch", "nn", "math", "activation", "_init_betas", "isinstance", "EPS"])
+def test_a_class_name_the_file_itself_uses_is_refused(tmp_path, name):
+    """``--class-name op_sin`` (or torch, nn, math, activation, ...) wrote a file whose class replaced a name the file
+    uses, and it failed when used (``mul(): argument 'input' must be Tensor, not op_sin``)."""
+    with pytest.raises(UserError, match=f"class name '{name}' is a name the exported file itself uses"):
+        write_export(tmp_path / "act.py", "sinc(x) * sigmoid(beta * sin(x))", {}, class_name=name)  # sinc: math.pi
+    assert not (tmp_path / "act.py").exists()
+    module = _load(write_export(tmp_path / "act.py", "sinc(x) * sigmoid(beta * sin(x))", {}, class_name="Sinc"))
+    assert module.Sinc(channels=2)(torch.ones(3, 2)).shape == (3, 2)
+
+
+@pytest.mark.parametrize("kernel", ["eager", "native"])
+def test_a_lazy_module_loads_trained_betas_before_its_first_forward_as_the_exported_one_does(tmp_path, kernel):
+    """``activation_module(expr)`` (betas sized by the first input) refused a state dict before any forward, while the
+    exported module, which docs call interchangeable, loaded it."""
+    expr = Expression.parse("x * sigmoid(beta * x) + beta")
+    trained = activation_module(expr, 4)
+    with torch.no_grad():
+        trained.beta.uniform_(0.5, 2.0)
+    x = torch.randn(3, 4, 5)
+    for fresh in (activation_module(expr, kernel=kernel),
+                  _load(write_export(tmp_path / "act.py", expr, {}, force=True)).SearchedActivation()):
+        fresh.load_state_dict(trained.state_dict())
+        torch.testing.assert_close(fresh(x), trained(x))
+
+
+def test_the_native_kernel_promotes_x_and_beta_as_the_eager_code_does():
+    """A module turned to float64 (``.double()``) returned float64 from eager code and float32 from the native kernel
+    for a float32 input: native cast the betas to x's type."""
+    expr = Expression.parse("x * sigmoid(beta * x)")
+    x = torch.randn(2, 4, 3)
+    for module_type, x_type in ((torch.float64, torch.float32), (torch.float32, torch.float64)):
+        outs = [activation_module(expr, 4, kernel=k).to(module_type)(x.to(x_type)) for k in ("eager", "native")]
+        assert outs[0].dtype == outs[1].dtype == torch.float64
+        torch.testing.assert_close(outs[1], outs[0])
+
+
 def test_docstring_carries_formula_and_provenance(tmp_path):
     significance = [{"candidate": "x * sigmoid(beta * x)", "baseline": "relu", "verdict": "better", "mean_diff": 0.0042,
                      "ci_low": 0.001, "ci_high": 0.007, "wilcoxon_p_holm": 0.012, "sign_p": 0.002, "n": 10,

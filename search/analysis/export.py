@@ -8,6 +8,8 @@ first input when ``channels`` is None. Its ``state_dict`` is interchangeable wit
 """
 from __future__ import annotations
 
+import ast
+import builtins
 import inspect
 import json
 import keyword
@@ -19,7 +21,7 @@ from typing import Any, Mapping
 from search.language.errors import UserError
 from search.language.expression import Expression
 from search.language.files import atomic_write
-from search.language.kernel import _init_betas, _materialize_beta, kernel
+from search.language.kernel import _init_betas, _load_lazy_beta, _materialize_beta, kernel
 from search.language.ops import EPS, OPS_BY_NAME
 
 OPS_BY_FN_NAME = {op.fn_name: op for op in OPS_BY_NAME.values()}
@@ -45,10 +47,7 @@ class {class_name}(nn.Module):
         return activation(x, beta)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # a still-lazy beta takes its shape from the saved one, so trained betas load before any forward
-        saved = state_dict.get(prefix + "beta")
-        if saved is not None and isinstance(self.beta, nn.UninitializedParameter):
-            self.beta.materialize(tuple(saved.shape), device=saved.device, dtype=saved.dtype)
+        _load_lazy_beta(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self):
@@ -56,7 +55,8 @@ class {class_name}(nn.Module):
         return f"{{FORMULA!r}}, n_betas={{self.n_betas}}, channels={{None if lazy else self.beta.shape[1]}}"
 
 
-'''.lstrip("\n") + "".join("\n\n" + inspect.getsource(fn) for fn in (_init_betas, _materialize_beta))
+'''.lstrip("\n") + "".join("\n\n" + inspect.getsource(fn) for fn in (_init_betas, _materialize_beta,
+                                                                                 _load_lazy_beta))
 
 
 def _doc_safe(text: str) -> str:
@@ -173,7 +173,26 @@ def export_source(expr: Expression | str, provenance: Mapping[str, Any], *,
               f"{definitions}\n\n\n# ---- the function: beta (n_betas, C) broadcast over dim 1\n\n"
               f"{body}\n\n\n{module}")
     compile(source, f"<export {expr.text}>", "exec")  # a generated file that does not even parse is our bug
+    if class_name in _global_names(source, but=class_name):
+        raise UserError(f"class name {class_name!r} is a name the exported file itself uses; choose another, such "
+                        f"as {DEFAULT_CLASS_NAME}")
     return source
+
+
+def _global_names(source: str, but: str) -> set[str]:
+    """The module-level names ``source`` binds (imports, functions, classes, constants; not the class ``but``) and
+    the builtins it reads: a class of the same name would replace one of them."""
+    tree = ast.parse(source)
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not (isinstance(node, ast.ClassDef) and
+                                                                       node.name == but):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return names | {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and hasattr(builtins, n.id)}
 
 
 def write_export(path: str | os.PathLike, expr: Expression | str, provenance: Mapping[str, Any], *,

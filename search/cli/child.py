@@ -30,6 +30,7 @@ _CHILD_FLAGS = (
     ("--data-dir", "data_dir", str, "dataset directory"),
     ("--device", "device", str, "auto | cpu | cuda"),
     ("--compile", "compile", str, "auto | on | off"),
+    ("--kernel", "kernel", str, "auto | eager | compiled | native: how a candidate activation runs (docs/evaluator.md)"),
     ("--split", "split", str, "val | test: the set the accuracy is measured on"),
     ("--time-limit", "time_limit_s", float, "wall-clock limit per child in seconds (0 = none)"),
     ("--threads", "threads", int, "CPU threads per child (0 = torch's default)"),
@@ -136,8 +137,9 @@ def _format_record(r: dict, metric: str = "accuracy") -> str:
     acc = f"{value:.4f}" if value is not None else "-"
     loss = f"{r['train_loss']:.4f}" if r["train_loss"] is not None else "-"
     speed = f"{r['images_per_s']:,.0f} images/s" if r["images_per_s"] else "-"
+    kernel = f" ({r['kernel']} kernel)" if r.get("kernel") else ""
     line = (f"{r['status']:<8} {r['split']} {metric} {acc}  train loss {loss}  steps {r['steps']}  "
-            f"{r['wall_s']:.1f} s  {speed}  {r['device']}  seed {r['seed']}  {r['activation']}")
+            f"{r['wall_s']:.1f} s  {speed}  {r['device']}{kernel}  seed {r['seed']}  {r['activation']}")
     return line + (f"\n  error: {r['error']}" if r["error"] else "")
 
 

@@ -74,7 +74,11 @@ class Kernel:
         self.failed: str | None = None
 
     def __call__(self, x: torch.Tensor, beta: torch.Tensor | None) -> torch.Tensor:
-        """``beta``: (n_betas, channels) or (n_betas, 1); None where the expression has no betas."""
+        """``beta``: (n_betas, channels) or (n_betas, 1); None where the expression has no betas. The result has
+        the type torch's promotion gives x and beta (a float64 beta with float32 x: float64), as the eager code's."""
+        if self.code is not None and beta is not None and beta.dtype != x.dtype:  # the kernels take one type
+            common = torch.promote_types(x.dtype, beta.dtype)
+            x, beta = x.to(common), beta.to(common)
         if self.code is not None and native.supports(x):
             return native.run(self.code, x, beta)
         if beta is None:
@@ -168,6 +172,10 @@ class Activation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return kernel(self.expression, resolve_kernel(self.kernel, x.device, self.compile))(x, self.beta)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _load_lazy_beta(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def extra_repr(self) -> str:
         channels = None if self.beta is None or isinstance(self.beta, nn.UninitializedParameter) else self.beta.shape[1]
         return f"{self.text!r}, n_betas={self.n_betas}, channels={channels}"
@@ -192,6 +200,13 @@ def _materialize_beta(module: nn.Module, args):
         module.beta.materialize((module.n_betas, channels), device=x.device, dtype=x.dtype)
         with torch.no_grad():
             module.beta.fill_(1.0)
+
+
+def _load_lazy_beta(module: nn.Module, state_dict, prefix: str) -> None:
+    """A still-lazy beta takes its shape from the saved one, so trained betas load before any forward."""
+    saved = state_dict.get(prefix + "beta")
+    if saved is not None and isinstance(module.beta, nn.UninitializedParameter):
+        module.beta.materialize(tuple(saved.shape), device=saved.device, dtype=saved.dtype)
 
 
 def activation_module(expr: Expression, channels: int | None = None, compile: bool | None = None,
