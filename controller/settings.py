@@ -45,8 +45,8 @@ class ControllerSettings:
     # PPO epochs: at most this many full-batch Adam steps over each batch, fewer when target_kl stops them; reinforce
     # always does 1.
     epochs: int = 4
-    # PPO clip range: the probability ratio to the policy at the start of the update is clipped to [1 - clip, 1 + clip]
-    # (Schulman et al.'s 0.2). The clip only stops rewarding a token string for moving further; it cannot stop an Adam
+    # PPO clip range, from 0 to 1 (exclusive): the probability ratio to the policy at the start of the update is
+    # clipped to [1 - clip, 1 + clip] (Schulman et al.'s 0.2). The clip only stops rewarding a token string for moving further; it cannot stop an Adam
     # step that moves every probability at once (at lr 0.02 and 4 epochs the batch's ratios all ended outside the
     # range: clip fraction 1.0), so lr and target_kl keep the update small.
     clip: float = 0.2

@@ -130,6 +130,7 @@ BAD_OVERRIDES = [
     ("budget.children=[1, 2]", "budget.children: must be an integer"),
     ("space.unary=relu, foo", "space.unary: unknown unary operator 'foo'"),
     ("controller.lr=0", "controller.lr: must be > 0"),
+    ("controller.clip=1.5", "controller.clip: must be from 0 to 1, exclusive"),
 ]
 
 
