@@ -194,6 +194,7 @@ def test_report_is_self_contained_and_shows_significance_when_present(runs, tmp_
         top = next(t for t in page.tables if t[0][:2] == ["rank", "expression"])
         assert top[0][:3] == ["rank", "expression", "reward"] and len(top) == 1 + 20
     assert "No significance results in this run yet" in pages["plain"]
+    assert all('<div class="k">state</div><div class="v">finished</div>' in text for text in pages.values())
 
     page = Page(pages["tested"])
     with Store.open(tested, readonly=True) as store:
@@ -209,6 +210,18 @@ def test_report_is_self_contained_and_shows_significance_when_present(runs, tmp_
     picture = re.search(r'<img alt="significance comparisons" src="data:image/png;base64,([^"]+)"', pages["tested"])
     width, height = png_size(base64.b64decode(picture.group(1)))
     assert width > 500 and height > 4 * 100  # one panel per comparison: 4 here
+
+
+def test_the_report_says_a_run_stopped_before_its_end_and_how_to_continue_it(runs, tmp_path, capsys):
+    """The report did not say whether the run it shows had finished."""
+    plain, _ = runs
+    stopped = tmp_path / "stopped"
+    shutil.copytree(plain, stopped)
+    with Store.open(stopped) as store:
+        store.start_session({})  # a session that never ended: a driver killed mid-run
+    code, _, err = cli(capsys, "report", stopped, "-o", tmp_path / "stopped.html")
+    assert code == 0, err
+    assert f"stopped before its end (continue: actsearch resume {stopped})" in (tmp_path / "stopped.html").read_text()
 
 
 # ---------------------------------------------------------------- export

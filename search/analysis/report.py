@@ -338,6 +338,12 @@ def build_report(path: str | os.PathLike, *, title: str, config: Mapping[str, An
 
 # ---------------------------------------------------------------- a run's page
 
+# what the report's summary says of the run's state (search.analysis.dashboard.run_state) when it was written
+STATE_TEXT = {"running": "running (a search was writing it when this report was made)",
+              "finished": "finished", "stopped": "stopped before its end (continue: actsearch resume {run})",
+              "new": "not started"}
+
+
 def write_run_report(path: str | os.PathLike, run_dir: Path, config, store, k: int, plot_top: int) -> None:
     """``build_report`` of a run: its ``k`` best candidates (``search.analysis.ranking.ranked``), the shapes of the
     first ``plot_top``, its progress, and the current significance analysis when there is one, led by its best
@@ -345,6 +351,7 @@ def write_run_report(path: str | os.PathLike, run_dir: Path, config, store, k: i
     was tested on. config: the run's ``Config``; store: its ``Store`` (read-only is enough). Raises ``UserError``
     for a run without a trained candidate."""
     from search.analysis.confirm import best_of, transfer_studies
+    from search.analysis.dashboard import lock_held, run_state
     from search.analysis.formatting import metric_rows, shows_metric
     from search.analysis.plots import plot_comparisons, plot_functions, plot_ranked, plot_run_progress
     from search.analysis.ranking import current_analysis, displayed, ranked, shows, statuses_text, verdicts_text
@@ -359,7 +366,9 @@ def write_run_report(path: str | os.PathLike, run_dir: Path, config, store, k: i
     plot_ranked(rows[:plot_top], functions, config.rewards)
     plot_run_progress(store, progress, config.rewards)
     best = rows[0]
-    summary = {"run": run_dir.name, "children": f"{store.evaluated()} / {config.budget.children}",
+    state = run_state(store.sessions(), lock_held(run_dir))
+    summary = {"run": run_dir.name, "state": STATE_TEXT.get(state, state).format(run=run_dir),
+               "children": f"{store.evaluated()} / {config.budget.children}",
                "proposals": store.proposals(), "statuses": statuses_text(store.counts()),
                "controller updates": store.update_count(), "best reward": best["reward"],
                "best candidate": best["display"]}
