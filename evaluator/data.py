@@ -177,6 +177,9 @@ def _load_cifar(settings: ChildSettings) -> TaskData:
     order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(settings.data_seed)).numpy()
     val_idx = order[:settings.val_size]
     train_idx = order[settings.val_size:settings.val_size + settings.resolved_train_size]
+    if len(train_idx) == 0:
+        raise UserError(f"child.val_size: holding out {settings.val_size:,} of {root}'s {len(train_y):,} training "
+                        f"images leaves none to train on")
     if settings.split == "val":
         eval_x, eval_y = train_x[val_idx], train_y[val_idx]
     else:

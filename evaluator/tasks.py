@@ -95,6 +95,9 @@ class CifarTask(Task):
         if s.train_size + s.val_size > CIFAR_TRAIN_IMAGES:
             out.append(("train_size", f"train_size + val_size must be <= {CIFAR_TRAIN_IMAGES:,} "
                                       f"(CIFAR's training images), got {s.train_size} + {s.val_size}"))
+        elif s.val_size >= CIFAR_TRAIN_IMAGES:  # train_size 0: the rest, and nothing is left
+            out.append(("val_size", f"must leave training images: below {CIFAR_TRAIN_IMAGES:,} (CIFAR's training "
+                                    f"images), got {s.val_size:,}"))
         return out
 
     def train_size(self, s) -> int:

@@ -63,6 +63,10 @@ def test_an_expression_starting_with_minus_gets_the_double_dash_hint():
     assert proc.returncode == 0 and "--x" in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "search.cli", "expr", "x", "--bogus"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--bogus" in proc.stderr and "put --" not in proc.stderr
+    # the value of an option: -- does not help there (train has no positional argument), --activation=... does
+    proc = subprocess.run([sys.executable, "-m", "search.cli", "train", "--steps", "1", "--activation", "-x*sigmoid(x)"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "write --activation='-x*sigmoid(x)'" in proc.stderr
 
 
 def test_console_script_runs():

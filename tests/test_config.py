@@ -46,6 +46,16 @@ def test_overrides_are_yaml_values_and_win_over_the_file(tmp_path):
     assert config.budget.children == 10
 
 
+def test_the_documented_on_and_off_read_as_written_though_yaml_reads_them_as_booleans(tmp_path):
+    """``compile: off`` (as docs/config.md writes the values) was refused: "must be a string, got False (bool)"."""
+    (tmp_path / "c.yaml").write_text("child:\n  compile: off\n  channels_last: on\n")
+    config = load_config(tmp_path / "c.yaml", ["child.kernel=eager"])
+    assert (config.child.compile, config.child.channels_last) == ("off", "on")
+    assert load_config(None, ["child.compile=on"]).child.compile == "on"
+    with pytest.raises(UserError, match="child.device: must be one of auto, cpu, cuda, got 'off'"):
+        load_config(None, ["child.device=off"])
+
+
 def test_an_entry_of_a_mapping_setting_may_be_a_mapping(tmp_path):
     """``--set confirm.children.x3={steps: 1500}`` names another child to confirm on, from the command line."""
     path = write(tmp_path, "child:\n  steps: 500\n")

@@ -99,6 +99,16 @@ def test_cifar_loads_through_torchvision_with_a_held_out_validation_split(tiny_c
     assert torch.equal(test.eval_x, torch.from_numpy(test_rows.reshape(-1, 3, 32, 32)))
 
 
+def test_a_validation_split_that_leaves_no_training_image_is_bad_input(tiny_cifar):
+    """Holding out every training image (val_size 50,000, or as many as a smaller folder holds) trained every child
+    on nothing: each "diverged" (a candidate's fault) and the search spent its budget on them."""
+    settings, train_rows, _, _ = tiny_cifar
+    with pytest.raises(UserError, match="leaves none to train on"):
+        load_task(dataclasses.replace(settings, val_size=len(train_rows)))
+    assert ("val_size", "must leave training images: below 50,000 (CIFAR's training images), got 50,000") in \
+        dataclasses.replace(settings, val_size=50_000).problems()
+
+
 def test_resnet20_child_trains_on_cifar_with_augmentation(tiny_cifar):
     settings, *_ = tiny_cifar
     record = train_child(settings, "relu", seed=0).to_dict()

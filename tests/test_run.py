@@ -112,6 +112,8 @@ def test_resuming_a_finished_run_changes_nothing(local_ray, tmp_path, capsys):
     assert code == 0 and "already complete (6/6 children)" in out and "rank  reward" in out
     code, out, _ = run_cli(capsys, "run", config, "--name", "done", "--results", results, "--resume")
     assert code == 0 and "already complete" in out
+    code, out, _ = run_cli(capsys, "resume", results / "done", "--set", "budget.children=4")
+    assert code == 0 and "complete: 6 (budget 4) children" in out and "6/4" not in out
     assert snapshot(results / "done") == before
 
 

@@ -1,6 +1,7 @@
 """`actsearch significance`: paired re-training on Ray workers, the verdicts, resuming a killed test, studies."""
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -233,6 +234,11 @@ def test_a_broken_setup_stops_before_recording_failures(address, tmp_path, capsy
                          "--seeds", "2")
     assert code == 2
     assert "the first 3 re-trainings all failed with: UserError: child.data_dir" in err
+    assert "fix it and run the same command again" in err
+    # the same within a run's confirmation: `actsearch run` again is refused (the run exists), resume goes on
+    from search.analysis.significance import run_significance
+    with pytest.raises(UserError, match=f"fix it and continue with `actsearch resume {run}`"):
+        run_significance(run, ["tanh(x)"], ["relu"], 2, out=io.StringIO(), confirmation=True)
     with Store.open(run, readonly=True) as store:
         assert store.retrainings() == []  # a fixed setup trains them all next time
 

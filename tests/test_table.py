@@ -55,6 +55,7 @@ def test_build_writes_every_function_once_per_seed(built):
     h = table.header
     assert h["seeds"] == [5, 6] and h["kind"] == "space" and h["child"]["task"] == "synthetic"
     assert h["commit"] and h["machine"] and h["date"] and h["command"].startswith("actsearch table build")
+    assert f"--results {folder / 'results'}" in h["command"]  # run again elsewhere, it continues the same runs
     # every distinct trainable function of the space, each with 2 seeds that differ (the noise is per seed)
     from search.language.index import FunctionIndex
     from search.language.space import Space

@@ -82,10 +82,10 @@ class Study:
 
 
 def retrain(config: Config, study: str, store: Store, progress: Progress, jobs: list[tuple[str, int]],
-            executor: Executor | None = None) -> tuple[str, int]:
+            executor: Executor | None = None, again: str = "run the same command again") -> tuple[str, int]:
     """Train ``jobs`` through the engine on ``executor`` (default: a ``ChildPool`` on Ray); returns ``(outcome,
     re-trainings recorded)``, the outcome "complete" or "interrupted". ``UserError`` for a broken setup (the first
-    re-trainings all failing one way: nothing of them is recorded)."""
+    re-trainings all failing one way: nothing of them is recorded), saying how to go on once it is fixed (``again``)."""
     work = Study(config, study, store, progress, jobs)
     if executor is None:
         executor = ChildPool(config)
@@ -99,8 +99,7 @@ def retrain(config: Config, study: str, store: Store, progress: Progress, jobs: 
             try:
                 outcome = engine.run(stop)
             except SystemicFailure as exc:
-                raise UserError(f"{exc} (a broken setup, not the functions: fix it and run the same command "
-                                f"again)") from None
+                raise UserError(f"{exc} (a broken setup, not the functions: fix it and {again})") from None
             finally:
                 engine.stop()
     return outcome, work.recorded

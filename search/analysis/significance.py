@@ -263,7 +263,8 @@ def run_significance(run_dir: str | Path, candidates: Sequence[str], baselines: 
                        f"{len(jobs)} to train")
         if jobs:
             try:
-                result.outcome, result.trained = retrain(config, key, store, progress, jobs)
+                again = f"continue with `actsearch resume {run_dir}`" if confirmation else "run the same command again"
+                result.outcome, result.trained = retrain(config, key, store, progress, jobs, again=again)
             finally:
                 progress.close()
         if result.outcome == "complete":

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from search.language.errors import UserError
 
-OPTION = re.compile(r"--?[A-Za-z][\w-]*(=.*)?|-\d[\d.e+-]*", re.DOTALL)  # an option or a negative number, else a value
+NUMBER = re.compile(r"-\d[\d.e+-]*")  # a negative number: argparse reads it as a value
+LONG = re.compile(r"--([A-Za-z][\w-]*)?")  # a long option (or --), known or not
 PICTURE_SUFFIXES = (".png", ".pdf", ".svg")  # the formats a plot is written in (matplotlib picks it by suffix)
 
 
@@ -26,11 +27,23 @@ class Parser(argparse.ArgumentParser):
         return super().parse_known_args(args, namespace)
 
     def error(self, message: str):
-        hint = f"see {self.prog} --help"
-        odd = [arg for arg in self.given if arg.startswith("-") and not OPTION.fullmatch(arg)]
-        if odd:  # an expression such as '-(-x)' or '-x * beta' is read as an option
-            hint = f"a value that starts with '-' is read as an option: put -- before it, as in {self.prog} -- {odd[0]!r}"
-        self.exit(2, f"{self.prog}: error: {message[:240]} ({hint})\n")
+        self.exit(2, f"{self.prog}: error: {message[:240]} ({self._hint()})\n")
+
+    def _hint(self) -> str:
+        """How to pass a value that starts with '-' (an expression such as '-(-x)', which argparse reads as an
+        option) where the command line has one; else where the usage is."""
+        known = self._option_string_actions
+        for i, arg in enumerate(self.given):
+            name = arg.split("=", 1)[0]
+            if not arg.startswith("-") or NUMBER.fullmatch(arg) or LONG.fullmatch(name) or name in known:
+                continue  # a value, a number, or meant as an option (a mistyped --name says so already)
+            before = known.get(self.given[i - 1]) if i else None
+            if before is not None and before.nargs != 0:  # the value of the option before it
+                return f"a value that starts with '-' is read as an option: write {self.given[i - 1]}='{arg}'"
+            if any(not a.option_strings for a in self._actions):  # a positional argument
+                return (f"a value that starts with '-' is read as an option: put -- before it, as in {self.prog} -- "
+                        f"'{arg}'")
+        return f"see {self.prog} --help"
 
 
 def whole(low: int, high: int):

@@ -85,7 +85,7 @@ def cmd_run(args) -> int:
 
         with Store.open(run_dir, readonly=True) as store:
             empty = store.evaluated() == 0
-        if not empty:
+        if not empty or "actsearch resume" in str(exc):  # it says how to go on already
             raise
         raise UserError(f"{exc} ({run_dir} was created and holds no child yet: `actsearch resume {run_dir}` "
                         f"continues it once that is fixed, or remove it to start over)") from None
@@ -172,7 +172,9 @@ def _run(run_dir: Path, top: int, overrides=(), config_file=None, accept_changed
         if result.driver_cpu_ms_per_candidate is not None else ""
     if confirmation is not None:  # the answer first, then how the search went and the tables
         print("\n" + answer_text(confirmation, rewards))
-    print(f"\n{run_dir}: {result.outcome}: {result.evaluated}/{result.budget} children, {result.proposals} proposals "
+    children = f"{result.evaluated}/{result.budget}" if result.evaluated <= result.budget else \
+        f"{result.evaluated} (budget {result.budget})"  # a resume that lowered the budget
+    print(f"\n{run_dir}: {result.outcome}: {children} children, {result.proposals} proposals "
           f"({free}), {result.updates} controller updates{cpu}")
     if stopping:
         print(f"early stopping: {stopping}")

@@ -75,6 +75,7 @@ def cmd_build(args) -> int:
     command = " ".join(["actsearch table build", shlex.quote(args.config), f"--seeds {args.seeds}",
                         f"--out {shlex.quote(args.out)}"]
                        + [f"--name {shlex.quote(args.name)}"] * (args.name is not None)
+                       + [f"--results {shlex.quote(str(args.results))}"] * (args.results != "results")
                        + [f"--set {shlex.quote(o)}" for o in args.overrides]
                        + [f"--functions {shlex.quote(f)}" for f in args.functions]
                        + ([f"--top {args.top} --of {shlex.quote(args.of)}"] if args.of else []))

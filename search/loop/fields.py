@@ -125,6 +125,8 @@ def coerce(value: Any, hint: Any, path: str) -> Any:
     if hint is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, bool):  # YAML reads an unquoted on / off (yes / no, true / false) as a boolean
+            return "on" if value else "off"
         raise UserError(f"{path}: must be a string, got {describe(value)}")
     raise TypeError(f"unsupported settings type {hint} at {path}")
 
