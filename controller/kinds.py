@@ -48,7 +48,8 @@ class PolicyKind(Kind):
         out.within("batch_size", s.batch_size, 1, 100_000)
         out.need("lr", s.lr, s.lr > 0, "> 0")
         out.within("epochs", s.epochs, 1, 1000)
-        out.need("clip", s.clip, 0 < s.clip < 1, "from 0 to 1, exclusive (the ratio is clipped to [1 - clip, 1 + clip])")
+        out.need("clip", s.clip, 0 < s.clip < 1,
+                 "from 0 to 1, exclusive (the ratio is clipped to [1 - clip, 1 + clip])")
         out.need("target_kl", s.target_kl, s.target_kl >= 0, ">= 0 (0 = no early stop)")
         out.need("rank_window", s.rank_window, 0 <= s.rank_window <= 100_000,
                  "from 0 (= moving-average baseline) to 100,000")

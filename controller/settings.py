@@ -46,9 +46,9 @@ class ControllerSettings:
     # always does 1.
     epochs: int = 4
     # PPO clip range, from 0 to 1 (exclusive): the probability ratio to the policy at the start of the update is
-    # clipped to [1 - clip, 1 + clip] (Schulman et al.'s 0.2). The clip only stops rewarding a token string for moving further; it cannot stop an Adam
-    # step that moves every probability at once (at lr 0.02 and 4 epochs the batch's ratios all ended outside the
-    # range: clip fraction 1.0), so lr and target_kl keep the update small.
+    # clipped to [1 - clip, 1 + clip] (Schulman et al.'s 0.2). The clip only stops rewarding a token string for moving
+    # further; it cannot stop an Adam step that moves every probability at once (at lr 0.02 and 4 epochs the batch's
+    # ratios all ended outside the range: clip fraction 1.0), so lr and target_kl keep the update small.
     clip: float = 0.2
     # PPO early stop: no further epoch once the KL divergence (nats) from the policy that started the update, estimated
     # along the batch, exceeds this; 0 = off. Measured at the defaults (synthetic task, 40 seeds, ~2,500 updates): 1.4

@@ -40,7 +40,7 @@ from search.loop.fidelity import Reporter, RungBoard, RungDecision
 CAPACITY_REFRESH_S = 5.0  # how often the pool re-reads the cluster's resources
 TIMEOUT_GRACE_S = 60.0
 PREPARE_TIMEOUT_S = 900.0  # how long a cluster's nodes may take to build the kernel before the children start anyway
-LOST_CHECK_S = 3.0  # how long the driver waits for a cluster's head to answer, after a child failed for the system's reasons
+LOST_CHECK_S = 3.0  # how long the driver waits for a cluster's head to answer after a child's system failure
 CANCEL_AFTER_S = 30.0  # past a child's deadline, how long the driver waits for its worker to stop it before cancelling
 
 
