@@ -74,10 +74,11 @@ class Kernel:
         self.failed: str | None = None
 
     def __call__(self, x: torch.Tensor, beta: torch.Tensor | None) -> torch.Tensor:
-        """``beta``: (n_betas, channels) or (n_betas, 1); None where the expression has no betas. The result has
-        the type torch's promotion gives x and beta (a float64 beta with float32 x: float64), as the eager code's."""
-        if self.code is not None and beta is not None and beta.dtype != x.dtype:  # the kernels take one type
-            common = torch.promote_types(x.dtype, beta.dtype)
+        """``beta``: (n_betas, channels) or (n_betas, 1); None where the expression has no betas. On CPU the result
+        has the type torch's promotion gives x and beta (a float64 beta with float32 x: float64), as the eager code's;
+        on CUDA the Triton kernel computes in float32 and returns x's type (a bf16 child's activations stay bf16)."""
+        if self.code is not None and x.device.type == "cpu" and beta is not None and beta.dtype != x.dtype:
+            common = torch.promote_types(x.dtype, beta.dtype)  # the C++ kernel takes one type
             x, beta = x.to(common), beta.to(common)
         if self.code is not None and native.supports(x):
             return native.run(self.code, x, beta)
