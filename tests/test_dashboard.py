@@ -135,6 +135,8 @@ def test_the_state_of_a_run_comes_from_its_sessions_and_lock(tmp_path):
         assert lock_held(run) is True
         assert run_state([{"ended_at": 1.0, "outcome": "finished"}], lock_held(run)) == "running"
     assert run_state([], False) == "new"
+    for ended in ("exhausted", "stalled"):  # the search reached its end as surely as a spent budget: not "stopped"
+        assert run_state([{"ended_at": 1.0, "outcome": ended}], False) == "finished"
     assert run_state([{"ended_at": 1.0, "outcome": "interrupted"}], False) == "stopped"
     assert run_state([{"ended_at": None, "host": socket.gethostname(), "pid": 2 ** 22 + 7}], False) == "stopped"
 

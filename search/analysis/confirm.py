@@ -34,8 +34,9 @@ from search.analysis.significance import (
 from search.analysis.stats import format_p, seeds_needed
 from search.loop.config import Config, check_resume_overrides, config_with_overrides, parse_override
 from search.loop.config_yaml import yaml_scalar
+from search.loop.store.schema import SEARCH_ENDED
 
-CONFIRM_AFTER = ("finished", "exhausted", "stalled", "complete")  # search outcomes after which a run confirms
+CONFIRM_AFTER = SEARCH_ENDED  # search outcomes after which a run confirms
 
 
 @dataclass

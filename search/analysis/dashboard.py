@@ -23,6 +23,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from search.language.errors import UserError
+from search.loop.store.schema import SEARCH_ENDED
 
 SHAPE_POINTS = np.linspace(-5.0, 5.0, 81)  # x where the small multiples draw f and f'
 SHAPES = 12  # best functions drawn per run
@@ -97,7 +98,7 @@ def run_state(sessions: list[dict], held: bool | None) -> str:
     if last.get("ended_at") is None:
         here = last.get("host") == socket.gethostname()
         return "running" if held is None and here and _alive(last.get("pid")) else "stopped"
-    return "finished" if last.get("outcome") == "finished" else "stopped"
+    return "finished" if last.get("outcome") in SEARCH_ENDED else "stopped"
 
 
 def _finite(v: Any) -> float | None:

@@ -35,6 +35,7 @@ from search.language.identity import FINGERPRINT_VERSION
 from search.language.index import FunctionIndex
 from search.language.simplify import fingerprint_of
 from search.loop.config import Config, load_config
+from search.loop.store.schema import SEARCH_ENDED
 
 # The paper's eight best searched functions, re-trained on bigger models (Ramachandran et al. 2017, Table 2).
 PAPER_FUNCTIONS = ("x * sigmoid(beta * x)", "max(x, sigmoid(x))", "cos(x) - x", "min(x, sin(x))", "atan(x)**2 - x",
@@ -99,7 +100,7 @@ def _search_space(config: Config, results: Path, name: str, seeds: int, stream: 
             create_run(run_dir, seeded)
         print(f"table seed {k}: {run_dir}", file=stream)
         result = run_search(run_dir, out=stream)
-        if result.outcome not in ("exhausted", "complete", "finished", "stalled"):  # stopped: it goes on next time
+        if result.outcome not in SEARCH_ENDED:  # stopped: it goes on next time
             print(f"{run_dir}: {result.outcome}; run the same command again to continue", file=stream)
             return None
         if result.outcome in ("finished", "stalled"):

@@ -148,7 +148,7 @@ def render_config() -> str:
         "`--set rewards.reject_linear=false`. Repeat it for several settings.",
         "- Every key and value is checked before anything starts: an unknown section or key (with a \"did you mean\" "
         "hint when a known name is close), a wrong type or an out-of-range value stops the command with exit code 2 and one line naming the "
-        "field, e.g. `child.steps: must be >= 1, got 0`.",
+        "field, e.g. `child.steps: must be from 1 to 10,000,000, got 0`.",
         f"- A resumed run may change only {resumable} (spend more, move to other machines, confirm otherwise once the "
         f"search ends). {fixed} define the "
         "search itself; a config that differs there is refused, naming the first differing field.",

@@ -16,6 +16,9 @@ CHILD_STATUSES = ("ok", "diverged", "failed", "timeout", "stopped")
 FREE_STATUSES = ("screened", "duplicate")  # a reward without a child
 FINAL_STATUSES = CHILD_STATUSES + FREE_STATUSES
 OPEN_STATUSES = ("proposed", "pending", "running")  # no reward yet
+# a session's outcomes that end the search (budget spent, space exhausted, proposals run dry, nothing left to do);
+# the others (interrupted, error, or none: a killed driver) leave it to be resumed
+SEARCH_ENDED = ("finished", "exhausted", "stalled", "complete")
 
 # Version 1: the tables above. Each later entry is the DDL that upgrades the previous version by one.
 MIGRATIONS: list[list[str]] = [
