@@ -185,8 +185,7 @@ def _global_names(source: str, but: str) -> set[str]:
     tree = ast.parse(source)
     names = set()
     for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not (isinstance(node, ast.ClassDef) and
-                                                                       node.name == but):
+        if isinstance(node, ast.FunctionDef) or (isinstance(node, ast.ClassDef) and node.name != but):
             names.add(node.name)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             names.update((a.asname or a.name).split(".")[0] for a in node.names)

@@ -20,10 +20,10 @@ class Parser(argparse.ArgumentParser):
     """argparse that reports a bad command line in one line (no usage block) with exit code 2, like every other
     input error; ``actsearch COMMAND --help`` shows the usage."""
 
-    given: list = []  # the command line this parser was given (error's hint reads it)
+    given: tuple[str, ...] = ()  # the command line this parser was given (error's hint reads it)
 
     def parse_known_args(self, args=None, namespace=None):
-        self.given = [str(a) for a in (sys.argv[1:] if args is None else args)]
+        self.given = tuple(str(a) for a in (sys.argv[1:] if args is None else args))
         return super().parse_known_args(args, namespace)
 
     def error(self, message: str):
