@@ -172,6 +172,14 @@ def test_a_run_of_re_trainings_only_is_shown_as_such_not_as_a_new_search(tmp_pat
     named, done = board.runs()
     assert (named["state"], named["retrainings"], named["done"], named["proposals"]) == ("re-trained", 3, 0, 0)
     assert done["state"] == "finished" and done["retrainings"] == 0
+    # a study writes no journal event: the board still sees its next re-training and its analysis at the next poll
+    with Store.open(run) as store:
+        store.record_retraining("s1", "tanh(x)", 0, 0, "ok", 0.4, {"accuracy": 0.4})
+        store.record_significance("s1", ["tanh(x)"], ["relu(x)"], 1, [
+            {"candidate": "tanh(x)", "baseline": "relu(x)", "mean_diff": -0.1, "ci_low": -0.2, "ci_high": 0.0,
+             "verdict": "no evidence", "wilcoxon_p_holm": 1.0, "n": 1, "diffs": [-0.1]}], {})
+    assert board.runs()[0]["retrainings"] == 4
+    assert [c["candidate"] for c in board.run("named")["significance"][0]["comparisons"]] == ["tanh(x)"]
 
 
 # ---------------------------------------------------------------- in a browser, while a search runs

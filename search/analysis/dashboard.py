@@ -133,7 +133,7 @@ class _Watched:
     session: dict = field(default_factory=dict)  # the last session (its start and end give the rate)
     course: list = field(default_factory=list)  # (index, status, reward, finished_at) of final candidates
     first_open: int = 0  # candidates before this index all have their results in ``course``
-    seq: int = -1  # the journal's last event at the last full read
+    version: tuple = ()  # the store's at the last full read: journal event, sessions, studies (studies_version)
     detail: dict = field(default_factory=dict)  # the rest of the last full read
     shapes: dict = field(default_factory=dict)  # text -> shape
 
@@ -192,11 +192,12 @@ class Board:
             if w.budget is None:
                 config = run_config(w.path, store)
                 w.budget, w.rewards, w.rungs = config.budget.children, config.rewards, tuple(config.fidelity.rungs)
-            seq = store.last_event_seq()
             sessions = store.sessions()
             w.session = sessions[-1] if sessions else {}
             w.detail["state"] = run_state(sessions, lock_held(w.path))
-            if seq == w.seq and w.detail.get("sessions") == len(sessions):
+            retrainings, analysis = store.studies_version()
+            version = (store.last_event_seq(), len(sessions), retrainings, analysis)
+            if version == w.version:
                 return
             fresh = store.course(w.first_open)
             w.course = [c for c in w.course if c[0] < w.first_open] + [c for c in fresh if c[1] not in OPEN_STATUSES]
@@ -204,8 +205,8 @@ class Board:
             w.first_open = pending[0] if pending else (fresh[-1][0] + 1 if fresh else w.first_open)
             w.course.sort()
             w.detail.update(self._details(store, w), sessions=len(sessions), running=len(pending),
-                            proposals=store.proposals(), done=store.evaluated(), retrainings=store.retraining_count())
-            w.seq = seq
+                            proposals=store.proposals(), done=store.evaluated(), retrainings=retrainings)
+            w.version = version
 
     def _details(self, store, w: _Watched) -> dict:
         from search.analysis.formatting import display_parts

@@ -93,11 +93,13 @@ class StudyRecords:
             raise StoreError(f"re-training of {activation!r} with seed number {seed_number} in study {study} is "
                              f"already recorded (or the study is unknown): {exc}") from None
 
-    def retraining_count(self) -> int:
-        """How many re-trainings are recorded, over every study."""
+    def studies_version(self) -> tuple[int, int]:
+        """``(re-trainings recorded over every study, the latest analysis's id)``: it changes whenever a study records
+        something (studies write no journal event, so ``last_event_seq`` does not see them)."""
         if not self._has_table("retrainings"):
-            return 0
-        return self._conn.execute("SELECT COUNT(*) FROM retrainings").fetchone()[0]
+            return 0, 0
+        return (self._conn.execute("SELECT COUNT(*) FROM retrainings").fetchone()[0],
+                self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM significance").fetchone()[0])
 
     def retrainings(self, study: str | None = None, activations: Sequence[str] | None = None) -> list[dict]:
         """Recorded re-trainings (of ``study`` and ``activations`` when given), ordered by study, activation and seed
