@@ -160,6 +160,17 @@ def child_result(ref: ray.ObjectRef, activation: str, seed: int, split: str, max
     return ChildResult.from_dict(record)
 
 
+def unanswered(address: str, timeout: float) -> str | None:
+    """Why nothing accepts a connection at ``address`` (``host:port``, ``ray://`` allowed) within ``timeout`` s, or
+    None when something does: a Ray head there, or not, but a listening one."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    return None
+
+
 def check_address(config: Config) -> None:
     """``UserError`` at once when nothing answers at ``resources.address`` (Ray itself retries for minutes)."""
     address = config.resources.address
@@ -173,13 +184,9 @@ def check_address(config: Config) -> None:
                             "`ray start --head`, or leave address empty for a Ray of this command's own") from None
         except Exception:  # noqa: BLE001  a Ray without that helper: connecting will say what is wrong
             return
-    if address:
-        host, _, port = address.removeprefix("ray://").rpartition(":")
-        try:
-            socket.create_connection((host, int(port)), timeout=5).close()
-        except OSError as exc:
-            raise UserError(f"resources.address: nothing answers at {address!r} "
-                            f"({exc.strerror or exc}); is the Ray head running?") from None
+    why = unanswered(address, 5.0) if address else None
+    if why:
+        raise UserError(f"resources.address: nothing answers at {address!r} ({why}); is the Ray head running?")
 
 
 def runtime_environment(config: Config) -> dict:
@@ -290,14 +297,10 @@ class ChildPool(Executor):
         if result.extra.get("ray_error") == "LocalRayletDiedError":
             self._gone = True
             return f"{where} stopped (this machine's Ray node died)"
-        if not self._head:
-            return None
-        host, _, port = self._head.rpartition(":")
-        try:
-            socket.create_connection((host, int(port)), timeout=LOST_CHECK_S).close()
-        except OSError as exc:
+        why = unanswered(self._head, LOST_CHECK_S) if self._head else None
+        if why:
             self._gone = True
-            return f"{where} stopped answering ({exc.strerror or exc})"
+            return f"{where} stopped answering ({why})"
         return None
 
     def prepare_nodes(self) -> list[dict]:
