@@ -324,3 +324,29 @@ def test_a_gradient_of_a_gradient_is_the_eager_one(text):
             assert torch.allclose(f, e, rtol=1e-4, atol=1e-5)
     y = kernel_module.activation_module(expr, channels=2, kernel="native")(x0.clone().requires_grad_())
     assert "NativeFunction" in y.grad_fn.name()  # the kernel ran the forward, not eager
+
+
+@pytest.mark.parametrize("text", ["x * sigmoid(beta * x)", "sin(x) + cos(x)"])
+def test_a_compiled_child_keeps_the_kernel_in_one_graph(text):
+    """``compile: on`` with ``kernel: native``: torch.compile traces the kernel as a custom operator, so the whole
+    child is one graph (``fullgraph=True`` fails at a graph break, where a traced pybind call would cut it at each
+    activation with a page-long warning), with the uncompiled child's values and gradients, betas' included."""
+    torch.manual_seed(0)
+    act = kernel_module.activation_module(Expression.parse(text), channels=8, kernel="native")
+    model = torch.nn.Sequential(torch.nn.Conv1d(1, 8, 3), act, torch.nn.Conv1d(8, 4, 3))
+    x = torch.randn(4, 1, 20)
+
+    def step(net):
+        model.zero_grad()
+        y = net(x)
+        y.square().sum().backward()
+        return [y.detach()] + [p.grad.clone() for p in model.parameters()]
+
+    plain = step(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Dynamo's "does not know how to trace the builtin" warning
+        compiled = step(torch.compile(model, fullgraph=True, backend="aot_eager"))
+    torch._dynamo.reset()
+    assert len(compiled) == len(plain) == 6 - (act.beta is None)
+    for a, b in zip(plain, compiled):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
