@@ -1,4 +1,5 @@
 """Expressions: text syntax, token strings, fingerprints, screen, modules."""
+import copy
 import pickle
 import warnings
 
@@ -258,3 +259,15 @@ def test_subsets_and_unit_inputs():
     assert space.size == (2 * 2 * 2) * (2 * 2 * 2 * 2 * 2) * (3 * 3 * 2 * 2 * 2)
     expr = space.decode(("x", "x", "sin", "x", "add", "u0", "x", "x", "sin", "mul", "u1", "u0", "x", "x", "add"))
     assert str(expr) == "(sin(x) + x) * sin(x) + (sin(x) + x)"
+
+
+def test_an_activation_module_copied_or_pickled_looks_its_kernel_up_again():
+    """The module keeps the kernel it resolved for a device (one lookup per device, not per call); a copy or a pickle
+    leaves that behind (a kernel holds the process's compiled code) and computes the same values."""
+    act = activation_module(Expression.parse("x * sigmoid(beta * x)"), 3, kernel="eager")
+    x = torch.randn(2, 3, 4)
+    y = act(x)
+    assert list(act._kernels) == [x.device]
+    for other in (copy.deepcopy(act), pickle.loads(pickle.dumps(act))):
+        assert other._kernels == {}
+        assert torch.equal(other(x), y)

@@ -71,6 +71,8 @@ class Kernel:
         self.eager, self.source = _codegen(expr.root, expr.text)
         self.fn = torch.compile(self.eager, dynamic=None) if kind == "compiled" else self.eager
         self.code = native.program(expr.root) if kind == "native" else None
+        if self.code is not None:
+            native.define_ops(eager_backward)  # what a torch.compile'd graph calls instead of the C++ autograd function
         self.failed: str | None = None
 
     def __call__(self, x: torch.Tensor, beta: torch.Tensor | None) -> torch.Tensor:
@@ -168,10 +170,20 @@ class Activation(nn.Module):
         self.n_betas = expr.n_betas
         self.compile = compile
         self.kernel = kernel
+        self._kernels: dict[torch.device, Kernel] = {}  # per device: resolved once (a call costs ~15 us less)
         _init_betas(self, self.n_betas, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return kernel(self.expression, resolve_kernel(self.kernel, x.device, self.compile))(x, self.beta)
+        k = self._kernels.get(x.device)
+        if k is None:
+            k = self._kernels[x.device] = kernel(self.expression, resolve_kernel(self.kernel, x.device, self.compile))
+        return k(x, self.beta)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_kernels": {}}  # kernels are the process's: looked up again after a copy
+
+    def __setstate__(self, state):
+        super().__setstate__({"_kernels": {}, **state})  # a module pickled before the cache existed
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         _load_lazy_beta(self, state_dict, prefix)

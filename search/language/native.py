@@ -44,7 +44,7 @@ TEMPLATE = Path(__file__).with_name("native.cpp")
 FUNCTIONS = ["apply", "forward", "backward", "forward_saving", "backward_saved"]
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}  # "module": the loaded extension, or "error": why it could not be built
-_OPS: dict[str, object] = {}  # "native": the kernel as a torch custom operator (_define_ops), once per process
+_OPS: dict[str, object] = {}  # "native": the kernel as a torch custom operator (define_ops), once per process
 
 
 def program(root: Node) -> torch.Tensor:
@@ -171,8 +171,6 @@ def extension():
                               RuntimeWarning)
             finally:
                 quiet.setLevel(level)
-            if "module" in _STATE and "native" not in _OPS:
-                _OPS["native"] = _define_ops()
     return _STATE.get("module")
 
 
@@ -200,19 +198,28 @@ def run(code: torch.Tensor, x: torch.Tensor, beta: torch.Tensor | None) -> torch
     without betas); autograd-aware (the kernel's own C++ autograd function: x's and beta's gradients; a gradient of a
     gradient by ``search.language.kernel.eager_backward``). A beta of another shape is a ValueError. Callers check
     ``supports(x)`` first. Inside a graph that ``torch.compile`` traces (a compiled child with ``kernel: native``) it
-    runs as a torch custom operator instead (``_define_ops``), so the graph is not cut at each activation."""
+    runs as a torch custom operator instead (``define_ops``, which the caller has run), so the graph is not cut at
+    each activation."""
     if torch.compiler.is_compiling():
         return _OPS["native"](x, x.new_empty(0, 1) if beta is None else beta, code)
     return extension().apply(x, beta, code)
 
 
-def _define_ops():
-    """The kernel as a torch custom operator ``actsearch::native`` (defined once the extension is loaded), for graphs
-    that ``torch.compile`` traces: its fake function gives y's shape, and its gradient is a second operator,
-    ``actsearch::native_backward``, which computes every value again (how many values the forward saves depends on the
-    program, which a fake function cannot read). Traced, a pybind function such as ``apply`` would cut the graph at
-    every activation site, with a page-long warning. A gradient of a gradient is the eager code's, as ``apply``'s is."""
+def define_ops(graph_backward) -> None:
+    """Define the kernel as a torch custom operator ``actsearch::native``, once per process (the caller, the
+    activation's ``Kernel``, does before its first call), for graphs that ``torch.compile`` traces: its fake function
+    gives y's shape, and its gradient is a second operator, ``actsearch::native_backward``, which computes every value
+    again (how many values the forward saves depends on the program, which a fake function cannot read). Traced, a
+    pybind function such as ``apply`` would cut the graph at every activation site, with a page-long warning. A
+    gradient of a gradient is ``graph_backward``'s (``search.language.kernel.eager_backward``), as ``apply``'s is."""
+    if "native" in _OPS:
+        return
+    with _LOCK:
+        if "native" not in _OPS:
+            _OPS["native"] = _define_ops(graph_backward)
 
+
+def _define_ops(graph_backward):
     @torch.library.custom_op("actsearch::native", mutates_args=(),
                              schema="(Tensor x, Tensor beta, Tensor code) -> Tensor")
     def native_op(x, beta, code):
@@ -240,10 +247,8 @@ def _define_ops():
 
     def backward(ctx, dy):
         x, beta, code = ctx.saved_tensors
-        if torch.is_grad_enabled():  # a graph of the gradient: the eager code's (native.cpp's backward does the same)
-            from search.language.kernel import eager_backward
-
-            dx, dbeta = eager_backward(code, x, beta, dy, True, True)
+        if torch.is_grad_enabled():  # a graph of the gradient: the eager code's
+            dx, dbeta = graph_backward(code, x, beta, dy, True, True)
         else:
             dx, dbeta = native_backward(x, beta, code, dy)
         return dx, (dbeta if ctx.needs_input_grad[1] else None), None
