@@ -228,3 +228,31 @@ def test_other_children_as_overrides_and_generalization_counts():
     assert best_of([]) is None
     assert generalization([("home", home), ("other", other)]) == {"f": {"relu": (2, 2), "gelu": (1, 2)},
                                                                   "g": {"relu": (1, 2), "gelu": (0, 2)}}
+
+
+def test_functions_chosen_for_confirmation_are_not_chosen_by_the_scores_that_test_them(address, tmp_path, capsys):
+    """Re-trainings under the run's own child settings (an earlier ``actsearch significance --split val``, or any on
+    the synthetic task, which has no split) are pooled with the search's rewards to rank functions. Where the
+    confirmation scores that same study it would reuse them: a function ranked first by them would be tested on the
+    scores that chose it. So it chooses by the search's rewards alone there (on a task with held-out data, confirming
+    on the test split, the pooled val estimate still chooses: the test scores are fresh)."""
+    from search.analysis.confirm import CHOSEN_META, best_estimates, own_study
+
+    results = tmp_path / "results"
+    code, _, err = cli(capsys, "run", write_config(tmp_path, address, {"enabled": False}), "--name", "c", "--results",
+                       results)
+    assert code == 0, err
+    run = results / "c"
+    config = load_config(run / "config.yaml")
+    with Store.open(run) as store:
+        top = [r["text"] for r in store.top(3) if r["status"] == "ok"]
+        lucky = top[-1]  # an earlier study that happened to favour the third
+        store.record_study(study_key(config), config.to_dict()["child"], [])
+        for s in range(3):
+            store.record_retraining(study_key(config), lucky, s, retrain_seed(3, s), "ok", 1.0, {"accuracy": 1.0})
+        assert best_estimates(store, config, 1) == [lucky]  # the pooled estimate
+    assert own_study(run, config)  # synthetic: the confirmation's study is that very one
+    code, out, err = cli(capsys, "resume", run, "--set", "confirm.enabled=true", "--set", "confirm.top=1")
+    assert code == 0, err
+    with Store.open(run, readonly=True) as store:
+        assert store.get_meta(CHOSEN_META)["texts"] == [top[0]] != [lucky]

@@ -337,6 +337,10 @@ def test_a_search_replays_the_table_through_actsearch_run(built, capsys, address
     code, stdout, err = run_cli(capsys, "significance", run, "--top", "1", "--baselines", "relu", "--seeds", "2")
     assert code == 0, err
     assert "on the table's recorded seeds" in stdout and "synthetic" not in stdout
+    # seed number s reads recorded seed s: two distinct pairs (a derived seed mod 2 could read one seed twice)
+    with Store.open(run, readonly=True) as store:
+        replayed = store.retrainings()
+    assert replayed and all(r["metrics"]["table_seed"] == r["seed_number"] == r["seed"] for r in replayed), replayed
 
 
 @pytest.mark.parametrize("change, says", [

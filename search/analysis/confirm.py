@@ -28,6 +28,7 @@ from search.analysis.significance import (
     run_significance,
     selection_warning,
     study_config,
+    study_key,
     study_label,
     study_overrides,
 )
@@ -70,15 +71,25 @@ def session_config(run_dir: Path, overrides: Sequence[str] = ()) -> Config:
     return config_with_overrides(run_config_of(run_dir), overrides)
 
 
-def best_estimates(store, config: Config, k: int) -> list[str]:
+def best_estimates(store, config: Config, k: int, pooled: bool = True) -> list[str]:
     """Canonical texts of the ``k`` trained ("ok") functions with the best estimate: the mean over the search's child
     and the re-trainings under the run's child settings (``search.analysis.ranking.ranked``) where a function has
-    several, else its reward; ties keep the search's order."""
+    several, else its reward; ties keep the search's order. Without ``pooled``, by the search's rewards alone: where
+    those re-trainings are the confirmation's own study (``own_study``), choosing by them would test the
+    functions on the scores that chose them."""
     from search.analysis.ranking import ranked
 
-    rows = [r for r in ranked(store, config, max(10 * k, 100)) if r["status"] == "ok"]
+    rows = [r for r in ranked(store, config, max(10 * k, 100), pooled) if r["status"] == "ok"]
     rows.sort(key=lambda r: (-r["mean"], r["rank"]))
     return [r["text"] for r in rows[:k]]
+
+
+def own_study(run_dir: Path, config: Config) -> bool:
+    """Whether the confirmation's study on the run's own child is the one whose re-trainings ``ranked`` pools with
+    the search's rewards (``confirm.split`` the search's split, or the synthetic task, which has none): an earlier
+    ``actsearch significance`` of it would otherwise both choose the functions and be reused to test them."""
+    study = study_config(run_dir, study_overrides(run_dir, [], config.confirm.split))
+    return study_key(study) == study_key(config)
 
 
 def child_overrides(entry: dict) -> list[str]:
@@ -119,9 +130,9 @@ CHOSEN_META = "confirm_candidates"  # what a confirmation chose: {"top": K, "eva
 def _begin(run_dir: Path, config: Config) -> list[str]:
     """Under the run's lock: write ``config``'s confirm section to the run's ``config.yaml`` when it changed (so a plain
     resume confirms the same way), and return the functions to confirm: those recorded by an earlier session for
-    the same ``confirm.top`` and as many children trained, else ``best_estimates`` now, recorded. (A
-    confirmation's own re-trainings can change the estimates when it scores on the split the search did; a
-    resumed confirmation still trains the same functions.)"""
+    the same ``confirm.top`` and as many children trained, else ``best_estimates`` now, recorded (by the search's
+    rewards alone where the confirmation's study is the pooled one: ``own_study``), so a resumed confirmation trains
+    the same functions."""
     import dataclasses
 
     from search.loop.rundir import run_lock, write_run_config
@@ -135,7 +146,7 @@ def _begin(run_dir: Path, config: Config) -> list[str]:
         now = {"top": config.confirm.top, "evaluated": store.evaluated()}
         if isinstance(chosen, dict) and {k: chosen.get(k) for k in now} == now:
             return list(chosen["texts"])
-        texts = best_estimates(store, config, config.confirm.top)
+        texts = best_estimates(store, config, config.confirm.top, pooled=not own_study(run_dir, config))
         if texts:
             store.set_meta(CHOSEN_META, {**now, "texts": texts})
         return texts

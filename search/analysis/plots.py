@@ -193,7 +193,7 @@ def _tidy(ax) -> None:
 def plot_significance(comparisons: Sequence[Mapping[str, Any] | Any], path: str | os.PathLike | IO[bytes], *,
                       subtitle: str | None = None) -> None:
     """A significance test at a glance: one panel per comparison (candidate vs baseline) with its paired per-seed
-    differences (candidate minus baseline) as dots, the 95% bootstrap interval of their mean as a bar with the mean
+    differences (candidate minus baseline) as dots, the 95% t interval of their mean as a bar with the mean
     marked, zero as the reference line, and the verdict with its Holm p as coloured text. Each panel has its own
     x-range (always including zero): the question per panel is on which side of zero the interval lies, and a
     clearly worse candidate would otherwise squash every small gain into a dot.
@@ -242,7 +242,7 @@ def plot_significance(comparisons: Sequence[Mapping[str, Any] | Any], path: str 
         ax.grid(False, axis="y")
     axes[-1, 0].set_xlabel("candidate minus baseline, per seed (each panel its own scale; the line is zero)",
                            fontsize=9)
-    title = "paired differences per seed (dots), 95% bootstrap interval of their mean (bar, | = mean)"
+    title = "paired differences per seed (dots), 95% t interval of their mean (bar, | = mean)"
     fig.suptitle("\n".join([title, *sublines]), fontsize=10.5)
     fig.savefig(path, dpi=DPI, format=_format(path))
     plt.close(fig)

@@ -53,14 +53,15 @@ def statuses_text(statuses: dict[str, int]) -> str:
     return ", ".join(f"{n} {s}" for s, n in statuses.items() if n)
 
 
-def ranked(store, config, k: int) -> list[dict]:
+def ranked(store, config, k: int, pooled: bool = True) -> list[dict]:
     """The ``k`` best trained candidates (``Store.top``) with ``mean``, ``sd`` (``mean_sd``) and ``evaluations`` over
     the search's child and the re-trainings under the run's child settings, split included (test-split re-trainings
     score other data and are not pooled with the search's reward), ``statuses`` (status -> count over those), and
-    ``significance``: the candidate's comparisons in the current analysis (see ``current_analysis``)."""
+    ``significance``: the candidate's comparisons in the current analysis (see ``current_analysis``). Without
+    ``pooled``, over the search's child alone."""
     rows = store.top(k)
     retrained = collections.defaultdict(list)
-    for r in store.retrainings(study_key(config), [row["text"] for row in rows]):
+    for r in store.retrainings(study_key(config), [row["text"] for row in rows]) if pooled else []:
         retrained[r["activation"]].append(r)
     analysis = current_analysis(store, config)
     comparisons = collections.defaultdict(list)

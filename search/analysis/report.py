@@ -173,7 +173,7 @@ def _significance(rows: Sequence[Mapping[str, Any]], show: Callable[[str], str] 
             f"rounded to 1e-{TIE_DECIMALS} so that equal gains tie exactly. The Wilcoxon p is the exact "
             f"two-sided signed-rank test (zero differences dropped, tied |differences| share their midrank). "
             f"<b>better</b> / <b>worse</b>: the two-sided Wilcoxon signed-rank p, Holm-corrected over all {len(rows)} "
-            f"comparisons, is below {alpha:g} <i>and</i> the 95% bootstrap interval of the mean difference lies on "
+            f"comparisons, is below {alpha:g} <i>and</i> the 95% t interval of the mean difference lies on "
             f"that side of zero; otherwise <b>no evidence</b>. The sign test is the paper's one-sided test (candidate "
             f"better), ties dropped, uncorrected. w/t/l: seeds where the candidate won / tied / lost.")
     if rows and rows[0].get("lower_is_better"):
@@ -308,7 +308,7 @@ def build_report(path: str | os.PathLike, *, title: str, config: Mapping[str, An
     ]
     if sig and significance_png is not None:
         parts.append(_image(significance_png, "significance comparisons",
-                            "Per comparison: the paired per-seed differences (dots), the 95% bootstrap interval of "
+                            "Per comparison: the paired per-seed differences (dots), the 95% t interval of "
                             "their mean (bar, | the mean), zero (line) and the verdict; each panel has its own scale."))
     parts += [
         "<h2>Progress</h2>",

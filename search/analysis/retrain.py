@@ -2,8 +2,9 @@
 and tabular benchmarks of named functions.
 
 Every job is an (activation, seed number ``s``) pair, queued at the start; a child trains with the seed
-``retrain_seed(run seed, s)``, the same for every activation at seed number ``s``, so run ``s`` of every candidate and
-baseline shares its initialisation and data order. Each result is written to the store as it arrives
+``retrain_seed(run seed, s)`` (``s`` itself where it replays a table: its recorded seed ``s``), the same for every
+activation at seed number ``s``, so run ``s`` of every candidate and baseline shares its initialisation and data
+order. Each result is written to the store as it arrives
 (``Store.record_retraining``): a stopped study, run again, trains only what is missing.
 """
 from __future__ import annotations
@@ -57,9 +58,15 @@ class Study:
     def status_parts(self) -> tuple[int, int, int, str]:
         return self.recorded, self.total, self.recorded, ""
 
+    def child_seed(self, s: int) -> int:
+        """The child seed of seed number ``s``: ``retrain_seed``, but ``s`` itself where the child replays a table,
+        which hands back its recorded seed ``child seed mod S``: seed numbers 0..n-1 then read n distinct recorded
+        seeds (n <= S: ``study_problem``), where derived seeds mod S repeat (10 seed numbers read about 6 of 10)."""
+        return s if self.config.child.task == "table" else retrain_seed(self.config.seed, s)
+
     def launch(self, job: tuple[str, int]) -> tuple[str, int, str]:
         activation, s = job
-        return activation, retrain_seed(self.config.seed, s), f"retrain-{activation[:40]}-{s}"
+        return activation, self.child_seed(s), f"retrain-{activation[:40]}-{s}"
 
     def requeued(self, job: tuple[str, int], result: ChildResult, attempt: int, retries: int) -> None:
         self.progress.event(f"{job[0]} seed #{job[1]} {result.status} for the system's reasons "
@@ -73,7 +80,7 @@ class Study:
         status, score, result = reward(result, self.config.rewards)
         if result.traceback:
             self.progress.event(f"{activation} seed #{s} raised:\n{result.traceback.rstrip()}", show=False)
-        self.store.record_retraining(self.study, activation, s, retrain_seed(self.config.seed, s), status, score,
+        self.store.record_retraining(self.study, activation, s, self.child_seed(s), status, score,
                                      result.to_dict(), node=result.extra.get("node"))
         self.recorded += 1
         error = f", {result.error}" if result.error else ""

@@ -45,10 +45,13 @@ from search.analysis.retrain import retrain
 from search.analysis.stats import (
     ALPHA,
     EXACT_MAX_N,
+    INTERVAL_REASONS,
     TIE_DECIMALS,
     Comparison,
     WinsTable,
     compare_all,
+    interval_reason,
+    rank_direction,
     seeds_needed,
     wins_table,
 )
@@ -268,7 +271,7 @@ def run_significance(run_dir: str | Path, candidates: Sequence[str], baselines: 
             finally:
                 progress.close()
         if result.outcome == "complete":
-            result.comparisons, result.wins = analyse(store, key, candidates, baselines, seeds, config.seed)
+            result.comparisons, result.wins = analyse(store, key, candidates, baselines, seeds)
             store.record_significance(key, candidates, baselines, seeds, [c.to_dict() for c in result.comparisons],
                                       result.wins.to_dict(), confirmation=confirmation)
             verdicts = collections.Counter(c.verdict for c in result.comparisons)
@@ -277,15 +280,15 @@ def run_significance(run_dir: str | Path, candidates: Sequence[str], baselines: 
         return result
 
 
-def analyse(store: Store, study: str, candidates: Sequence[str], baselines: Sequence[str], seeds: int,
-            run_seed: int) -> tuple[list[Comparison], WinsTable]:
+def analyse(store: Store, study: str, candidates: Sequence[str], baselines: Sequence[str],
+            seeds: int) -> tuple[list[Comparison], WinsTable]:
     """Compare every candidate with every baseline on the study's scores for seed numbers 0..seeds-1 (Holm over all
-    comparisons; bootstrap seeded by the run seed) and count wins / ties / losses per seed."""
+    comparisons) and count wins / ties / losses per seed."""
     scores: dict[str, dict[int, float]] = {a: {} for a in [*candidates, *baselines]}
     for row in store.retrainings(study, list(scores)):
         if row["seed_number"] < seeds:
             scores[row["activation"]][row["seed_number"]] = row["score"]
-    comparisons = compare_all(scores, candidates, baselines, seed=run_seed)
+    comparisons = compare_all(scores, candidates, baselines)
     return comparisons, wins_table(scores, candidates, baselines, unit="seed")
 
 
@@ -302,9 +305,12 @@ def metric_comparisons(comparisons: Sequence[Comparison | dict], rewards) -> lis
         d = c.to_dict() if isinstance(c, Comparison) else dict(c)
         if rewards is not None and rewards.minimize and not d.get("lower_is_better"):
             flip = rewards.metric_of
+            direction = rank_direction(d.get("diffs") or [])
             d.update(candidate_mean=flip(d.get("candidate_mean")), baseline_mean=flip(d.get("baseline_mean")),
                      mean_diff=flip(d.get("mean_diff")), ci_low=flip(d.get("ci_high")), ci_high=flip(d.get("ci_low")),
                      diffs=[flip(v) for v in d.get("diffs") or []], metric=rewards.metric, lower_is_better=True)
+            if d.get("reason", "").startswith(INTERVAL_REASONS):  # its interval, in the metric's units as shown
+                d["reason"] = interval_reason(d["ci_low"], d["ci_high"], direction)
         elif rewards is not None:
             d.setdefault("metric", rewards.metric)
             d.setdefault("lower_is_better", False)
@@ -383,7 +389,7 @@ def statistics_text(comparisons: Sequence[Comparison | dict], seeds: int, split:
         f"1e-{TIE_DECIMALS} so that equal gains tie exactly (w/t/l counts the same way). Wilcoxon p: the "
         f"two-sided signed-rank test, zero differences dropped, tied |differences| sharing their midrank, exact up to "
         f"{EXACT_MAX_N} non-zero differences. Verdict better / worse: the Holm p over {'all ' * (m > 1)}{m} comparison"
-        f"{'s' * (m != 1)} below {alpha:g} and the 95% bootstrap interval of the mean difference on that side of "
+        f"{'s' * (m != 1)} below {alpha:g} and the 95% t interval of the mean difference on that side of "
         f"zero; otherwise no evidence. With {m} comparison{'s' * (m != 1)} a verdict needs at least {need} seeds "
         f"(seeds_needed; this test has {seeds}), all on one side; seeds that disagree or tie need more.",
         where,

@@ -17,7 +17,7 @@ def register(sub) -> None:
                                    "the Ray workers (seed s is the same child seed for all of them: same init, same "
                                    "data order), scored on the test split (data the search never scored; it "
                                    "selected its candidates on child.split), then compares every candidate with "
-                                   "every baseline: mean difference with a 95% bootstrap CI, the exact Wilcoxon "
+                                   "every baseline: mean difference with a 95% t interval, the exact Wilcoxon "
                                    "signed-rank test, the paper's one-sided sign test, Holm-corrected over all "
                                    "comparisons, and a verdict. Results are stored in the run as they arrive; "
                                    "running the same command again continues a stopped test.")
@@ -38,7 +38,7 @@ def register(sub) -> None:
                         "set the search selected on, so its verdicts favour the candidates). No effect on the "
                         "synthetic and table tasks")
     p.add_argument("--plot", default=None, metavar="FILE.png",
-                   help="also draw the comparisons to this PNG: per-seed differences, bootstrap interval, verdict")
+                   help="also draw the comparisons to this PNG: per-seed differences, t interval, verdict")
     p.add_argument("--format", choices=FORMATS, default="table", help="format of the result tables")
     p.set_defaults(func=cmd_significance)
 
