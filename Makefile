@@ -34,7 +34,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/controller_speed.py
 	$(VENV)/bin/python benchmarks/orchestration.py
 
-# The shipped tabular benchmarks (docs/tables.md): every one-unit function at 150 steps x 2 seeds (about 75 min on
+# The shipped tabular benchmarks (docs/tables.md): every one-unit function at 150 steps x 2 seeds (92 min on
 # 2 cores), then the paper's top 8, the named baselines and that table's top 30 at 500 steps x 5 seeds, then a second
 # curve table of every one-unit function at 100 steps x 1 seed (no default is chosen on it: search efficiency is
 # reported there too). Resumable: run it again after a stop.

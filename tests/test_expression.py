@@ -271,3 +271,13 @@ def test_an_activation_module_copied_or_pickled_looks_its_kernel_up_again():
     for other in (copy.deepcopy(act), pickle.loads(pickle.dumps(act))):
         assert other._kernels == {}
         assert torch.equal(other(x), y)
+
+
+@pytest.mark.parametrize("text, written", [("square(x)", "x**2"), ("neg(x)", "-x"), ("add(x, sin(x))", "x + x"),
+                                           ("scale(x)", "beta * x")])
+def test_a_token_name_used_as_a_call_says_how_it_is_written(text, written):
+    """``expr`` prints token forms (``x x atan atan mul``) and ``space --list`` operator names (square, add, ...): typed
+    back as calls, they are named as token names with the expression that writes them."""
+    with pytest.raises(ExpressionError, match="token name") as err:
+        Expression.parse(text)
+    assert f"is {written} " in str(err.value)

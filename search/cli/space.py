@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 
 from search.cli.common import whole
 from search.language.expression import Expression
 from search.language.index import ENUMERATION_LIMIT, FunctionIndex
-from search.language.ops import operator_table_markdown
+from search.language.ops import operator_table_text
 from search.language.space import MAX_CORE_UNITS, Space, format_tokens
+
+SAMPLE = 2_000  # token strings fingerprinted where a space is too large to enumerate (about 20 ms each)
 
 
 def register(sub) -> None:
@@ -24,7 +27,9 @@ def register(sub) -> None:
     p.add_argument("--unary", nargs="+", default=None, metavar="NAME", help="unary subset (default: all 25)")
     p.add_argument("--binary", nargs="+", default=None, metavar="NAME", help="binary subset (default: all 10)")
     p.add_argument("--list", action="store_true", help="also print the operator table")
-    p.add_argument("--sample", type=whole(1, 10_000_000), default=20_000, help="sample size when the space is too large to enumerate")
+    p.add_argument("--sample", type=whole(1, 10_000_000), default=SAMPLE,
+                   help=f"sample size when the space is too large to enumerate (default {SAMPLE:,}; each token string "
+                        f"takes about 20 ms to fingerprint)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_space)
 
@@ -68,7 +73,7 @@ def _space_from_args(args) -> Space:
     return Space(**kwargs)
 
 
-def space_summary(space: Space, sample: int = 20_000, seed: int = 0) -> dict:
+def space_summary(space: Space, sample: int = SAMPLE, seed: int = 0) -> dict:
     """Token strings, distinct functions and screen passes: exact when enumerable, else estimated from a sample."""
     index = FunctionIndex.of(space)
     exact = index.enumerable
@@ -100,12 +105,15 @@ def space_summary(space: Space, sample: int = 20_000, seed: int = 0) -> dict:
 
 def cmd_space(args) -> int:
     space = _space_from_args(args)
+    if not args.json and not FunctionIndex.of(space).enumerable:
+        print(f"fingerprinting a random sample of {args.sample:,} of its {space.size:,} token strings "
+              f"(about {max(1, round(args.sample * 0.02))} s)...", file=sys.stderr, flush=True)
     summary = space_summary(space, args.sample)
     if args.json:
         print(json.dumps(summary))
         return 0
     if args.list:
-        print(operator_table_markdown())
+        print(operator_table_text())
         print()
     print(f"core units          {summary['core_units']} ({summary['unary']} unary, {summary['binary']} binary)")
     print(f"token strings       {summary['token_strings']:,}")
@@ -113,7 +121,9 @@ def cmd_space(args) -> int:
         print(f"distinct functions  {summary['distinct_functions']:,}")
         print(f"passing the screen  {summary['passing_screen']:,}")
     else:
-        print(f"too many to enumerate (limit {ENUMERATION_LIMIT:,}); in a random sample of {summary['sampled']:,}:")
-        print(f"distinct functions  {summary['distinct_in_sample']:,}")
-        print(f"passing the screen  {summary['passing_screen_in_sample']:,}")
+        n = summary["sampled"]
+        print(f"too many to enumerate (limit {ENUMERATION_LIMIT:,}); in a random sample of {n:,} token strings:")
+        print(f"distinct functions  {summary['distinct_in_sample']:,} ({summary['distinct_in_sample'] / n:.1%} of the "
+              f"sample)")
+        print(f"passing the screen  {summary['passing_screen_in_sample']:,} of those")
     return 0

@@ -208,6 +208,11 @@ class _Parser:
             if self.peek() != "(":  # a name, not a call
                 raise self.error(f"unknown name {value!r}: the input is x, a trainable constant is beta, and an "
                                  f"operator is called, e.g. tanh(x) (operators: {known})", col)
+            if value in OPS_BY_NAME:  # a token name (expr's token form, space --list) that is written otherwise
+                op = OPS_BY_NAME[value]
+                args = ", ".join(["x"] * op.arity)
+                raise self.error(f"{value} is an operator's token name, written as an expression: {value}({args}) is "
+                                 f"{Expression(apply(value, *[X] * op.arity)).text}", col)
             raise self.error(f"unknown operator {value!r} (known: {known})", col)
         op = CALLS[value]
         self.take("(")

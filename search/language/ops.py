@@ -140,15 +140,30 @@ OPS_BY_NAME: dict[str, Op] = {**UNARY_BY_NAME, **BINARY_BY_NAME}
 CALLS: dict[str, Op] = {op.name: op for op in UNARY + BINARY if op.form.startswith(op.name + "(")}
 
 
+def _operator_rows() -> list[tuple[str, str, str, str, str]]:
+    """(kind, token, paper's math, text syntax, beta) per operator, in the table's order."""
+    return [("unary" if op.arity == 1 else "binary", op.name, op.math,
+             op.form.format("x1", "x2") if op.arity == 2 else op.form.format("x"), "yes" if op.uses_beta else "")
+            for op in UNARY + BINARY]
+
+
+OPERATOR_COLUMNS = ("kind", "token", "paper's math", "text syntax", "beta")
+
+
 def operator_table_markdown() -> str:
-    """The table as Markdown (README and ``actsearch space --list``)."""
+    """The table as Markdown (README, docs/operators.md)."""
     cell = lambda text: "`" + text.replace("|", "\\|") + "`"  # noqa: E731  (a bare | would end the cell)
-    rows = ["| kind | token | paper's math | text syntax | beta |", "|---|---|---|---|---|"]
-    for op in UNARY + BINARY:
-        kind = "unary" if op.arity == 1 else "binary"
-        form = op.form.format("x1", "x2") if op.arity == 2 else op.form.format("x")
-        rows.append(f"| {kind} | {cell(op.name)} | {cell(op.math)} | {cell(form)} | {'yes' if op.uses_beta else ''} |")
+    rows = ["| " + " | ".join(OPERATOR_COLUMNS) + " |", "|---|---|---|---|---|"]
+    for kind, name, math, form, beta in _operator_rows():
+        rows.append(f"| {kind} | {cell(name)} | {cell(math)} | {cell(form)} | {beta} |")
     return "\n".join(rows)
+
+
+def operator_table_text() -> str:
+    """The table as aligned plain text (``actsearch space --list``)."""
+    rows = [OPERATOR_COLUMNS, *_operator_rows()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(OPERATOR_COLUMNS))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
 @dataclass(frozen=True)
