@@ -158,7 +158,8 @@ def _cifar_arrays(task: str, root: str, download: bool) -> tuple[np.ndarray, np.
             train = cls(root, train=True, download=download)
             test = cls(root, train=False, download=False)
         except RuntimeError:
-            hint = "" if download else ", or set child.download: true on a machine with internet access"
+            hint = "" if download else (", or set child.download: true (actsearch train: --download) on a machine with "
+                                        "internet access")
             raise UserError(f"{title} not found or corrupted in {where}: put the files of {archive} ({files}) "
                             f"there{hint}") from None
         except OSError as exc:  # the download itself failed (no network, disk full)

@@ -72,3 +72,14 @@ def test_an_expression_starting_with_minus_gets_the_double_dash_hint():
 def test_console_script_runs():
     proc = subprocess.run([sys.executable, "-m", "search.cli", "expr", "max(x, 0)"], capture_output=True, text=True)
     assert proc.returncode == 0 and "relu(x)" in proc.stdout
+
+
+def test_version_names_the_package_and_the_checkout(capsys):
+    from importlib.metadata import version
+
+    from search.loop.rundir import git_commit
+
+    code, out, _ = run_cli(capsys, "--version")
+    commit, _ = git_commit()
+    assert code == 0 and out.startswith(f"actsearch {version('actsearch')}")
+    assert commit is None or f"commit {commit[:12]}" in out

@@ -115,6 +115,15 @@ def test_resuming_a_finished_run_changes_nothing(local_ray, tmp_path, capsys):
     code, out, _ = run_cli(capsys, "resume", results / "done", "--set", "budget.children=4")
     assert code == 0 and "complete: 6 (budget 4) children" in out and "6/4" not in out
     assert snapshot(results / "done") == before
+    # a resume raised the run's budget and was stopped before it: the config file's budget (make run) has nothing to
+    # do, and says which command goes on to the run's own
+    from search.loop.config import config_with_overrides
+    from search.loop.rundir import write_run_config
+
+    write_run_config(results / "done", config_with_overrides(load_config(config), ["budget.children=9"]))
+    code, out, _ = run_cli(capsys, "run", config, "--name", "done", "--results", results, "--resume")
+    assert code == 0 and "already complete (6/6 children)" in out
+    assert f"the run's own budget is 9 children: `actsearch resume {results / 'done'}` continues to it" in out
 
 
 def test_resume_extends_the_budget_but_not_the_search(local_ray, tmp_path, capsys):

@@ -249,9 +249,10 @@ def answer_text(confirmation: Confirmation, rewards=None, show: Callable[[str], 
     comparisons = metric_comparisons(home.result.comparisons, rewards)
     best = best_of([c.to_dict() for c in home.result.comparisons])
     where = home.result.where()
+    label = home.label.replace(f", {home.result.split} split", "") if home.result.split else home.label  # in `where`
     lines = [f"answer: {show(best)}: best of {len(confirmation.candidates)} confirmed function"
-             f"{'s' * (len(confirmation.candidates) != 1)}, {confirmation.seeds} paired seeds {where} "
-             f"({home.label}); difference = function minus baseline, 95% interval:"]
+             f"{'s' * (len(confirmation.candidates) != 1)}, {confirmation.seeds} paired seeds {where}, "
+             f"{label}; difference = function minus baseline, 95% interval:"]
     lines += [verdict_line(c) for c in comparisons if c["candidate"] == best]
     others = [t for t in confirmation.candidates if t != best and any(c["candidate"] == t for c in comparisons)]
     lines += [f"  {show(t)}: {verdicts_of(comparisons, t)}" for t in others]

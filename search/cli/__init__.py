@@ -16,8 +16,23 @@ from search.language.errors import UserError  # noqa: E402
 COMMANDS = (space, child, run, inspect, dashboard, significance, export, table)
 
 
+def _version() -> str:
+    """The installed package's version (and the checkout's commit where there is one: ``git describe``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("actsearch")
+    except PackageNotFoundError:
+        installed = "(not installed)"
+    from search.loop.rundir import git_commit
+
+    commit, dirty = git_commit()
+    return installed + (f", commit {commit[:12]}{' with local changes' * bool(dirty)}" if commit else "")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="actsearch", description="Search for activation functions.")
+    parser.add_argument("--version", action="version", version=f"actsearch {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.register(sub)

@@ -60,8 +60,8 @@ def cmd_export(args) -> int:
         from search.analysis.significance import study_label
 
         provenance["significance"] = comparisons
-        provenance["significance settings"] = (f"{analysis['seeds']} seeds, Holm over "
-                                               f"{len(analysis['comparisons'])} comparisons, "
+        m = len(analysis["comparisons"])
+        provenance["significance settings"] = (f"{analysis['seeds']} seeds, Holm over {m} comparison{'s' * (m != 1)}, "
                                                f"{study_label(analysis, config.to_dict()['child'])}")
     path = write_export(output, expr, provenance, force=args.force, class_name=args.class_name)
     shown = display_text(expr.text)

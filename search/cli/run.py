@@ -12,6 +12,7 @@ from search.language.errors import UserError
 RESULTS_DIR = "results"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 MAX_NAME = 100  # characters of a run name (a file name has at most 255, and a table build adds -seed<k>)
+PER_CHILD_FROM = 20  # children a session handles before its driver CPU is shown per child (its start is in it)
 
 
 def register(sub) -> None:
@@ -168,8 +169,12 @@ def _run(run_dir: Path, top: int, overrides=(), config_file=None, accept_changed
     counts = result.counts
     duplicates = counts.get("duplicate", 0)
     free = f"{counts.get('screened', 0)} screened, {duplicates} duplicate{'s' * (duplicates != 1)}"
-    cpu = f"; driver CPU {result.driver_cpu_ms_per_candidate:.1f} ms per child" \
-        if result.driver_cpu_ms_per_candidate is not None else ""
+    cpu = ""
+    if result.driver_cpu_ms_per_candidate is not None:  # the session's start is in it: per child only over many
+        n = result.session_children
+        cpu = f"; driver CPU {result.driver_cpu_ms_per_candidate:.1f} ms per child" if n >= PER_CHILD_FROM else \
+            f"; driver CPU {result.driver_cpu_ms_per_candidate * n / 1000:.1f} s for this session's {n} " \
+            f"child{'ren' * (n != 1)}, its start included"
     if confirmation is not None:  # the answer first, then how the search went and the tables
         print("\n" + answer_text(confirmation, rewards))
     children = f"{result.evaluated}/{result.budget}" if result.evaluated <= result.budget else \

@@ -93,7 +93,8 @@ def cmd_significance(args) -> int:
         print("stopped; run the same command again to continue (finished re-trainings are kept)", file=sys.stderr)
         return 130
     where = result.where()
-    print(f"\n{len(result.comparisons)} comparisons over {args.seeds} seeds {where} (candidate minus baseline; Holm "
+    m = len(result.comparisons)
+    print(f"\n{m} comparison{'s' * (m != 1)} over {args.seeds} seeds {where} (candidate minus baseline; Holm "
           f"over all of them; verdict at 0.05):\n", file=say)
     if args.format == "json":
         print(json.dumps({"seeds": args.seeds, "split": result.split, "study": result.study,

@@ -266,7 +266,8 @@ def read_checkpoint(path: Path) -> dict | None:
 
 # ---------------------------------------------------------------- provenance
 
-def _git_commit() -> tuple[str | None, bool | None]:
+def git_commit() -> tuple[str | None, bool | None]:
+    """This checkout's commit and whether tracked files differ from it; (None, None) outside a git checkout."""
     here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
@@ -289,7 +290,7 @@ def provenance_now() -> dict:
         except PackageNotFoundError:
             return None
 
-    commit, dirty = _git_commit()
+    commit, dirty = git_commit()
     cuda = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() \
         else []
     return {"actsearch": installed("actsearch"), "git_commit": commit, "git_dirty": dirty,

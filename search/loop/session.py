@@ -42,7 +42,8 @@ class RunResult:
     budget: int
     proposals: int
     updates: int
-    driver_cpu_ms_per_candidate: float | None = None
+    driver_cpu_ms_per_candidate: float | None = None  # the session's driver CPU (its start included) per child
+    session_children: int = 0  # children this session handled
     counts: dict = field(default_factory=dict)
 
 
@@ -81,7 +82,10 @@ def _session(run_dir: Path, stored: Config, config: Config, store: Store, progre
     if not driver.remaining_work():  # nothing starts, so nothing changes (not even budget / resources settings)
         done = f"{driver.evaluated}/{driver.budget} children" if driver.evaluated <= driver.budget else \
             f"{driver.evaluated} children, more than the budget of {driver.budget}"
-        progress.event(f"{run_dir}: already complete ({done}); nothing to do")
+        own = stored.budget.children  # a resume may have raised it past the budget this command asks for
+        more = (f"; the run's own budget is {own} children: `actsearch resume {run_dir}` continues to it"
+                if own > driver.budget and driver.evaluated < own else "")
+        progress.event(f"{run_dir}: already complete ({done}); nothing to do{more}")
         return _result("complete", driver, store, None)
 
     resumed = store.proposals() > 0
@@ -170,4 +174,5 @@ def _result(outcome: str, driver: Driver, store: Store, cpu_start: float | None)
     if cpu_start is not None and handled:
         cpu_ms = (time.process_time() - cpu_start) / handled * 1000
     return RunResult(outcome=outcome, evaluated=driver.evaluated, budget=driver.budget, proposals=store.proposals(),
-                     updates=store.update_count(), driver_cpu_ms_per_candidate=cpu_ms, counts=store.counts())
+                     updates=store.update_count(), driver_cpu_ms_per_candidate=cpu_ms, counts=store.counts(),
+                     session_children=handled)
