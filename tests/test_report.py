@@ -178,3 +178,20 @@ def test_moving_average_is_the_trailing_mean():
     v = [1.0, 3.0, 2.0, 6.0, 4.0]
     want = [np.mean(v[max(0, i - 2):i + 1]) for i in range(len(v))]
     np.testing.assert_allclose(moving_average(v, 3), want)
+
+
+def test_the_progress_plots_lines_describe_children_trained_in_full(monkeypatch):
+    """A child stopped at a rung scores a part-trained value: drawn (hollow), but left out of the moving average and
+    the best so far, which a run's mostly stopped children pulled down to look like a search that learns nothing."""
+    import search.analysis.plots as plots
+
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    rewards = [0.5, 0.2, 0.6, 0.1, 0.3, 0.9]
+    plot_progress(rewards, [], io.BytesIO(), stopped=[False, True, False, True, True, False])
+    ax = figures[-1].axes[0]
+    lines = {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}
+    best = next(v for k, v in lines.items() if k == "best so far")
+    average = next(v for k, v in lines.items() if k.startswith("moving average"))
+    assert best == [0.5, 0.6, 0.9] and average == pytest.approx([0.5, 0.55, 2.0 / 3.0])
+    assert any("3 stopped early" in t.get_text() for t in ax.get_legend().get_texts())

@@ -105,17 +105,21 @@ def moving_average(values: Sequence[float], window: int) -> np.ndarray:
 
 
 def plot_progress(rewards: Sequence[float | None], updates: Sequence[dict],
-                  path: str | os.PathLike | IO[bytes], label: str = "reward") -> None:
+                  path: str | os.PathLike | IO[bytes], label: str = "reward",
+                  stopped: Sequence[bool] | None = None) -> None:
     """The course of a search: reward per candidate, best-so-far and a moving average; controller entropy per update.
 
     rewards: by candidate index (None: no reward yet, not drawn); updates: the proposer's update records
     (``{"version", "consumed": [indices], "stats": {"entropy", ...}}``); the entropy panel is left out when no update
     carries an entropy (random, exhaustive and evolution proposers). path: PNG destination. label: what the rewards
-    are (the y axis), e.g. "reward = -val_bpc (higher is better)".
+    are (the y axis), e.g. "reward = -val_bpc (higher is better)". stopped: per candidate, whether early stopping cut
+    its child at a rung: its reward is a part-trained score, drawn hollow and left out of the moving average and the
+    best so far (which then describe children trained in full).
     """
     r = np.array([np.nan if v is None else float(v) for v in rewards], dtype=np.float64)
     idx = np.arange(r.size)
     ok = np.isfinite(r)
+    cut = np.zeros(r.size, dtype=bool) if stopped is None else np.array(list(stopped), dtype=bool)
     points = [(u, u.get("stats", {}).get("entropy")) for u in updates]
     points = [(u, e) for u, e in points if e is not None and math.isfinite(e)]
     panels = 2 if points else 1
@@ -123,18 +127,26 @@ def plot_progress(rewards: Sequence[float | None], updates: Sequence[dict],
                              gridspec_kw={"height_ratios": [5, 3][:panels]})
     ax = axes[0, 0]
     if ok.any():
-        ri, rv = idx[ok], r[ok]
+        full = ok & ~cut  # trained in full (or failed): what the lines describe
+        ri, rv = idx[full], r[full]
         window = max(5, rv.size // 15)
-        average = moving_average(rv, window)
-        lo, hi = _reward_limits(rv, keep=average)
+        average = moving_average(rv, window) if rv.size else np.empty(0)
+        lo, hi = _reward_limits(r[ok], keep=average)
+        size = 9 if ok.sum() > 200 else 20  # few points: make each one visible
         shown = rv >= lo
-        size = 9 if rv.size > 200 else 20  # few points: make each one visible
-        ax.scatter(ri[shown], rv[shown], s=size, color="#7a8a99", alpha=0.6, lw=0, label="candidate reward")
+        ax.scatter(ri[shown], rv[shown], s=size, color="#7a8a99", alpha=0.6, lw=0,
+                   label="candidate reward" + (" (trained in full)" if cut.any() else ""))
+        part = ok & cut
+        if part.any():
+            pi, pv = idx[part], np.maximum(r[part], lo)
+            ax.scatter(pi, pv, s=size, facecolors="none", edgecolors="#9aa7b3", alpha=0.7, lw=0.8,
+                       label=f"{int(part.sum())} stopped early (score at its rung)")
         if (~shown).any():  # far-below rewards (screened, diverged) pinned to the edge, not squashing the rest
             ax.scatter(ri[~shown], np.full((~shown).sum(), lo), marker="v", s=size + 8, color="#b04040", alpha=0.7,
                        lw=0, clip_on=False, zorder=3, label=f"{(~shown).sum()} below {lo:.3g} (lowest {rv.min():.3g})")
-        ax.plot(ri, average, color=FUNCTION_COLOR, lw=1.6, label=f"moving average ({window})")
-        ax.step(ri, np.maximum.accumulate(rv), where="post", color="#c0392b", lw=1.8, label="best so far")
+        if rv.size:
+            ax.plot(ri, average, color=FUNCTION_COLOR, lw=1.6, label=f"moving average ({window})")
+            ax.step(ri, np.maximum.accumulate(rv), where="post", color="#c0392b", lw=1.8, label="best so far")
         ax.set_ylim(lo, hi)
         ax.legend(loc="best", fontsize=8, frameon=True, framealpha=0.9)  # where it covers the fewest points
     else:
@@ -282,4 +294,6 @@ def plot_run_progress(store: Any, path: str | os.PathLike | IO[bytes], rewards=N
     label = "reward"
     if shows_metric(rewards):
         label = f"reward = -{rewards.metric} (higher is better)" if rewards.minimize else f"reward = {rewards.metric}"
-    plot_progress([c["reward"] for c in store.candidates()], store.updates(), path, label)
+    candidates = store.candidates()
+    plot_progress([c["reward"] for c in candidates], store.updates(), path, label,
+                  stopped=[c["status"] == "stopped" for c in candidates])

@@ -312,7 +312,8 @@ def build_report(path: str | os.PathLike, *, title: str, config: Mapping[str, An
                             "their mean (bar, | the mean), zero (line) and the verdict; each panel has its own scale."))
     parts += [
         "<h2>Progress</h2>",
-        _image(progress_png, "search progress", "Reward per candidate with its best-so-far and moving average; a "
+        _image(progress_png, "search progress", "Reward per candidate with its best-so-far and moving average (over "
+                                                 "children trained in full; those stopped early are hollow); a "
                                                  "learning proposer's (PPO's) policy entropy per update."),
         "<h2>Shapes of the top functions</h2>",
         _image(function_png, "top functions", "Each function (solid) and its derivative (dashed) on [-5, 5], "
