@@ -314,3 +314,27 @@ def test_bad_input_is_one_line_and_exit_code_2(runs, tmp_path, capsys, argv, mes
     assert len(err.strip().splitlines()) == 1 and err.startswith(f"actsearch {argv[0]}: error: ")
     assert message in err
     assert (plain / "store.sqlite").stat().st_mtime_ns == before  # nothing was written
+
+
+def test_an_exported_candidate_stopped_early_says_its_reward_is_a_part_trained_score(tmp_path, capsys):
+    from conftest import finish_in_process
+
+    from search.loop.config import config_from_dict
+
+    config = config_from_dict({"seed": 1, "space": {"core_units": 1}, "controller": {"kind": "random"},
+                               "child": {"task": "synthetic", "noise": 0.02, "steps": 500},
+                               "fidelity": {"rungs": [50, 150], "eta": 3}, "budget": {"children": 30}})
+    run = tmp_path / "early"
+    finish_in_process(run, config, capacity=2)
+    code, out, _ = cli(capsys, "top", run, "-k", "30", "--format", "json")
+    rows = json.loads(out)
+    stopped = next(r for r in rows if r["status"] == "stopped")
+    trained = next(r for r in rows if r["status"] == "ok")
+    code, out, err = cli(capsys, "export", run, stopped["rank"], "-o", tmp_path / "stopped.py")
+    assert code == 0, err
+    with Store.open(run, readonly=True) as store:
+        step = next(c for c in store.candidates() if c["index"] == stopped["index"])["metrics"]["rung_step"]
+    assert step in (50, 150) and f"stopped early at step {step} of its child: the reward is the score there" in out
+    assert f"status: stopped early at step {step}" in (tmp_path / "stopped.py").read_text()
+    code, out, err = cli(capsys, "export", run, trained["rank"], "-o", tmp_path / "trained.py")
+    assert code == 0 and "stopped" not in out and "status:" not in (tmp_path / "trained.py").read_text()

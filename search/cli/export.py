@@ -32,7 +32,7 @@ def cmd_export(args) -> int:
         if re.fullmatch(r"[-+]?\d+", target, re.ASCII):  # a rank (ASCII digits only: '²' is no rank)
             trained = store.evaluated()
             if len(target) > 12 or not 1 <= int(target) <= trained:
-                raise UserError(f"rank {target[:20]}: out of range; {run_dir} has {trained} trained candidate(s) "
+                raise UserError(f"rank {target[:20]}: out of range; {run_dir} has {trained} ranked candidate(s) "
                                 f"(see `actsearch top {run_dir}`)")
             rank = int(target)
             row = ranked(store, config, rank)[rank - 1]
@@ -48,6 +48,10 @@ def cmd_export(args) -> int:
         provenance["note"] = "not trained by this run"
     else:
         provenance.update(rank=row["rank"], candidate=row["index"], reward=row["reward"])
+        if row["status"] != "ok":  # a stopped child's reward is a part-trained score; a failed one's, a penalty
+            metrics = row.get("metrics") or {}
+            provenance["status"] = (f"stopped early at step {metrics.get('rung_step')} of its child: the reward is "
+                                    f"the score there" if row["status"] == "stopped" else row["status"])
         if config.rewards.minimize or config.rewards.metric != "accuracy":
             provenance.update({config.rewards.metric: config.rewards.metric_of(row["reward"]),
                                "reward is": f"-{config.rewards.metric}" if config.rewards.minimize
@@ -65,5 +69,6 @@ def cmd_export(args) -> int:
                                                f"{study_label(analysis, config.to_dict()['child'])}")
     path = write_export(output, expr, provenance, force=args.force, class_name=args.class_name)
     shown = display_text(expr.text)
-    print(f"wrote {path}: {expr.text}" + (f" (displays show it as {shown})" if shown != expr.text else ""))
+    print(f"wrote {path}: {expr.text}" + (f" (displays show it as {shown})" if shown != expr.text else "") +
+          (f"; {provenance['status']}" if "status" in provenance else ""))
     return 0
