@@ -115,6 +115,7 @@ def test_a_run_ends_with_the_answer_stored_as_significance_on_each_child(address
         assert store.significance()[0] == answer and len(store.studies()) == 2
     code, out, err = cli(capsys, "top", run)
     assert code == 0 and f"significance: {SEEDS + 1} seeds" in out, out
+    assert "(the run's confirmation; 1 later test of it printed its own verdicts" in out  # not lost, just not shown
 
 
 def test_a_confirmation_killed_midway_resumes_without_retraining_what_was_recorded(address, tmp_path, capsys,

@@ -109,8 +109,9 @@ def run_summary(run_dir: Path, config, store) -> str:
     return line
 
 
-def ranked_note(config, analysis: dict | None) -> str:
-    """The line under ``run_summary`` saying how ``ranked`` rows are ordered and what their mean and sd cover."""
+def ranked_note(config, analysis: dict | None, later: int = 0) -> str:
+    """The line under ``run_summary`` saying how ``ranked`` rows are ordered and what their mean and sd cover; with
+    ``later`` (``Store.analyses_after`` the shown one), that those tests' verdicts are not the ones shown."""
     pooled = "mean and sd over the search's child and significance re-trainings under the run's child settings (its " \
              "split included)"
     note = f"ranked by the search's reward; {pooled}"
@@ -118,6 +119,10 @@ def ranked_note(config, analysis: dict | None) -> str:
         note = f"ranked by {config.rewards.metric}, lowest (best) first; {pooled}"
     if analysis:
         note += f"; significance: {analysis['seeds']} seeds, {study_label(analysis, config.to_dict()['child'])}"
+        if later:
+            note += (f" (the run's confirmation; {later} later test{'s' * (later != 1)} of it printed "
+                     f"{'its' if later == 1 else 'their'} own verdicts: the same `actsearch significance` command "
+                     f"prints them again from the stored re-trainings)")
     return note
 
 

@@ -52,9 +52,10 @@ def cmd_top(args) -> int:
         rows = displayed(store, ranked(store, config, args.k))
         summary = run_summary(run_dir, config, store)
         analysis = current_analysis(store, config)
+        later = store.analyses_after(analysis["id"]) if analysis else 0
     if args.format in ("table", "markdown"):
         print(summary)
-        print(ranked_note(config, analysis))
+        print(ranked_note(config, analysis, later))
         print()
         print(ranked_text(rows, args.format, config.rewards) if rows else "no trained candidate yet")
     else:

@@ -136,6 +136,14 @@ class StudyRecords:
                 db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (CONFIRMATION_META, json.dumps(ids)))
             return cur.lastrowid
 
+    def analyses_after(self, analysis_id: int) -> int:
+        """How many analyses of the same study were stored after analysis ``analysis_id`` (later tests that do not
+        replace the run's confirmation as its current one: ``significance``)."""
+        if not self._has_table("significance"):
+            return 0
+        sql = "SELECT COUNT(*) FROM significance WHERE id > ? AND study = (SELECT study FROM significance WHERE id = ?)"
+        return self._conn.execute(sql, (analysis_id, analysis_id)).fetchone()[0]
+
     def significance(self) -> list[dict]:
         """The current analysis of each study, oldest study first: ``id, study, candidates, baselines, seeds,
         comparisons, wins, at`` plus the study's ``child`` and ``overrides``. Current is the run's confirmation's
