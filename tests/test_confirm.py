@@ -42,6 +42,11 @@ def test_a_run_ends_with_the_answer_stored_as_significance_on_each_child(address
     assert code == 0, err
     assert "warning" not in err
     run = results / "c"
+    # resuming the finished run prints its answer again and leaves the store as it was (no second, equal analysis)
+    before = [(run / name).read_bytes() for name in ("store.sqlite", "config.yaml")]
+    code, again, err = cli(capsys, "resume", run)
+    assert code == 0 and "answer: " in again, err
+    assert [(run / name).read_bytes() for name in ("store.sqlite", "config.yaml")] == before
     with Store.open(run, readonly=True) as store:
         studies = store.studies()
         analyses = store.significance()

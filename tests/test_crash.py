@@ -222,3 +222,25 @@ def test_sigkill_with_early_stopping_keeps_every_rung_decision(address, fidelity
     with Store.open(run_dir, readonly=True) as store:
         stopped = store.candidates(["stopped"])
         assert stopped and all(c["attempts"] == 1 for c in stopped if c["index"] in before)
+
+
+def test_a_sigterm_while_ray_starts_stops_as_a_ctrl_c_does(tmp_path):
+    """``kill PID`` (SIGTERM, what a cluster or a service manager sends first) outside a loop's own stop handling, here
+    while an embedded Ray starts: the command stops as after a Ctrl-C, exit 130 with how to continue, where it died
+    by the signal's default (exit -15, no word) or Ray's handler (exit 15) before; nothing recorded is lost."""
+    config = write_config(tmp_path, "", delay=0.25)
+    results = tmp_path / "results"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "search.cli", "run", str(config), "--name", "run", "--results",
+                                str(results)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    started = ""
+    while not started.startswith("starting "):  # "created RUN", then "starting RUN: ...", then Ray starts
+        started = process.stdout.readline()
+        assert started, process.communicate(timeout=60)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, started + out + err
+    assert f"continue with `actsearch resume {results / 'run'}`" in err, err
+    with Store.open(results / "run", readonly=True) as store:
+        assert store.audit() == []

@@ -272,8 +272,13 @@ def run_significance(run_dir: str | Path, candidates: Sequence[str], baselines: 
                 progress.close()
         if result.outcome == "complete":
             result.comparisons, result.wins = analyse(store, key, candidates, baselines, seeds)
-            store.record_significance(key, candidates, baselines, seeds, [c.to_dict() for c in result.comparisons],
-                                      result.wins.to_dict(), confirmation=confirmation)
+            analysis = (list(candidates), list(baselines), seeds, [c.to_dict() for c in result.comparisons],
+                        result.wins.to_dict())
+            current = next((a for a in store.significance() if a["study"] == key), None)
+            if current is None or analysis != tuple(current[k] for k in ("candidates", "baselines", "seeds",
+                                                                          "comparisons", "wins")):
+                store.record_significance(key, *analysis, confirmation=confirmation)  # else stored already: a resumed
+                # finished run, or the same test again, leaves the store as it was
             verdicts = collections.Counter(c.verdict for c in result.comparisons)
             progress.event(f"significance study {key} analysed: " + ", ".join(f"{n} {v}" for v, n in
                                                                                verdicts.items()), show=False)

@@ -11,6 +11,7 @@ exit_if_shadowed()  # a user's evaluator.py or search/ ahead on the path would b
 from search.cli import child, dashboard, export, inspect, run, significance, space, table  # noqa: E402
 from search.cli.common import Parser  # noqa: E402
 from search.language.errors import UserError  # noqa: E402
+from search.loop.progress import term_as_interrupt  # noqa: E402
 
 # The modules that contribute subcommands, in help order: each has a ``register(subparsers)``.
 COMMANDS = (space, child, run, inspect, dashboard, significance, export, table)
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # a bad command line (one line already printed) or --help
         return int(exc.code or 0)
     try:
-        return int(args.func(args) or 0)
+        with term_as_interrupt():
+            return int(args.func(args) or 0)
     except UserError as exc:
         line = " ".join(f"actsearch {args.command}: error: {exc}".split())  # one line, whatever the message carried
         print(one_error_line(line), file=sys.stderr)

@@ -36,6 +36,7 @@ from search.language.errors import UserError
 from search.loop.config import Config
 from search.loop.executor import Executor
 from search.loop.fidelity import Reporter, RungBoard, RungDecision
+from search.loop.progress import interrupt
 
 CAPACITY_REFRESH_S = 5.0  # how often the pool re-reads the cluster's resources
 TIMEOUT_GRACE_S = 60.0
@@ -211,6 +212,7 @@ def connect_ray(config: Config) -> bool:
     address = config.resources.address
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     check_address(config)
+    ours = signal.getsignal(signal.SIGTERM) is interrupt  # a command's (term_as_interrupt): ray.init replaces it
     try:
         runtime_env = runtime_environment(config)
         if runtime_env:
@@ -224,6 +226,8 @@ def connect_ray(config: Config) -> bool:
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = f"the Ray cluster at {address!r}" if address else "an embedded local Ray"
         raise UserError(f"resources.address: cannot start or reach {where}: {str(exc).splitlines()[0]}") from None
+    if ours and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
     return True
 
 

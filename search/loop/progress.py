@@ -1,6 +1,7 @@
 """What a user sees while a run goes: a live status line (or periodic lines), events in run.log, and Ctrl-C handling."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import threading
@@ -32,6 +33,27 @@ class StopSignal:
             raise KeyboardInterrupt
         self.requested = True
         self._say("stopping: recording what has arrived, then exiting; press Ctrl-C again to stop at once")
+
+
+def interrupt(signum, frame) -> None:
+    """A SIGTERM handler: the signal is a Ctrl-C (``term_as_interrupt``)."""
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def term_as_interrupt():
+    """Within: a SIGTERM outside a loop's own ``StopSignal`` (Ray starting, a stage starting or ending) is a Ctrl-C,
+    so the command stops as after one (exit 130, the resume hint) instead of by the default action (exit -15, no
+    word) or Ray's driver handler (``sys.exit(15)`` wherever it lands); ``connect_ray`` puts it back after
+    ``ray.init`` installs Ray's. The main thread only; the old handler comes back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 # ---------------------------------------------------------------- progress

@@ -23,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -66,7 +67,7 @@ def require_run_dir(path: str | Path) -> Path:
 def require_writable_run_dir(path: str | Path) -> Path:
     """``require_run_dir``, and the folder and its files writable (a driver writes the store, log, lock, checkpoint)."""
     path = require_run_dir(path)
-    for item in (path, path / STORE_FILE, path / CHECKPOINT_DIR):
+    for item in (path, path / STORE_FILE, path / LOG_FILE, path / CHECKPOINT_DIR):
         if item.exists() and not os.access(item, os.W_OK):
             raise UserError(f"{item}: not writable; a run is continued only where it can be written")
     return path
@@ -258,7 +259,9 @@ def read_checkpoint(path: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        return torch.load(path, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a garbage file's "pickle protocol" before it fails
+            warnings.simplefilter("ignore")
+            return torch.load(path, weights_only=True)
     except Exception:  # an atomic write cannot leave a torn file; this is damage from outside
         raise StoreError(f"{path}: damaged, not a checkpoint torch can read; restore it from a backup or start a new "
                          f"run") from None
