@@ -9,6 +9,8 @@ child that is not trained by ``evaluator.train``'s own loop (``evaluate``).
 """
 from __future__ import annotations
 
+import math
+
 import random
 import time
 from typing import Sequence
@@ -153,6 +155,27 @@ class TableTask(Task):
         return replay_child(s.table, activation, seed, s.split, search_path, report)
 
 
+def _unstorable(value, where: str = "options") -> str | None:
+    """Where ``value`` (a user child's options) holds what JSON cannot keep as it is: a non-finite number, a date,
+    bytes, a key that is no string (JSON would turn 1 into "1": the run's stored config would differ from its own);
+    None when it all keeps."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{where}: key {key!r} is not a name"
+            bad = _unstorable(item, f"{where}.{key}")
+            if bad:
+                return bad
+        return None
+    if isinstance(value, list):
+        return next((bad for i, item in enumerate(value) if (bad := _unstorable(item, f"{where}[{i}]"))), None)
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{where} is {value}"
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return None
+    return f"{where} is a {type(value).__name__} ({str(value)[:40]})"
+
+
 class UserTask(Task):
     """A user's own child: ``child.task`` names a function ``train(activation, seed, device, options) -> metrics``
     (``evaluator.user``)."""
@@ -169,6 +192,10 @@ class UserTask(Task):
         if "split" in s.options:
             out.append(("options", "'split' is set by actsearch (val during the search, test for significance); "
                                    "use another name"))
+        bad = _unstorable(s.options)
+        if bad:
+            out.append(("options", f"{bad}: options are stored with the run as JSON: names, strings, finite numbers, "
+                                   f"booleans, lists and mappings of them"))
         if str(s.table).strip():
             out.append(("table", f"only task table reads a table; task {self.name} got table {s.table!r}"))
         if s.split == "val" and s.val_size == 0:

@@ -55,7 +55,7 @@ def test_identity_is_judged_worse_than_relu_on_the_proxy_on_the_test_split(addre
     assert row.split()[1] == "relu" and row.endswith("worse") and f"0/0/{seeds}" in row
     # the verdicts come from the test split, data the search never scored, and the output says so
     flat = " ".join(out.split())  # the statistics text is wrapped
-    assert f"1 comparisons over {seeds} seeds on the test split" in flat
+    assert f"1 comparison over {seeds} seeds on the test split" in flat
     assert "Split: test, held-out data the search never scored (it selected on val)" in flat
     assert "rounded to 1e-9 so that equal gains tie exactly" in flat
     assert f"a verdict needs at least {seeds} seeds (seeds_needed; this test has {seeds})" in flat
@@ -126,7 +126,7 @@ def test_val_split_on_request_warns_that_it_is_the_selection_set(address, tmp_pa
     assert any(line.startswith("warning: verdicts on the val split") and "selection bias" in line
                for line in err.splitlines())
     flat = " ".join(out.split())
-    assert "1 comparisons over 1 seeds on the val split" in flat
+    assert "1 comparison over 1 seed on the val split" in flat
     assert "Split: val, the held-out set the search scored and selected its candidates on" in flat
     with Store.open(run, readonly=True) as store:
         [analysis] = store.significance()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -69,9 +70,15 @@ def main(argv: list[str] | None = None) -> int:
         line = " ".join(f"actsearch {args.command}: error: {exc}".split())  # one line, whatever the message carried
         print(one_error_line(line), file=sys.stderr)
         return 2
-    except BrokenPipeError:  # `actsearch top RUN | head`: the reader has all it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
-        return 0
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):  # `actsearch top RUN | head`: the reader has all it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+            return 0
+        if exc.errno != errno.ENAMETOOLONG:  # any path a user gave; other system errors are not bad input
+            raise
+        print(one_error_line(f"actsearch {args.command}: error: {exc.filename!s:.80}...: file name too long"),
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

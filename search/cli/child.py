@@ -66,25 +66,18 @@ def child_settings_from_args(args) -> ChildSettings:
     """The child settings the command runs with: defaults or the config's, then the flags. Raises ``UserError``.
     Sets ``args.metric`` / ``args.minimize``: the config's ``rewards.metric`` and ``rewards.minimize`` (the score
     shown: accuracy unless a user-defined child names another metric)."""
-    args.metric, args.minimize, args.search_path = "accuracy", False, [os.getcwd()]
-    if args.config or args.overrides:
-        from search.loop.config import load_config
+    from search.loop.config import load_config
+    from search.loop.config_yaml import yaml_scalar
 
-        config = load_config(args.config, args.overrides)
-        settings = config.child
-        args.metric, args.minimize = config.rewards.metric, config.rewards.minimize
-        args.search_path = config.search_path()
-    else:
-        settings = ChildSettings()
+    # the flags are overrides after --set's, so every value is read and checked as the config's own are (a finite
+    # --lr), and the settings are checked once, all applied (--task table with --set child.table=...)
     given = {name: getattr(args, name) for _, name, _, _ in _CHILD_FLAGS if getattr(args, name) is not None}
     if args.download is not None:
         given["download"] = True
-    settings = dataclasses.replace(settings, **given)
-    problems = settings.problems()
-    if problems:
-        name, message = problems[0]
-        raise UserError(f"child.{name}: {message}")
-    return settings
+    config = load_config(args.config, [*args.overrides, *(f"child.{k}={yaml_scalar(v)}" for k, v in given.items())])
+    args.metric, args.minimize = config.rewards.metric, config.rewards.minimize
+    args.search_path = config.search_path() if args.config or args.overrides else [os.getcwd()]
+    return config.child
 
 
 def split_activations(text: str, flag: str = "--activations") -> list[str]:

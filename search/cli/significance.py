@@ -94,7 +94,8 @@ def cmd_significance(args) -> int:
         return 130
     where = result.where()
     m = len(result.comparisons)
-    print(f"\n{m} comparison{'s' * (m != 1)} over {args.seeds} seeds {where} (candidate minus baseline; Holm "
+    print(f"\n{m} comparison{'s' * (m != 1)} over {args.seeds} seed{'s' * (args.seeds != 1)} {where} (candidate minus "
+          f"baseline; Holm "
           f"over all of them; verdict at 0.05):\n", file=say)
     if args.format == "json":
         print(json.dumps({"seeds": args.seeds, "split": result.split, "study": result.study,

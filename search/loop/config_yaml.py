@@ -16,6 +16,7 @@ import yaml
 from search.language.errors import UserError
 
 MAX_CONFIG_VALUES = 10_000  # a config is a few dozen values; aliases that expand past this are a bomb, not a config
+MAX_CONFIG_BYTES = 1_000_000  # a config file is a few kB
 
 
 class _Loader(yaml.SafeLoader):
@@ -25,6 +26,9 @@ class _Loader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (list, dict, set)):  # ``? [a, b]``: YAML allows it, a config has no such key
+                raise UserError(f"{self.name}: line {key_node.start_mark.line + 1}: a key must be a name, got "
+                                f"{describe(key)}")
             if isinstance(key, (str, int, float, bool)) and key in seen:
                 raise UserError(f"{self.name}: line {key_node.start_mark.line + 1}: {str(key)[:60]!r} is given twice")
             seen.add(key)
@@ -38,22 +42,40 @@ def load_yaml(text: str, name: str) -> Any:
     loader.name = name
     try:
         data = loader.get_single_data()
+    except RecursionError:  # [[[[...]]]] thousands deep: PyYAML recurses per level
+        raise UserError(f"{name}: nested too deeply to be a config") from None
     finally:
         loader.dispose()
-    if _expanded_size(data) > MAX_CONFIG_VALUES:
-        raise UserError(f"{name}: its aliases expand to more than {MAX_CONFIG_VALUES:,} values; write the values out")
+    try:
+        size = _expanded_size(data)
+    except RecursionError:
+        raise UserError(f"{name}: nested too deeply to be a config") from None
+    if size > MAX_CONFIG_VALUES:
+        raise UserError(f"{name}: more than {MAX_CONFIG_VALUES:,} values (aliases counted as expanded); a config is a "
+                        f"few dozen")
     return data
 
 
 def read_yaml_file(path: Path) -> Any:
     """The parsed content of the config file ``path`` (None when empty); ``UserError`` naming the file, and the line
     when the YAML is bad."""
-    if not path.exists():
-        raise UserError(f"config {path}: no such file")
-    if path.is_dir():
-        raise UserError(f"config {path}: is a directory; give a YAML file such as configs/quickstart.yaml")
     try:
-        return load_yaml(path.read_text(), f"config {path}")
+        if not path.exists():
+            raise UserError(f"config {path}: no such file")
+        if path.is_dir():
+            raise UserError(f"config {path}: is a directory; give a YAML file such as configs/quickstart.yaml")
+        if not path.is_file():  # a pipe would block for ever, /dev/zero never end
+            raise UserError(f"config {path}: not a regular file")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise UserError(f"config {path}: {path.stat().st_size:,} bytes; a config is a few kB (at most "
+                            f"{MAX_CONFIG_BYTES:,})")
+        text = path.read_text()
+    except OSError as exc:  # a name too long, no permission
+        raise UserError(f"config {path}: cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config {path}: not a text file") from None
+    try:
+        return load_yaml(text, f"config {path}")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
