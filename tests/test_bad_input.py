@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, run_cli
 
 from search.cli import MAX_ERROR_LINE, main
 from search.loop.config import load_config
@@ -437,3 +437,28 @@ def test_a_long_error_line_keeps_its_end(tmp_path, capsys):
     assert code == 2 and len(err) == MAX_ERROR_LINE and " ... " in err
     assert err.startswith("actsearch top: error: ") and err.endswith("start one with `actsearch run CONFIG --name NAME`")
     assert "/the-run: not a run directory" in err
+
+
+def test_configs_that_are_no_config_get_one_line_not_a_traceback_or_a_hang(tmp_path, capsys):
+    """From a fuzz of the config reader: each of these raised a Python error (RecursionError, TypeError, OSError),
+    hung on a pipe, or read until memory ran out."""
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("seed: " + "[" * 5000 + "]" * 5000 + "\n")
+    key = tmp_path / "key.yaml"
+    key.write_text("? [a, b]\n: 1\n")
+    pipe = tmp_path / "pipe.yaml"
+    os.mkfifo(pipe)
+    long_name = tmp_path / ("b" * 300 + ".yaml")
+    for path, says in ((deep, "nested too deeply"), (key, "a key must be a name"), (pipe, "not a regular file"),
+                       (long_name, "cannot be read")):
+        code, _, err = run_cli(capsys, "run", path, "--results", tmp_path / "results")
+        assert code == 2 and says in err and err.count("\n") == 1, err
+    code, _, err = run_cli(capsys, "top", tmp_path / ("d" * 300))
+    assert code == 2 and "file name too long" in err and err.count("\n") == 1, err
+    options = REPO / "configs" / "transformer.yaml"
+    for value, says in (("2020-01-01", "options.when is a date"), (".nan", "options.when is nan")):
+        code, _, err = run_cli(capsys, "run", options, "--name", "o", "--results", tmp_path / "results", "--set",
+                               f"child.options.when={value}")
+        assert code == 2 and says in err and not (tmp_path / "results" / "o").exists(), err
+    code, _, err = run_cli(capsys, "train", "--activation", "relu", "--task", "synthetic", "--lr", "inf")
+    assert code == 2 and "child.lr: must be a finite number" in err, err
