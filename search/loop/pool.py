@@ -226,6 +226,10 @@ def connect_ray(config: Config) -> bool:
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = f"the Ray cluster at {address!r}" if address else "an embedded local Ray"
         raise UserError(f"resources.address: cannot start or reach {where}: {str(exc).splitlines()[0]}") from None
+    except SystemExit as exc:  # a SIGTERM while ray.init runs: its own handler (installed first thing) exits
+        if ours and exc.code == signal.SIGTERM:
+            raise KeyboardInterrupt from None
+        raise
     if ours and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, interrupt)
     return True
