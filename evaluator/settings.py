@@ -74,6 +74,8 @@ class ChildSettings:
         out.need("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0")
         out.need("noise", self.noise, self.noise >= 0, ">= 0")
         out.need("delay_spread", self.delay_spread, 0 <= self.delay_spread <= 1, "in [0, 1]")
+        out.need("data_dir", self.data_dir, bool(str(self.data_dir).strip()), "a folder (empty would be the current "
+                 "one)")
         return out
 
     @property

@@ -181,6 +181,7 @@ CASES = [
     ("significance-top-huge", ["significance", "RUN", "--top", "9" * 30], None, ["--top"]),
     ("top-k-huge", ["top", "RUN", "-k", "99999999999999999999"], None, ["-k"]),
     ("export-rank-huge", ["export", "RUN", "99999999999999999999999", "-o", "TMP/a.py"], None, ["rank"]),
+    ("significance-empty-candidates", ["significance", "RUN", "--candidates", ""], None, ["empty entry"]),
     ("config-int-400-digits", ["run", "TMP/run.yaml", "--set", f"child.steps={HUGE}", "--results", "TMP/out"], None,
      ["child.steps"]),
     ("config-float-400-digits", ["run", "TMP/run.yaml", "--set", f"controller.lr={HUGE}", "--results", "TMP/out"],
@@ -462,3 +463,9 @@ def test_configs_that_are_no_config_get_one_line_not_a_traceback_or_a_hang(tmp_p
         assert code == 2 and says in err and not (tmp_path / "results" / "o").exists(), err
     code, _, err = run_cli(capsys, "train", "--activation", "relu", "--task", "synthetic", "--lr", "inf")
     assert code == 2 and "child.lr: must be a finite number" in err, err
+    # an empty path is the current folder: refused where it would write there
+    for argv, says in ((["run", REPO / "configs" / "synthetic.yaml", "--results", ""], "--results: empty"),
+                       (["train", "--activation", "relu", "--task", "synthetic", "--config", ""], "--config: empty"),
+                       (["train", "--activation", "relu", "--task", "synthetic", "--data-dir", ""], "child.data_dir")):
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2 and says in err, err

@@ -69,6 +69,9 @@ def child_settings_from_args(args) -> ChildSettings:
     from search.loop.config import load_config
     from search.loop.config_yaml import yaml_scalar
 
+    if args.config is not None and not args.config.strip():
+        raise UserError("--config: empty; name a search config, e.g. --config configs/quickstart.yaml")
+
     # the flags are overrides after --set's, so every value is read and checked as the config's own are (a finite
     # --lr), and the settings are checked once, all applied (--task table with --set child.table=...)
     given = {name: getattr(args, name) for _, name, _, _ in _CHILD_FLAGS if getattr(args, name) is not None}

@@ -57,6 +57,8 @@ def cmd_run(args) -> int:
     check_child_code(config)  # the user's module, the table file: refused before the run directory exists
     name = args.name if args.name is not None else Path(args.config).stem
     check_run_name(name, given=args.name is not None)
+    if not args.results.strip():  # Path("") is the current folder: a whole run would land among the sources
+        raise UserError("--results: empty; name the folder that holds runs, e.g. --results results")
     results = Path(args.results)
     if results.exists() and not results.is_dir():
         raise UserError(f"--results {results}: is a file, not a folder for runs")

@@ -24,7 +24,7 @@ def register(sub) -> None:
     p.add_argument("run_dir", metavar="RUN")
     p.add_argument("--top", type=whole(1, 1000), default=None, metavar="K",
                    help="test the K best trained candidates (default 5, or none when --candidates is given)")
-    p.add_argument("--candidates", default="", metavar="EXPR[,EXPR]",
+    p.add_argument("--candidates", default=None, metavar="EXPR[,EXPR]",
                    help="also test these expressions (commas inside calls do not split)")
     p.add_argument("--baselines", default=",".join(DEFAULT_BASELINES), metavar="NAME[,NAME]",
                    help=f"baseline names (relu, swish, gelu, silu, elu, ...) or expressions (default "
@@ -68,7 +68,7 @@ def cmd_significance(args) -> int:
         config = study_config(run_dir, overrides)
         try:
             names = split_activations(args.baselines)
-            expressions = split_activations(args.candidates) if args.candidates.strip() else []
+            expressions = split_activations(args.candidates) if args.candidates is not None else []
         except UserError:
             raise UserError("--baselines / --candidates: an empty entry in a comma-separated list") from None
         baselines = baseline_labels(names, config)

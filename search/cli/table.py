@@ -79,6 +79,8 @@ def cmd_build(args) -> int:
                        + [f"--set {shlex.quote(o)}" for o in args.overrides]
                        + [f"--functions {shlex.quote(f)}" for f in args.functions]
                        + ([f"--top {args.top} --of {shlex.quote(args.of)}"] if args.of else []))
+    if not args.results.strip():
+        raise UserError("--results: empty; name the folder that holds runs, e.g. --results results")
     done = build_table(args.config, args.seeds, args.out, args.results, args.name, args.overrides, functions,
                        command=command)
     return 0 if done else 130
