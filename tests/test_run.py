@@ -136,11 +136,13 @@ def test_resume_extends_the_budget_but_not_the_search(local_ray, tmp_path, capsy
     code, _, err = run_cli(capsys, "run", write_config(tmp_path, child={"noise": 0.5}), "--name", "grow",
                            "--results", results, "--resume")
     assert code == 2 and "child.noise" in err
-    code, out, _ = run_cli(capsys, "resume", run_dir, "--set", "budget.children=12")
+    code, out, _ = run_cli(capsys, "resume", run_dir, "--set", "budget.children=12", "--set", "confirm.seeds=9")
     assert code == 0 and "finished: 12/12 children" in out
     with Store.open(run_dir, readonly=True) as store:
         assert store.evaluated() == 12 and store.audit() == [] and len(store.sessions()) == 2
+    # written when the session started, confirm's too (a session stopped in its search kept the old confirm.seeds)
     assert load_config(run_dir / "config.yaml").budget.children == 12
+    assert load_config(run_dir / "config.yaml").confirm.seeds == 9 and "confirm.seeds: 10 -> 9" in out
 
 
 def test_a_run_that_is_being_driven_cannot_be_driven_twice(local_ray, tmp_path, capsys):

@@ -132,7 +132,11 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 def run_config(run_dir: Path, store: Store) -> Config:
     """The run's config from ``config.yaml``, checked against the search definition the store holds: an edit to
     ``seed``, ``space``, ``controller``, ``child`` or ``rewards`` is refused (``UserError`` naming the field)."""
-    config = load_config(Path(run_dir) / CONFIG_FILE)
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        config = load_config(path)
+    except UserError as exc:  # a hand-edited value: say which file holds it
+        raise UserError(str(exc) if str(exc).startswith(f"config {path}") else f"{path}: {exc}") from None
     config.run_folder = store.get_meta(FOLDER_META) or ""
     stored = store.get_meta(SEARCH_META)
     if stored is None:  # a run made before the store kept the definition: config.yaml is all there is

@@ -52,7 +52,7 @@ def run_search(run_dir: str | Path, out: TextIO | None = None, progress_every_s:
                overrides: tuple[str, ...] = ()) -> RunResult:
     """Run (or continue) the search in ``run_dir`` until its budget is spent or it is stopped.
 
-    ``run_dir`` must have been made by ``create_run``. ``overrides``: ``--set`` changes of budget / resources settings;
+    ``run_dir`` must have been made by ``create_run``. ``overrides``: ``--set`` changes of budget / resources / confirm;
     they are written to ``config.yaml`` only once the session has started (a resume that fails keeps the old ones).
     Progress goes to ``out`` (stdout by default) and run.log. Returns a ``RunResult``; raises ``UserError`` for a run
     directory that is busy, missing or inconsistent, or overrides that change the search itself.
@@ -78,7 +78,7 @@ def _session(run_dir: Path, stored: Config, config: Config, store: Store, progre
     cpu_start = time.process_time()
     driver = Driver(run_dir, config, store, progress)
     replayed = driver.restore()
-    changes = stored.section_differences(config, ("budget", "resources"))
+    changes = stored.section_differences(config, ("budget", "resources", "confirm"))
     if not driver.remaining_work():  # nothing starts, so nothing changes (not even budget / resources settings)
         done = f"{driver.evaluated}/{driver.budget} children" if driver.evaluated <= driver.budget else \
             f"{driver.evaluated} children, more than the budget of {driver.budget}"
