@@ -469,3 +469,16 @@ def test_configs_that_are_no_config_get_one_line_not_a_traceback_or_a_hang(tmp_p
                        (["train", "--activation", "relu", "--task", "synthetic", "--data-dir", ""], "child.data_dir")):
         code, _, err = run_cli(capsys, *argv)
         assert code == 2 and says in err, err
+
+
+def test_resources_this_machine_cannot_give_are_refused_before_ray_starts_or_the_run_exists(tmp_path):
+    """An embedded Ray has this machine's cores (or ``resources.num_cpus``) and its GPUs: a child needing more is bad
+    input, refused at once, where it was refused after Ray had started, with the run's folder made."""
+    config = tmp_path / "big.yaml"
+    config.write_text("seed: 0\nspace: {core_units: 1}\ncontroller: {kind: random}\nchild: {task: synthetic}\n"
+                      "budget: {children: 4}\nresources: {num_cpus: 1, cpus_per_child: 2}\n")
+    done = subprocess.run([sys.executable, "-m", "search.cli", "run", str(config), "--results", str(tmp_path / "r")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert done.returncode == 2 and "a child needs 2 CPU and 0 GPU, this machine's Ray would have 1 CPU" in done.stderr
+    assert not (tmp_path / "r").exists()

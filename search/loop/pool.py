@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import socket
 import threading
@@ -188,6 +189,17 @@ def check_address(config: Config) -> None:
     why = unanswered(address, 5.0) if address else None
     if why:
         raise UserError(f"resources.address: nothing answers at {address!r} ({why}); is the Ray head running?")
+    r = config.resources
+    if not address and not ray.is_initialized():  # an embedded Ray has this machine's cores and GPUs: check them now,
+        cpus = r.num_cpus or os.cpu_count() or 1   # not after Ray has started and the run folder exists
+        gpus = 0
+        if r.gpus_per_child > 0:
+            import torch
+
+            gpus = torch.cuda.device_count()
+        if r.cpus_per_child > cpus or r.gpus_per_child > gpus:
+            raise UserError(f"resources: a child needs {r.cpus_per_child:g} CPU and {r.gpus_per_child:g} GPU, "
+                            f"this machine's Ray would have {cpus:g} CPU and {gpus:g} GPU")
 
 
 def runtime_environment(config: Config) -> dict:
