@@ -10,7 +10,6 @@ child that is not trained by ``evaluator.train``'s own loop (``evaluate``).
 from __future__ import annotations
 
 import math
-
 import random
 import time
 from typing import Sequence

@@ -18,23 +18,32 @@ from search.loop.progress import term_as_interrupt  # noqa: E402
 COMMANDS = (space, child, run, inspect, dashboard, significance, export, table)
 
 
-def _version() -> str:
-    """The installed package's version (and the checkout's commit where there is one: ``git describe``)."""
-    from importlib.metadata import PackageNotFoundError, version
+class _Version(argparse.Action):
+    """``--version``: the installed package's version and the checkout's commit where there is one (``git
+    rev-parse``), found only when asked (argparse's own version action takes the text when the parser is built: two
+    git processes for every command)."""
 
-    try:
-        installed = version("actsearch")
-    except PackageNotFoundError:
-        installed = "(not installed)"
-    from search.loop.rundir import git_commit
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="print the version and exit")
 
-    commit, dirty = git_commit()
-    return installed + (f", commit {commit[:12]}{' with local changes' * bool(dirty)}" if commit else "")
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import PackageNotFoundError, version
+
+        from search.loop.rundir import git_commit
+
+        try:
+            installed = version("actsearch")
+        except PackageNotFoundError:
+            installed = "(not installed)"
+        commit, dirty = git_commit()
+        print(f"actsearch {installed}" + (f", commit {commit[:12]}{' with local changes' * bool(dirty)}" if commit
+                                          else ""))
+        parser.exit(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="actsearch", description="Search for activation functions.")
-    parser.add_argument("--version", action="version", version=f"actsearch {_version()}")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.register(sub)

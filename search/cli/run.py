@@ -57,9 +57,7 @@ def cmd_run(args) -> int:
     check_child_code(config)  # the user's module, the table file: refused before the run directory exists
     name = args.name if args.name is not None else Path(args.config).stem
     check_run_name(name, given=args.name is not None)
-    if not args.results.strip():  # Path("") is the current folder: a whole run would land among the sources
-        raise UserError("--results: empty; name the folder that holds runs, e.g. --results results")
-    results = Path(args.results)
+    results = results_folder(args.results)
     if results.exists() and not results.is_dir():
         raise UserError(f"--results {results}: is a file, not a folder for runs")
     run_dir = results / name
@@ -103,6 +101,14 @@ def check_run_name(name: str, given: bool = True) -> None:
     if not _NAME.match(name):
         raise UserError(f"{what} {name!r}: use letters, digits, '.', '_' and '-' (no '/'), starting with a letter "
                         f"or digit")
+
+
+def results_folder(text: str) -> Path:
+    """``--results`` as a folder; ``UserError`` when it is empty (``Path("")`` is the current folder: a whole run
+    would land among the user's files)."""
+    if not text.strip():
+        raise UserError("--results: empty; name the folder that holds runs, e.g. --results results")
+    return Path(text)
 
 
 def cmd_resume(args) -> int:

@@ -69,9 +69,10 @@ def cmd_build(args) -> int:
 
     output_file(args.out, "--out", "table.json")  # before hours of training
     functions = function_list(args.functions, args.top, args.of)
-    from search.cli.run import check_run_name
+    from search.cli.run import check_run_name, results_folder
 
     check_run_name(args.name if args.name is not None else Path(args.config).stem, given=args.name is not None)
+    results_folder(args.results)
     command = " ".join(["actsearch table build", shlex.quote(args.config), f"--seeds {args.seeds}",
                         f"--out {shlex.quote(args.out)}"]
                        + [f"--name {shlex.quote(args.name)}"] * (args.name is not None)
@@ -79,8 +80,6 @@ def cmd_build(args) -> int:
                        + [f"--set {shlex.quote(o)}" for o in args.overrides]
                        + [f"--functions {shlex.quote(f)}" for f in args.functions]
                        + ([f"--top {args.top} --of {shlex.quote(args.of)}"] if args.of else []))
-    if not args.results.strip():
-        raise UserError("--results: empty; name the folder that holds runs, e.g. --results results")
     done = build_table(args.config, args.seeds, args.out, args.results, args.name, args.overrides, functions,
                        command=command)
     return 0 if done else 130

@@ -41,14 +41,12 @@ def load_yaml(text: str, name: str) -> Any:
     loader = _Loader(text)
     loader.name = name
     try:
-        data = loader.get_single_data()
-    except RecursionError:  # [[[[...]]]] thousands deep: PyYAML recurses per level
-        raise UserError(f"{name}: nested too deeply to be a config") from None
-    finally:
-        loader.dispose()
-    try:
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
         size = _expanded_size(data)
-    except RecursionError:
+    except RecursionError:  # [[[[...]]]] thousands deep: PyYAML and the count recurse per level
         raise UserError(f"{name}: nested too deeply to be a config") from None
     if size > MAX_CONFIG_VALUES:
         raise UserError(f"{name}: more than {MAX_CONFIG_VALUES:,} values (aliases counted as expanded); a config is a "
@@ -66,9 +64,9 @@ def read_yaml_file(path: Path) -> Any:
             raise UserError(f"config {path}: is a directory; give a YAML file such as configs/quickstart.yaml")
         if not path.is_file():  # a pipe would block for ever, /dev/zero never end
             raise UserError(f"config {path}: not a regular file")
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise UserError(f"config {path}: {path.stat().st_size:,} bytes; a config is a few kB (at most "
-                            f"{MAX_CONFIG_BYTES:,})")
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise UserError(f"config {path}: {size:,} bytes; a config is a few kB (at most {MAX_CONFIG_BYTES:,})")
         text = path.read_text()
     except OSError as exc:  # a name too long, no permission
         raise UserError(f"config {path}: cannot be read: {exc.strerror or exc}") from None
