@@ -143,6 +143,23 @@ _CIFAR_FILES = {
 }
 
 
+def missing_data(settings: ChildSettings) -> str | None:
+    """Why ``settings``' dataset cannot load on this machine without a download, or None: a check of the files'
+    presence alone (torchvision's names, not their checksums), made before a search or a study starts its workers."""
+    if task_named(settings.task).dataset != "cifar" or settings.download:
+        return None
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if settings.task == "cifar10" else datasets.CIFAR100
+    title, archive, files = _CIFAR_FILES[settings.task]
+    where = os.path.join(os.path.abspath(settings.data_dir), cls.base_folder)
+    names = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    if all(os.path.isfile(os.path.join(where, name)) for name in names):
+        return None
+    return (f"{title} not found in {where}: put the files of {archive} ({files}) there, or set child.download: "
+            f"true on a machine with internet access")
+
+
 def _cifar_arrays(task: str, root: str, download: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(train images, train labels, test images, test labels) as NCHW uint8 / int64 arrays, via torchvision."""
     from filelock import FileLock

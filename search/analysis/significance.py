@@ -169,7 +169,7 @@ def baseline_labels(names: Sequence[str], config: Config) -> list[str]:
     """
     from evaluator.activations import BASELINES, activation_label
 
-    labels = []
+    labels, given = [], {}
     for name in names:
         try:
             label = activation_label(name)
@@ -179,9 +179,27 @@ def baseline_labels(names: Sequence[str], config: Config) -> list[str]:
             raise UserError(f"--baselines: {name!r}: the synthetic task scores expressions only; write it as one, "
                             f"e.g. relu(x) or x * sigmoid(beta * x)")
         labels.append(label)
+        given.setdefault(label, name)
     if not labels:
         raise UserError("--baselines: name at least one baseline")
-    return list(dict.fromkeys(labels))
+    labels = list(dict.fromkeys(labels))
+    repeat = repeated_function(labels)
+    if repeat:
+        first, again = (given[label] for label in repeat)
+        raise UserError(f"--baselines: {again!r} is {first!r} again (the same function); name it once")
+    return labels
+
+
+def repeated_function(labels: Sequence[str]) -> tuple[str, str] | None:
+    """The first pair of ``labels`` that are one function written twice (``evaluator.activations.same_function``),
+    or None: a baseline listed twice would be trained twice and counted as two comparisons in Holm's correction."""
+    from evaluator.activations import same_function
+
+    for i, later in enumerate(labels):
+        for earlier in labels[:i]:
+            if same_function(earlier, later):
+                return earlier, later
+    return None
 
 
 def comparisons_count(candidates: Sequence[str], baselines: Sequence[str]) -> int:
@@ -252,6 +270,9 @@ def run_significance(run_dir: str | Path, candidates: Sequence[str], baselines: 
     problem = find_task(config.child.task).study_problem(config.child, activations, seeds, config.search_path())
     if problem:
         raise UserError(problem)
+    from search.loop.pool import check_address
+
+    check_address(config)  # a cluster that does not answer, or data this machine lacks: before the study is recorded
     with run_lock(run_dir), Store.open(run_dir) as store, open(run_dir / LOG_FILE, "a") as log:
         progress = Progress(out, log, progress_every_s)
         store.record_study(key, config.to_dict()["child"], [o for o in overrides if o.strip().startswith("child.")])

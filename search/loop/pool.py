@@ -174,7 +174,8 @@ def unanswered(address: str, timeout: float) -> str | None:
 
 
 def check_address(config: Config) -> None:
-    """``UserError`` at once when nothing answers at ``resources.address`` (Ray itself retries for minutes)."""
+    """``UserError`` at once when nothing answers at ``resources.address`` (Ray itself retries for minutes), or, for a
+    Ray of this command's own, when this machine lacks the cores, GPUs or dataset files a child needs."""
     address = config.resources.address
     if address == "auto":  # the cluster `ray start` left on this machine (or RAY_ADDRESS), as Ray looks for it
         try:
@@ -200,6 +201,11 @@ def check_address(config: Config) -> None:
         if r.cpus_per_child > cpus or r.gpus_per_child > gpus:
             raise UserError(f"resources: a child needs {r.cpus_per_child:g} CPU and {r.gpus_per_child:g} GPU, "
                             f"this machine's Ray would have {cpus:g} CPU and {gpus:g} GPU")
+        from evaluator.data import missing_data
+
+        missing = missing_data(config.child)  # this machine's workers would read it (a cluster's have their own disks)
+        if missing:
+            raise UserError(f"child.task {config.child.task}: {missing}")
 
 
 def runtime_environment(config: Config) -> dict:
