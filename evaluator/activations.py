@@ -63,6 +63,18 @@ def baseline_equal(expr: Expression) -> str | None:
     return name if name is not None and agree_widely(expr.text, BASELINE_TEXTS[name]) else None
 
 
+def same_function(a: str, b: str) -> bool:
+    """Whether two activations (baseline names or expression texts, as ``activation_label`` gives them) compute one
+    function: ``relu`` and ``max(x, 0)``, ``silu`` and ``x * sigmoid(x)``, two texts that agree on the fingerprint's
+    probe points and on [-50, 50]. A baseline the language cannot write (gelu) is only itself."""
+    if a == b:
+        return True
+    text_a, text_b = (BASELINE_TEXTS.get(t, None if t in BASELINES else t) for t in (a, b))
+    if text_a is None or text_b is None:
+        return False
+    return fingerprint_of(text_a) == fingerprint_of(text_b) and agree_widely(text_a, text_b)
+
+
 @functools.lru_cache(maxsize=1024)
 def _resolve(activation: str) -> str | Expression:
     """A baseline's name, or the parsed candidate; raises ``UserError`` for anything else. Cached: a child labels its

@@ -69,6 +69,10 @@ class ChildSettings:
                                 ("train_size", 0, 10**8), ("val_size", 0, 10**8), ("threads", 0, 1024),
                                 ("data_seed", 0, 2**32 - 1), ("time_limit_s", 0, 10**7), ("delay_s", 0, 86_400)):
             out.within(name, getattr(self, name), low, high)
+        if task is not None and task.dataset is not None:  # the built-in children: batch norm needs two examples
+            out.need("batch_size", self.batch_size, self.batch_size != 1, ">= 2 (batch norm needs two examples)")
+            out.need("train_size", self.train_size, self.train_size != 1,
+                     "0 (the task's standard) or >= 2 (batch norm needs two examples in a batch)")
         out.need("lr", self.lr, self.lr > 0, "> 0")
         out.need("momentum", self.momentum, 0 <= self.momentum < 1, "in [0, 1)")
         out.need("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0")

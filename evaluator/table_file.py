@@ -279,6 +279,8 @@ _HEADER_FIELDS = {
     "machine": (_optional(lambda v: isinstance(v, str)), "text or null"),
     "date": (_optional(lambda v: isinstance(v, str)), "text or null"),
     "command": (_optional(lambda v: isinstance(v, str)), "text or null"),
+    # seconds of the command that wrote the file: of a resumed build, its last session (the rows' seconds, per child,
+    # add up the children's time however many sessions trained them)
     "written_after_s": (_optional(lambda v: _number(v) and v >= 0), "seconds or null"),
     "migrated": (_optional(lambda v: isinstance(v, str)), "text or null"),  # benchmarks/migrate_table_fingerprints.py
     "rungs": (lambda v: isinstance(v, list) and len(v) <= 16 and all(isinstance(s, int) and not isinstance(s, bool)

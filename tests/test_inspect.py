@@ -93,6 +93,7 @@ def test_top_formats_agree_with_the_store(runs, capsys):
     assert [float(r["reward"]) for r in parsed] == [r["reward"] for r in rows]
     assert [r["expression"] for r in parsed] == [r["text"] for r in rows]  # csv and json keep the canonical text
     assert [(r["simplest"], r["equals"] or None) for r in parsed] == [(r["simplest"], r["equals"]) for r in rows]
+    assert [(int(r["candidate"]), float(r["mean"])) for r in parsed] == [(r["candidate"], r["mean"]) for r in rows]
 
 
 def test_top_shows_mean_spread_and_verdicts_after_significance(runs, capsys):
@@ -333,7 +334,7 @@ def test_an_exported_candidate_stopped_early_says_its_reward_is_a_part_trained_s
     code, out, err = cli(capsys, "export", run, stopped["rank"], "-o", tmp_path / "stopped.py")
     assert code == 0, err
     with Store.open(run, readonly=True) as store:
-        step = next(c for c in store.candidates() if c["index"] == stopped["index"])["metrics"]["rung_step"]
+        step = next(c for c in store.candidates() if c["index"] == stopped["candidate"])["metrics"]["rung_step"]
     assert step in (50, 150) and f"stopped early at step {step} of its child: the reward is the score there" in out
     assert f"status: stopped early at step {step}" in (tmp_path / "stopped.py").read_text()
     code, out, err = cli(capsys, "export", run, trained["rank"], "-o", tmp_path / "trained.py")

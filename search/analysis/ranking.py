@@ -131,15 +131,17 @@ def ranked_text(rows: list[dict], fmt: str, rewards=None) -> str:
     every field (statuses as a mapping, significance as the comparison records). rewards: the run's ``RewardSettings``;
     with a named or minimised metric, reward and mean are shown as that metric (best first either way). Table and
     markdown show each function as its simplest text (``displayed`` rows; plain rows get it without the run's
-    duplicates); csv and json keep the canonical ``text`` and add ``simplest`` and ``equals``."""
+    duplicates); csv and json keep the canonical ``text`` and add ``simplest`` and ``equals``. Table and markdown
+    leave the mean of one evaluation blank (it is the reward beside it); csv and json give it."""
     rows = metric_rows(rows if all("display" in r for r in rows) else with_display(rows), rewards)
     if fmt == "json":
         keep = ("rank", "text", "simplest", "equals", "reward", "mean", "sd", "evaluations", "statuses", "proposed",
                 "index", "fingerprint", "status", "seed", "significance") + (("metric", "lower_is_better")
                                                                              if shows_metric(rewards) else ())
-        return json.dumps([{key: (metric_comparisons(row.get(key), rewards) if key == "significance" else row.get(key))
+        return json.dumps([{("candidate" if key == "index" else key):  # named as the table's column
+                            (metric_comparisons(row.get(key), rewards) if key == "significance" else row.get(key))
                             for key in keep} for row in rows], indent=2, default=str)
-    shown = [{**row, "mean": row["mean"] if row["evaluations"] > 1 else None,
+    shown = [{**row, "mean": row["mean"] if row["evaluations"] > 1 or fmt == "csv" else None,  # data keeps the mean
               "statuses": statuses_text(row["statuses"]), "verdicts": verdicts_text(row["significance"]) or "-"}
              for row in rows]
     return format_rows(shown, shown_columns(score_columns(RANKED_COLUMNS, rewards), fmt), fmt)

@@ -19,7 +19,7 @@ def register(sub) -> None:
                                     "(an exhaustive run per seed, RESULTS/NAME-seed<k>), or the --functions named, "
                                     "and write the table. Stopped or crashed, the same command continues it.")
     b.add_argument("config", help="YAML search config, e.g. configs/table.yaml (controller.kind exhaustive)")
-    b.add_argument("--seeds", type=whole(-10**9, 10**9), default=2, help="seeds per function (default 2; 1 to 100)")
+    b.add_argument("--seeds", type=whole(1, 100), default=2, help="seeds per function (default 2; 1 to 100)")
     b.add_argument("--out", required=True, help="the table file to write, e.g. tables/mnist1d-150.json")
     b.add_argument("--name", help="run name prefix (default: the config file's name)")
     b.add_argument("--results", default="results", help="folder holding the runs (default: results)")

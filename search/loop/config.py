@@ -177,6 +177,11 @@ class RewardSettings:
                                             f"rewards.{name} is {getattr(self, name):g}: set {name} (and the other "
                                             f"penalty) below minus the worst {self.metric} a child can score, e.g. -10"))
                     break
+        if self.metric == "accuracy" and not self.minimize and not out:
+            for name in ("screened", "failed"):
+                if getattr(self, name) > 1:
+                    out.append((name, f"is {getattr(self, name):g}, above any accuracy (at most 1): every candidate "
+                                      f"it penalises would outrank every trained child; use 0 (the default)"))
         return out
 
     def reward_of(self, value: float) -> float:
