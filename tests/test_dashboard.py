@@ -3,6 +3,7 @@ a real headless Chromium (skipped, with the reason, where none is installed: ``m
 refreshed while children arrive; and its bad input: no runs, a damaged store among good ones, a port in use, Ctrl-C."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -19,7 +20,7 @@ from conftest import REPO
 from conftest import run_cli as cli
 
 from search.language.expression import Expression
-from search.loop.config import config_from_dict
+from search.loop.config import BudgetSettings, config_from_dict
 from search.loop.rundir import create_run
 from search.loop.store import Store
 
@@ -84,11 +85,26 @@ def get(port: int, path: str):
 
 # ---------------------------------------------------------------- bad input
 
-def test_a_folder_without_runs_is_one_line_and_exit_2(tmp_path, capsys):
-    code, out, err = cli(capsys, "dashboard", tmp_path)
-    assert code == 2 and "no runs here" in err and len(err.strip().splitlines()) == 1
+def test_a_missing_folder_is_one_line_and_exit_2(tmp_path, capsys):
     code, out, err = cli(capsys, "dashboard", tmp_path / "missing")
-    assert code == 2 and "no such folder" in err
+    assert code == 2 and "no such folder" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_empty_folder_is_watched_runs_appear_as_they_start_and_go_when_removed(tmp_path):
+    """A newcomer opens the dashboard first, then starts a run; a run deleted from the folder leaves the page."""
+    results = tmp_path / "results"
+    results.mkdir()
+    port = free_port()
+    proc = start_dashboard(results, port=port)
+    try:
+        assert get(port, "/api/runs") == []
+        finished_run(results)
+        assert [r["name"] for r in get(port, "/api/runs")] == ["done"]
+        shutil.rmtree(results / "done")
+        assert get(port, "/api/runs") == []
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_a_damaged_store_is_shown_as_damaged_and_the_others_work_a_port_in_use_is_refused(tmp_path):
@@ -155,6 +171,44 @@ def test_a_minimised_metric_is_shown_as_itself_with_differences_in_its_units(tmp
     assert [c[1] for c in detail["course"]] == [1.2, 1.5, 2.0] and [c[3] for c in detail["course"]] == [1.2] * 3
     [row] = detail["significance"][0]["comparisons"]
     assert (row["mean"], row["low"], row["high"], row["lower"]) == (-0.02, -0.03, -0.01, True)
+
+
+def test_the_board_follows_a_resume_and_a_replaced_run_and_counts_children_only(tmp_path):
+    """What an audit saw on a dashboard left open: the budget of the first read after a resume raised it ("70 / 40
+    children"), a run made again under the same name drawn with the old one's course, duplicates counted in the rate
+    (11,269/min against 3,205), every proposed candidate "in flight", and part-trained (stopped) scores as the best."""
+    from search.analysis.dashboard import Board
+    from search.loop.rundir import run_config, write_run_config
+
+    run = finished_run(tmp_path)
+    board = Board({"done": run}, [tmp_path])
+    [card] = board.runs()
+    assert (card["budget"], card["done"], card["best"]["reward"]) == (3, 3, 0.9)
+    with Store.open(run) as store:  # a resume: budget 7, two new children, a duplicate, a stopped child scoring high
+        write_run_config(run, dataclasses.replace(run_config(run, store), budget=BudgetSettings(children=7)))
+        store.start_session({})
+        texts = ["sin(x)", "x * sigmoid(beta * x)", "cos(x)", "sinh(x)", "atan(x)"]
+        store.record_ask(5, [{"index": 3 + i, "tokens": ["x"] * 5, "text": t, "fingerprint": f"fp{i}",
+                              "logp": None, "policy_version": 0, "proposal": {}} for i, t in enumerate(texts)])
+        now = time.time()
+        for i, (status, value) in enumerate((("ok", 0.6), ("duplicate", 0.9), ("stopped", 0.95)), 3):
+            if status != "duplicate":
+                store.record_launch(i, seed=i)
+            store.record_result(i, status, value, metrics={"accuracy": value, "rung_step": 50}, at=now)
+        store.record_launch(6, seed=6)  # index 6 is training, 7 only proposed
+    card = board.runs()[0]
+    assert (card["budget"], card["done"], card["running"]) == (7, 5, 1)
+    assert card["best"]["reward"] == 0.9 and [p[1] for p in card["curve"]][-1] == 0.9  # not the stopped 0.95
+    detail = board.run("done")
+    assert [c[0] for c in detail["course"]] == [0, 1, 2, 3, 5]  # children: no duplicate
+    assert [c[3] for c in detail["course"]][-1] == 0.9
+    assert next(f for f in detail["shapes"] if f["reward"] == 0.95)["stopped_at"] == 50
+
+    shutil.rmtree(run)  # made again under the same name: another run
+    time.sleep(0.01)
+    finished_run(tmp_path)
+    card = board.runs()[0]
+    assert (card["budget"], card["done"]) == (3, 3) and len(board.run("done")["course"]) == 3
 
 
 def test_a_run_of_re_trainings_only_is_shown_as_such_not_as_a_new_search(tmp_path):

@@ -289,9 +289,9 @@ def test_exported_rank_1_computes_what_the_searched_candidate_computes_in_a_fres
 # ---------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize("argv, message", [
-    (["top", "{missing}"], "not a run directory"),
+    (["top", "{missing}"], "no such folder"),
     (["top", "{plain}", "-k", "0"], "-k: must be a whole number from 1 to 100,000"),
-    (["plot", "{missing}", "-o", "{tmp}/x.png"], "not a run directory"),
+    (["plot", "{missing}", "-o", "{tmp}/x.png"], "no such folder"),
     (["plot", "{plain}", "-o", "{tmp}/no/such/x.png"], "no such directory"),
     (["report", "{plain}", "-o", "{tmp}"], "is a directory"),
     (["export", "{plain}", "0", "-o", "{tmp}/a.py"], "rank 0: out of range"),

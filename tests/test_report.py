@@ -195,3 +195,12 @@ def test_the_progress_plots_lines_describe_children_trained_in_full(monkeypatch)
     average = next(v for k, v in lines.items() if k.startswith("moving average"))
     assert best == [0.5, 0.6, 0.9] and average == pytest.approx([0.5, 0.55, 2.0 / 3.0])
     assert any("3 stopped early" in t.get_text() for t in ax.get_legend().get_texts())
+
+
+def test_a_stopped_runs_open_candidates_are_left_open_in_its_report_not_running():
+    """An interrupted run's report said "2 running" when nothing ran."""
+    from search.analysis.ranking import statuses_text
+    from search.analysis.report import left_open
+
+    assert statuses_text(left_open({"ok": 3, "running": 2, "proposed": 1})) == "3 ok, 3 left open"
+    assert left_open({"ok": 3, "diverged": 1}) == {"ok": 3, "diverged": 1}

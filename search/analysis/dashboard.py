@@ -23,16 +23,17 @@ from typing import Any, Iterable
 import numpy as np
 
 from search.language.errors import UserError
-from search.loop.store.schema import SEARCH_ENDED
+from search.loop.store.schema import CHILD_STATUSES, SEARCH_ENDED
 
 SHAPE_POINTS = np.linspace(-5.0, 5.0, 81)  # x where the small multiples draw f and f'
 SHAPES = 12  # best functions drawn per run
 CURVE_POINTS = 400  # best-so-far points per run on the comparison plot (the course itself is sent whole)
 
 
-def find_runs(paths: Iterable[str | Path]) -> dict[str, Path]:
+def find_runs(paths: Iterable[str | Path], empty_ok: bool = False) -> dict[str, Path]:
     """Name -> run directory for each path that is a run, or each run directly inside a folder that holds runs
-    (a results folder). ``UserError`` naming the path when a path does not exist or nothing holds a run."""
+    (a results folder). ``UserError`` naming the path when a path does not exist, or (unless ``empty_ok``: a folder
+    watched for runs to come) when nothing holds a run."""
     from search.loop.rundir import STORE_FILE, is_run_dir
 
     found: dict[str, Path] = {}
@@ -49,7 +50,7 @@ def find_runs(paths: Iterable[str | Path]) -> dict[str, Path]:
             if child.is_dir() and (is_run_dir(child) or (child / STORE_FILE).is_file()):
                 name = child.name if child.name not in found else f"{path.name}/{child.name}"
                 found[name] = child
-    if not found:
+    if not found and not empty_ok:
         shown = ", ".join(str(p) for p in paths) or "."
         raise UserError(f"{shown}: no runs here (a run directory holds config.yaml and store.sqlite; start one with "
                         f"`actsearch run CONFIG --name NAME`)")
@@ -127,7 +128,9 @@ class _Watched:
     """What a ``Board`` has read of one run."""
 
     path: Path
+    identity: tuple = ()  # the store's first session: another run made in the same folder starts over
     budget: int | None = None
+    task: str = ""
     rewards: Any = None  # the run's RewardSettings: a minimised metric is shown as itself, not as its negated reward
     rungs: tuple = ()  # fidelity.rungs: the steps of each rung
     session: dict = field(default_factory=dict)  # the last session (its start and end give the rate)
@@ -148,14 +151,18 @@ class Board:
 
     def __init__(self, runs: dict[str, Path], folders: Iterable[str | Path] = ()):
         self.watched = {name: _Watched(path) for name, path in runs.items()}
-        self.folders = list(folders)  # looked at again on every poll: a run started later appears
+        self.folders = list(folders)  # looked at again on every poll: a run started later appears, a removed one goes
 
     def runs(self) -> list[dict]:
+        found = {}
         try:
-            for name, path in find_runs(self.folders).items() if self.folders else ():
+            found = find_runs(self.folders, empty_ok=True) if self.folders else {}
+            for name, path in found.items():
                 self.watched.setdefault(name, _Watched(path))
         except UserError:
             pass  # a folder gone meanwhile: its runs stay as they were
+        for name in [n for n, w in self.watched.items() if n not in found and not w.path.exists()]:
+            del self.watched[name]  # a run removed
         out = []
         for name, w in self.watched.items():
             try:
@@ -177,7 +184,10 @@ class Board:
         course = []
         for index, status, reward, _ in w.course:
             r = _finite(reward)
-            best = max(best, r) if r is not None else best
+            if status not in CHILD_STATUSES:
+                continue  # screened and duplicate candidates train no child
+            if status == "ok":  # a child stopped at a rung has a part-trained score: not a best so far
+                best = max(best, r) if r is not None else best
             course.append([index, w.shown(r), status, w.shown(best) if best > -math.inf else None])
         return {**self._summary(name, w), "course": course, **w.detail}
 
@@ -189,22 +199,28 @@ class Board:
         from search.loop.store.schema import OPEN_STATUSES
 
         with Store.open(w.path, readonly=True) as store:
-            if w.budget is None:
-                config = run_config(w.path, store)
-                w.budget, w.rewards, w.rungs = config.budget.children, config.rewards, tuple(config.fidelity.rungs)
             sessions = store.sessions()
+            identity = tuple((sessions[0].get("started_at"), sessions[0].get("pid"))) if sessions else ()
+            if identity != w.identity:  # the folder holds another run than the one read before (or its first session)
+                fresh_watch = _Watched(w.path, identity)
+                w.__dict__.update(fresh_watch.__dict__)
             w.session = sessions[-1] if sessions else {}
-            w.detail["state"] = run_state(sessions, lock_held(w.path))
+            held = lock_held(w.path)
+            w.detail["state"] = run_state(sessions, held)
             retrainings, analysis = store.studies_version()
             version = (store.last_event_seq(), len(sessions), retrainings, analysis)
-            if version == w.version:
+            if version == w.version and w.budget is not None:
                 return
+            config = run_config(w.path, store)  # again on each change: a resume may have raised the budget
+            w.budget, w.rewards, w.rungs = config.budget.children, config.rewards, tuple(config.fidelity.rungs)
+            w.task = config.child.task
             fresh = store.course(w.first_open)
             w.course = [c for c in w.course if c[0] < w.first_open] + [c for c in fresh if c[1] not in OPEN_STATUSES]
             pending = [c[0] for c in fresh if c[1] in OPEN_STATUSES]
             w.first_open = pending[0] if pending else (fresh[-1][0] + 1 if fresh else w.first_open)
             w.course.sort()
-            w.detail.update(self._details(store, w), sessions=len(sessions), running=len(pending),
+            w.detail.update(self._details(store, w), sessions=len(sessions),
+                            running=sum(1 for c in fresh if c[1] == "running"),  # submitted to a worker
                             proposals=store.proposals(), done=store.evaluated(), retrainings=retrainings)
             w.version = version
 
@@ -223,8 +239,10 @@ class Board:
                 w.shapes[r["text"]] = shape(r["text"])
             retrained = [{"seed": t["seed_number"], "score": w.shown(t["score"])}
                          for t in store.retrainings(activations=[r["text"]])]
+            stopped_at = (r.get("metrics") or {}).get("rung_step") if r["status"] == "stopped" else None
             shapes.append({"rank": r["rank"], "index": r["index"], "text": r["text"], "readable": simplest,
                            "equals": equals, "typeset": typeset_html(simplest), "reward": w.shown(r["reward"]),
+                           "status": r["status"], "stopped_at": stopped_at,
                            "seed": r["seed"], "retrained": retrained, **w.shapes[r["text"]]})
         steps = store.child_steps()
         return {"entropy": [e for e in entropy if e[1] is not None], "shapes": shapes,
@@ -253,6 +271,7 @@ class Board:
                              "verdict": c.get("verdict") or "no evidence", "p": _finite(c.get("wilcoxon_p_holm")),
                              "n": c.get("n"), "metric": c.get("metric"), "lower": bool(c.get("lower_is_better"))})
             out.append({"study": study["study"], "overrides": study["overrides"], "seeds": study["seeds"],
+                        "split": study["child"].get("split"), "confirmation": study["confirmation"],
                         "comparisons": rows})
         return out
 
@@ -261,16 +280,18 @@ class Board:
         best, curve = None, []
         for index, status, reward, _ in w.course:
             r = _finite(reward)
-            if r is not None and (best is None or r > best):
+            if status == "ok" and r is not None and (best is None or r > best):  # trained to the end
                 best = r
                 curve.append([index, r])
         if w.course and curve:
             curve.append([w.course[-1][0], best])
-        finished = sorted(c[3] for c in w.course if c[3] is not None)
+        finished = sorted(c[3] for c in w.course if c[3] is not None and c[1] in CHILD_STATUSES)  # children only
         state = w.detail.get("state", "new")
         retrainings = w.detail.get("retrainings", 0)
         if state == "new" and retrainings:  # no search session, only re-trainings (a table of named functions)
             state = "re-trained"
+        if state == "running" and (not w.session or w.session.get("ended_at") is not None):
+            state = "re-training"  # the lock is held, but by no search session: a significance test or a table
         # the rate of the last session: its children over its time so far (or in all, once it ended); the spread of
         # finishing times would count a pause between sessions, and a batch recorded at once as no time at all
         started, ended = w.session.get("started_at"), w.session.get("ended_at")
@@ -281,7 +302,8 @@ class Board:
             if this_session and started is not None and until is not None and until > started else None
         left = max((w.budget or 0) - done, 0)
         eta = left * 60 / per_minute if per_minute and state == "running" and left else None
-        top = (w.detail.get("shapes") or [None])[0]
+        shapes = w.detail.get("shapes") or []
+        top = next((f for f in shapes if f["status"] == "ok"), shapes[0] if shapes else None)
         from search.analysis.formatting import shows_metric
 
         lower = bool(w.rewards is not None and w.rewards.minimize)
@@ -291,5 +313,5 @@ class Board:
                 "best": top and {k: top[k] for k in ("readable", "equals", "typeset", "reward")},
                 "per_minute": per_minute, "eta_s": eta,
                 "curve": _thin([[i, w.shown(r)] for i, r in curve], CURVE_POINTS),
-                "metric": w.rewards.metric if shows_metric(w.rewards) else "reward", "lower": lower,
+                "metric": w.rewards.metric if shows_metric(w.rewards) else "reward", "lower": lower, "task": w.task,
                 "last_at": finished[-1] if finished else None, "now": now}

@@ -23,7 +23,8 @@ h2 { font-size: 15px; margin: 18px 0 6px; }
 .card .name { font-weight: 600; overflow-wrap: anywhere; }
 .state { display: inline-block; padding: 0 7px; border-radius: 9px; font-size: 12px; color: #fff; margin-left: 6px; }
 .running { background: #1f7a45; } .finished { background: #1f5fa8; } .stopped { background: #8a6d1a; }
-.new { background: #6b7580; } .re-trained { background: #1f5fa8; } .damaged { background: #b3261e; }
+.new { background: #6b7580; } .re-trained { background: #1f5fa8; } .re-training { background: #1f7a45; }
+.damaged { background: #b3261e; }
 .bar { height: 6px; background: #e6e9ec; border-radius: 3px; margin: 6px 0; }
 .bar div { height: 6px; background: #1f5fa8; border-radius: 3px; }
 .math { font-family: "STIX Two Math", "Cambria Math", "Latin Modern Math", Georgia, serif; font-size: 15px; }
@@ -75,14 +76,16 @@ function stepped(points) {  // a best-so-far curve as steps: it holds its value 
 }
 
 function measure(r) { return r.metric + (r.lower ? ' (lower is better)' : ''); }
+function wide() { return Math.max(640, Math.round(document.getElementById('run').clientWidth || 1300)); }
 
 function compareSvg(runs) {
-  const w = 1300, h = 260, m = {l: 56, r: 170, t: 16, b: 22};
+  const w = wide(), h = 260, m = {l: 56, r: 170, t: 16, b: 22};
   const scored = runs.filter(r => r.curve && r.curve.length);
   if (!scored.length) return '<p class="small">no rewards yet</p>';
-  const count = {}; scored.forEach(r => { count[measure(r)] = (count[measure(r)] || 0) + 1; });
-  const shared = Object.keys(count).sort((a, b) => count[b] - count[a])[0];  // one axis: the most runs' metric
-  const withCurve = scored.filter(r => measure(r) === shared), apart = scored.filter(r => measure(r) !== shared);
+  const axis = r => measure(r) + ', ' + r.task;  // a synthetic similarity and an accuracy are not one scale
+  const count = {}; scored.forEach(r => { count[axis(r)] = (count[axis(r)] || 0) + 1; });
+  const shared = Object.keys(count).sort((a, b) => count[b] - count[a])[0];  // one axis: the most runs' measure
+  const withCurve = scored.filter(r => axis(r) === shared), apart = scored.filter(r => axis(r) !== shared);
   const xs = withCurve.flatMap(r => r.curve.map(p => p[0])), ys = withCurve.flatMap(r => r.curve.map(p => p[1]));
   const [x0, x1] = extent(xs.concat([0])), [y0, y1] = extent(ys);
   const sx = scale(x0, x1, m.l, w - m.r), sy = scale(y0, y1, h - m.b, m.t);
@@ -90,18 +93,18 @@ function compareSvg(runs) {
   withCurve.forEach((r, i) => { const c = COLORS[i % COLORS.length];
     s += `<path d="${path(stepped(r.curve), sx, sy)}" fill="none" stroke="${c}" stroke-width="2"><title>${esc(r.name)}</title></path>`;
     s += `<text x="${w - m.r + 8}" y="${m.t + 14 * i + 8}" style="fill:${c}">${esc(r.name.slice(0, 24))}</text>`; });
-  const note = apart.length ? `<p class="small">not drawn here (another metric): ${apart.map(r => esc(r.name) +
-    ' (' + esc(measure(r)) + ')').join(', ')}</p>` : '';
+  const note = apart.length ? `<p class="small">not drawn here (another measure or task): ${apart.map(r =>
+    esc(r.name) + ' (' + esc(axis(r)) + ')').join(', ')}</p>` : '';
   return `<svg id="compare" viewBox="0 0 ${w} ${h}">${s}</svg>${note}`;
 }
 
 function courseSvg(run) {
   const w = 640, h = 250, m = {l: 56, r: 10, t: 16, b: 22};
-  const pts = run.course.filter(c => c[1] != null);
+  const pts = run.course.filter(c => c[1] != null), scored = pts.filter(c => c[2] === 'ok' || c[2] === 'stopped');
   if (!pts.length) return '<p class="small">no rewards yet</p>';
   const [x0, x1] = extent(run.course.map(c => c[0]).concat([0]));
-  let [y0, y1] = extent(pts.map(c => c[1]));
-  const sorted = pts.map(c => c[1]).sort((a, b) => a - b);
+  let [y0, y1] = extent((scored.length ? scored : pts).map(c => c[1]));  // a failed child's penalty sets no scale
+  const sorted = (scored.length ? scored : pts).map(c => c[1]).sort((a, b) => a - b);
   if (!run.lower) { const floor = sorted[Math.floor(sorted.length * 0.05)];  // far-worse values pinned to the edge
     if (floor > y0 && y1 > floor) y0 = floor - 0.05 * (y1 - floor); }
   else { const ceil = sorted[Math.ceil(sorted.length * 0.95) - 1];
@@ -109,8 +112,14 @@ function courseSvg(run) {
   const sx = scale(x0, x1, m.l, w - m.r), sy = scale(y0, y1, h - m.b, m.t);
   const r = pts.length > 300 ? 1.6 : 2.8;
   let s = axes(w, h, m, [x0, x1], [fmt(y0, 3), fmt(y1, 3)], 'candidate index', measure(run));
-  for (const [i, v, st] of pts) s += `<circle class="child" cx="${sx(i).toFixed(1)}" cy="${sy(Math.min(Math.max(v, y0), y1)).toFixed(1)}" ` +
-    `r="${r}" fill="${st === 'ok' ? '#7a8a99' : '#c98a8a'}" fill-opacity="0.65"><title>#${i} ${st} ${fmt(v)}</title></circle>`;
+  for (const [i, v, st] of pts) { const cx = sx(i).toFixed(1);
+    if (st === 'ok') s += `<circle class="child" cx="${cx}" cy="${sy(Math.min(Math.max(v, y0), y1)).toFixed(1)}" r="${r}" ` +
+      `fill="#7a8a99" fill-opacity="0.65"><title>#${i} ${fmt(v)}</title></circle>`;
+    else if (st === 'stopped') s += `<circle class="child" cx="${cx}" cy="${sy(Math.min(Math.max(v, y0), y1)).toFixed(1)}" ` +
+      `r="${r}" fill="none" stroke="#d9622b" stroke-width="1"><title>#${i} stopped early at a rung: ${fmt(v)} there</title></circle>`;
+    else { const cy = (h - m.b - 3).toFixed(1);  // diverged, failed, timed out: a mark on the axis, not a score
+      s += `<path class="child" d="M${(+cx - 2.5).toFixed(1)},${(+cy - 2.5).toFixed(1)}l5,5m0,-5l-5,5" stroke="#b3261e" ` +
+        `stroke-width="1.2"><title>#${i} ${st}</title></path>`; } }
   s += `<path d="${path(stepped(run.course.map(c => [c[0], c[3]])), sx, sy)}" fill="none" stroke="#c0392b" ` +
     `stroke-width="2"/>`;
   return `<svg id="course" viewBox="0 0 ${w} ${h}">${s}</svg>`;
@@ -132,12 +141,13 @@ function rungsSvg(run) {
   const w = 640, rowH = 22, h = 20 + rowH * (stopped.length + 1), total = run.rungs.children || 1;
   const steps = run.rungs.steps || [];
   const bars = [...stopped.map(([k, n]) => ['stopped at rung ' + (+k + 1) + (steps[+k] != null ? ' (' + steps[+k] + ' steps)' : ''), n]),
-    ['not stopped', total - stopped.reduce((a, [, n]) => a + n, 0)]];
+    ['not stopped early', total - stopped.reduce((a, [, n]) => a + n, 0)]];
   let s = '';
-  bars.forEach(([label, n], i) => { const y = 10 + i * rowH, bw = (w - 200) * n / total;
-    s += `<text x="150" y="${y + 14}" text-anchor="end">${esc(label)}</text><rect x="160" y="${y + 3}" width="${bw.toFixed(1)}" ` +
-      `height="14" fill="${i < stopped.length ? '#d9622b' : '#1f5fa8'}"/><text x="${166 + bw}" y="${y + 14}">${n}</text>`; });
-  return `<div class="panel"><b>early stopping</b>: children per rung<svg id="rungs" viewBox="0 0 ${w} ${h}">${s}</svg></div>`;
+  bars.forEach(([label, n], i) => { const y = 10 + i * rowH, bw = (w - 290) * n / total;
+    s += `<text x="4" y="${y + 14}">${esc(label)}</text><rect x="220" y="${y + 3}" width="${bw.toFixed(1)}" ` +
+      `height="14" fill="${i < stopped.length ? '#d9622b' : '#1f5fa8'}"/><text x="${226 + bw}" y="${y + 14}">${n}</text>`; });
+  return `<div class="panel"><b>early stopping</b>: children per rung <span class="small">(not stopped early: trained ` +
+    `to the end, diverged or failed)</span><svg id="rungs" viewBox="0 0 ${w} ${h}" style="max-width:${w}px">${s}</svg></div>`;
 }
 
 function shapeColor(t) {  // low reward: grey-blue, high: deep green
@@ -154,11 +164,15 @@ function shapesHtml(run) {
     if (hi - lo < 2) { const mid = (hi + lo) / 2; lo = mid - 1; hi = mid + 1; }
     const sx = scale(-5, 5, m.l, w - m.r), sy = scale(lo, hi, h - m.b, m.t);
     const clip = v => v == null ? null : Math.min(hi, Math.max(lo, v));
-    const seeds = f.retrained.length ? '; re-trained: ' + f.retrained.map(t => `seed ${t.seed}: ${fmt(t.score)}`).join(', ') : '';
-    const hover = `#${f.rank} ${f.readable}${f.equals ? '  = ' + f.equals : ''}\n${run.metric} ${fmt(f.reward)} (child seed ${f.seed})${seeds}`;
+    const seeds = f.retrained.length ? '\nsignificance re-trainings (their own split and seeds): ' +
+      f.retrained.map(t => `seed ${t.seed}: ${fmt(t.score)}`).join(', ') : '';
+    const early = f.status === 'stopped' ? ` stopped early${f.stopped_at != null ? ' at step ' + f.stopped_at : ''}` : '';
+    const hover = `#${f.rank} ${f.readable}${f.equals ? '  = ' + f.equals : ''}\n${run.metric} ${fmt(f.reward)} ` +
+      `(the search's child, seed ${f.seed}${early})${seeds}`;
     const t = r1 > r0 ? (run.lower ? r1 - f.reward : f.reward - r0) / (r1 - r0) : 1;
     return `<div class="shape" style="border-color:${shapeColor(t)}" title="${esc(hover)}">` +
-      `<div class="small">#${f.rank} &middot; ${fmt(f.reward)}${f.equals ? ' &middot; = ' + esc(f.equals) : ''}</div>` +
+      `<div class="small">#${f.rank} &middot; ${fmt(f.reward)}${early ? ' &middot;' + esc(early) : ''}` +
+      `${f.equals ? ' &middot; = ' + esc(f.equals) : ''}</div>` +
       `<div class="math">${f.typeset}</div><svg viewBox="0 0 ${w} ${h}">` +
       `<line x1="${m.l}" x2="${w - m.r}" y1="${sy(0)}" y2="${sy(0)}" stroke="#bbb"/>` +
       `<line y1="${m.t}" y2="${h - m.b}" x1="${sx(0)}" x2="${sx(0)}" stroke="#bbb"/>` +
@@ -169,7 +183,8 @@ function shapesHtml(run) {
 
 function forestSvg(study, i) {
   const lower = study.comparisons.some(r => r.lower);
-  const rows = study.comparisons, w = 1300, rowH = 30, m = {l: 380, r: 300, t: 10, b: 40}, h = m.t + m.b + rowH * rows.length;
+  const rows = study.comparisons, w = wide(), rowH = 30, m = {l: Math.min(380, Math.round(w * 0.4)), r: 210, t: 10, b: 40},
+    h = m.t + m.b + rowH * rows.length, chars = Math.floor((m.l - 12) / 6.4);  // what a label's column holds
   const vals = rows.flatMap(r => [r.low, r.high, r.mean]).concat([0]);
   const [x0, x1] = extent(vals), pad = 0.08 * (x1 - x0 || 1);
   const sx = scale(x0 - pad, x1 + pad, m.l, w - m.r);
@@ -178,13 +193,16 @@ function forestSvg(study, i) {
     `<line x1="${m.l}" x2="${w - m.r}" y1="${h - m.b + 4}" y2="${h - m.b + 4}" stroke="#999"/>` +
     `<text x="${m.l}" y="${h - 22}">${fmt(x0 - pad, 3)}</text><text x="${w - m.r}" y="${h - 22}" text-anchor="end">${fmt(x1 + pad, 3)}</text>`;
   rows.forEach((r, j) => { const y = m.t + j * rowH + rowH / 2, c = VERDICT[r.verdict] || '#5f6b76';
-    s += `<text x="${m.l - 8}" y="${y + 4}" text-anchor="end">${esc((r.candidate + (r.equals ? ' (= ' + r.equals + ')' : '') + '  vs  ' + r.baseline).slice(0, 60))}</text>`;
+    const label = r.candidate + (r.equals ? ' (= ' + r.equals + ')' : '') + '  vs  ' + r.baseline;
+    s += `<text x="${m.l - 8}" y="${y + 4}" text-anchor="end">${esc(label.length > chars ? label.slice(0, chars - 1) + '\u2026' : label)}` +
+      `<title>${esc(label)}</title></text>`;
     if (r.low != null && r.high != null) s += `<line class="ci" x1="${sx(r.low)}" x2="${sx(r.high)}" y1="${y}" y2="${y}" stroke="${c}" stroke-width="8" stroke-opacity="0.4"/>`;
     if (r.mean != null) s += `<circle cx="${sx(r.mean)}" cy="${y}" r="5" fill="${c}"/>`;
     s += `<text x="${w - m.r + 8}" y="${y + 4}" style="fill:${c};font-weight:600">${esc(r.verdict)}` +
       `${r.p != null ? ', Holm p ' + fmt(r.p, 3) : ''}, ${r.n ?? '-'} seeds</text>`; });
-  const sub = [study.seeds + ' seeds', ...(study.overrides || [])].join('; ');
-  return `<div class="panel"><b>significance</b> <span class="small">${esc(sub)}</span>` +
+  const sub = [study.seeds + ' seeds', (study.split || '?') + ' split', ...(study.overrides || [])].join('; ');
+  return `<div class="panel"><b>${study.confirmation ? "the run's confirmation" : 'significance test'}</b> ` +
+    `<span class="small">${esc(sub)}</span>` +
     `<svg class="forest" id="forest-${i}" viewBox="0 0 ${w} ${h}">${s}</svg></div>`;
 }
 
@@ -198,7 +216,8 @@ function cards(runs) {
       `<div class="bar"><div style="width:${pct.toFixed(1)}%"></div></div><div class="small">` +
       `<span class="done">${r.done}</span> / ${r.budget ?? '?'} children` +
       `${r.running ? ', ' + r.running + (r.state === 'running' ? ' in flight' : ' left open') : ''}${r.per_minute ? ', ' + r.per_minute.toFixed(1) + '/min' : ''}` +
-      `${r.eta_s != null ? ', ETA ' + dur(r.eta_s) : ''}</div>${best}`;
+      `${r.eta_s != null ? ', ETA ' + dur(r.eta_s) : ''}${r.state === 're-training' ? '; ' + r.retrainings +
+        ' re-trainings stored (a significance test or table holds the run)' : ''}</div>${best}`;
     return `<div class="card ${r.name === chosen ? 'sel' : ''}" data-run="${esc(r.name)}"><span class="name">${esc(r.name)}</span>` +
       `<span class="state ${r.state}">${r.state}</span>${body}</div>`; }).join('');
 }
@@ -206,9 +225,18 @@ function cards(runs) {
 async function getJson(url) { const res = await fetch(url, {cache: 'no-store'});
   if (!res.ok) throw new Error(url + ': HTTP ' + res.status); return res.json(); }
 
+let timer = null, busy = false;
 async function refresh() {
+  clearTimeout(timer); busy = true;
   try {
     const runs = await getJson('/api/runs');
+    if (!runs.length) {
+      document.getElementById('cards').innerHTML = '<p class="small">no run here yet: one started with ' +
+        '<code>actsearch run CONFIG --results FOLDER</code> in a watched folder appears here as it starts</p>';
+      document.getElementById('run').innerHTML = ''; document.getElementById('compare-panel').style.display = 'none';
+      refreshes += 1; document.body.dataset.refreshes = refreshes; busy = false; timer = setTimeout(refresh, POLL);
+      return;
+    }
     if (!runs.some(r => r.name === chosen)) chosen = (runs.find(r => r.state === 'running') || runs.find(r => r.state !== 'damaged') || runs[0]).name;
     document.getElementById('cards').innerHTML = cards(runs);
     document.getElementById('compare-panel').style.display = runs.length > 1 ? '' : 'none';
@@ -217,7 +245,9 @@ async function refresh() {
     const box = document.getElementById('run');
     if (run.state === 'damaged') box.innerHTML = `<h2>${esc(run.name)}</h2><p>damaged: ${esc(run.error)}</p>`;
     else box.innerHTML = `<h2>${esc(run.name)}: the course of the search</h2><div class="row"><div class="panel">` +
-      `<b>${esc(run.metric)} per child</b> <span class="small">(grey dots; red line: best so far)</span>${courseSvg(run)}</div>` +
+      `<b>${esc(run.metric)} per child</b> <span class="small">(grey: trained in full; hollow orange: stopped early, ` +
+      `its score at the rung; red &times; on the axis: diverged or failed; red line: best so far of those trained in ` +
+      `full)</span>${courseSvg(run)}</div>` +
       `<div class="panel"><b>controller</b>${entropySvg(run)}</div></div>${rungsSvg(run)}` +
       `<h2>best functions <span class="small">f (blue) and f&prime; (orange, dashed) on [&minus;5, 5], betas at 1; ` +
       `frame colour: ${esc(measure(run))}; hover for the formula, score and seeds</span></h2>${shapesHtml(run)}` +
@@ -226,10 +256,11 @@ async function refresh() {
     document.body.dataset.refreshes = refreshes;
     document.getElementById('stamp').textContent = 'updated ' + new Date().toLocaleTimeString() + ' (every ' + POLL / 1000 + ' s)';
   } catch (e) { fail(e.message || e); }
-  setTimeout(refresh, POLL);
+  busy = false; timer = setTimeout(refresh, POLL);
 }
 document.addEventListener('click', e => { const card = e.target.closest('.card'); if (!card) return;
-  chosen = card.dataset.run; location.hash = 'run=' + encodeURIComponent(chosen); });
+  chosen = card.dataset.run; location.hash = 'run=' + encodeURIComponent(chosen);
+  if (!busy) refresh(); });  // the chosen run at once, not at the next poll
 refresh();
 """
 

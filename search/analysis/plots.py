@@ -135,7 +135,7 @@ def plot_progress(rewards: Sequence[float | None], updates: Sequence[dict],
         size = 9 if ok.sum() > 200 else 20  # few points: make each one visible
         shown = rv >= lo
         ax.scatter(ri[shown], rv[shown], s=size, color="#7a8a99", alpha=0.6, lw=0,
-                   label="candidate reward" + (" (trained in full)" if cut.any() else ""))
+                   label="candidate reward" + (" (not stopped early)" if cut.any() else ""))
         part = ok & cut
         if part.any():
             pi, pv = idx[part], np.maximum(r[part], lo)

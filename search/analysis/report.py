@@ -339,6 +339,16 @@ def build_report(path: str | os.PathLike, *, title: str, config: Mapping[str, An
 
 # ---------------------------------------------------------------- a run's page
 
+def left_open(counts: dict[str, int]) -> dict[str, int]:
+    """A run's status counts when no search is running: its open candidates (proposed, pending, "running" children
+    of a stopped session) are "left open", to be trained again when it resumes."""
+    from search.loop.store.schema import OPEN_STATUSES
+
+    out = {s: n for s, n in counts.items() if s not in OPEN_STATUSES}
+    left = sum(counts.get(s, 0) for s in OPEN_STATUSES)
+    return {**out, "left open": left} if left else out
+
+
 # what the report's summary says of the run's state (search.analysis.dashboard.run_state) when it was written
 STATE_TEXT = {"running": "running (a search was writing it when this report was made)",
               "finished": "finished", "stopped": "stopped before its end (continue: actsearch resume {run})",
@@ -370,7 +380,8 @@ def write_run_report(path: str | os.PathLike, run_dir: Path, config, store, k: i
     state = run_state(store.sessions(), lock_held(run_dir))
     summary = {"run": run_dir.name, "state": STATE_TEXT.get(state, state).format(run=run_dir),
                "children": f"{store.evaluated()} / {config.budget.children}",
-               "proposals": store.proposals(), "statuses": statuses_text(store.counts()),
+               "proposals": store.proposals(),
+               "statuses": statuses_text(store.counts() if state == "running" else left_open(store.counts())),
                "controller updates": store.update_count(), "best reward": best["reward"],
                "best candidate": best["display"]}
     if shows_metric(config.rewards):

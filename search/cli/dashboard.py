@@ -87,12 +87,13 @@ def make_server(board, port: int = 0) -> ThreadingHTTPServer:
 def cmd_dashboard(args) -> int:
     from search.analysis.dashboard import Board, find_runs
 
-    runs = find_runs(args.paths)
+    runs = find_runs(args.paths, empty_ok=True)  # an empty folder of runs is watched: runs started there appear
     board = Board(runs, args.paths)
     server = make_server(board, args.port)
     host, port = server.server_address[:2]
-    print(f"dashboard of {len(runs)} run{'s' * (len(runs) != 1)} at http://{host}:{port}/  (Ctrl-C stops it)",
-          flush=True)
+    what = f"{len(runs)} run{'s' * (len(runs) != 1)}" if runs else \
+        f"{', '.join(map(str, args.paths))} (no run yet: runs started there appear as they start)"
+    print(f"dashboard of {what} at http://{host}:{port}/  (Ctrl-C stops it)", flush=True)
     try:
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:

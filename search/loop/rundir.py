@@ -58,6 +58,9 @@ def is_run_dir(path: str | Path) -> bool:
 def require_run_dir(path: str | Path) -> Path:
     """``path`` as a ``Path`` when it is a run directory; ``UserError`` saying what it lacks otherwise."""
     path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such folder (a run directory holds {CONFIG_FILE} and {STORE_FILE}); start one "
+                        f"with `actsearch run CONFIG --name NAME`")
     if not is_run_dir(path):
         raise UserError(f"{path}: not a run directory (it needs {CONFIG_FILE} and {STORE_FILE}); start one with "
                         f"`actsearch run CONFIG --name NAME`")

@@ -146,7 +146,8 @@ class StudyRecords:
 
     def significance(self) -> list[dict]:
         """The current analysis of each study, oldest study first: ``id, study, candidates, baselines, seeds,
-        comparisons, wins, at`` plus the study's ``child`` and ``overrides``. Current is the run's confirmation's
+        comparisons, wins, at`` plus the study's ``child`` and ``overrides``, and ``confirmation`` (the analysis is the
+        run's ``confirm:`` stage's). Current is the run's confirmation's
         analysis where it made one (a later ``actsearch significance`` of the same study, say against other baselines
         or with one seed, prints its own verdicts but does not replace the run's answer), else the latest."""
         if not self._has_table("significance"):
@@ -164,5 +165,6 @@ class StudyRecords:
             item = dict(row)
             for key in ("candidates", "baselines", "comparisons", "wins", "child", "overrides"):
                 item[key] = json.loads(item[key])
+            item["confirmation"] = confirmed.get(row["study"]) == row["id"]  # the run's own answer
             out.append(item)
         return out
