@@ -6,7 +6,7 @@ activation site, so every site gets its own module (a candidate's betas, PReLU's
 from __future__ import annotations
 
 import functools
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from torch import nn
 
@@ -73,6 +73,16 @@ def same_function(a: str, b: str) -> bool:
     if text_a is None or text_b is None:
         return False
     return fingerprint_of(text_a) == fingerprint_of(text_b) and agree_widely(text_a, text_b)
+
+
+def repeated_function(labels: Sequence[str]) -> tuple[str, str] | None:
+    """The first pair of ``labels`` that are one function written twice (``same_function``), or None: a baseline
+    listed twice would be trained twice and counted as two comparisons in Holm's correction."""
+    for i, later in enumerate(labels):
+        for earlier in labels[:i]:
+            if same_function(earlier, later):
+                return earlier, later
+    return None
 
 
 @functools.lru_cache(maxsize=1024)

@@ -459,7 +459,7 @@ def test_a_long_error_line_keeps_its_end(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err) == MAX_ERROR_LINE and " ... " in err
     assert err.startswith("actsearch top: error: ") and err.endswith("start one with `actsearch run CONFIG --name NAME`")
-    assert "/the-run: not a run directory" in err
+    assert "/the-run: no such folder" in err
 
 
 def test_configs_that_are_no_config_get_one_line_not_a_traceback_or_a_hang(tmp_path, capsys):

@@ -353,3 +353,28 @@ def test_address_auto_without_a_cluster_is_one_line_before_the_run_exists(tmp_pa
     code, _, err = run_cli(capsys, "run", config, "--results", tmp_path / "r")
     assert code == 2 and "auto finds no Ray cluster on this machine" in err and err.count("\n") == 1, err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_session_whose_machines_would_run_another_kernel_than_the_runs_children_is_refused(tmp_path):
+    """A resume on a machine that cannot build the native kernel ran the rest of the run eager, with nothing but a
+    warning: the same candidate and seed trained to another reward. The run's children say which kernel they ran."""
+    from search.language.errors import UserError
+    from search.loop.config import config_from_dict
+    from search.loop.rundir import create_run
+    from search.loop.session import same_kernel
+
+    run = tmp_path / "run"
+    create_run(run, config_from_dict({"seed": 1, "child": {"task": "synthetic"}}))
+    with Store.open(run) as store:
+        same_kernel(store, ["eager"], "this machine")  # no child yet: any kernel starts the run
+        store.record_ask(3, [{"index": i, "tokens": ["x"] * 5, "text": t, "fingerprint": f"fp{i}", "logp": None,
+                              "policy_version": 0, "proposal": {}} for i, t in enumerate(["sin(x)", "tanh(x)", "x"])])
+        for i, kernel in enumerate(["native", "native", "torch"]):
+            store.record_launch(i, seed=i)
+            store.record_result(i, "ok", 0.5, metrics={"accuracy": 0.5, "kernel": kernel})
+        assert store.child_kernels() == {"native": 2, "torch": 1}
+        same_kernel(store, ["native", "torch"], "this machine")
+        with pytest.raises(UserError, match="ran with the native kernel, this machine would run the eager one"):
+            same_kernel(store, ["eager"], "this machine")
+        with pytest.raises(UserError, match=r"different kernels \(eager, native\)"):
+            same_kernel(store, ["native", "eager"], "the cluster's nodes")

@@ -177,6 +177,11 @@ def test_a_killed_test_resumes_without_redoing_finished_retrainings(address, tmp
     dispatched.clear()
     code, out, err = cli(capsys, "significance", run, *ARGS)
     assert code == 0 and dispatched == [] and "18 re-trainings: 18 from earlier sessions, 0 trained now" in out
+    assert "note:" not in out
+    # fewer seeds than are stored: the test says what it leaves out, as it becomes the study's current analysis
+    code, out, err = cli(capsys, "significance", run, *[a if a != "6" else "4" for a in ARGS])
+    assert code == 0 and dispatched == [] and "note: 6 seeds of these functions are stored" in out
+    assert "--seeds 6 uses them all" in out
 
 
 def test_other_child_settings_are_a_separate_study(address, tmp_path, capsys):

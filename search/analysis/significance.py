@@ -167,7 +167,7 @@ def baseline_labels(names: Sequence[str], config: Config) -> list[str]:
 
     Raises ``UserError`` naming an unknown baseline, or a named one the synthetic task cannot score.
     """
-    from evaluator.activations import BASELINES, activation_label
+    from evaluator.activations import BASELINES, activation_label, repeated_function
 
     labels, given = [], {}
     for name in names:
@@ -190,16 +190,6 @@ def baseline_labels(names: Sequence[str], config: Config) -> list[str]:
     return labels
 
 
-def repeated_function(labels: Sequence[str]) -> tuple[str, str] | None:
-    """The first pair of ``labels`` that are one function written twice (``evaluator.activations.same_function``),
-    or None: a baseline listed twice would be trained twice and counted as two comparisons in Holm's correction."""
-    from evaluator.activations import same_function
-
-    for i, later in enumerate(labels):
-        for earlier in labels[:i]:
-            if same_function(earlier, later):
-                return earlier, later
-    return None
 
 
 def comparisons_count(candidates: Sequence[str], baselines: Sequence[str]) -> int:
@@ -277,6 +267,10 @@ def run_significance(run_dir: str | Path, candidates: Sequence[str], baselines: 
         progress = Progress(out, log, progress_every_s)
         store.record_study(key, config.to_dict()["child"], [o for o in overrides if o.strip().startswith("child.")])
         done = {(r["activation"], r["seed_number"]) for r in store.retrainings(key, activations)}
+        stored = 1 + max((s for a, s in done if all((b, s) in done for b in activations)), default=-1)
+        if stored > seeds:  # the analysis of fewer seeds becomes the study's current one: say what it leaves out
+            progress.event(f"note: {stored} seeds of these functions are stored in study {key}; this test uses "
+                           f"{seeds} and becomes its current analysis (--seeds {stored} uses them all)")
         # seed-major order: a test stopped half-way already holds whole pairs
         jobs = [(a, s) for s in range(seeds) for a in activations if (a, s) not in done]
         total = len(activations) * seeds

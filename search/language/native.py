@@ -174,6 +174,11 @@ def extension():
     return _STATE.get("module")
 
 
+def unavailable_reason() -> str | None:
+    """Why the native kernel could not be built on this machine (the build's first error line), or None."""
+    return _STATE.get("error")
+
+
 def available() -> bool:
     """Whether the native kernel is (or can be) built on this machine."""
     return extension() is not None

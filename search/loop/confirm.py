@@ -42,7 +42,7 @@ class ConfirmSettings:
                 out.append(("baselines", str(exc)))
                 break
         else:
-            from search.analysis.significance import repeated_function
+            from evaluator.activations import repeated_function
 
             repeat = repeated_function(list(dict.fromkeys(labels)))
             if repeat:

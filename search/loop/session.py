@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Sequence, TextIO
 
 import torch
 
@@ -92,9 +93,9 @@ def _session(run_dir: Path, stored: Config, config: Config, store: Store, progre
     progress.event(f"{'resuming' if resumed else 'starting'} {run_dir}: {driver.evaluated}/{driver.budget} children "
                    f"done, {len(driver.open)} open candidates, {replayed} journal events replayed")
     outcome, session = "error", None
-    _prepare_kernel(config, progress)
+    _prepare_kernel(config, progress, store)
     with ChildPool(config) as pool:
-        _prepare_nodes(pool, progress)  # before the session starts: an interrupt here leaves nothing half-recorded
+        _prepare_nodes(pool, progress, store)  # before the session starts: an interrupt here leaves nothing half-recorded
         engine = Engine(pool, driver, progress, config.rewards, config.resources.system_retries,
                         probation=driver.on_probation())
         if changes:  # the session has started: now the new budget / resources settings are the run's
@@ -136,7 +137,27 @@ def _session(run_dir: Path, stored: Config, config: Config, store: Store, progre
                            f"driver CPU {cpu:.1f} s", show=False)
 
 
-def _prepare_kernel(config: Config, progress: Progress) -> None:
+def same_kernel(store: Store, kernels: Sequence[str], where: str) -> None:
+    """``UserError`` when the children of this session would run their candidates with another kernel than the run's
+    children so far, or with two at once (``kernels``: what the session's machines would use): a child's reward
+    depends on the kernel (the same candidate and seed train to other weights: docs/reproducibility.md), so a run never
+    mixes them silently. The native kernel falls back to eager where it cannot be built (no C++ compiler)."""
+    from search.language import native
+
+    kernels = sorted(set(kernels) - {"torch"})
+    used = [k for k in store.child_kernels() if k != "torch"]
+    reason = native.unavailable_reason()
+    why = f" (the native kernel cannot be built here: {reason})" if reason else ""
+    if len(kernels) > 1:
+        raise UserError(f"{where} would run candidates with different kernels ({', '.join(kernels)}){why}: a run "
+                        f"does not mix them; give every node a C++ compiler, or set child.kernel: eager in a new run")
+    if used and kernels and kernels[0] not in used:
+        raise UserError(f"this run's children ran with the {' and '.join(used)} kernel, {where} would run the "
+                        f"{kernels[0]} one{why}: their rewards would not be comparable; resume where the "
+                        f"{used[0]} kernel runs")
+
+
+def _prepare_kernel(config: Config, progress: Progress, store: Store) -> None:
     """Build (or load) the native activation kernel in the driver when an embedded Ray's children will run it, before
     they start: built once per machine (about 40 s), it would otherwise be built by the first children while the
     driver counts their deadlines."""
@@ -146,13 +167,18 @@ def _prepare_kernel(config: Config, progress: Progress) -> None:
     from evaluator.train import prepare_kernel
 
     start = time.perf_counter()
-    prepare_kernel(config.child, SWISH)
+    with warnings.catch_warnings(record=True) as said:  # "running eager": the refusal below says it in its line
+        warnings.simplefilter("always")
+        kernel = prepare_kernel(config.child, SWISH)
     took = time.perf_counter() - start
     if took > 5:
         progress.event(f"native activation kernel built in {took:.0f} s (once per machine)")
+    same_kernel(store, [kernel] if kernel else [], "this machine")
+    for warning in said:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
-def _prepare_nodes(pool: ChildPool, progress: Progress) -> None:
+def _prepare_nodes(pool: ChildPool, progress: Progress, store: Store) -> None:
     """A cluster's nodes build (or load) the children's kernel before the first child starts, and the run log says
     how long that took and where it failed."""
     start = time.perf_counter()
@@ -166,6 +192,7 @@ def _prepare_nodes(pool: ChildPool, progress: Progress) -> None:
             if "error" in p:
                 progress.event(f"node {p['node']}: the kernel was not prepared ({p['error']}); its first child "
                                f"builds it")
+        same_kernel(store, [p["kernel"] for p in prepared if "error" not in p and p["kernel"]], "the cluster's nodes")
 
 
 def _result(outcome: str, driver: Driver, store: Store, cpu_start: float | None) -> RunResult:

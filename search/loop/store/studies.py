@@ -44,6 +44,14 @@ class StudyRecords:
             "GROUP BY rung ORDER BY rung") if r["rung"] is not None}
         return {"children": row["n"], "steps": int(row["steps"]), "stopped": stopped}
 
+    def child_kernels(self) -> dict[str, int]:
+        """Kernel -> how many of the search's children ran their candidate with it (eager, compiled, native; a child
+        that recorded none is not counted)."""
+        return {r["kernel"]: r["n"] for r in self._conn.execute(
+            "SELECT json_extract(metrics, '$.kernel') AS kernel, COUNT(*) AS n FROM candidates "
+            f"WHERE status IN ({','.join('?' * len(CHILD_STATUSES))}) GROUP BY kernel ORDER BY n DESC",
+            CHILD_STATUSES) if r["kernel"] is not None}
+
     def course(self, first: int = 0) -> list[tuple[int, str, float | None, float | None]]:
         """``(index, status, reward, finished_at)`` of every candidate from index ``first``, in index order: the
         search's course in one small query (the dashboard polls it from where it left off)."""
