@@ -211,6 +211,22 @@ def test_the_board_follows_a_resume_and_a_replaced_run_and_counts_children_only(
     assert (card["budget"], card["done"]) == (3, 3) and len(board.run("done")["course"]) == 3
 
 
+def test_a_held_run_after_its_search_is_shown_re_training_or_confirming(tmp_path):
+    """A significance test on a finished run showed "running, 16 in flight"; a run's confirm stage, "running"."""
+    from search.analysis.dashboard import Board
+    from search.loop.rundir import run_lock
+
+    run = finished_run(tmp_path)
+    board = Board({"done": run})
+    with run_lock(run):  # `actsearch significance` holds it: the last session has ended
+        assert board.runs()[0]["state"] == "re-training"
+    with Store.open(run) as store:
+        store.start_session({})  # a session goes on past its budget (3 of 3 children): its confirmation
+    with run_lock(run):
+        assert board.runs()[0]["state"] == "confirming"
+    assert board.runs()[0]["state"] == "stopped"  # no lock, a session without an end whose process is gone
+
+
 def test_a_run_of_re_trainings_only_is_shown_as_such_not_as_a_new_search(tmp_path):
     """``table build --functions`` records re-trainings in a run that never searched: its card said "new, 0 / 10000
     children"."""

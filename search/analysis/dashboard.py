@@ -292,6 +292,8 @@ class Board:
             state = "re-trained"
         if state == "running" and (not w.session or w.session.get("ended_at") is not None):
             state = "re-training"  # the lock is held, but by no search session: a significance test or a table
+        elif state == "running" and w.budget and done >= w.budget:
+            state = "confirming"  # the search's budget is spent and its session goes on: the confirm stage
         # the rate of the last session: its children over its time so far (or in all, once it ended); the spread of
         # finishing times would count a pause between sessions, and a batch recorded at once as no time at all
         started, ended = w.session.get("started_at"), w.session.get("ended_at")

@@ -23,7 +23,7 @@ h2 { font-size: 15px; margin: 18px 0 6px; }
 .card .name { font-weight: 600; overflow-wrap: anywhere; }
 .state { display: inline-block; padding: 0 7px; border-radius: 9px; font-size: 12px; color: #fff; margin-left: 6px; }
 .running { background: #1f7a45; } .finished { background: #1f5fa8; } .stopped { background: #8a6d1a; }
-.new { background: #6b7580; } .re-trained { background: #1f5fa8; } .re-training { background: #1f7a45; }
+.new { background: #6b7580; } .re-trained { background: #1f5fa8; } .re-training, .confirming { background: #1f7a45; }
 .damaged { background: #b3261e; }
 .bar { height: 6px; background: #e6e9ec; border-radius: 3px; margin: 6px 0; }
 .bar div { height: 6px; background: #1f5fa8; border-radius: 3px; }
@@ -217,7 +217,8 @@ function cards(runs) {
       `<span class="done">${r.done}</span> / ${r.budget ?? '?'} children` +
       `${r.running ? ', ' + r.running + (r.state === 'running' ? ' in flight' : ' left open') : ''}${r.per_minute ? ', ' + r.per_minute.toFixed(1) + '/min' : ''}` +
       `${r.eta_s != null ? ', ETA ' + dur(r.eta_s) : ''}${r.state === 're-training' ? '; ' + r.retrainings +
-        ' re-trainings stored (a significance test or table holds the run)' : ''}</div>${best}`;
+        ' re-trainings stored (a significance test or table holds the run)' : ''}${r.state === 'confirming' ? '; ' +
+        r.retrainings + ' re-trainings of its confirmation stored' : ''}</div>${best}`;
     return `<div class="card ${r.name === chosen ? 'sel' : ''}" data-run="${esc(r.name)}"><span class="name">${esc(r.name)}</span>` +
       `<span class="state ${r.state}">${r.state}</span>${body}</div>`; }).join('');
 }
