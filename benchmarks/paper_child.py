@@ -22,15 +22,17 @@ it generates a CIFAR-10 of random images in torchvision's format (accuracy is th
 
     python benchmarks/paper_child.py                                      # CUDA when present
     python benchmarks/paper_child.py --variants all --share 2,4,8 --json paper_child.json
-    python benchmarks/paper_child.py --device cpu --steps 2,4 --batch-size 16 --generated 64   # a CPU smoke run
+    python benchmarks/paper_child.py --device cpu --steps 2,4 --batch-size 16 --generated 64 --val-size 64  # CPU smoke
 """
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,7 +45,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from evaluator.data import load_task, trust_generated_cifar10, write_generated_cifar10  # noqa: E402
+from evaluator.data import GENERATED_MARK, load_task, write_generated_cifar10  # noqa: E402
 from evaluator.settings import ChildSettings  # noqa: E402
 from evaluator.train import train_child  # noqa: E402
 
@@ -73,12 +75,18 @@ def paper_settings(args) -> ChildSettings:
 
 
 def ensure_data(settings: ChildSettings, generated: int) -> tuple[ChildSettings, str]:
-    """Real CIFAR-10 when ``data_dir`` holds it, else a generated one in a temporary folder; says which."""
-    if os.path.isdir(os.path.join(settings.data_dir, "cifar-10-batches-py")):
+    """Real CIFAR-10 when ``data_dir`` holds it, else a generated one (``evaluator.data.write_generated_cifar10``,
+    which the loader recognises by its mark, in this process and in the ``--share`` ones) in a temporary folder
+    removed at exit; says which."""
+    folder = os.path.join(settings.data_dir, "cifar-10-batches-py")
+    if os.path.isfile(os.path.join(folder, GENERATED_MARK)):
+        return settings, f"generated CIFAR-10 in {settings.data_dir}"
+    if os.path.isdir(folder):
         return settings, f"CIFAR-10 from {settings.data_dir}"
-    folder = tempfile.mkdtemp(prefix="paper-child-data-")
-    trust_generated_cifar10(write_generated_cifar10(folder, per_batch=generated, n_test=min(generated, 1000)))
-    return dataclasses.replace(settings, data_dir=folder), f"generated CIFAR-10 ({5 * generated} random images)"
+    root = tempfile.mkdtemp(prefix="paper-child-data-")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    write_generated_cifar10(root, per_batch=generated, n_test=min(generated, 1000))
+    return dataclasses.replace(settings, data_dir=root), f"generated CIFAR-10 ({5 * generated} random images)"
 
 
 def time_child(settings: ChildSettings, steps: int) -> tuple[float, dict]:
@@ -122,7 +130,10 @@ def shared(args, n: int, settings: ChildSettings) -> dict:
         argv += ["--batch-size", str(args.batch_size)]
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
              for _ in range(n)]
-    results = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    outputs = [p.communicate()[0].strip().splitlines() for p in procs]
+    if any(p.returncode or not out for p, out in zip(procs, outputs)):  # its own error is above, on stderr
+        raise SystemExit(f"a process sharing the GPU failed (exit {[p.returncode for p in procs]})")
+    results = [json.loads(out[-1]) for out in outputs]
     child_s = max(r["child_s"] for r in results)
     return {"processes": n, "child_s": child_s, "children_per_gpu_hour": n * 3600 / child_s,
             "images_per_s_total": sum(r["images_per_s"] for r in results)}

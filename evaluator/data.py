@@ -8,8 +8,10 @@
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
+import json
 import os
 import random
 import threading
@@ -137,6 +139,9 @@ def _data_dir(settings: ChildSettings) -> str:
 
 # ---------------------------------------------------------------- CIFAR
 
+GENERATED_MARK = "actsearch-generated.json"  # beside write_generated_cifar10's files: their md5 sums
+_SUMS_LOCK = threading.Lock()
+
 _CIFAR_FILES = {
     "cifar10": ("CIFAR-10", "cifar-10-python.tar.gz", "data_batch_1..5, test_batch, batches.meta"),
     "cifar100": ("CIFAR-100", "cifar-100-python.tar.gz", "train, test, meta"),
@@ -170,7 +175,7 @@ def _cifar_arrays(task: str, root: str, download: bool) -> tuple[np.ndarray, np.
     cls = datasets.CIFAR10 if task == "cifar10" else datasets.CIFAR100
     title, archive, files = _CIFAR_FILES[task]
     where = os.path.join(root, cls.base_folder)
-    with FileLock(os.path.join(root, f".{task}.lock")):  # one download per node; others wait, then read
+    with FileLock(os.path.join(root, f".{task}.lock")), _generated_sums(where):  # one download per node
         try:
             train = cls(root, train=True, download=download)
             test = cls(root, train=False, download=False)
@@ -264,8 +269,9 @@ def _load_mnist1d(settings: ChildSettings) -> TaskData:
 def write_generated_cifar10(root: str, per_batch: int = 1000, n_test: int = 1000, seed: int = 0) -> dict[str, str]:
     """Random images and labels in torchvision's on-disk CIFAR-10 format (``root/cifar-10-batches-py``: five training
     batches of ``per_batch`` images, a test batch, the meta file), so the real loading path runs where the real data
-    cannot be downloaded. Returns each file's md5: torchvision checks the real files' sums, so hand them to
-    ``trust_generated_cifar10`` before loading."""
+    cannot be downloaded (a GPU machine's smoke test, the tests). Returns each file's md5, which it also writes beside
+    them (``GENERATED_MARK``): torchvision checks the real files' sums, and the loader checks these there instead.
+    The images are random: a child's accuracy on them means nothing, its speed does."""
     import hashlib
     import pickle
 
@@ -289,13 +295,29 @@ def write_generated_cifar10(root: str, per_batch: int = 1000, n_test: int = 1000
                         "labels": rng.integers(0, 10, n_test).tolist()})
     dump("batches.meta", {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                                           "ship", "truck"], "num_cases_per_batch": per_batch, "num_vis": 3072})
+    atomic_write(os.path.join(folder, GENERATED_MARK), json.dumps(md5, indent=1))
     return md5
 
 
-def trust_generated_cifar10(md5: dict[str, str]) -> None:
-    """Make torchvision's CIFAR-10 accept the files of ``write_generated_cifar10`` (it checks the real files' md5)."""
+@contextlib.contextmanager
+def _generated_sums(folder: str):
+    """While loading: torchvision's CIFAR-10 checks the sums ``write_generated_cifar10`` recorded in ``folder``
+    (``GENERATED_MARK``) instead of the real files' md5, where that mark is; nothing changes elsewhere."""
+    mark = os.path.join(folder, GENERATED_MARK)
+    if not os.path.isfile(mark):
+        yield
+        return
     from torchvision import datasets
 
-    datasets.CIFAR10.train_list = [[f"data_batch_{i}", md5[f"data_batch_{i}"]] for i in range(1, 6)]
-    datasets.CIFAR10.test_list = [["test_batch", md5["test_batch"]]]
-    datasets.CIFAR10.meta = {"filename": "batches.meta", "key": "label_names", "md5": md5["batches.meta"]}
+    with open(mark) as fh:
+        md5 = json.load(fh)
+    cls = datasets.CIFAR10
+    with _SUMS_LOCK:  # the class is the process's: one load changes it at a time
+        saved = cls.train_list, cls.test_list, cls.meta
+        cls.train_list = [[f"data_batch_{i}", md5[f"data_batch_{i}"]] for i in range(1, 6)]
+        cls.test_list = [["test_batch", md5["test_batch"]]]
+        cls.meta = {**cls.meta, "md5": md5["batches.meta"]}
+        try:
+            yield
+        finally:
+            cls.train_list, cls.test_list, cls.meta = saved

@@ -20,6 +20,7 @@ from typing import Any
 
 from search.language.errors import UserError
 
+NON_FINITE_TEXTS = ("nan", "inf", "-inf")  # str(v) of a non-finite float, as JSON-safe records keep one
 STATUSES = ("ok", "diverged", "failed", "timeout", "stopped")
 FAULTS = ("candidate", "system")
 MAX_METRICS = 64  # user metrics kept per child (a child's record is stored with every candidate; reports read them all)
@@ -141,17 +142,20 @@ _FIELDS = {f.name for f in fields(ChildResult)}
 
 def reward(result: ChildResult, rewards) -> tuple[str, float, ChildResult]:
     """A child's ``(status, reward, result)``: for "ok", the reward of its ``rewards.metric`` (the metric, or minus it
-    when ``rewards.minimize``), else ``rewards.failed``. An "ok" result without that metric, or with a non-finite one,
-    becomes "failed", the candidate's fault (the returned result says why). ``rewards``: the run's ``rewards:``
-    settings (``metric``, ``minimize``, ``failed``). A child stopped early earns the score it reached (lower fidelity,
+    when ``rewards.minimize``), else ``rewards.failed``. An "ok" result with a non-finite metric becomes "diverged",
+    one without a number for it "failed", the candidate's fault either way (the returned result says why).
+    ``rewards``: the run's ``rewards:`` settings (``metric``, ``minimize``, ``failed``). A child stopped early earns the score it reached (lower fidelity,
     usually lower than where it would have ended). The one place a reward is computed."""
     value = result.metric(rewards.metric)
-    good = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if result.status in ("ok", "stopped") and not good:
+    if value in NON_FINITE_TEXTS:  # how a user child's record keeps a non-finite value (evaluator.user)
+        value = float(value)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if result.status in ("ok", "stopped") and not (number and math.isfinite(value)):
+        # a non-finite metric is a divergence, as a built-in child's non-finite loss is; no number is a failure
         why = (f"the child returned no metric {rewards.metric!r}" if value is None
                else f"the child's {rewards.metric} is {value}, not a finite number")
-        result = ChildResult(**{**{f: getattr(result, f) for f in _FIELDS}, "status": "failed", "error": why,
-                                "fault": "candidate"})
+        result = ChildResult(**{**{f: getattr(result, f) for f in _FIELDS}, "status": "diverged" if number else
+                                "failed", "error": why, "fault": "candidate"})
     if result.status not in ("ok", "stopped"):
         return result.status, float(rewards.failed), result
     return result.status, (-float(value) if rewards.minimize else float(value)), result

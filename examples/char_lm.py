@@ -158,7 +158,7 @@ def train(activation, seed: int, device, options: dict) -> dict:
         x, y = chunk[:, :-1].to(device), chunk[:, 1:].to(device)
         loss = F.cross_entropy(model(x).reshape(-1, VOCAB), y.reshape(-1))
         if not torch.isfinite(loss):
-            return {"val_bpc": float("nan"), "steps": step}  # actsearch records a non-finite metric as failed
+            return {"val_bpc": float("nan"), "steps": step}  # actsearch records a non-finite metric as diverged
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -159,8 +159,13 @@ def test_the_kernels_compile_for_gpus():
         for fn, signature in signatures:
             for capability in (80, 90):
                 compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs={"BLOCK": cuda.BLOCK}),
-                                          target=GPUTarget("cuda", capability, 32))
+                                          target=GPUTarget("cuda", capability, 32),
+                                          options=dict(cuda._options(False)))  # the launches' options
                 assert len(compiled.asm["cubin"]) > 0
+    from triton.backends.nvidia.compiler import CUDAOptions
+
+    if "enable_reflect_ftz" in CUDAOptions.__dataclass_fields__:  # a Triton with the option keeps libdevice's denormals
+        assert dict(cuda._options(False)) == {"enable_reflect_ftz": False}
 
 
 def test_native_on_cuda_is_the_triton_kernel_and_records_it():

@@ -196,7 +196,6 @@ LOSS = {"minimize": True, "failed": -9.0, "screened": -9.0}
 
 @pytest.mark.parametrize("child, rewards, says", [
     ({"task": "children.py:fine"}, {"metric": "val_los", **LOSS}, "the child returned no metric 'val_los'"),
-    ({"task": "children.py:nan"}, {"metric": "val_loss", **LOSS}, "the child's val_loss is nan, not a finite number"),
 ])
 def test_a_reward_no_child_can_give_is_a_broken_setup(tmp_path, monkeypatch, child, rewards, says):
     from search.loop.driver import Driver
@@ -212,6 +211,26 @@ def test_a_reward_no_child_can_give_is_a_broken_setup(tmp_path, monkeypatch, chi
     with pytest.raises(SystemicFailure, match=says), StopSignal(print) as stop:
         Engine(LocalExecutor(config, capacity=2), driver, progress, config.rewards, probation=True).run(stop)
     assert store.evaluated() == 0
+
+
+def test_a_non_finite_metric_is_a_divergence_a_result_not_a_broken_setup(tmp_path, monkeypatch):
+    """A user's child whose loss is nan diverged, as a built-in child with a nan loss does: the search goes on (the
+    first three such children stopped it as a broken setup)."""
+    from search.loop.driver import Driver
+
+    (tmp_path / "children.py").write_text(USER_CHILDREN)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"child": {"task": "children.py:nan"},
+                                                     "rewards": {"metric": "val_loss", **LOSS},
+                                                     "controller": {"kind": "random"}, "budget": {"children": 6}}))
+    config = load_config(tmp_path / "c.yaml")
+    store, progress = Store.in_memory(), Progress(io.StringIO(), io.StringIO(), 60)
+    driver = Driver(None, config, store, progress)
+    driver.restore()
+    with StopSignal(print) as stop:
+        Engine(LocalExecutor(config, capacity=2), driver, progress, config.rewards, probation=True).run(stop)
+    assert store.counts().get("diverged") == 6 and store.evaluated() == 6
+    assert all("val_loss is nan" in c["reason"] for c in store.candidates(("diverged",)))
 
 
 def test_one_error_reported_with_different_ids_is_one_error():

@@ -339,3 +339,16 @@ def test_a_childs_worker_keeps_freed_memory_instead_of_faulting_it_in_every_step
                              check=True)
         faults[mode] = float(out.stdout.split()[-1])
     assert faults["kept"] * 3 < faults["default"], faults
+
+
+def test_a_generated_cifar10_loads_through_torchvision_as_it_is_and_leaves_its_checksums_alone(tmp_path):
+    """A GPU machine has no CIFAR-10 and no network: write_generated_cifar10's folder trains through the real loading
+    path (its mark holds the files' sums), and torchvision's own sums for the real files are left as they were."""
+    from evaluator.data import GENERATED_MARK, load_task, write_generated_cifar10
+
+    before = (datasets.CIFAR10.train_list, datasets.CIFAR10.test_list, datasets.CIFAR10.meta)
+    write_generated_cifar10(str(tmp_path), per_batch=8, n_test=6)
+    assert (tmp_path / "cifar-10-batches-py" / GENERATED_MARK).is_file()
+    data = load_task(ChildSettings(task="cifar10", data_dir=str(tmp_path), val_size=4, split="test"))
+    assert tuple(data.train_x.shape) == (36, 3, 32, 32) and tuple(data.eval_x.shape) == (6, 3, 32, 32)
+    assert (datasets.CIFAR10.train_list, datasets.CIFAR10.test_list, datasets.CIFAR10.meta) == before

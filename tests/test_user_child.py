@@ -121,16 +121,16 @@ def test_a_child_that_raises_is_failed_with_the_last_line_and_the_traceback(tmp_
     assert "traceback" not in result.to_dict()  # run.log gets it, the store never does
 
 
-@pytest.mark.parametrize("options, seed, reason", [
-    ({"forget_every": 2}, 3, "no metric 'val_loss'"),
-    ({"nan_every": 3}, 5, "val_loss is nan, not a finite number"),
+@pytest.mark.parametrize("options, seed, reason, status", [
+    ({"forget_every": 2}, 3, "no metric 'val_loss'", "failed"),
+    ({"nan_every": 3}, 5, "val_loss is nan, not a finite number", "diverged"),  # as a built-in child's nan loss
 ])
-def test_no_metric_or_a_non_finite_one_is_failed_with_the_reason(tmp_path, options, seed, reason):
+def test_no_metric_is_failed_and_a_non_finite_one_diverged_with_the_reason(tmp_path, options, seed, reason, status):
     path = write_child(tmp_path)
     record = train_child(settings(f"{path}:train", **options), "relu", seed)
     rewards = RewardSettings(metric="val_loss", minimize=True, failed=-9.0, screened=-9.0)
-    status, reward, out = child_reward(record, rewards)
-    assert (status, reward, out.fault) == ("failed", -9.0, "candidate")
+    got, reward, out = child_reward(record, rewards)
+    assert (got, reward, out.fault) == (status, -9.0, "candidate")
     assert reason in out.error
 
 

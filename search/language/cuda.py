@@ -247,6 +247,20 @@ def _blocks(numel: int) -> tuple[int]:
     return ((numel + BLOCK - 1) // BLOCK,)
 
 
+@functools.cache
+def _options(interpret: bool) -> tuple[tuple[str, bool], ...]:
+    """Compile options for the launches: libdevice keeps denormals (Triton's NVIDIA default flushes them to zero,
+    which eager's CUDA math does not: exp(-88.7) is a denormal there, and a quotient or a log of it then differs), where
+    this Triton has the option; none for the interpreter."""
+    if interpret:
+        return ()
+    try:
+        from triton.backends.nvidia.compiler import CUDAOptions
+    except ImportError:
+        return ()
+    return (("enable_reflect_ftz", False),) if "enable_reflect_ftz" in CUDAOptions.__dataclass_fields__ else ()
+
+
 def _launch_forward(kernels, x, beta, code, channels, inner, interpret):
     numel, nodes = x.numel(), code.shape[0]
     y = torch.empty_like(x)
@@ -254,7 +268,7 @@ def _launch_forward(kernels, x, beta, code, channels, inner, interpret):
     scratch = torch.empty(grid[0] * nodes * BLOCK, device=x.device, dtype=torch.float32)
     with _interpreting(interpret):
         kernels.forward_kernel[grid](x, y, beta, code, scratch, nodes, numel, channels, inner, beta.shape[1],
-                                     BLOCK=BLOCK)
+                                     BLOCK=BLOCK, **dict(_options(interpret)))
     return y
 
 
@@ -266,7 +280,7 @@ def _launch_backward(kernels, x, beta, code, dy, channels, inner, n_betas, inter
     gbeta = torch.empty(max(1, n_betas), 2, numel, device=x.device, dtype=torch.float32)
     with _interpreting(interpret):
         kernels.backward_kernel[grid](x, dy, dx, beta, gbeta, code, scratch[0], scratch[1], nodes, numel, channels,
-                                      inner, beta.shape[1], BLOCK=BLOCK)
+                                      inner, beta.shape[1], BLOCK=BLOCK, **dict(_options(interpret)))
     if n_betas == 0:
         return dx, torch.zeros_like(beta)
     # each beta's two sums over its channel's elements, rounded to beta's type, then added (as eager's autograd)
