@@ -402,3 +402,24 @@ def test_the_transformer_example_reports_at_rungs_and_stops_when_told():
     assert report.stopped_at == (1, 20, asked[1][2]) and returned["steps"] == 20
     full = train(make_activation("relu(x)"), 0, "cpu", {**tiny, "split": "val"})  # no report: trains all its steps
     assert "val_bpc" in full and full["steps"] == 60
+
+
+def test_a_study_never_mixes_two_versions_of_the_child_silently(user_run, capsys):
+    """An edited child's file went on into a study's later seeds with no word (a verdict changed with it); now the
+    test is refused, naming the file, unless the change is accepted, which the run's log records. Last in this module:
+    it leaves the child's file changed."""
+    run_dir, _ = user_run
+    args = ["significance", run_dir, "--candidates", "x * sigmoid(beta * x)", "--baselines", "relu", "--seeds", "8"]
+    code, out, err = cli(capsys, *args)
+    assert code == 0, err
+    child = run_dir.parent.parent / "elsewhere" / "my_children.py"
+    child.write_text(child.read_text() + "\n# tuned\n")
+    with Store.open(run_dir, readonly=True) as store:
+        before = store.retrainings()
+    code, out, err = cli(capsys, *[a if a != "8" else "9" for a in args])
+    assert code == 2 and f"child.task: {child} has changed since study" in err and "--accept-changed-child" in err
+    with Store.open(run_dir, readonly=True) as store:
+        assert store.retrainings() == before  # nothing trained or recorded
+    code, out, err = cli(capsys, *[a if a != "8" else "9" for a in args], "--accept-changed-child")
+    assert code == 0, err
+    assert "come from the changed file" in out and "come from the changed file" in (run_dir / "run.log").read_text()

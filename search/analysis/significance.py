@@ -58,7 +58,14 @@ from search.analysis.stats import (
 from search.language.errors import UserError
 from search.loop.config import Config, ConfirmSettings, check_overrides, config_with_overrides, parse_override
 from search.loop.progress import Progress
-from search.loop.rundir import LOG_FILE, require_run_dir, require_writable_run_dir, run_config, run_lock
+from search.loop.rundir import (
+    LOG_FILE,
+    check_study_sources,
+    require_run_dir,
+    require_writable_run_dir,
+    run_config,
+    run_lock,
+)
 from search.loop.store import Store
 
 STUDY_SECTIONS = ("child", "resources")  # what --set may change: the child (transfer) and where children run
@@ -236,12 +243,13 @@ class SignificanceResult:
 def run_significance(run_dir: str | Path, candidates: Sequence[str], baselines: Sequence[str], seeds: int,
                      overrides: Sequence[str] = (), out: TextIO | None = None,
                      progress_every_s: float = 30.0, split: str | None = None,
-                     confirmation: bool = False) -> SignificanceResult:
+                     confirmation: bool = False, accept_changed: bool = False) -> SignificanceResult:
     """Re-train ``candidates`` and ``baselines`` (labels: canonical expression texts or baseline names) with seed
     numbers 0..seeds-1 under the run's child settings changed by ``overrides`` and scored on ``split`` (default
     ``SIGNIFICANCE_SPLIT``, see ``study_overrides``), then compare every candidate with every baseline. Progress goes
     to ``out`` (stdout by default) and the run's log. ``confirmation``: the run's ``confirm:`` stage asks, and its
-    analysis stays the study's current one (``Store.significance``).
+    analysis stays the study's current one (``Store.significance``). ``accept_changed``: go on although a file that
+    defines the reward changed since the study began (``check_study_sources``).
 
     Returns a ``SignificanceResult``; raises ``UserError`` for a missing or busy run directory, bad overrides, a
     study a replayed table cannot score (a function or seed it lacks), or a broken setup (the first re-trainings all
@@ -265,6 +273,7 @@ def run_significance(run_dir: str | Path, candidates: Sequence[str], baselines: 
     check_address(config)  # a cluster that does not answer, or data this machine lacks: before the study is recorded
     with run_lock(run_dir), Store.open(run_dir) as store, open(run_dir / LOG_FILE, "a") as log:
         progress = Progress(out, log, progress_every_s)
+        check_study_sources(store, key, config, accept_changed, say=progress.event)  # one version of the child
         store.record_study(key, config.to_dict()["child"], [o for o in overrides if o.strip().startswith("child.")])
         done = {(r["activation"], r["seed_number"]) for r in store.retrainings(key, activations)}
         stored = 1 + max((s for a, s in done if all((b, s) in done for b in activations)), default=-1)

@@ -174,7 +174,7 @@ def _train_functions(config: Config, run_dir: Path, functions: Sequence[str], se
     from search.analysis.retrain import retrain
     from search.analysis.significance import study_key
     from search.loop.progress import Progress
-    from search.loop.rundir import LOG_FILE, create_run, require_writable_run_dir, run_lock
+    from search.loop.rundir import LOG_FILE, check_study_sources, create_run, require_writable_run_dir, run_lock
     from search.loop.store import Store
 
     fingerprints: dict[str, str | None] = {}  # label -> its function's fingerprint (None: a baseline not writable)
@@ -194,6 +194,7 @@ def _train_functions(config: Config, run_dir: Path, functions: Sequence[str], se
     key = study_key(config)  # the child settings and the run seed: another seed is another study
     with run_lock(run_dir), Store.open(run_dir) as store, open(run_dir / LOG_FILE, "a") as log:
         progress = Progress(stream, log, 30.0)
+        check_study_sources(store, key, config, say=progress.event)  # one version of a user's child per study
         store.record_study(key, config.to_dict()["child"], [])
         done = {(r["activation"], r["seed_number"]) for r in store.retrainings(key, labels)}
         jobs = [(a, s) for s in range(seeds) for a in labels if (a, s) not in done]

@@ -40,6 +40,9 @@ def register(sub) -> None:
     p.add_argument("--plot", default=None, metavar="FILE.png",
                    help="also draw the comparisons to this PNG: per-seed differences, t interval, verdict")
     p.add_argument("--format", choices=FORMATS, default="table", help="format of the result tables")
+    p.add_argument("--accept-changed-child", dest="accept_changed", action="store_true",
+                   help="go on although the table file or the user child's source file changed since the study's "
+                        "first re-trainings (recorded in run.log); without it such a test is refused")
     p.set_defaults(func=cmd_significance)
 
 
@@ -86,7 +89,8 @@ def cmd_significance(args) -> int:
     # csv and json: stdout holds the data alone (one CSV table, one JSON document); progress and prose go to stderr
     data = args.format in ("csv", "json")
     say = sys.stderr if data else sys.stdout
-    result = run_significance(run_dir, candidates, baselines, args.seeds, overrides, out=say)
+    result = run_significance(run_dir, candidates, baselines, args.seeds, overrides, out=say,
+                              accept_changed=args.accept_changed)
     print(f"\n{result.total} re-trainings: {result.reused} from earlier sessions, {result.trained} trained now",
           file=say)
     if result.outcome != "complete":

@@ -219,6 +219,35 @@ def check_reward_sources(run_dir: Path, config: Config, accept: bool = False) ->
     return now, changes, recorded is None or bool(changes)
 
 
+STUDY_SOURCES_META = "study_sources"  # study key -> the files that defined its re-trainings' rewards when it began
+
+
+def check_study_sources(store: Store, study: str, config: Config, accept: bool = False, say=print) -> None:
+    """Before re-trainings of ``study`` under ``config``: the files that define their reward (``reward_sources``: a
+    user child's source, a replayed table) are the ones its first re-trainings used, else ``UserError`` naming the
+    first changed file, unless ``accept`` (``ACCEPT_FLAG``; or the run itself accepted that very file on resume): a
+    study never mixes seeds of two versions of a child silently. Records them where the study has none yet; an
+    accepted change is recorded and said (``say``). ``store``: the run's, open for writing under its lock."""
+    now = reward_sources(config)
+    if not now:
+        return
+    studies = store.get_meta(STUDY_SOURCES_META) or {}
+    changes = changed_sources(studies.get(study), now)
+    run_own = store.get_meta(SOURCES_META) or {}
+    if changes and not accept and not all(run_own.get(c["field"]) == c["new"] for c in changes):
+        change = changes[0]
+        raise UserError(f"{change['field']}: {change['new']['path']} has changed since study {study}'s first "
+                        f"re-trainings (sha256 {str(change['old'].get('sha256'))[:12]} then, "
+                        f"{change['new']['sha256'][:12]} now): its seeds would mix two versions of the child; put it "
+                        f"back, or add {ACCEPT_FLAG} to go on with it (recorded in the run)")
+    if study not in studies or changes:
+        store.set_meta(STUDY_SOURCES_META, {**studies, study: now})
+        for c in changes:
+            say(f"{ACCEPT_FLAG}: study {study}: {c['field']} {c['new']['path']} changed (sha256 "
+                f"{str(c['old'].get('sha256'))[:12]} -> {c['new']['sha256'][:12]}); its re-trainings from now on "
+                f"come from the changed file")
+
+
 def record_reward_sources(run_dir: Path, sources: dict, changes: list[dict], say=print) -> None:
     """Record ``sources`` as the run's files that define the reward, each accepted change (``changes``) with its time
     in the store and provenance.json and as a line in run.log (also given to ``say``). Holds the run's lock."""
