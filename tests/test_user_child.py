@@ -404,6 +404,18 @@ def test_the_transformer_example_reports_at_rungs_and_stops_when_told():
     assert "val_bpc" in full and full["steps"] == 60
 
 
+def test_an_export_quotes_a_minimised_metrics_differences_as_top_does(user_run, capsys, tmp_path):
+    """The exported file's docstring gave a val_loss gain as +0.29 (reward units) where top and the report say -0.29."""
+    run_dir, _ = user_run
+    code, out, err = cli(capsys, "significance", run_dir, "--candidates", "x * sigmoid(beta * x)",
+                         "--baselines", "relu,gelu", "--seeds", "7")  # stored already where the test above ran
+    assert code == 0, err
+    code, out, err = cli(capsys, "export", run_dir, "x * sigmoid(beta * x)", "-o", tmp_path / "act.py")
+    assert code == 0, err
+    lines = [line for line in (tmp_path / "act.py").read_text().splitlines() if "vs relu: better" in line]
+    assert lines and all("mean diff -" in line and "in val_loss, lower is better" in line for line in lines), lines
+
+
 def test_a_study_never_mixes_two_versions_of_the_child_silently(user_run, capsys):
     """An edited child's file went on into a study's later seeds with no word (a verdict changed with it); now the
     test is refused, naming the file, unless the change is accepted, which the run's log records. Last in this module:

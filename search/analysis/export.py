@@ -94,7 +94,8 @@ def _significance_lines(rows: list) -> list[str]:
         line = f"vs {r['baseline']}: {r.get('verdict', '?')}"
         details = []
         if "mean_diff" in r:
-            details.append(f"mean diff {_signed(r['mean_diff'])}")
+            unit = f" in {r['metric']}, lower is better" if r.get("lower_is_better") else ""
+            details.append(f"mean diff {_signed(r['mean_diff'])}{unit}")
         if r.get("ci_low") is not None and r.get("ci_high") is not None:
             details.append(f"95% CI [{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]")
         if "wilcoxon_p_holm" in r:

@@ -61,9 +61,9 @@ def cmd_export(args) -> int:
     tested = {expr.text} | ({row["text"]} if row else set())  # any text of the function: displays show the simplest
     comparisons = [c for c in (analysis["comparisons"] if analysis else []) if c["candidate"] in tested]
     if comparisons:
-        from search.analysis.significance import study_label
+        from search.analysis.significance import metric_comparisons, study_label
 
-        provenance["significance"] = comparisons
+        provenance["significance"] = metric_comparisons(comparisons, config.rewards)  # as top and the report say them
         m = len(analysis["comparisons"])
         provenance["significance settings"] = (f"{analysis['seeds']} seeds, Holm over {m} comparison{'s' * (m != 1)}, "
                                                f"{study_label(analysis, config.to_dict()['child'])}")
