@@ -224,13 +224,15 @@ def test_a_non_finite_metric_is_a_divergence_a_result_not_a_broken_setup(tmp_pat
                                                      "rewards": {"metric": "val_loss", **LOSS},
                                                      "controller": {"kind": "random"}, "budget": {"children": 6}}))
     config = load_config(tmp_path / "c.yaml")
-    store, progress = Store.in_memory(), Progress(io.StringIO(), io.StringIO(), 60)
+    shown = io.StringIO()
+    store, progress = Store.in_memory(), Progress(shown, io.StringIO(), 60)
     driver = Driver(None, config, store, progress)
     driver.restore()
     with StopSignal(print) as stop:
         Engine(LocalExecutor(config, capacity=2), driver, progress, config.rewards, probation=True).run(stop)
     assert store.counts().get("diverged") == 6 and store.evaluated() == 6
     assert all("val_loss is nan" in c["reason"] for c in store.candidates(("diverged",)))
+    assert "new best" not in shown.getvalue() and store.best() is None  # a penalty is no best (it said val_loss 9)
 
 
 def test_one_error_reported_with_different_ids_is_one_error():

@@ -296,11 +296,13 @@ class Driver:
         else:
             self.book.record(fp, reward)
             self.first_child[fp] = index
-        if self.best is None or reward > self.best["reward"]:
-            self.best = {"reward": reward, "text": display_text(self.texts[index]), "index": index}
-            rewards = self.config.rewards
-            shown = f"{rewards.metric} {rewards.metric_of(reward):.4f}" if rewards.minimize else f"{reward:.4f}"
-            self.progress.event(f"new best  #{index}  {shown}  {self.best['text']}", show=True)
+        if status == "ok" and (self.best is None or reward > self.best["reward"]):  # trained in full: not a
+            self.best = {"reward": reward, "text": display_text(self.texts[index]), "index": index}  # penalty, nor
+            rewards = self.config.rewards                                    # a part-trained score at a rung
+            value = rewards.metric_of(reward)
+            shown = f"{value:.4f}" if abs(value) < 1e6 else f"{value:.4g}"
+            named = f"{rewards.metric} {shown}" if rewards.minimize or rewards.metric != "accuracy" else shown
+            self.progress.event(f"new best  #{index}  {named}  {self.best['text']}", show=True)
         error = f", {result.error}" if result.error else ""
         self.progress.event(f"#{index} {status} reward={reward:.4f} {self.texts[index]} (seed {result.seed}, "
                             f"{result.wall_s or 0:.1f} s{error})", show=False)

@@ -369,7 +369,8 @@ class Store(StudyRecords):
         return out
 
     def best(self) -> dict | None:
-        top = self.top(1)
+        """The best child trained in full (status ok): not a penalty, nor a score part-trained at a rung."""
+        top = self.top(1, ("ok",))
         return top[0] if top else None
 
     def updates(self) -> list[dict]:
