@@ -235,6 +235,27 @@ def test_a_non_finite_metric_is_a_divergence_a_result_not_a_broken_setup(tmp_pat
     assert "new best" not in shown.getvalue() and store.best() is None  # a penalty is no best (it said val_loss 9)
 
 
+def test_a_trained_child_worse_than_the_penalties_is_warned_about_once(tmp_path, monkeypatch):
+    """With an unbounded loss, failed children (penalty -9) outranked children that trained to val_loss 170 and
+    1.4e25, and nothing said so."""
+    from search.loop.driver import Driver
+
+    (tmp_path / "children.py").write_text("def big(activation, seed, device, options):\n"
+                                          "    return {'val_loss': 170.5}\n")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"child": {"task": "children.py:big"},
+                                                     "rewards": {"metric": "val_loss", **LOSS},
+                                                     "controller": {"kind": "random"}, "budget": {"children": 4}}))
+    config = load_config(tmp_path / "c.yaml")
+    shown = io.StringIO()
+    store, progress = Store.in_memory(), Progress(shown, io.StringIO(), 60)
+    driver = Driver(None, config, store, progress)
+    driver.restore()
+    with StopSignal(print) as stop:
+        Engine(LocalExecutor(config, capacity=2), driver, progress, config.rewards).run(stop)
+    assert shown.getvalue().count("is worse than the penalties (rewards.failed -9") == 1, shown.getvalue()
+
+
 def test_one_error_reported_with_different_ids_is_one_error():
     from search.loop.engine import same_error
 

@@ -79,6 +79,7 @@ class Driver:
         self.schedule = Schedule(config, self.open)  # when to ask, and in which order rewards are told
         self.since_new = 0  # proposals in a row judged screened, duplicate or pending (this session)
         self.session_children = 0
+        self.penalty_said = False  # the warning that a trained child scored below the penalties, once a session
         self.best = store.best()
         if self.best is not None:  # shown as every display shows it (the top table); the store keeps the canonical text
             self.best = {**self.best, "text": display_text(self.best["text"])}
@@ -296,6 +297,13 @@ class Driver:
         else:
             self.book.record(fp, reward)
             self.first_child[fp] = index
+        rewards = self.config.rewards
+        if status == "ok" and reward < min(rewards.failed, rewards.screened) and not self.penalty_said:
+            self.penalty_said = True  # once a session: the ranking puts every failed child above this one
+            self.progress.event(f"warning: #{index}'s {rewards.metric} {rewards.metric_of(reward):.4g} is worse than "
+                                f"the penalties (rewards.failed {rewards.failed:g}, screened {rewards.screened:g}): "
+                                f"failed and screened candidates now rank above it; set them below the worst "
+                                f"{rewards.metric} a child can score", show=True)
         if status == "ok" and (self.best is None or reward > self.best["reward"]):  # trained in full: not a
             self.best = {"reward": reward, "text": display_text(self.texts[index]), "index": index}  # penalty, nor
             rewards = self.config.rewards                                    # a part-trained score at a rung
