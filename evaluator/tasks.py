@@ -47,7 +47,8 @@ class Task:
             out.append(("model", f"task {self.name} trains one of auto, {', '.join(self.models)}; got {s.model!r}"))
         if s.options:
             out.append(("options", f"only a user-defined child (task MODULE:FUNCTION) takes options; task "
-                                   f"{self.name} got {sorted(s.options)[:3]}"))
+                                   f"{self.name} got {sorted(s.options)[:3]} (--set 'child.options={{}}' clears "
+                                   f"them)"))
         if str(s.table).strip() and not self.reads_table:
             out.append(("table", f"only task table reads a table; task {self.name} got table {s.table!r}"))
         if self.held_out and s.split == "val" and s.val_size == 0:

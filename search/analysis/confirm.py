@@ -94,10 +94,12 @@ def own_study(run_dir: Path, config: Config) -> bool:
 
 def child_overrides(entry: dict) -> list[str]:
     """``--set`` overrides of the child section from one of ``confirm.children``: ``child.KEY=VALUE`` each, a user
-    child's ``options`` key by key (merged into the run's)."""
+    child's ``options`` key by key (merged into the run's), ``options: {}`` clearing them (a built-in child takes none)."""
     out = []
     for key, value in entry.items():
-        if key == "options" and isinstance(value, dict):
+        if key == "options" and value == {}:
+            out.append("child.options={}")
+        elif key == "options" and isinstance(value, dict):
             out += [f"child.options.{k}={yaml_scalar(v)}" for k, v in value.items()]
         else:
             out.append(f"child.{key}={yaml_scalar(value)}")

@@ -74,7 +74,8 @@ class ConfirmSettings:
         for name, entry in self.children.items():
             merged = dataclasses.asdict(child)
             for key, value in entry.items():
-                merged[key] = {**merged[key], **value} if key == "options" and isinstance(value, dict) else value
+                merged[key] = {**merged[key], **value} if key == "options" and isinstance(value, dict) and value \
+                    else value  # options: {} clears them
             if build_settings(ChildSettings, merged, f"confirm.children.{name}") == child:
                 out.append((f"confirm.children.{name}", "is the run's own child; name a setting that differs"))
         return out

@@ -42,7 +42,8 @@ def apply_override(raw: dict, text: str, sections: dict[str, type]) -> None:
         raise UserError(f"--set {'.'.join(parts)}: unknown section {parts[0]!r}; "
                         f"allowed: seed, {', '.join(sections)}" + did_you_mean(parts[0], ["seed", *sections]))
     mapping_field = len(parts) == 3 and is_mapping_field(sections[parts[0]], parts[1])  # child.options.NAME=VALUE
-    if isinstance(value, dict) and not mapping_field:
+    cleared = len(parts) == 2 and value == {} and is_mapping_field(sections[parts[0]], parts[1])  # child.options={}
+    if isinstance(value, dict) and not mapping_field and not cleared:
         raise UserError(f"--set {'.'.join(parts)}: give one value per --set, not a mapping")
     if len(parts) != 2 and not mapping_field:
         raise UserError(f"--set {'.'.join(parts)}: expected SECTION.FIELD=VALUE, e.g. {parts[0]}."
