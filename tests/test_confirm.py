@@ -267,16 +267,19 @@ def test_functions_chosen_for_confirmation_are_not_chosen_by_the_scores_that_tes
 def test_a_user_childs_options_can_be_cleared_for_a_built_in_child(tmp_path):
     """Transfer from a user's child to the proxy was impossible: the run's options went along and a built-in child
     takes none, and neither --set 'child.options={}' nor confirm.children's options: {} cleared them."""
+    import dataclasses
+
     from search.analysis.confirm import child_overrides
     from search.loop.config import config_with_overrides, load_config
+    from search.loop.confirm import ConfirmSettings
 
-    (tmp_path / "kids.py").write_text("def train(activation, seed, device, options):\n    return {'loss': 1.0}\n")
+    (tmp_path / "kids.py").write_text("def train(activation, seed, device, options):\n"
+                                      "    return {'accuracy': 0.5}\n")  # the proxy's metric: one rewards section
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({
         "child": {"task": f"{tmp_path / 'kids.py'}:train", "options": {"width": 8}},
-        "rewards": {"metric": "loss", "minimize": True, "failed": -9, "screened": -9},
         "confirm": {"baselines": ["relu"], "children": {"proxy": {"task": "mnist1d", "options": {}}}}}))
     config = load_config(tmp_path / "c.yaml")  # the proxy entry is a valid child: no options
     overrides = child_overrides(config.confirm.children["proxy"])
     assert sorted(overrides) == ["child.options={}", "child.task=mnist1d"]
-    proxy = config_with_overrides(config, overrides)
+    proxy = config_with_overrides(dataclasses.replace(config, confirm=ConfirmSettings()), overrides)  # as a study
     assert proxy.child.task == "mnist1d" and proxy.child.options == {}
