@@ -56,7 +56,7 @@ class ChildSettings:
         out = Problems()
         task = find_task(self.task)
         if task is None:
-            out.one_of("task", self.task, tuple(TASKS) + ("MODULE:FUNCTION",))
+            out.one_of("task", self.task, tuple(TASKS) + ("MODULE:FUNCTION", "FILE.py:FUNCTION"))
         else:
             out += task.problems(self)
         for name, allowed in (("device", ("auto", "cpu", "cuda")), ("compile", ("auto", "on", "off")),

@@ -237,8 +237,8 @@ class Board:
             simplest, equals = display_parts(r["text"], known.get(r["fingerprint"], ()))
             if r["text"] not in w.shapes:
                 w.shapes[r["text"]] = shape(r["text"])
-            retrained = [{"seed": t["seed_number"], "score": w.shown(t["score"])}
-                         for t in store.retrainings(activations=[r["text"]])]
+            retrained = [{"study": t["study"], "seed": t["seed_number"], "score": w.shown(t["score"])}
+                         for t in store.retrainings(activations=[r["text"]])]  # by study: each its own child
             stopped_at = (r.get("metrics") or {}).get("rung_step") if r["status"] == "stopped" else None
             shapes.append({"rank": r["rank"], "index": r["index"], "text": r["text"], "readable": simplest,
                            "equals": equals, "typeset": typeset_html(simplest), "reward": w.shown(r["reward"]),

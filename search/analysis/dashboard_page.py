@@ -164,8 +164,9 @@ function shapesHtml(run) {
     if (hi - lo < 2) { const mid = (hi + lo) / 2; lo = mid - 1; hi = mid + 1; }
     const sx = scale(-5, 5, m.l, w - m.r), sy = scale(lo, hi, h - m.b, m.t);
     const clip = v => v == null ? null : Math.min(hi, Math.max(lo, v));
-    const seeds = f.retrained.length ? '\nsignificance re-trainings (their own split and seeds): ' +
-      f.retrained.map(t => `seed ${t.seed}: ${fmt(t.score)}`).join(', ') : '';
+    const studies = [...new Set(f.retrained.map(t => t.study))];
+    const seeds = studies.map(k => `\nre-trained in study ${k}: ` + f.retrained.filter(t => t.study === k)
+      .map(t => `seed ${t.seed}: ${fmt(t.score)}`).join(', ')).join('');
     const early = f.status === 'stopped' ? ` stopped early${f.stopped_at != null ? ' at step ' + f.stopped_at : ''}` : '';
     const hover = `#${f.rank} ${f.readable}${f.equals ? '  = ' + f.equals : ''}\n${run.metric} ${fmt(f.reward)} ` +
       `(the search's child, seed ${f.seed}${early})${seeds}`;

@@ -213,7 +213,7 @@ def check_reward_sources(run_dir: Path, config: Config, accept: bool = False) ->
         change = changes[0]
         old, new = change["old"], change["new"]
         where = new["path"] if new["path"] == old.get("path") else f"{new['path']} (created with {old.get('path')})"
-        raise UserError(f"{change['field']}: {where} has changed since the run was created (sha256 "
+        raise UserError(f"{change['field']}: {where} has changed since the run recorded it (sha256 "
                         f"{str(old.get('sha256'))[:12]} then, {new['sha256'][:12]} now); put it back, or resume with "
                         f"{ACCEPT_FLAG} to go on with it (recorded in the run)")
     return now, changes, recorded is None or bool(changes)
