@@ -123,6 +123,21 @@ def test_exported_file_imports_only_torch_and_math():
         assert imported <= {"torch", "math"}, (text, imported)
 
 
+def test_every_operator_exports_as_a_module_torch_jit_script_compiles(tmp_path):
+    """torch.jit.script failed on every function with sqrt, log_abs or a division ("python value of type 'float'
+    cannot be used as a value": the file's EPS global)."""
+    import warnings
+
+    for i, text in enumerate(EVERY_OP):
+        module = _load(write_export(tmp_path / f"op{i}.py", Expression.parse(text), {}))
+        act = module.SearchedActivation(channels=CHANNELS)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated, not gone
+            scripted = torch.jit.script(act)
+        x = torch.randn(3, CHANNELS, 4, dtype=torch.float64) * 3
+        torch.testing.assert_close(scripted(x), act(x), equal_nan=True, rtol=0, atol=0)
+
+
 def test_default_module_sizes_betas_from_the_first_input(tmp_path):
     expr = Expression.parse("x * sigmoid(beta * x) + beta")
     module = _load(write_export(tmp_path / "swishish.py", expr, {}))
@@ -148,7 +163,7 @@ def test_exported_and_searched_modules_keep_the_shape_of_a_vector_and_a_scalar(t
         torch.testing.assert_close(have, expr(x[None])[0] if x.dim() == 0 else expr(x))
 
 
-@pytest.mark.parametrize("name", ["op_sin", "torch", "nn", "math", "activation", "_init_betas", "isinstance", "EPS"])
+@pytest.mark.parametrize("name", ["op_sin", "torch", "nn", "math", "activation", "_init_betas", "isinstance", "N_BETAS"])
 def test_a_class_name_the_file_itself_uses_is_refused(tmp_path, name):
     """``--class-name op_sin`` (or torch, nn, math, activation, ...) wrote a file whose class replaced a name the file
     uses, and it failed when used (``mul(): argument 'input' must be Tensor, not op_sin``)."""

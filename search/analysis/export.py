@@ -168,7 +168,9 @@ def export_source(expr: Expression | str, provenance: Mapping[str, Any], *,
     ]
     header = '"""' + _doc_safe("\n".join(doc)) + '\n"""\n'
     imports = ("import math\n\n" if uses_math else "") + "import torch\nfrom torch import nn\n"
-    constants = f"FORMULA = {expr.text!r}\nN_BETAS = {expr.n_betas}\nEPS = {EPS!r}\n"
+    constants = f"FORMULA = {expr.text!r}\nN_BETAS = {expr.n_betas}\n"
+    # EPS written as its value: torch.jit.script cannot read a module's float global
+    definitions, body = (re.sub(r"\bEPS\b", repr(EPS), text) for text in (definitions, body))
     module = _MODULE_TEMPLATE.format(class_name=class_name, text=_doc_safe(expr.text), n_betas=expr.n_betas)
     source = (f"{header}{imports}\n{constants}\n\n# ---- the operators, from actsearch's operator table\n\n"
               f"{definitions}\n\n\n# ---- the function: beta (n_betas, C) broadcast over dim 1\n\n"
