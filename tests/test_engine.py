@@ -165,6 +165,67 @@ def test_a_cluster_that_goes_away_stops_the_session_and_a_resume_makes_the_same_
     assert _rows(store) == _rows(uninterrupted) and store.audit() == []
 
 
+class _SilentHeadExecutor(LocalExecutor):
+    """Trains the first ``before`` children; then its cluster's head is gone, and Ray retries the children in flight
+    without a result (no child's failure says so) until lost_now notices."""
+
+    def __init__(self, config, capacity, before):
+        super().__init__(config, capacity=capacity)
+        self.before, self.trained, self.polls = before, 0, 0
+
+    def poll(self, timeout):
+        out = []
+        while self._queued and self.trained < self.before:
+            key, activation, seed = self._queued.pop(0)
+            self.trained += 1
+            out.append((key, self._train(self.config.child, activation, seed)))
+        if self.trained >= self.before:
+            self.polls += 1
+        return out
+
+    def lost_now(self):
+        return "the Ray cluster at 10.0.0.1:6379 stopped answering" if self.polls >= 3 else None
+
+
+def test_a_head_that_stops_while_ray_retries_its_children_stops_the_session(tmp_path):
+    """A cluster's head stopped mid-run: Ray kept the children's tasks waiting to retry, so no failure came back, and
+    the driver hung a minute until Ray ended it (exit 1, Ray's message). The session now asks the head itself."""
+    from search.loop.driver import Driver
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({
+        "seed": 3, "space": {"core_units": 1}, "controller": {"kind": "random"},
+        "child": {"task": "synthetic", "noise": 0.02}, "budget": {"children": 24}}))
+    config = load_config(tmp_path / "c.yaml")
+    store, log = Store.in_memory(), io.StringIO()
+    progress = Progress(io.StringIO(), log, 60)
+    driver = Driver(None, config, store, progress)
+    driver.restore()
+    with StopSignal(print) as stop, _SilentHeadExecutor(config, 4, before=9) as executor:
+        assert Engine(executor, driver, progress, config.rewards).run(stop) == "interrupted"
+        assert executor.polls == 3  # it stopped at the first poll that found the head gone
+    assert store.evaluated() == 9 and store.counts().get("failed", 0) == 0 and store.audit() == []
+    assert "stopped answering; the session stops" in log.getvalue()
+
+
+def test_the_pool_asks_a_clusters_head_every_few_seconds(monkeypatch):
+    import socket
+
+    from search.loop import pool as pool_module
+    from search.loop.config import config_from_dict
+    from search.loop.pool import ChildPool
+
+    monkeypatch.setattr(pool_module, "HEAD_CHECK_EVERY_S", 0.0)
+    pool = ChildPool(config_from_dict({"child": {"task": "synthetic"}}))
+    assert pool.lost_now() is None  # embedded: no head to ask
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        pool._head = f"127.0.0.1:{listening.getsockname()[1]}"
+        assert pool.lost_now() is None  # it answers
+    assert "stopped answering" in pool.lost_now()  # the same port, closed
+    assert pool.lost_now() is None and pool._gone  # said once
+
+
 def test_the_pool_knows_a_lost_cluster_from_a_lost_worker():
     """ChildPool.lost: this machine's Ray node dying, or a cluster head that no longer answers, is the end of the
     session; any other system failure (a worker or another node died) is Ray's to retry."""

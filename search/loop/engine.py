@@ -96,7 +96,12 @@ class Engine:
                 if not work.ready:
                     return work.idle()
             finished = executor.poll(POLL_S)
-            decisions = executor.drain_rungs() if self.board is not None else []
+            lost = executor.lost_now()
+            if lost:  # what finished is kept; the rest runs again, same seeds, when the session is resumed
+                self.gone = True
+                self.progress.event(f"{lost}; the session stops (once Ray is back, a resume runs the children that "
+                                    f"did not finish)")
+            decisions = executor.drain_rungs() if self.board is not None and not lost else []  # no Ray call now
             if decisions:  # rung decisions first: a stopped child's decision precedes its result
                 work.record_rungs(decisions)
             for key, result in self.on_probation(finished):

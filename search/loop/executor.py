@@ -70,6 +70,11 @@ class Executor:
         machines went (a cluster that stopped answering), or None while they are there."""
         return None
 
+    def lost_now(self) -> str | None:
+        """Asked after each poll, children in flight or not: the same line when the children's machines went away
+        without a child's failure saying so (a cluster's head stopped while Ray retries its tasks), else None."""
+        return None
+
 
 class LocalExecutor(Executor):
     """Children trained in this process, in submission order, when ``poll`` is called: ``capacity`` of them are "in

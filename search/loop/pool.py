@@ -43,6 +43,8 @@ CAPACITY_REFRESH_S = 5.0  # how often the pool re-reads the cluster's resources
 TIMEOUT_GRACE_S = 60.0
 PREPARE_TIMEOUT_S = 900.0  # how long a cluster's nodes may take to build the kernel before the children start anyway
 LOST_CHECK_S = 3.0  # how long the driver waits for a cluster's head to answer after a child's system failure
+HEAD_CHECK_EVERY_S = 5.0  # how often a session asks whether its cluster's head still answers (Ray ends a driver whose
+# head is gone for 60 s, and meanwhile retries its children: no child's failure says so)
 CANCEL_AFTER_S = 30.0  # past a child's deadline, how long the driver waits for its worker to stop it before cancelling
 
 
@@ -288,6 +290,7 @@ class ChildPool(Executor):
         self._capacity, self._capacity_at = 0, -math.inf
         self._started_ray = False
         self._head, self._gone = None, False  # the cluster head's address (None: embedded); whether it went away
+        self._head_checked = time.monotonic()
 
     # -- connection
 
@@ -327,6 +330,17 @@ class ChildPool(Executor):
         if why:
             self._gone = True
             return f"{where} stopped answering ({why})"
+        return None
+
+    def lost_now(self) -> str | None:
+        """On a cluster, every ``HEAD_CHECK_EVERY_S``: a line when its head stopped answering, else None."""
+        if not self._head or self._gone or time.monotonic() - self._head_checked < HEAD_CHECK_EVERY_S:
+            return None
+        self._head_checked = time.monotonic()
+        why = unanswered(self._head, LOST_CHECK_S)
+        if why:
+            self._gone = True
+            return f"the Ray cluster at {self.config.resources.address} stopped answering ({why})"
         return None
 
     def prepare_nodes(self) -> list[dict]:
