@@ -355,6 +355,21 @@ def test_address_auto_without_a_cluster_is_one_line_before_the_run_exists(tmp_pa
     assert not (tmp_path / "r").exists()
 
 
+def test_address_auto_does_not_join_another_commands_own_ray(tmp_path, capsys, monkeypatch):
+    """With no `ray start` cluster, Ray's last resort for auto is any Ray process on the machine: a run joined another
+    command's embedded Ray and lost its cluster when that command ended."""
+    import ray._private.services as services
+    import ray._private.utils as ray_utils
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray_utils, "read_ray_address", lambda temp_dir=None: None)  # no cluster file
+    monkeypatch.setattr(services, "find_gcs_addresses", lambda: {"127.0.0.1:53123"})  # another command's Ray
+    config = write_config(tmp_path, resources={"address": "auto"})
+    code, _, err = run_cli(capsys, "run", config, "--results", tmp_path / "r")
+    assert code == 2 and "auto finds no Ray cluster on this machine" in err, err
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_session_whose_machines_would_run_another_kernel_than_the_runs_children_is_refused(tmp_path):
     """A resume on a machine that cannot build the native kernel ran the rest of the run eager, with nothing but a
     warning: the same candidate and seed trained to another reward. The run's children say which kernel they ran."""

@@ -112,7 +112,7 @@ _ADDRESS = re.compile(r"^(|auto|ray://[^\s:/]+:\d+|[^\s:/]+:\d+)$")
 class ResourceSettings:
     """Where children run and what each one reserves (Ray logical resources)."""
 
-    address: str = ""  # "" = start an embedded local Ray; "auto" = the running cluster of this machine; "ray://host:10001" (Ray Client) or "host:6379" = an existing cluster
+    address: str = ""  # "" = start an embedded local Ray; "auto" = the cluster `ray start` runs on this machine (RAY_ADDRESS, or the one it recorded; never another command's own Ray); "ray://host:10001" (Ray Client) or "host:6379" = an existing cluster
     num_cpus: int = 0  # embedded Ray only: logical CPUs it offers; 0 = every core of this machine
     cpus_per_child: float = 1.0  # logical CPUs a child reserves; match child.threads so children do not fight over cores
     gpus_per_child: float = 0.0  # GPUs a child reserves; a fraction (0.5) lets children share a GPU, which they must then fit in together

@@ -179,19 +179,25 @@ def check_address(config: Config) -> None:
     """``UserError`` at once when nothing answers at ``resources.address`` (Ray itself retries for minutes), or, for a
     Ray of this command's own, when this machine lacks the cores, GPUs or dataset files a child needs."""
     address = config.resources.address
-    if address == "auto":  # the cluster `ray start` left on this machine (or RAY_ADDRESS), as Ray looks for it
-        try:
+    if address == "auto":  # the cluster `ray start` left on this machine (or RAY_ADDRESS), as Ray looks for it, but
+        try:                 # not Ray's last resort: any Ray process found on the machine (another command's own)
             from ray._private.services import canonicalize_bootstrap_address
+            from ray._private.utils import read_ray_address
 
-            address = canonicalize_bootstrap_address("auto") or ""
+            given = os.environ.get("RAY_ADDRESS", "").strip()
+            found = given if given and given != "auto" else read_ray_address()
+            if not found:
+                raise ConnectionError("no cluster file")
+            address = canonicalize_bootstrap_address(found) or ""
         except ConnectionError:
             raise UserError("resources.address: auto finds no Ray cluster on this machine; start one with "
                             "`ray start --head`, or leave address empty for a Ray of this command's own") from None
-        except Exception:  # noqa: BLE001  a Ray without that helper: connecting will say what is wrong
+        except Exception:  # noqa: BLE001  a Ray without those helpers: connecting will say what is wrong
             return
     why = unanswered(address, 5.0) if address else None
     if why:
-        raise UserError(f"resources.address: nothing answers at {address!r} ({why}); is the Ray head running?")
+        auto = " (auto: the cluster `ray start` last left on this machine)" if config.resources.address == "auto" else ""
+        raise UserError(f"resources.address: nothing answers at {address!r}{auto} ({why}); is the Ray head running?")
     r = config.resources
     if not address and not ray.is_initialized():  # an embedded Ray has this machine's cores and GPUs: check them now,
         cpus = r.num_cpus or os.cpu_count() or 1   # not after Ray has started and the run folder exists
