@@ -283,17 +283,19 @@ def test_a_search_on_this_machine_builds_the_kernel_before_its_children(monkeypa
     from search.loop import session
     from search.loop.config import config_from_dict
     from search.loop.progress import Progress
+    from search.loop.store import Store
 
     built = []
     monkeypatch.setattr(evaluator.train, "prepare_kernel", lambda settings, text: built.append((settings.task, text)))
     clock = iter([0.0, 40.0, 40.0])  # the build takes 40 s
     monkeypatch.setattr(session, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
     out = io.StringIO()
-    session._prepare_kernel(config_from_dict({"child": {"task": "mnist1d"}}), Progress(out, io.StringIO(), 30.0))
+    store = Store.in_memory()
+    session._prepare_kernel(config_from_dict({"child": {"task": "mnist1d"}}), Progress(out, io.StringIO(), 30.0), store)
     assert built == [("mnist1d", "x * sigmoid(beta * x)")] and "native activation kernel built in 40 s" in out.getvalue()
     for child, resources in (({"task": "synthetic"}, {}), ({"task": "mnist1d"}, {"address": "10.0.0.1:6379"})):
         session._prepare_kernel(config_from_dict({"child": child, "resources": resources}),
-                                Progress(io.StringIO(), io.StringIO(), 30.0))
+                                Progress(io.StringIO(), io.StringIO(), 30.0), store)
     assert len(built) == 1
 
 

@@ -59,7 +59,13 @@ def test_a_user_child_returning_200000_metrics_stores_a_bounded_record(tmp_path)
     (ChildResult.diverged("r", 0, "nan"), RewardSettings(failed=0.125), ("diverged", 0.125)),
     (ChildResult.ok("r", 0, None, metrics={"val_loss": math.nan}), RewardSettings(metric="val_loss", minimize=True,
                                                                                   failed=-9, screened=-9),
-     ("failed", -9.0)),
+     ("diverged", -9.0)),  # a non-finite metric diverged, as a built-in child's non-finite loss
+    (ChildResult.ok("r", 0, None, metrics={"val_loss": "inf"}), RewardSettings(metric="val_loss", minimize=True,
+                                                                                failed=-9, screened=-9),
+     ("diverged", -9.0)),  # as a user child's record keeps it (JSON has no inf)
+    (ChildResult.ok("r", 0, None, metrics={"val_loss": "low"}), RewardSettings(metric="val_loss", minimize=True,
+                                                                                failed=-9, screened=-9),
+     ("failed", -9.0)),  # no number
     (ChildResult.ok("r", 0, None, metrics={"loss": 1.0}), RewardSettings(metric="val_loss", minimize=True,
                                                                          failed=-9, screened=-9), ("failed", -9.0)),
 ])
