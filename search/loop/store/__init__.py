@@ -357,9 +357,10 @@ class Store(StudyRecords):
         """The ``k`` trained candidates with the highest reward (ties: earlier first), each with ``rank`` and
         ``proposed`` (how often the controller proposed that function: 1 + its duplicates); ``statuses``: of those
         statuses only (e.g. ("ok",): the children that trained to the end)."""
-        rows = self._conn.execute(
-            f"SELECT c.*, 1 + (SELECT COUNT(*) FROM candidates d WHERE d.duplicate_of = c.idx) AS proposed "
-            f"FROM candidates c WHERE c.status IN ({','.join('?' * len(statuses))}) "
+        rows = self._conn.execute(  # duplicates counted in one pass (a subquery per row was k x candidates: 59 s)
+            f"SELECT c.*, 1 + COALESCE(d.n, 0) AS proposed FROM candidates c LEFT JOIN (SELECT duplicate_of, "
+            f"COUNT(*) AS n FROM candidates WHERE duplicate_of IS NOT NULL GROUP BY duplicate_of) d "
+            f"ON d.duplicate_of = c.idx WHERE c.status IN ({','.join('?' * len(statuses))}) "
             f"ORDER BY c.reward DESC, c.idx ASC LIMIT ?", (*statuses, k))
         out = []
         for rank, row in enumerate(rows, 1):
