@@ -204,3 +204,13 @@ def test_a_stopped_runs_open_candidates_are_left_open_in_its_report_not_running(
 
     assert statuses_text(left_open({"ok": 3, "running": 2, "proposed": 1})) == "3 ok, 3 left open"
     assert left_open({"ok": 3, "diverged": 1}) == {"ok": 3, "diverged": 1}
+
+
+def test_the_progress_caption_names_the_entropy_panel_only_where_the_picture_has_one(tmp_path, images):
+    """A random search's report spoke of the policy's entropy under a picture without that panel."""
+    functions, progress = images
+    for entropy in (True, False):
+        path = tmp_path / f"r{entropy}.html"
+        build_report(path, title="t", config={}, summary={}, top_rows=[], function_png=functions,
+                     progress_png=progress, entropy=entropy)
+        assert ("policy entropy per update" in path.read_text()) == entropy

@@ -274,7 +274,8 @@ def build_report(path: str | os.PathLike, *, title: str, config: Mapping[str, An
                  wins_table: WinsTable | Mapping[str, Any] | None = None,
                  significance_png: bytes | None = None, show: Callable[[str], str] = display_text,
                  best: Mapping[str, Any] | None = None,
-                 per_child: Sequence[tuple[str, Sequence[Mapping[str, Any]]]] | None = None) -> None:
+                 per_child: Sequence[tuple[str, Sequence[Mapping[str, Any]]]] | None = None,
+                 entropy: bool = True) -> None:
     """Write the report to ``path`` (one HTML file, nothing external); a missing folder raises ``UserError``.
 
     config: the run's configuration (shown as YAML); summary: headline figures (shown as cards, in order); top_rows:
@@ -286,8 +287,8 @@ def build_report(path: str | os.PathLike, *, title: str, config: Mapping[str, An
     tables (default ``search.analysis.formatting.display_text``: its simplest equivalent, ``= relu`` when it computes a
     baseline); best: the function the page leads with, ``text`` (as shown), ``png`` (its shape), ``note`` and
     ``comparisons`` (its own, in the metric's units: ``search.analysis.significance.metric_comparisons``); per_child:
-    ``(label, comparisons)`` per study (``search.analysis.confirm.transfer_studies``), shown when there are two or more.
-    The page leads with the answer (the best function, its verdicts, the significance picture), then the course of the
+    ``(label, comparisons)`` per study (``search.analysis.confirm.transfer_studies``), shown when there are two or more;
+    entropy: whether the progress picture has the controller's entropy panel (a learning proposer's). The page leads with the answer (the best function, its verdicts, the significance picture), then the course of the
     search, then the tables.
     """
     path = Path(path)
@@ -313,8 +314,9 @@ def build_report(path: str | os.PathLike, *, title: str, config: Mapping[str, An
     parts += [
         "<h2>Progress</h2>",
         _image(progress_png, "search progress", "Reward per candidate with its best-so-far and moving average (over "
-                                                 "children trained in full; those stopped early are hollow); a "
-                                                 "learning proposer's (PPO's) policy entropy per update."),
+                                                 "children trained in full; those stopped early are hollow)" +
+                                                 ("; the learning proposer's policy entropy per update." if entropy
+                                                  else ".")),
         "<h2>Shapes of the top functions</h2>",
         _image(function_png, "top functions", "Each function (solid) and its derivative (dashed) on [-5, 5], "
                                               "every beta at its initial value 1."),
@@ -415,4 +417,5 @@ def write_run_report(path: str | os.PathLike, run_dir: Path, config, store, k: i
                  top_rows=table, function_png=functions.getvalue(), progress_png=progress.getvalue(),
                  significance=metric_comparisons(analysis["comparisons"], config.rewards) if analysis else None,
                  wins_table=analysis["wins"] if analysis else None, significance_png=significance_png, show=show,
-                 best=answer, per_child=per_child)
+                 best=answer, per_child=per_child,
+                 entropy=any(u["stats"].get("entropy") is not None for u in store.updates()))  # as the plot draws it
