@@ -274,47 +274,41 @@ def test_a_reward_no_child_can_give_is_a_broken_setup(tmp_path, monkeypatch, chi
     assert store.evaluated() == 0
 
 
-def test_a_non_finite_metric_is_a_divergence_a_result_not_a_broken_setup(tmp_path, monkeypatch):
-    """A user's child whose loss is nan diverged, as a built-in child with a nan loss does: the search goes on (the
-    first three such children stopped it as a broken setup)."""
+def _user_search(tmp_path, monkeypatch, source: str, task: str, children: int, probation: bool = False):
+    """A random search of ``children`` children of the user child ``task`` (in children.py, ``source``) minimising
+    val_loss, trained in this process; its store and what it showed."""
     from search.loop.driver import Driver
 
-    (tmp_path / "children.py").write_text(USER_CHILDREN)
+    (tmp_path / "children.py").write_text(source)
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"child": {"task": "children.py:nan"},
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"child": {"task": f"children.py:{task}"},
                                                      "rewards": {"metric": "val_loss", **LOSS},
-                                                     "controller": {"kind": "random"}, "budget": {"children": 6}}))
+                                                     "controller": {"kind": "random"}, "budget": {"children": children}}))
     config = load_config(tmp_path / "c.yaml")
     shown = io.StringIO()
     store, progress = Store.in_memory(), Progress(shown, io.StringIO(), 60)
     driver = Driver(None, config, store, progress)
     driver.restore()
     with StopSignal(print) as stop:
-        Engine(LocalExecutor(config, capacity=2), driver, progress, config.rewards, probation=True).run(stop)
+        Engine(LocalExecutor(config, capacity=2), driver, progress, config.rewards, probation=probation).run(stop)
+    return store, shown.getvalue()
+
+
+def test_a_non_finite_metric_is_a_divergence_a_result_not_a_broken_setup(tmp_path, monkeypatch):
+    """A user's child whose loss is nan diverged, as a built-in child with a nan loss does: the search goes on (the
+    first three such children stopped it as a broken setup)."""
+    store, shown = _user_search(tmp_path, monkeypatch, USER_CHILDREN, "nan", 6, probation=True)
     assert store.counts().get("diverged") == 6 and store.evaluated() == 6
     assert all("val_loss is nan" in c["reason"] for c in store.candidates(("diverged",)))
-    assert "new best" not in shown.getvalue() and store.best() is None  # a penalty is no best (it said val_loss 9)
+    assert "new best" not in shown and store.best() is None  # a penalty is no best (it said val_loss 9)
 
 
 def test_a_trained_child_worse_than_the_penalties_is_warned_about_once(tmp_path, monkeypatch):
     """With an unbounded loss, failed children (penalty -9) outranked children that trained to val_loss 170 and
     1.4e25, and nothing said so."""
-    from search.loop.driver import Driver
-
-    (tmp_path / "children.py").write_text("def big(activation, seed, device, options):\n"
-                                          "    return {'val_loss': 170.5}\n")
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"child": {"task": "children.py:big"},
-                                                     "rewards": {"metric": "val_loss", **LOSS},
-                                                     "controller": {"kind": "random"}, "budget": {"children": 4}}))
-    config = load_config(tmp_path / "c.yaml")
-    shown = io.StringIO()
-    store, progress = Store.in_memory(), Progress(shown, io.StringIO(), 60)
-    driver = Driver(None, config, store, progress)
-    driver.restore()
-    with StopSignal(print) as stop:
-        Engine(LocalExecutor(config, capacity=2), driver, progress, config.rewards).run(stop)
-    assert shown.getvalue().count("is worse than the penalties (rewards.failed -9") == 1, shown.getvalue()
+    big = "def big(activation, seed, device, options):\n    return {'val_loss': 170.5}\n"
+    _, shown = _user_search(tmp_path, monkeypatch, big, "big", 4)
+    assert shown.count("is worse than the penalties (rewards.failed -9") == 1, shown
 
 
 def test_one_error_reported_with_different_ids_is_one_error():
