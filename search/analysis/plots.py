@@ -294,6 +294,6 @@ def plot_run_progress(store: Any, path: str | os.PathLike | IO[bytes], rewards=N
     label = "reward"
     if shows_metric(rewards):
         label = f"reward = -{rewards.metric} (higher is better)" if rewards.minimize else f"reward = {rewards.metric}"
-    candidates = store.candidates()
-    plot_progress([c["reward"] for c in candidates], store.updates(), path, label,
-                  stopped=[c["status"] == "stopped" for c in candidates])
+    course = store.course()  # index, status, reward, finished_at: no candidate's proposal or metrics decoded
+    plot_progress([reward for _, _, reward, _ in course], store.updates(), path, label,
+                  stopped=[status == "stopped" for _, status, _, _ in course])
