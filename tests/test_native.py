@@ -352,3 +352,17 @@ def test_a_compiled_child_keeps_the_kernel_in_one_graph(text):
     assert len(compiled) == len(plain) == 6 - (act.beta is None)
     for a, b in zip(plain, compiled):
         assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("text", ["sigmoid(beta)", "beta * beta - beta"])
+def test_a_function_of_the_betas_alone_gives_x_no_gradient_as_eager_does(text):
+    """Native gave x a gradient of zeros where eager gives None: an optimiser's weight decay then moved the weights
+    before the activation in one kernel and not in the other."""
+    grads = {}
+    for kernel in ("eager", "native"):
+        module = kernel_module.activation_module(Expression.parse(text), channels=3, kernel=kernel)
+        x = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(0), requires_grad=True)
+        module(x).sum().backward()
+        grads[kernel] = (x.grad, module.beta.grad)
+    assert grads["eager"][0] is None and grads["native"][0] is None
+    torch.testing.assert_close(grads["native"][1], grads["eager"][1])

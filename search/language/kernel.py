@@ -61,6 +61,13 @@ def _codegen(root: Node, text: str):
     return fn, src
 
 
+def _reads_x(node) -> bool:
+    """Whether the function's value depends on x through its graph: ``beta``'s argument is ignored."""
+    if node.is_x:
+        return True
+    return node.op.name != "beta" and any(_reads_x(child) for child in node.children)
+
+
 class Kernel:
     """A callable ``(x, beta) -> y`` for one expression: eager, fused with ``torch.compile``, or native (the C++
     kernel on CPU, the Triton one on CUDA)."""
@@ -73,6 +80,7 @@ class Kernel:
         self.code = native.program(expr.root) if kind == "native" else None
         if self.code is not None:
             native.define_ops(eager_backward)  # what a torch.compile'd graph calls instead of the C++ autograd function
+        self.reads_x = _reads_x(expr.root)  # a function of the betas alone gives x no gradient, in eager's graph too
         self.failed: str | None = None
 
     def __call__(self, x: torch.Tensor, beta: torch.Tensor | None) -> torch.Tensor:
@@ -82,6 +90,8 @@ class Kernel:
         if self.code is not None and x.device.type == "cpu" and beta is not None and beta.dtype != x.dtype:
             common = torch.promote_types(x.dtype, beta.dtype)  # the C++ kernel takes one type
             x, beta = x.to(common), beta.to(common)
+        if self.code is not None and not self.reads_x:
+            x = x.detach()  # x's gradient is None, not zeros, as eager's: an optimiser then skips what lies before it
         if self.code is not None and native.supports(x):
             return native.run(self.code, x, beta)
         if beta is None:
