@@ -144,8 +144,9 @@ def reward(result: ChildResult, rewards) -> tuple[str, float, ChildResult]:
     """A child's ``(status, reward, result)``: for "ok", the reward of its ``rewards.metric`` (the metric, or minus it
     when ``rewards.minimize``), else ``rewards.failed``. An "ok" result with a non-finite metric becomes "diverged",
     one without a number for it "failed", the candidate's fault either way (the returned result says why).
-    ``rewards``: the run's ``rewards:`` settings (``metric``, ``minimize``, ``failed``). A child stopped early earns the score it reached (lower fidelity,
-    usually lower than where it would have ended). The one place a reward is computed."""
+    ``rewards``: the run's ``rewards:`` settings (``metric``, ``minimize``, ``failed``). A child stopped early earns
+    the score it reached (lower fidelity, usually lower than where it would have ended). The one place a reward is
+    computed."""
     value = result.metric(rewards.metric)
     if value in NON_FINITE_TEXTS:  # how a user child's record keeps a non-finite value (evaluator.user)
         value = float(value)

@@ -94,7 +94,8 @@ def own_study(run_dir: Path, config: Config) -> bool:
 
 def child_overrides(entry: dict) -> list[str]:
     """``--set`` overrides of the child section from one of ``confirm.children``: ``child.KEY=VALUE`` each, a user
-    child's ``options`` key by key (merged into the run's), ``options: {}`` clearing them (a built-in child takes none)."""
+    child's ``options`` key by key (merged into the run's), ``options: {}`` clearing them (a built-in child takes
+    none)."""
     out = []
     for key, value in entry.items():
         if key == "options" and value == {}:

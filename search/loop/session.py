@@ -140,7 +140,7 @@ def _session(run_dir: Path, stored: Config, config: Config, store: Store, progre
 def same_kernel(store: Store, kernels: Sequence[str], where: str) -> None:
     """``UserError`` when the children of this session would run their candidates with another kernel than the run's
     children so far, or with two at once (``kernels``: what the session's machines would use): a child's reward
-    depends on the kernel (the same candidate and seed train to other weights: docs/reproducibility.md), so a run never
+    depends on the kernel (the same candidate and seed train to other weights: docs/fidelity.md), so a run never
     mixes them silently. The native kernel falls back to eager where it cannot be built (no C++ compiler)."""
     from search.language import native
 
