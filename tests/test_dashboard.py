@@ -275,7 +275,7 @@ def test_the_page_follows_a_running_search_in_a_browser(tmp_path):
     finished_run(tmp_path)
     config = tmp_path / "slow.yaml"
     config.write_text("seed: 0\nspace: {core_units: 1}\ncontroller: {kind: random}\n"
-                      "child: {task: synthetic, delay_s: 0.4}\nbudget: {children: 45}\n"
+                      "child: {task: synthetic, delay_s: 0.4}\nbudget: {children: 80}\n"
                       "resources: {address: '', cpus_per_child: 1}\nconfirm: {enabled: false}\n")
     search = subprocess.Popen([*ACTSEARCH, "run", str(config), "--name", "live", "--results", str(tmp_path)],
                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -313,4 +313,4 @@ def test_the_page_follows_a_running_search_in_a_browser(tmp_path):
             dashboard.communicate(timeout=30)
         output, _ = search.communicate(timeout=180)
     with Store.open(tmp_path / "live", readonly=True) as store:  # the watched search is complete and consistent
-        assert search.returncode == 0 and store.evaluated() == 45 and store.audit() == [], output[-3000:]
+        assert search.returncode == 0 and store.evaluated() == 80 and store.audit() == [], output[-3000:]
