@@ -75,13 +75,18 @@ def same_function(a: str, b: str) -> bool:
     return fingerprint_of(text_a) == fingerprint_of(text_b) and agree_widely(text_a, text_b)
 
 
-def repeated_function(labels: Sequence[str]) -> tuple[str, str] | None:
-    """The first pair of ``labels`` that are one function written twice (``same_function``), or None: a baseline
-    listed twice would be trained twice and counted as two comparisons in Holm's correction."""
+def repeated_baseline(names: Sequence[str]) -> str | None:
+    """What is wrong when two of the baseline ``names`` (valid baseline names or expression texts) are one function
+    written twice (``same_function``), in the user's words; None when none is: a baseline listed twice would be
+    trained twice and counted as two comparisons in Holm's correction. The same text twice is one baseline."""
+    given: dict[str, str] = {}
+    for name in names:
+        given.setdefault(activation_label(name), name)
+    labels = list(given)
     for i, later in enumerate(labels):
         for earlier in labels[:i]:
             if same_function(earlier, later):
-                return earlier, later
+                return f"{given[later]!r} is {given[earlier]!r} again (the same function); name it once"
     return None
 
 

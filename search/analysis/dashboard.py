@@ -205,8 +205,7 @@ class Board:
                 fresh_watch = _Watched(w.path, identity)
                 w.__dict__.update(fresh_watch.__dict__)
             w.session = sessions[-1] if sessions else {}
-            held = lock_held(w.path)
-            w.detail["state"] = run_state(sessions, held)
+            w.detail["state"] = run_state(sessions, lock_held(w.path))
             retrainings, analysis = store.studies_version()
             version = (store.last_event_seq(), len(sessions), retrainings, analysis)
             if version == w.version and w.budget is not None:

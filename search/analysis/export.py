@@ -132,7 +132,8 @@ def export_source(expr: Expression | str, provenance: Mapping[str, Any], *,
     """
     expr = Expression.parse(expr) if isinstance(expr, str) else expr
     if not class_name.isidentifier() or keyword.iskeyword(class_name):
-        raise UserError(f"class name {class_name!r} is " + ("a Python keyword" if keyword.iskeyword(class_name) else "not a Python identifier"))
+        what = "a Python keyword" if keyword.iskeyword(class_name) else "not a Python identifier"
+        raise UserError(f"class name {class_name!r} is {what}")
     body = kernel(expr, "eager").source.rstrip()
     # the operators in the order the generated code calls them, and which beta row each beta-carrying one reads
     calls = re.findall(r"= (op_\w+)\((.*)\)$", body, flags=re.M)

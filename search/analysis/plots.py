@@ -106,8 +106,9 @@ def moving_average(values: Sequence[float], window: int) -> np.ndarray:
 
 def plot_progress(rewards: Sequence[float | None], updates: Sequence[dict],
                   path: str | os.PathLike | IO[bytes], label: str = "reward",
-                  stopped: Sequence[bool] | None = None) -> None:
+                  stopped: Sequence[bool] | None = None) -> bool:
     """The course of a search: reward per candidate, best-so-far and a moving average; controller entropy per update.
+    Returns whether it drew the entropy panel.
 
     rewards: by candidate index (None: no reward yet, not drawn); updates: the proposer's update records
     (``{"version", "consumed": [indices], "stats": {"entropy", ...}}``); the entropy panel is left out when no update
@@ -173,6 +174,7 @@ def plot_progress(rewards: Sequence[float | None], updates: Sequence[dict],
     fig.tight_layout()
     fig.savefig(path, dpi=DPI, format=_format(path))
     plt.close(fig)
+    return bool(points)
 
 
 def _reward_limits(values: np.ndarray, keep: np.ndarray) -> tuple[float, float]:
@@ -286,14 +288,15 @@ def plot_comparisons(comparisons: Sequence[Any], path: str | os.PathLike | IO[by
                       path, subtitle=subtitle)
 
 
-def plot_run_progress(store: Any, path: str | os.PathLike | IO[bytes], rewards=None) -> None:
-    """``plot_progress`` of a run store: every candidate's reward and the controller's updates. rewards: the run's
-    ``RewardSettings`` (a minimised metric's rewards are minus the metric: the axis says so)."""
+def plot_run_progress(store: Any, path: str | os.PathLike | IO[bytes], rewards=None) -> bool:
+    """``plot_progress`` of a run store: every candidate's reward and the controller's updates; whether it drew the
+    entropy panel. rewards: the run's ``RewardSettings`` (a minimised metric's rewards are minus the metric: the axis
+    says so)."""
     from search.analysis.formatting import shows_metric
 
     label = "reward"
     if shows_metric(rewards):
         label = f"reward = -{rewards.metric} (higher is better)" if rewards.minimize else f"reward = {rewards.metric}"
     course = store.course()  # index, status, reward, finished_at: no candidate's proposal or metrics decoded
-    plot_progress([reward for _, _, reward, _ in course], store.updates(), path, label,
+    return plot_progress([reward for _, _, reward, _ in course], store.updates(), path, label,
                   stopped=[status == "stopped" for _, status, _, _ in course])

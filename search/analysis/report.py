@@ -288,8 +288,9 @@ def build_report(path: str | os.PathLike, *, title: str, config: Mapping[str, An
     baseline); best: the function the page leads with, ``text`` (as shown), ``png`` (its shape), ``note`` and
     ``comparisons`` (its own, in the metric's units: ``search.analysis.significance.metric_comparisons``); per_child:
     ``(label, comparisons)`` per study (``search.analysis.confirm.transfer_studies``), shown when there are two or more;
-    entropy: whether the progress picture has the controller's entropy panel (a learning proposer's). The page leads with the answer (the best function, its verdicts, the significance picture), then the course of the
-    search, then the tables.
+    entropy: whether the progress picture has the controller's entropy panel (``plots.plot_progress`` says). The page
+    leads with the answer (the best function, its verdicts, the significance picture), then the course of the search,
+    then the tables.
     """
     path = Path(path)
     if path.is_dir() or not path.parent.is_dir():
@@ -377,7 +378,7 @@ def write_run_report(path: str | os.PathLike, run_dir: Path, config, store, k: i
     analysis = current_analysis(store, config)
     functions, progress = io.BytesIO(), io.BytesIO()
     plot_ranked(rows[:plot_top], functions, config.rewards)
-    plot_run_progress(store, progress, config.rewards)
+    entropy = plot_run_progress(store, progress, config.rewards)  # whether it has the controller's entropy panel
     best = rows[0]
     state = run_state(store.sessions(), lock_held(run_dir))
     summary = {"run": run_dir.name, "state": STATE_TEXT.get(state, state).format(run=run_dir),
@@ -418,4 +419,4 @@ def write_run_report(path: str | os.PathLike, run_dir: Path, config, store, k: i
                  significance=metric_comparisons(analysis["comparisons"], config.rewards) if analysis else None,
                  wins_table=analysis["wins"] if analysis else None, significance_png=significance_png, show=show,
                  best=answer, per_child=per_child,
-                 entropy=any(u["stats"].get("entropy") is not None for u in store.updates()))  # as the plot draws it
+                 entropy=entropy)

@@ -174,9 +174,9 @@ def baseline_labels(names: Sequence[str], config: Config) -> list[str]:
 
     Raises ``UserError`` naming an unknown baseline, or a named one the synthetic task cannot score.
     """
-    from evaluator.activations import BASELINES, activation_label, repeated_function
+    from evaluator.activations import BASELINES, activation_label, repeated_baseline
 
-    labels, given = [], {}
+    labels = []
     for name in names:
         try:
             label = activation_label(name)
@@ -186,17 +186,12 @@ def baseline_labels(names: Sequence[str], config: Config) -> list[str]:
             raise UserError(f"--baselines: {name!r}: the synthetic task scores expressions only; write it as one, "
                             f"e.g. relu(x) or x * sigmoid(beta * x)")
         labels.append(label)
-        given.setdefault(label, name)
     if not labels:
         raise UserError("--baselines: name at least one baseline")
-    labels = list(dict.fromkeys(labels))
-    repeat = repeated_function(labels)
+    repeat = repeated_baseline(names)
     if repeat:
-        first, again = (given[label] for label in repeat)
-        raise UserError(f"--baselines: {again!r} is {first!r} again (the same function); name it once")
-    return labels
-
-
+        raise UserError(f"--baselines: {repeat}")
+    return list(dict.fromkeys(labels))
 
 
 def comparisons_count(candidates: Sequence[str], baselines: Sequence[str]) -> int:

@@ -99,8 +99,7 @@ def cmd_significance(args) -> int:
     where = result.where()
     m = len(result.comparisons)
     print(f"\n{m} comparison{'s' * (m != 1)} over {args.seeds} seed{'s' * (args.seeds != 1)} {where} (candidate minus "
-          f"baseline; Holm "
-          f"over all of them; verdict at 0.05):\n", file=say)
+          f"baseline; Holm over all of them; verdict at 0.05):\n", file=say)
     if args.format == "json":
         print(json.dumps({"seeds": args.seeds, "split": result.split, "study": result.study,
                           "comparisons": json.loads(significance_table(result.comparisons, "json", config.rewards)),

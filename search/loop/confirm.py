@@ -34,20 +34,18 @@ class ConfirmSettings:
                 out.append((name, f"must be from {low} to {high}, got {getattr(self, name)}"))
         if not self.baselines:
             out.append(("baselines", "must name at least one baseline, e.g. [relu, swish, gelu]"))
-        labels = []
         for name in self.baselines:
             try:
-                labels.append(activation_label(name))
+                activation_label(name)
             except UserError as exc:
                 out.append(("baselines", str(exc)))
                 break
         else:
-            from evaluator.activations import repeated_function
+            from evaluator.activations import repeated_baseline
 
-            repeat = repeated_function(list(dict.fromkeys(labels)))
+            repeat = repeated_baseline(self.baselines)
             if repeat:
-                first, again = (self.baselines[labels.index(label)] for label in repeat)
-                out.append(("baselines", f"{again!r} is {first!r} again (the same function); name it once"))
+                out.append(("baselines", repeat))
         if self.split not in ("val", "test"):
             out.append(("split", f"must be val or test, got {self.split!r}"))
         for name, entry in self.children.items():

@@ -304,9 +304,9 @@ class Driver:
                                 f"the penalties (rewards.failed {rewards.failed:g}, screened {rewards.screened:g}): "
                                 f"failed and screened candidates now rank above it; set them below the worst "
                                 f"{rewards.metric} a child can score", show=True)
-        if status == "ok" and (self.best is None or reward > self.best["reward"]):  # trained in full: not a
-            self.best = {"reward": reward, "text": display_text(self.texts[index]), "index": index}  # penalty, nor
-            rewards = self.config.rewards                                    # a part-trained score at a rung
+        # a best is a child trained in full: not a penalty, nor a part-trained score at a rung
+        if status == "ok" and (self.best is None or reward > self.best["reward"]):
+            self.best = {"reward": reward, "text": display_text(self.texts[index]), "index": index}
             value = rewards.metric_of(reward)
             shown = f"{value:.4f}" if abs(value) < 1e6 else f"{value:.4g}"
             named = f"{rewards.metric} {shown}" if rewards.minimize or rewards.metric != "accuracy" else shown

@@ -98,9 +98,7 @@ class Engine:
             finished = executor.poll(POLL_S)
             lost = executor.lost_now()
             if lost:  # what finished is kept; the rest runs again, same seeds, when the session is resumed
-                self.gone = True
-                self.progress.event(f"{lost}; the session stops (once Ray is back, a resume runs the children that "
-                                    f"did not finish)")
+                self.stop_for(lost)
             decisions = executor.drain_rungs() if self.board is not None and not lost else []  # no Ray call now
             if decisions:  # rung decisions first: a stopped child's decision precedes its result
                 work.record_rungs(decisions)
@@ -164,10 +162,14 @@ class Engine:
         if not self.gone:
             lost = self.executor.lost(result)
             if lost:
-                self.gone = True
-                self.progress.event(f"{lost}; the session stops (once Ray is back, a resume runs the children that "
-                                    f"did not finish)")
+                self.stop_for(lost)
         return self.gone
+
+    def stop_for(self, lost: str) -> None:
+        """The children's machines went away (``lost`` says where): the session stops, as when interrupted."""
+        self.gone = True
+        self.progress.event(f"{lost}; the session stops (once Ray is back, a resume runs the children that did not "
+                            f"finish)")
 
     def stop(self) -> None:
         """Cancel the children in flight (a stopped session); the work forgets them (they run again next time)."""

@@ -332,17 +332,17 @@ class ChildPool(Executor):
         if result.extra.get("ray_error") == "LocalRayletDiedError":
             self._gone = True
             return f"{where} stopped (this machine's Ray node died)"
-        why = unanswered(self._head, LOST_CHECK_S) if self._head else None
-        if why:
-            self._gone = True
-            return f"{where} stopped answering ({why})"
-        return None
+        return self._head_gone() if self._head else None
 
     def lost_now(self) -> str | None:
         """On a cluster, every ``HEAD_CHECK_EVERY_S``: a line when its head stopped answering, else None."""
         if not self._head or self._gone or time.monotonic() - self._head_checked < HEAD_CHECK_EVERY_S:
             return None
         self._head_checked = time.monotonic()
+        return self._head_gone()
+
+    def _head_gone(self) -> str | None:
+        """A line when the cluster's head does not answer (the session is then over: ``_gone``), else None."""
         why = unanswered(self._head, LOST_CHECK_S)
         if why:
             self._gone = True
